@@ -1,0 +1,110 @@
+"""One connection's socket I/O, for the server side and the client side.
+
+:mod:`acceptlab.protocol` decides what the bytes mean; this module moves them.
+The server side is the book's ``handle_conversation``: read a request, answer
+it, repeat until the client closes.  It adds the defences a server facing real
+clients needs: a size limit, an idle timeout, and no exception escaping for a
+client that resets the connection or sends garbage.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from typing import Callable
+
+from .protocol import Problem, Protocol, split_requests
+
+__all__ = ["Limits", "converse", "ask", "recv_until"]
+
+RECV_SIZE = 4096
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How much a server tolerates from one client before it complains and hangs up.
+
+    ``max_request``: bytes one request may take before its terminator arrives.
+    ``idle_timeout``: seconds a client may stay silent (a slow client holding a
+    worker is the subject of the slow-clients lesson).
+    """
+
+    max_request: int = 4096
+    idle_timeout: float = 5.0
+
+
+def converse(
+    conn: socket.socket,
+    protocol: Protocol,
+    who: str,
+    work: Callable[[], None] = lambda: None,
+    limits: Limits = Limits(),
+) -> str:
+    """Hold one conversation on an accepted socket and say how it ended.
+
+    Returns ``'closed'`` (the client hung up, the normal end for zen and
+    lancelot), ``'replied'`` (one-shot protocols such as HTTP/1.0),
+    ``'too_long'``, ``'idle'`` or ``'reset'``.  Error handling: misbehaving
+    clients get :meth:`Protocol.complaint` and are hung up on; nothing a client
+    does raises out of here, so a worker never dies of bad input.  The caller
+    closes ``conn``.
+    """
+    conn.settimeout(limits.idle_timeout)
+    buffer = b""
+    try:
+        while True:
+            data = conn.recv(RECV_SIZE)
+            if not data:
+                return "closed"  # the client closed, perhaps half-way through a request
+            buffer += data
+            requests, buffer = split_requests(buffer, protocol.request_end)
+            for request in requests:
+                if len(request) > limits.max_request:
+                    return _complain(conn, protocol, Problem.TOO_LONG)
+                work()
+                conn.sendall(protocol.answer(request, who))
+                if protocol.one_request_per_connection:
+                    return "replied"
+            if len(buffer) > limits.max_request:
+                return _complain(conn, protocol, Problem.TOO_LONG)
+    except TimeoutError:
+        return _complain(conn, protocol, Problem.IDLE)
+    except OSError:  # reset by the client, or shut down by the pool while stopping
+        return "reset"
+
+
+def _complain(conn: socket.socket, protocol: Protocol, problem: Problem) -> str:
+    """Send the complaint if the client still listens; report the problem either way."""
+    try:
+        conn.sendall(protocol.complaint(problem))
+    except OSError:
+        pass
+    return problem.name.lower()
+
+
+def recv_until(sock: socket.socket, end: bytes | None, limit: int = 1 << 20) -> bytes:
+    """Read until the data ends with ``end`` (or, for ``end=None``, until the peer closes).
+
+    Raises ``ConnectionError`` when the peer closes before ``end`` arrives,
+    and ``ValueError`` past ``limit`` bytes: a client must be bounded too.
+    """
+    data = b""
+    while end is None or not data.endswith(end):
+        more = sock.recv(RECV_SIZE)
+        if not more:
+            if end is None:
+                return data
+            raise ConnectionError(f"server closed after {len(data)} bytes, before {end!r}")
+        data += more
+        if len(data) > limit:
+            raise ValueError(f"reply longer than {limit} bytes")
+    return data
+
+
+def ask(sock: socket.socket, protocol: Protocol) -> list[bytes]:
+    """The client's side: send each of the protocol's questions, collect each reply."""
+    replies = []
+    for question in protocol.questions:
+        sock.sendall(question)
+        replies.append(recv_until(sock, protocol.reply_end))
+    return replies

@@ -1,0 +1,164 @@
+"""The event log: one fixed-size record per wakeup, in a memory-mapped file per worker.
+
+Theory of operation
+-------------------
+Each worker (one slot, one generation) owns one file and is its only writer,
+so there are no locks and no messages between processes.  The file is mapped
+into memory with ``MAP_SHARED``: a record is written with ``struct.pack_into``,
+which is a plain memory store, with no system call on the hot path.  The pages
+belong to the kernel's page cache, not to the worker, so what a worker wrote
+survives its ``SIGKILL``: the next reader finds it.  (A ``multiprocessing.Queue``
+instead pickles and sends every event through a pipe and loses what is still in
+its feeder thread when a worker dies.)
+
+A record is *committed* by writing its ``seq`` field last; a reader keeps only
+records whose ``seq`` is set, so a worker killed half-way through a record
+leaves no torn row.  The conversation's end time is written into the same
+record later; a worker killed mid-conversation leaves it empty, which is
+itself worth seeing.
+
+What can be lost: a connection that ``accept()`` returned in the few
+microseconds before its record was stored, if the worker is killed exactly
+then.  Its client sees a reset and no reply, so the client log shows it.
+
+Resource handling: :class:`EventWriter` is a context manager; the file grows by
+doubling when full.  :func:`read_events` reads every file in a directory into
+one pandas DataFrame.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+from pathlib import Path
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["OUTCOMES", "EventWriter", "read_events", "log_path"]
+
+# Outcome of one wakeup, stored as a small integer.
+OUTCOMES = ("accepted", "eagain", "timeout", "error")
+_CODE = {name: code for code, name in enumerate(OUTCOMES)}
+
+# The record: twelve little-endian signed 64-bit integers; -1 means "none".
+_FIELDS = (
+    "seq", "worker", "generation", "pid", "tid",
+    "t_wait_ns", "t_wake_ns", "t_accept_ns", "t_done_ns",
+    "outcome", "peer_port", "nvcsw",
+)
+_RECORD = struct.Struct("<" + "q" * len(_FIELDS))
+_BODY = struct.Struct("<" + "q" * (len(_FIELDS) - 1))  # everything after seq
+_T_DONE_OFFSET = 8 * _FIELDS.index("t_done_ns")
+_INITIAL_RECORDS = 4096
+
+
+def log_path(directory: str | os.PathLike, worker: int, generation: int) -> Path:
+    """Where slot ``worker``'s ``generation``-th incarnation writes its events."""
+    return Path(directory) / f"worker{worker:03d}-gen{generation:04d}.events"
+
+
+class EventWriter:
+    """Appends wakeup records for ONE worker; only that worker may write.
+
+    Use :meth:`wakeup` once per return from the wait, and :meth:`done` when a
+    connection's conversation is over.  Both cost a ``struct.pack_into`` into
+    shared memory.
+    """
+
+    def __init__(self, path: str | os.PathLike, worker: int, generation: int) -> None:
+        self.path = Path(path)
+        self._ids = (worker, generation, os.getpid())
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        self._capacity = 0
+        self._map: mmap.mmap | None = None
+        self._count = 0
+        self._grow(_INITIAL_RECORDS)
+
+    def _grow(self, capacity: int) -> None:
+        """Make room for ``capacity`` records: extend the file, map it afresh."""
+        if self._map is not None:
+            self._map.close()
+        os.ftruncate(self._fd, capacity * _RECORD.size)  # sparse: costs nothing until used
+        self._map = mmap.mmap(self._fd, capacity * _RECORD.size, mmap.MAP_SHARED)
+        self._capacity = capacity
+
+    def wakeup(
+        self,
+        tid: int,
+        t_wait_ns: int,
+        t_wake_ns: int,
+        outcome: str,
+        t_accept_ns: int = -1,
+        peer_port: int = -1,
+        nvcsw: int = -1,
+    ) -> int:
+        """Record one return from the wait; return the record's index for :meth:`done`."""
+        if self._count == self._capacity:
+            self._grow(2 * self._capacity)
+        index = self._count
+        offset = index * _RECORD.size
+        worker, generation, pid = self._ids
+        _BODY.pack_into(
+            self._map, offset + 8,
+            worker, generation, pid, tid, t_wait_ns, t_wake_ns, t_accept_ns, -1,
+            _CODE[outcome], peer_port, nvcsw,
+        )
+        struct.pack_into("<q", self._map, offset, index + 1)  # commit: seq last
+        self._count = index + 1
+        return index
+
+    def done(self, index: int, t_done_ns: int) -> None:
+        """Fill in when record ``index``'s conversation ended."""
+        struct.pack_into("<q", self._map, index * _RECORD.size + _T_DONE_OFFSET, t_done_ns)
+
+    def close(self) -> None:
+        """Unmap and close; the records stay in the file."""
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+            os.close(self._fd)
+
+    def __enter__(self) -> "EventWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_OPTIONAL = ("t_accept_ns", "t_done_ns", "peer_port", "nvcsw")
+COLUMNS = (
+    "run", "worker", "generation", "pid", "tid", "kind", "strategy", "seq",
+    "t_wait_ns", "t_wake_ns", "t_accept_ns", "t_done_ns", "outcome", "peer_port", "nvcsw",
+)
+
+
+def read_events(directory: str | os.PathLike, **constants: object) -> pd.DataFrame:
+    """Read every worker's file in ``directory`` into one DataFrame, ordered by wake time.
+
+    ``constants`` become columns with one value for the whole run (``run``,
+    ``kind``, ``strategy``).  Missing values (no connection, conversation cut
+    short, counter unavailable) are ``<NA>``.
+    """
+    # Imported here, not at the top: workers write events and must not pay for numpy and pandas.
+    import numpy as np
+    import pandas as pd
+
+    dtype = np.dtype([(name, "<i8") for name in _FIELDS])
+    arrays = []
+    for path in sorted(Path(directory).glob("*.events")):
+        records = np.fromfile(path, dtype=dtype)
+        arrays.append(records[records["seq"] > 0])  # committed records only
+    records = np.concatenate(arrays) if arrays else np.empty(0, dtype=dtype)
+    frame = pd.DataFrame({name: records[name] for name in _FIELDS})
+    frame["seq"] -= 1
+    frame["outcome"] = pd.Categorical.from_codes(frame["outcome"].to_numpy(), OUTCOMES)
+    for name in _OPTIONAL:
+        frame[name] = frame[name].astype("Int64").mask(frame[name] < 0)
+    for name in ("run", "kind", "strategy"):
+        frame[name] = constants.get(name, "")
+    frame = frame.sort_values(["t_wake_ns", "worker"], kind="stable").reset_index(drop=True)
+    return frame[list(COLUMNS)]

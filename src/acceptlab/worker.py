@@ -1,0 +1,151 @@
+"""The worker loop: the book's ``server_loop``, measured.
+
+A worker does four things forever: wait for a connection (the strategy
+decides how), hold the conversation, record what happened, and go back to
+waiting.  The same function runs in a thread or in a process; only how it is
+started and stopped differs (see :mod:`acceptlab.pool`).
+
+Error handling: a client's misbehaviour ends its conversation, never the
+worker (:func:`acceptlab.conversation.converse` swallows it).  An ``accept()``
+that fails for lack of resources (``EMFILE``: too many open files) is recorded
+as an ``error`` wakeup and retried after a pause instead of killing the loop.
+When the listening socket is shut down or closed under the worker, which is
+how the pool stops threads, the loop ends.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from .conversation import Limits, converse
+from .eventlog import EventWriter, log_path
+from .kernel import voluntary_switches
+from .protocol import get_protocol, served_by
+from .strategies import Setting, make_waiter
+from .work import parse_work
+
+__all__ = ["WorkerSpec", "Control", "InjectedCrash", "serve", "process_main"]
+
+now = time.monotonic_ns
+_RETRY_PAUSE = 0.1  # seconds to wait after EMFILE/ENFILE before accepting again
+_ORPHAN_CHECK = 0.2  # seconds between checks that the parent is still alive
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything one worker needs to know; small and picklable, so it can cross into a process."""
+
+    slot: int
+    generation: int
+    strategy: str
+    protocol: str
+    work: str
+    limits: Limits
+    log_dir: str
+    setting: Setting = field(default_factory=Setting)
+
+
+class InjectedCrash(Exception):
+    """Raised inside a thread worker on purpose: a thread cannot be killed from outside."""
+
+
+@dataclass
+class Control:
+    """How a pool talks to a THREAD worker (processes get signals instead).
+
+    ``stopping`` ends the loop at its next wakeup; ``crash`` makes the next
+    accepted connection raise :class:`InjectedCrash`; ``sockets`` lists what
+    the pool must shut down to wake the thread from a blocking call.
+    """
+
+    stopping: threading.Event = field(default_factory=threading.Event)
+    crash: threading.Event = field(default_factory=threading.Event)
+    sockets: list = field(default_factory=list)
+
+
+def serve(listener: socket.socket, spec: WorkerSpec, control: Control | None = None) -> None:
+    """Run one worker until its listener goes away (or ``control.stopping`` is set).
+
+    Per wakeup it records: when the wait began, when it returned, the outcome,
+    when accept() returned, the client's port, the voluntary context switches
+    this thread made *during the wait* (the wakeups that EAGAIN counts miss),
+    and, after the conversation, when it ended.
+    """
+    control = control or Control()
+    protocol = get_protocol(spec.protocol)
+    work = parse_work(spec.work)
+    tid = threading.get_native_id()
+    who = served_by(spec.slot, os.getpid(), tid)
+    waiter = make_waiter(spec.strategy, listener, spec.setting)
+    control.sockets.append(waiter.listener)
+    path = log_path(spec.log_dir, spec.slot, spec.generation)
+    with EventWriter(path, spec.slot, spec.generation) as log:
+        try:
+            while not control.stopping.is_set():
+                t_wait, switches = now(), voluntary_switches()
+                try:
+                    wake = waiter.wait()
+                except OSError as exc:
+                    if control.stopping.is_set() or exc.errno in (errno.EINVAL, errno.EBADF):
+                        return  # the listener was shut down or closed: time to go
+                    log.wakeup(tid, t_wait, now(), "error", nvcsw=_since(switches))
+                    if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                        time.sleep(_RETRY_PAUSE)  # out of resources: let some be freed
+                    continue
+                row = log.wakeup(tid, t_wait, wake.t_wake_ns, wake.outcome,
+                                 wake.t_accept_ns, wake.peer_port, _since(switches))
+                if wake.conn is not None:
+                    with wake.conn:
+                        if control.crash.is_set():
+                            raise InjectedCrash(f"worker {spec.slot} crashed on purpose")
+                        control.sockets.append(wake.conn)
+                        converse(wake.conn, protocol, who, work, spec.limits)
+                        control.sockets.remove(wake.conn)
+                    log.done(row, now())
+        finally:
+            waiter.close()
+
+
+def _since(switches: int | None) -> int:
+    """Voluntary context switches since ``switches`` was read (-1 where unavailable)."""
+    current = voluntary_switches()
+    return -1 if switches is None or current is None else current - switches
+
+
+def process_main(listener: socket.socket, spec: WorkerSpec) -> None:
+    """Entry point of a worker PROCESS: module-level, so spawn and forkserver can import it.
+
+    Signals: SIGTERM ends the worker cleanly (``SystemExit`` unwinds the loop
+    and closes its log).  SIGINT is ignored: Ctrl-C in a terminal or an
+    interrupted Jupyter kernel signals the whole process group, and the pool,
+    not each worker, decides what an interrupt means.  A watchdog thread ends
+    the worker when its parent disappears, so a killed notebook kernel leaves
+    no orphan holding the port.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    _watch_parent(os.getppid())
+    serve(listener, spec)
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
+def _watch_parent(parent: int) -> None:
+    """Start a daemon thread that exits this process once ``parent`` is gone.
+
+    When a parent dies its children are re-parented (to init or a subreaper),
+    so ``os.getppid()`` changes: the check gunicorn's workers make too.
+    """
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(_ORPHAN_CHECK)
+        os._exit(0)  # nothing to clean up: the event log is already in the page cache
+
+    threading.Thread(target=watch, name="orphan-watchdog", daemon=True).start()
