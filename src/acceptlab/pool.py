@@ -279,6 +279,13 @@ class WorkerPool:
         return self.setting.address
 
     @property
+    def listening_socket(self) -> socket.socket:
+        """The socket the workers share (for ``reuseport``, a bound placeholder that does not listen)."""
+        if self._listener is None:
+            raise RuntimeError("start the pool first")
+        return self._listener
+
+    @property
     def pids(self) -> list[int]:
         """Process id (processes) or native thread id (threads) of each slot's worker."""
         with self._lock:

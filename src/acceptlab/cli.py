@@ -1,0 +1,269 @@
+"""The ``acceptlab`` command (also ``python -m acceptlab``).
+
+``serve``    run a pool of workers on a port until Ctrl-C, then print who served what
+``load``     fire connections at ANY server (the kit's, the book's, nginx) and report
+``run``      serve + load + stop on an ephemeral port, write the run's files, print a table
+``compare``  run several strategies side by side, write the comparison figures
+``doctor``   what this machine supports
+
+Every expected failure (a taken port, a missing platform feature, a bad
+argument) is one line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Sequence
+
+from .conversation import Limits
+from .protocol import PROTOCOLS
+from .strategies import STRATEGIES, Unavailable
+
+__all__ = ["main"]
+
+BOOK_PORT = 1060  # the port every server in the book listens on
+
+
+class UsageError(Exception):
+    """A mistake in how the command was called: reported in one line, exit code 2."""
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_host(host: str, allow_remote: bool) -> None:
+    """Loopback unless the user insists: a teaching server should not face the network by accident."""
+    if _is_loopback(host):
+        return
+    if not allow_remote:
+        raise UsageError(f"{host} is not a loopback address; add --allow-remote if you mean it")
+    print(f"warning: listening on {host}: anyone who can reach this machine can connect",
+          file=sys.stderr)
+
+
+def _add_pool_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kind", choices=("thread", "process"), default="process",
+                        help="workers are threads or processes (default: process)")
+    parser.add_argument("--workers", "-n", type=int, default=4, help="how many (default: 4)")
+    parser.add_argument("--strategy", choices=tuple(STRATEGIES), default="blocking",
+                        help="how each worker waits for a connection (default: blocking)")
+    parser.add_argument("--protocol", choices=tuple(PROTOCOLS), default="zen")
+    parser.add_argument("--work", default="none", help="none, sleep:MS or spin:MS per request")
+    parser.add_argument("--start-method", choices=("fork", "spawn", "forkserver"),
+                        help="how processes are started (default: the platform's)")
+    parser.add_argument("--idle-timeout", type=float, default=Limits.idle_timeout,
+                        help="seconds a silent client may hold a worker")
+    parser.add_argument("--max-request", type=int, default=Limits.max_request,
+                        help="bytes a request may take")
+
+
+def _add_load_options(parser: argparse.ArgumentParser, connections: int) -> None:
+    parser.add_argument("--connections", "-c", type=int, default=connections)
+    parser.add_argument("--duration", type=float, default=60.0,
+                        help="stop after this many seconds whatever the count (default: 60)")
+    shape = parser.add_mutually_exclusive_group()
+    shape.add_argument("--concurrency", type=int, default=1,
+                       help="closed loop: clients at once (default 1: sequential)")
+    shape.add_argument("--rate", type=float, help="open loop: new connections per second")
+    parser.add_argument("--processes", type=int, default=1, help="client processes")
+    parser.add_argument("--retries", type=int, default=0, help="retries of a failed connection")
+    parser.add_argument("--gap", type=float, default=0.0,
+                        help="seconds each client pauses between connections")
+    parser.add_argument("--json", action="store_true", help="print one JSON summary line")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser, one sub-command per job."""
+    parser = argparse.ArgumentParser(prog="acceptlab", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="serve until Ctrl-C")
+    _add_pool_options(serve)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=BOOK_PORT, help="default: 1060, the book's")
+    serve.add_argument("--allow-remote", action="store_true",
+                       help="permit a non-loopback --host")
+
+    load = commands.add_parser("load", help="fire connections at a server")
+    load.add_argument("--host", default="127.0.0.1")
+    load.add_argument("--port", type=int, default=BOOK_PORT)
+    load.add_argument("--protocol", choices=tuple(PROTOCOLS), default="zen")
+    _add_load_options(load, connections=1000)
+
+    run = commands.add_parser("run", help="serve + load on an ephemeral port, save the run")
+    _add_pool_options(run)
+    _add_load_options(run, connections=200)
+    run.add_argument("--sample-queue", action="store_true", help="record accept-queue depth")
+    run.add_argument("--out", default="out/run", help="directory for the run's files")
+
+    compare = commands.add_parser("compare", help="strategies side by side, with figures")
+    compare.add_argument("--strategies", nargs="+", default=None, metavar="S",
+                         help="default: every strategy this machine supports")
+    compare.add_argument("--kinds", nargs="+", default=["process", "thread"],
+                         choices=("thread", "process"))
+    compare.add_argument("--workers", "-n", type=int, default=4)
+    compare.add_argument("--connections", "-c", type=int, default=200)
+    compare.add_argument("--protocol", choices=tuple(PROTOCOLS), default="zen")
+    compare.add_argument("--out", default="out/compare")
+
+    commands.add_parser("doctor", help="what this machine supports")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(format="acceptlab: %(message)s", level=logging.INFO)
+    from .pool import PortInUse
+
+    try:
+        return COMMANDS[args.command](args)
+    except (UsageError, Unavailable, PortInUse, ValueError) as exc:
+        print(f"acceptlab: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("acceptlab: interrupted", file=sys.stderr)
+        return 130
+
+
+def _limits(args: argparse.Namespace) -> Limits:
+    return Limits(max_request=args.max_request, idle_timeout=args.idle_timeout)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve until Ctrl-C or SIGTERM, then stop the pool and print per-worker counts."""
+    from . import analysis
+    from .pool import WorkerPool
+
+    _check_host(args.host, args.allow_remote)
+    finished = threading.Event()
+    # Ctrl-C and SIGTERM only set a flag: the main thread stops the pool (no work in a handler).
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: finished.set())
+    pool = WorkerPool(workers=args.workers, kind=args.kind, strategy=args.strategy,
+                      protocol=args.protocol, work=args.work, host=args.host, port=args.port,
+                      start_method=args.start_method, limits=_limits(args))
+    with pool:
+        host, port = pool.address
+        print(f"listening on {host}:{port}", flush=True)
+        while not finished.wait(0.5):
+            pass
+    print(analysis.per_worker(pool.events(), args.workers).to_string())
+    return 0
+
+
+def _load_summary(client) -> dict:
+    """Throughput, latency percentiles and errors by cause from a client table."""
+    ok = client[client["ok"]]
+    span = (client["t_done_ns"].max() - client["t_start_ns"].min()) / 1e9 if len(client) else 0
+    latency_ms = (ok["t_done_ns"] - ok["t_start_ns"]).astype("float64") / 1e6
+    return {
+        "connections": len(client),
+        "ok": len(ok),
+        "errors": client.loc[~client["ok"], "error"].value_counts().to_dict(),
+        "seconds": round(float(span), 3),
+        "connections_per_s": round(len(ok) / span, 1) if span else 0.0,
+        "p50_ms": round(float(latency_ms.quantile(0.5)), 3) if len(ok) else None,
+        "p90_ms": round(float(latency_ms.quantile(0.9)), 3) if len(ok) else None,
+        "p99_ms": round(float(latency_ms.quantile(0.99)), 3) if len(ok) else None,
+    }
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    """Fire load at any server and print connections/s, latency and errors by cause."""
+    from .load import fire
+
+    if not _is_loopback(args.host):
+        raise UsageError(f"{args.host} is not a loopback address: the kit only loads this machine")
+    client = fire((args.host, args.port), args.protocol, args.connections, args.concurrency,
+                  args.rate, args.processes, args.duration, args.gap, retries=args.retries,
+                  progress=not args.json)
+    summary = _load_summary(client)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        for key, value in summary.items():
+            print(f"{key:>18}: {value}")
+    return 0 if summary["ok"] else 1
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Serve, fire, stop; save the run under --out and print the per-worker table."""
+    from . import analysis
+    from .experiment import run_experiment
+
+    run = run_experiment(workers=args.workers, kind=args.kind, strategy=args.strategy,
+                         protocol=args.protocol, work=args.work, connections=args.connections,
+                         concurrency=args.concurrency, rate=args.rate,
+                         client_processes=args.processes, gap=args.gap, duration=args.duration,
+                         retries=args.retries, start_method=args.start_method,
+                         limits=_limits(args), sample_queue=args.sample_queue,
+                         progress=not args.json)
+    out = run.save(args.out)
+    table = analysis.per_worker(run.events, args.workers)
+    if args.json:
+        summary = analysis.summary(run.events, run.client, args.workers)
+        summary.update(per_worker=table["accepts"].astype(int).tolist(),
+                       client_ok=int(run.client["ok"].sum()),
+                       client_errors=int((~run.client["ok"]).sum()), out=str(out))
+        print(json.dumps(summary, default=_plain))
+    else:
+        print(f"{run.label}: {args.workers} workers, {len(run.client)} connections -> {out}/")
+        print(table.to_string())
+    return 0
+
+
+def _plain(value: object) -> object:
+    """JSON for numpy and pandas scalars (and NaN as null)."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return str(value)
+    return None if number != number else number
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Run strategies side by side; write runs, figures and a summary table under --out."""
+    from .report import write_comparison
+
+    written = write_comparison(Path(args.out), strategies=args.strategies, kinds=args.kinds,
+                               workers=args.workers, connections=args.connections,
+                               protocol=args.protocol)
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Print what this machine supports, and which strategies run for which kind."""
+    from .kernel import feature_report, format_report
+    from .strategies import strategy_support
+
+    print(format_report(feature_report()))
+    print()
+    print("strategies:")
+    for name, kinds in strategy_support().items():
+        verdicts = ", ".join(f"{kind} {'✓' if why is None else '✗'}" for kind, why in kinds.items())
+        reasons = {why for why in kinds.values() if why}
+        print(f"  {name:<16} {verdicts}" + (f"   ({'; '.join(reasons)})" if reasons else ""))
+    return 0
+
+
+COMMANDS = {"serve": cmd_serve, "load": cmd_load, "run": cmd_run, "compare": cmd_compare,
+            "doctor": cmd_doctor}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,231 @@
+"""One call per experiment: start the workers, fire the load, stop everything, keep the data.
+
+:func:`run_experiment` returns a :class:`Run`: three DataFrames (``events``
+from the workers, ``client`` from the load generator, ``queue`` from the
+accept-queue sampler) and ``meta``, a dict saying how the run was made and on
+what machine.  :meth:`Run.save` / :meth:`Run.load` write and read the kit's
+format (``events.csv``, ``client.csv``, ``queue.csv``, ``meta.json``; every
+column is described in ``data/README.md``).  :func:`compare` runs a grid of
+experiments and returns them together.
+
+Resource handling: the pool and the sampler are stopped in ``finally``
+blocks, so an exception or a KeyboardInterrupt (the notebook's stop button)
+leaves no worker behind.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+
+from . import __version__
+from .conversation import Limits
+from .eventlog import COLUMNS as EVENT_COLUMNS
+from .kernel import QueueSampler, Unsupported
+from .load import CLIENT_COLUMNS, fire
+from .pool import WorkerPool
+
+__all__ = ["Run", "run_experiment", "compare", "machine"]
+
+QUEUE_COLUMNS = ("t_ns", "socket", "queue_len", "backlog")
+_NULLABLE = ("t_accept_ns", "t_done_ns", "peer_port", "nvcsw", "local_port", "t_connected_ns",
+             "t_reply_ns", "t_done_ns", "worker", "backlog")
+
+
+@dataclass
+class Run:
+    """What one experiment produced: ``events``, ``client`` and ``queue`` tables, and ``meta``."""
+
+    events: pd.DataFrame
+    client: pd.DataFrame
+    queue: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=QUEUE_COLUMNS))
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """A short name: ``'blocking/process'`` unless the run was given a label."""
+        return self.meta.get("label") or f"{self.meta.get('strategy')}/{self.meta.get('kind')}"
+
+    @property
+    def workers(self) -> int:
+        """How many worker slots the run had."""
+        return int(self.meta["workers"])
+
+    def accepted(self) -> pd.DataFrame:
+        """The accepted wakeups in accept order: who got each connection."""
+        rows = self.events[self.events["outcome"] == "accepted"]
+        return rows.sort_values("t_accept_ns", kind="stable").reset_index(drop=True)
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write the run as CSV files plus ``meta.json`` into ``directory``; return it."""
+        path = Path(directory)
+        path.mkdir(parents=True, exist_ok=True)
+        self.events.to_csv(path / "events.csv", index=False)
+        self.client.to_csv(path / "client.csv", index=False)
+        self.queue.to_csv(path / "queue.csv", index=False)
+        (path / "meta.json").write_text(json.dumps(self.meta, indent=2, default=str) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> "Run":
+        """Read a run written by :meth:`save` (or shipped in ``data/``)."""
+        path = Path(directory)
+        tables = {}
+        for name, columns in (("events", EVENT_COLUMNS), ("client", CLIENT_COLUMNS),
+                              ("queue", QUEUE_COLUMNS)):
+            file = path / f"{name}.csv"
+            frame = pd.read_csv(file) if file.exists() and file.stat().st_size else \
+                pd.DataFrame(columns=list(columns))
+            for column in _NULLABLE:
+                if column in frame:
+                    frame[column] = frame[column].astype("Int64")
+            tables[name] = frame
+        if "outcome" in tables["events"]:
+            tables["events"]["outcome"] = tables["events"]["outcome"].astype(str)
+        meta = json.loads((path / "meta.json").read_text())
+        return cls(tables["events"], tables["client"], tables["queue"], meta)
+
+    def __repr__(self) -> str:
+        return (f"<Run {self.label}: {len(self.accepted())} accepted, "
+                f"{int(self.client['ok'].sum()) if len(self.client) else 0}/{len(self.client)} "
+                f"client ok, {len(self.queue)} queue samples>")
+
+
+def machine() -> dict:
+    """Facts about this machine worth keeping beside any measurement made on it."""
+    return {
+        "acceptlab": __version__,
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": sys.platform,
+        "system": platform.platform(),
+        "kernel": platform.release(),
+        "cpus": os.cpu_count(),
+    }
+
+
+def run_experiment(
+    workers: int = 4,
+    kind: str = "process",
+    strategy: str = "blocking",
+    protocol: str = "zen",
+    work: str = "none",
+    connections: int = 200,
+    concurrency: int = 1,
+    rate: float | None = None,
+    client_processes: int = 1,
+    gap: float = 0.0,
+    duration: float = 60.0,
+    retries: int = 0,
+    start_method: str | None = None,
+    backlog: int = 128,
+    limits: Limits = Limits(),
+    sample_queue: bool = False,
+    queue_interval: float = 0.002,
+    label: str | None = None,
+    progress: bool = False,
+) -> Run:
+    """Start a :class:`~acceptlab.pool.WorkerPool`, fire a load at it, stop it, return a :class:`Run`.
+
+    The pool's parameters (``workers``, ``kind``, ``strategy``, ``protocol``,
+    ``work``, ``start_method``, ``backlog``, ``limits``) and the load's
+    (``connections``, ``concurrency``, ``rate``, ``client_processes``, ``gap``,
+    ``duration``, ``retries``) are those of the two classes.  With
+    ``sample_queue`` the accept-queue depth is read every ``queue_interval``
+    seconds (Linux only; elsewhere ``meta['queue']`` says why it is missing).
+    """
+    parameters = {key: value for key, value in locals().items() if key != "limits"}
+    parameters.update(max_request=limits.max_request, idle_timeout=limits.idle_timeout)
+    pool = WorkerPool(workers=workers, kind=kind, strategy=strategy, protocol=protocol,
+                      work=work, start_method=start_method, backlog=backlog, limits=limits,
+                      run=label or f"{strategy}/{kind}")
+    sampler: QueueSampler | None = None
+    queue_note = "not sampled"
+    started = time.time()
+    try:
+        pool.start()
+        if sample_queue:
+            sampler, queue_note = _start_sampler(pool, queue_interval)
+        client = fire(pool.address, protocol, connections, concurrency, rate, client_processes,
+                      duration, gap, retries=retries, progress=progress)
+    finally:
+        if sampler is not None:
+            sampler.stop()
+        pool.stop()
+    queue = sampler.to_frame() if sampler is not None else pd.DataFrame(columns=QUEUE_COLUMNS)
+    meta = {**machine(), **parameters, "start_method": pool.start_method,
+            "port": pool.address[1], "started": started, "seconds": time.time() - started,
+            "queue": queue_note, "replacements": len(pool.replacements)}
+    return Run(pool.events(), client, queue, meta)
+
+
+def _start_sampler(pool: WorkerPool, interval: float) -> tuple[QueueSampler | None, str]:
+    """Sample the shared socket, or for ``reuseport`` every worker's own socket by port."""
+    try:
+        if pool.strategy == "reuseport":
+            sampler = QueueSampler(port=pool.address[1], interval=interval)
+        else:
+            sampler = QueueSampler(sockets=[pool.listening_socket], interval=interval)
+        return sampler.start(), "sampled"
+    except Unsupported as exc:
+        return None, f"unavailable: {exc}"
+
+
+def compare(
+    strategies: Iterable[str] = ("blocking", "poll", "epoll-exclusive", "reuseport"),
+    kinds: Iterable[str] = ("process",),
+    loads: Iterable[dict] = ({},),
+    progress: bool = False,
+    **common: object,
+) -> dict[str, Run]:
+    """Run every strategy x kind x load and return the runs by label (``strategy/kind[/load]``).
+
+    ``loads`` is a list of keyword sets for :func:`run_experiment` (e.g.
+    ``[{"connections": 200}, {"concurrency": 8, "work": "sleep:5"}]``);
+    ``common`` applies to all.  Combinations the platform or kind cannot run
+    (``shared-epoll`` with processes, say) are skipped, and listed in every
+    run's ``meta['skipped_in_comparison']``.
+    """
+    from .strategies import Unavailable, check_strategy
+
+    loads = list(loads)
+    grid = list(itertools.product(strategies, kinds, loads))
+    runs: dict[str, Run] = {}
+    skipped: list[str] = []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(grid), unit="run", desc="experiments")
+    try:
+        for strategy, kind, load in grid:
+            name = "/".join([strategy, kind] + ([_describe(load)] if len(loads) > 1 else []))
+            try:
+                check_strategy(strategy, kind)
+            except Unavailable as exc:
+                skipped.append(f"{name}: {exc}")
+            else:
+                runs[name] = run_experiment(strategy=strategy, kind=kind, label=name,
+                                            **{**common, **load})
+            if bar is not None:
+                bar.update()
+    finally:
+        if bar is not None:
+            bar.close()
+    for run in runs.values():
+        run.meta["skipped_in_comparison"] = skipped
+    return runs
+
+
+def _describe(load: dict) -> str:
+    """A short label for a load's keywords: ``{'concurrency': 8}`` -> ``'concurrency=8'``."""
+    return ",".join(f"{key}={value}" for key, value in sorted(load.items()))
