@@ -48,6 +48,7 @@ class WorkerSpec:
     limits: Limits
     log_dir: str
     setting: Setting = field(default_factory=Setting)
+    parent_pid: int = field(default_factory=os.getpid)  # the pool's process
 
 
 class InjectedCrash(Exception):
@@ -124,12 +125,12 @@ def process_main(listener: socket.socket, spec: WorkerSpec) -> None:
     and closes its log).  SIGINT is ignored: Ctrl-C in a terminal or an
     interrupted Jupyter kernel signals the whole process group, and the pool,
     not each worker, decides what an interrupt means.  A watchdog thread ends
-    the worker when its parent disappears, so a killed notebook kernel leaves
-    no orphan holding the port.
+    the worker when the pool's process disappears, so a killed notebook kernel
+    leaves no orphan holding the port.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    _watch_parent(os.getppid())
+    _watch_pool(spec.parent_pid)
     serve(listener, spec)
 
 
@@ -137,15 +138,31 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
-def _watch_parent(parent: int) -> None:
-    """Start a daemon thread that exits this process once ``parent`` is gone.
+def _watch_pool(pool_pid: int) -> None:
+    """Start a daemon thread that exits this process once the pool's process is gone.
 
-    When a parent dies its children are re-parented (to init or a subreaper),
-    so ``os.getppid()`` changes: the check gunicorn's workers make too.
+    Why not ``os.getppid()``, as gunicorn's workers check?  Under ``forkserver``
+    the parent is the fork server, which by design lives as long as any of its
+    children: it would never change.  So the pool's own pid is watched instead.
     """
     def watch() -> None:
-        while os.getppid() == parent:
+        while _alive(pool_pid):
             time.sleep(_ORPHAN_CHECK)
         os._exit(0)  # nothing to clean up: the event log is already in the page cache
 
     threading.Thread(target=watch, name="orphan-watchdog", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    """Is process ``pid`` running?  (A zombie, dead but not yet reaped, is not.)"""
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:  # no /proc (macOS): existence is the best we can tell
+        return True

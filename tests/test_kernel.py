@@ -1,0 +1,284 @@
+"""Tests for acceptlab.kernel, over real loopback sockets on 127.0.0.1, port 0."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import sys
+import time
+from collections.abc import Iterator
+
+import pandas as pd
+import pytest
+
+from acceptlab import kernel
+from acceptlab.kernel import (
+    Feature,
+    QueueSampler,
+    Unsupported,
+    accept_queue,
+    feature_report,
+    features,
+    format_report,
+    listen_queues,
+    voluntary_switches,
+)
+
+LINUX = sys.platform.startswith("linux")
+linux_only = pytest.mark.skipif(not LINUX, reason="the accept queue is only visible on Linux")
+
+FEATURE_NAMES = (
+    "python", "platform", "kernel", "cpu_count", "start_method", "start_methods",
+    "epoll", "EPOLLEXCLUSIVE", "SO_REUSEPORT", "TCP_INFO", "RUSAGE_THREAD", "/proc/net/tcp",
+)
+
+
+@contextlib.contextmanager
+def listener(backlog: int = 8, port: int = 0, reuseport: bool = False) -> Iterator[socket.socket]:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        if reuseport:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(("127.0.0.1", port))
+        sock.listen(backlog)
+        yield sock
+
+
+@contextlib.contextmanager
+def clients(port: int, count: int) -> Iterator[list[socket.socket]]:
+    """``count`` connected clients; nobody needs to accept them for connect() to return."""
+    with contextlib.ExitStack() as stack:
+        socks = [
+            stack.enter_context(socket.create_connection(("127.0.0.1", port), timeout=2))
+            for _ in range(count)
+        ]
+        yield socks
+
+
+def accept_all(sock: socket.socket, count: int) -> None:
+    sock.settimeout(2)
+    for _ in range(count):
+        conn, _ = sock.accept()
+        conn.close()
+
+
+def eventually(condition, timeout: float = 1.0) -> bool:
+    """The handshake completes in the kernel asynchronously, so poll briefly."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.005)
+    return condition()
+
+
+# -- accept_queue --------------------------------------------------------------
+
+@linux_only
+def test_accept_queue_counts_connections_nobody_accepted() -> None:
+    with listener(backlog=8) as server:
+        port = server.getsockname()[1]
+        depth = accept_queue(server)
+        assert (depth.queue_len, depth.backlog) == (0, 8)
+        with clients(port, 3):
+            assert eventually(lambda: accept_queue(server).queue_len == 3)
+            assert accept_queue(server).backlog == 8
+            accept_all(server, 3)
+            assert accept_queue(server).queue_len == 0
+
+
+@linux_only
+def test_accept_queue_rejects_a_socket_that_is_not_listening() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        with pytest.raises(ValueError, match="not listening"):
+            accept_queue(sock)
+
+
+@linux_only
+def test_accept_queue_on_a_closed_socket_raises_oserror() -> None:
+    with listener() as server:
+        pass
+    with pytest.raises(OSError):
+        accept_queue(server)
+
+
+def test_off_linux_everything_is_unsupported_with_a_reason(monkeypatch) -> None:
+    monkeypatch.setattr(sys, "platform", "darwin")  # pretend; restored after the test
+    with listener() as server:
+        with pytest.raises(Unsupported, match="Linux-only; this is darwin"):
+            accept_queue(server)
+        with pytest.raises(Unsupported, match="darwin"):
+            listen_queues(server.getsockname()[1])
+        with pytest.raises(Unsupported):
+            QueueSampler(sockets=[server]).start()
+        with pytest.raises(Unsupported):
+            QueueSampler(port=server.getsockname()[1]).start()
+    report = {f.name: f for f in feature_report()}
+    assert not report["TCP_INFO"].available and not report["/proc/net/tcp"].available
+    if hasattr(socket, "SO_REUSEPORT"):
+        assert not report["SO_REUSEPORT"].available
+        assert "does not balance" in report["SO_REUSEPORT"].detail
+
+
+# -- listen_queues ---------------------------------------------------------------
+
+@linux_only
+def test_listen_queues_sees_the_same_queue_as_tcp_info() -> None:
+    with listener(backlog=8) as server:
+        port = server.getsockname()[1]
+        rows = listen_queues(port)
+        assert len(rows) == 1
+        row = rows[0]
+        assert row.local == f"127.0.0.1:{port}"
+        assert (row.queue_len, row.backlog) == (0, None)
+        with clients(port, 3):
+            assert eventually(lambda: [r.queue_len for r in listen_queues(port)] == [3])
+            assert accept_queue(server).queue_len == 3
+            accept_all(server, 3)
+            assert [r.queue_len for r in listen_queues(port)] == [0]
+
+
+@linux_only
+def test_listen_queues_shows_one_row_per_reuseport_socket() -> None:
+    with listener(reuseport=True) as first:
+        port = first.getsockname()[1]
+        with listener(port=port, reuseport=True):
+            rows = listen_queues(port)
+    assert len(rows) == 2
+    assert len({row.inode for row in rows}) == 2
+
+
+@linux_only
+def test_listen_queues_of_an_unused_port_is_empty() -> None:
+    with listener() as server:
+        port = server.getsockname()[1]
+    assert listen_queues(port) == []
+
+
+# -- QueueSampler ------------------------------------------------------------------
+
+@linux_only
+def test_sampler_sees_the_queue_grow_and_drain() -> None:
+    with listener(backlog=8) as server:
+        port = server.getsockname()[1]
+        with QueueSampler(sockets=[server], interval=0.002) as sampler:
+            with clients(port, 3):
+                assert eventually(lambda: accept_queue(server).queue_len == 3)
+                time.sleep(0.02)  # let the sampler see the full queue
+                accept_all(server, 3)
+                time.sleep(0.02)  # ... and the empty one
+            started = time.monotonic()
+            sampler.stop()
+            assert time.monotonic() - started < 0.5
+    frame = sampler.to_frame()
+    assert list(frame.columns) == ["t_ns", "socket", "queue_len", "backlog"]
+    assert str(frame["t_ns"].dtype) == "int64"
+    assert str(frame["queue_len"].dtype) == "int64"
+    assert str(frame["backlog"].dtype) == "Int64"
+    assert pd.api.types.is_string_dtype(frame["socket"])
+    assert len(frame) > 0
+    assert set(frame["socket"]) == {"shared"}
+    assert frame["queue_len"].max() == 3
+    assert (frame["queue_len"].tail(3) == 0).all()
+    assert (frame["backlog"] == 8).all()
+    assert frame["t_ns"].is_monotonic_increasing
+    assert not sampler.truncated
+
+
+@linux_only
+def test_sampler_by_port_reads_proc_and_skips_sockets_it_holds() -> None:
+    with listener(reuseport=True) as first:
+        port = first.getsockname()[1]
+        with listener(port=port, reuseport=True):
+            with QueueSampler(sockets=[first], port=port, interval=0.002) as sampler:
+                assert eventually(lambda: len(sampler.to_frame()) >= 4)
+    frame = sampler.to_frame()
+    names = set(frame["socket"])
+    assert "shared" in names
+    others = names - {"shared"}
+    assert len(others) == 1 and next(iter(others)).startswith("inode:")
+    from_proc = frame[frame["socket"] != "shared"]
+    assert from_proc["backlog"].isna().all()
+
+
+@linux_only
+def test_sampler_ends_quietly_when_the_socket_is_closed() -> None:
+    with listener() as server:
+        sampler = QueueSampler(sockets=[server], interval=0.002).start()
+        assert eventually(lambda: len(sampler.to_frame()) > 0)
+    assert eventually(lambda: not sampler._thread.is_alive())
+    rows = len(sampler.to_frame())
+    time.sleep(0.02)
+    assert len(sampler.to_frame()) == rows
+    assert sampler.stop_reason == "socket closed"
+    sampler.stop()
+    sampler.stop()  # idempotent
+
+
+@linux_only
+def test_sampler_caps_rows_and_time() -> None:
+    with listener() as server:
+        with QueueSampler(sockets=[server], interval=0.001, max_rows=5) as capped:
+            assert eventually(lambda: capped.stop_reason == "max_rows")
+        assert len(capped.to_frame()) == 5 and capped.truncated
+        with QueueSampler(sockets=[server], interval=0.001, max_seconds=0.05) as timed:
+            assert eventually(lambda: timed.stop_reason == "max_seconds")
+        assert not timed.truncated
+
+
+def test_sampler_needs_something_to_watch() -> None:
+    with pytest.raises(ValueError):
+        QueueSampler()
+
+
+def test_empty_sampler_frame_has_the_columns_and_dtypes() -> None:
+    frame = QueueSampler(port=1).to_frame()
+    assert list(frame.columns) == ["t_ns", "socket", "queue_len", "backlog"]
+    assert str(frame["backlog"].dtype) == "Int64"
+    assert len(frame) == 0
+
+
+# -- voluntary_switches --------------------------------------------------------------
+
+@pytest.mark.skipif(not LINUX, reason="RUSAGE_THREAD is Linux-only")
+def test_voluntary_switches_count_sleeps() -> None:
+    before = voluntary_switches()
+    assert isinstance(before, int)
+    for _ in range(3):
+        time.sleep(0.01)
+    assert voluntary_switches() - before >= 1
+
+
+def test_voluntary_switches_is_none_without_rusage_thread(monkeypatch) -> None:
+    monkeypatch.setattr(kernel, "resource", None)  # as on Windows; macOS lacks RUSAGE_THREAD too
+    assert voluntary_switches() is None
+    assert not {f.name: f for f in feature_report()}["RUSAGE_THREAD"].available
+
+
+# -- features ------------------------------------------------------------------------
+
+def test_feature_report_names_every_feature() -> None:
+    report = feature_report()
+    assert [f.name for f in report] == list(FEATURE_NAMES)
+    assert all(isinstance(f, Feature) and f.detail and "\n" not in f.detail for f in report)
+    text = format_report(report)
+    for name in FEATURE_NAMES:
+        assert name in text
+    lines = text.splitlines()
+    assert len(lines) == len(FEATURE_NAMES)
+    assert all(line[0] in "✓✗" for line in lines)
+    assert len({line.index(f.detail) for line, f in zip(lines, report)}) == 1  # aligned
+
+
+def test_features_gives_plain_values() -> None:
+    values = features()
+    assert list(values) == list(FEATURE_NAMES)
+    assert values["platform"] == sys.platform
+    assert isinstance(values["start_methods"], list)
+    assert all(isinstance(values[n], bool) for n in FEATURE_NAMES[6:])
+
+
+@linux_only
+def test_feature_report_on_linux_finds_the_measurements() -> None:
+    available = {f.name: f.available for f in feature_report()}
+    assert available["TCP_INFO"] and available["RUSAGE_THREAD"] and available["epoll"]

@@ -1,0 +1,120 @@
+"""WorkerPool over real loopback sockets: kinds, start methods, supervisor, stop, orphans."""
+
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from acceptlab.pool import PortInUse, WorkerPool
+from helpers import port_is_free, process_gone, wait_until, zen_round_trip
+
+START_METHODS = multiprocessing.get_all_start_methods()
+KINDS = [("thread", None)] + [("process", method) for method in START_METHODS]
+
+
+@pytest.mark.parametrize("kind, method", KINDS)
+def test_pool_serves_stops_within_a_second_and_frees_the_port(kind, method):
+    pool = WorkerPool(workers=3, kind=kind, start_method=method).start()
+    try:
+        for _ in range(12):
+            assert zen_round_trip(pool.address) == [b"Ugly.", b"Implicit.", b"Complex."]
+        assert pool.alive() == [True, True, True]
+    finally:
+        started = time.monotonic()
+        pool.stop()
+        took = time.monotonic() - started
+    assert took < 1.0, f"stop() took {took:.2f} s"
+    assert not any(pool.alive())
+    assert port_is_free(pool.address[1])
+    events = pool.events()
+    assert (events["outcome"] == "accepted").sum() == 12
+    assert set(events["worker"]) <= {0, 1, 2}
+
+
+def test_pool_is_a_context_manager_and_a_taken_port_is_named():
+    with WorkerPool(workers=1, kind="thread") as pool:
+        port = pool.address[1]
+        with pytest.raises(PortInUse, match=f"port {port} on 127.0.0.1 is already in use"):
+            WorkerPool(workers=1, kind="thread", port=port).start()
+    assert port_is_free(port)
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_supervisor_replaces_a_killed_process_in_the_same_slot(method):
+    with WorkerPool(workers=3, kind="process", start_method=method, interval=0.05) as pool:
+        old = pool.pids[1]
+        pool.kill(1)
+        assert wait_until(lambda: pool.replacements, timeout=5) is not None
+        assert wait_until(lambda: all(pool.alive()), timeout=5) is not None
+        replacement = pool.replacements[0]
+        assert (replacement.slot, replacement.generation, replacement.pid) == (1, 0, old)
+        assert replacement.exit == "exit code -9 (SIGKILL)"
+        assert pool.pids[1] == replacement.new_pid != old
+        for _ in range(9):
+            zen_round_trip(pool.address)
+    events = pool.events()
+    assert set(events.loc[events["worker"] == 1, "generation"]) <= {0, 1}
+
+
+def test_supervisor_replaces_a_crashed_thread():
+    with WorkerPool(workers=2, kind="thread", interval=0.05) as pool:
+        pool.kill(0)  # a thread cannot be killed: it crashes at its next connection
+        failures = 0
+        for _ in range(6):
+            try:
+                zen_round_trip(pool.address)
+            except ConnectionError:
+                failures += 1  # the connection the crashing thread held
+        assert failures == 1
+        assert wait_until(lambda: pool.replacements, timeout=5) is not None
+        assert pool.replacements[0].exit == "crashed: InjectedCrash"
+        assert wait_until(lambda: all(pool.alive()), timeout=5) is not None
+        zen_round_trip(pool.address)
+
+
+def test_unsupported_combination_is_refused_before_anything_starts():
+    from acceptlab.strategies import Unavailable
+
+    with pytest.raises(Unavailable, match="shared-epoll.*kind='thread'"):
+        WorkerPool(kind="process", strategy="shared-epoll")
+
+
+PARENT = textwrap.dedent("""
+    import sys, time
+    from acceptlab.pool import WorkerPool
+    if __name__ == "__main__":
+        pool = WorkerPool(workers=3, kind="process", start_method=sys.argv[1]).start()
+        print(pool.address[1], *pool.pids, flush=True)
+        time.sleep(60)
+""")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("method", START_METHODS)
+def test_sigkill_of_the_parent_leaves_no_orphan_and_frees_the_port(tmp_path, method):
+    script = tmp_path / "parent.py"
+    script.write_text(PARENT)
+    parent = subprocess.Popen([sys.executable, str(script), method], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        port, *pids = map(int, parent.stdout.readline().split())
+        assert len(pids) == 3 and not any(process_gone(pid) for pid in pids)
+    finally:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(5)
+    took = wait_until(lambda: all(process_gone(pid) for pid in pids), timeout=2.0)
+    assert took is not None, f"workers still alive 2 s after their parent's SIGKILL: {pids}"
+    assert port_is_free(port)
+
+
+def test_stop_is_idempotent_and_events_survive_it():
+    pool = WorkerPool(workers=2, kind="process").start()
+    zen_round_trip(pool.address)
+    pool.stop()
+    pool.stop()
+    assert (pool.events()["outcome"] == "accepted").sum() == 1

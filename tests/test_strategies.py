@@ -1,0 +1,123 @@
+"""What each accept strategy makes the kernel do, measured over real loopback sockets.
+
+These tests depend on the scheduler of a shared 2-core machine, so each asserts
+only what holds reliably, and the scheduling-sensitive ones pass if the
+prediction holds in the best of three tries (said in each test's name).
+Sequential connections here pause 1 ms apart ("light load"): back-to-back,
+the worker that just finished often returns to accept() before the woken
+worker runs, and takes the next connection itself (notebook 02 shows this).
+"""
+
+import math
+import multiprocessing
+import sys
+import time
+
+import pytest
+
+from acceptlab import analysis
+from acceptlab.load import fire
+from acceptlab.pool import WorkerPool
+from acceptlab.strategies import STRATEGIES, check_strategy, Unavailable
+from helpers import port_is_free, zen_round_trip
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                reason="the predictions measured here are Linux's")
+WORKERS = 4
+
+
+def sequential_run(kind, strategy, connections=100, **pool_options):
+    """4 workers, `connections` sequential zen connections 1 ms apart; return the events."""
+    with WorkerPool(workers=WORKERS, kind=kind, strategy=strategy, **pool_options) as pool:
+        client = fire(pool.address, "zen", connections, gap=0.001)
+    assert client["ok"].all(), client.loc[~client["ok"], "error"].value_counts()
+    return pool.events()
+
+
+def best_of(tries, measure, good):
+    """Run `measure` up to `tries` times; return the first value that is `good`, else the last."""
+    for _ in range(tries):
+        value = measure()
+        if good(value):
+            break
+    return value
+
+
+@pytest.mark.parametrize("kind", ["process", "thread"])
+def test_blocking_is_round_robin_and_fifo_best_of_three(kind):
+    def measure():
+        events = sequential_run(kind, "blocking")
+        sequence = analysis.accepted(events)["worker"].tolist()
+        ranks = analysis.wake_order_ranks(events)
+        return analysis.round_robin_score(sequence, WORKERS), ranks["rank"].mean()
+
+    score, mean_rank = best_of(3, measure, lambda v: v[0] >= 0.9 and v[1] <= 0.1)
+    assert score >= 0.9, f"strict round robin in only {score:.0%} of windows"
+    assert mean_rank <= 0.1, "the longest waiter should win (FIFO): mean rank ~ 0"
+
+
+def test_blocking_wakes_one_worker_per_connection():
+    events = sequential_run("process", "blocking")
+    per = analysis.wakeups_per_accept(events)
+    assert per["eagain_per_accept"] == 0
+    assert per["nvcsw_per_accept"] < 1.5
+
+
+def test_epoll_exclusive_gives_the_large_majority_to_one_worker_best_of_three():
+    check_strategy("epoll-exclusive", "process")
+    share = best_of(3, lambda: analysis.per_worker(sequential_run("process", "epoll-exclusive"),
+                                                   WORKERS)["share"].max(), lambda s: s >= 0.7)
+    assert share >= 0.7
+
+
+@pytest.mark.parametrize("strategy", ["poll", "epoll", "timeout"])
+def test_herd_strategies_wake_several_workers_per_connection(strategy):
+    per = best_of(3, lambda: analysis.wakeups_per_accept(sequential_run("process", strategy)),
+                  lambda p: p["nvcsw_per_accept"] >= 1.8)
+    # 4 idle workers: up to 4 wake per connection; EAGAIN shows only a fraction of them.
+    assert per["nvcsw_per_accept"] >= 1.8
+    assert per["eagain_per_accept"] < per["nvcsw_per_accept"]
+
+
+def test_reuseport_splits_like_a_fair_coin_not_round_robin():
+    connections = 200
+    events = sequential_run("process", "reuseport", connections)
+    counts = analysis.per_worker(events, WORKERS)["accepts"]
+    # Each count is Binomial(200, 1/4): mean 50, sd 6.1; 4.5 sd either side is a very wide net.
+    spread = 4.5 * math.sqrt(connections * 0.25 * 0.75)
+    assert all(abs(c - 50) <= spread for c in counts), counts.tolist()
+    sequence = analysis.accepted(events)["worker"].tolist()
+    # Random picks make all-four-distinct windows rare (24/256 = 9 % expected).
+    assert analysis.round_robin_score(sequence, WORKERS) < 0.5
+
+
+def test_shared_epoll_threads_favour_the_most_recent_waiter():
+    events = sequential_run("thread", "shared-epoll")
+    ranks = analysis.wake_order_ranks(events)
+    assert ranks["norm_rank"].mean() > 0.5  # LIFO: towards the last rank
+
+
+def _combinations():
+    methods = multiprocessing.get_all_start_methods()
+    for strategy in STRATEGIES:
+        for kind, method in [("thread", None)] + [("process", m) for m in methods]:
+            yield pytest.param(strategy, kind, method, id=f"{strategy}-{kind}-{method or 'thread'}")
+
+
+@pytest.mark.parametrize("strategy, kind, method", list(_combinations()))
+def test_every_strategy_serves_stops_within_a_second_and_frees_the_port(strategy, kind, method):
+    try:
+        check_strategy(strategy, kind)
+    except Unavailable as why:
+        pytest.skip(str(why))
+    pool = WorkerPool(workers=3, kind=kind, strategy=strategy, start_method=method).start()
+    try:
+        for _ in range(6):
+            zen_round_trip(pool.address)
+    finally:
+        started = time.monotonic()
+        pool.stop()
+        took = time.monotonic() - started
+    assert took < 1.0
+    assert port_is_free(pool.address[1])
+    assert (pool.events()["outcome"] == "accepted").sum() == 6
