@@ -206,11 +206,10 @@ def test_sampler_ends_quietly_when_the_socket_is_closed() -> None:
     with listener() as server:
         sampler = QueueSampler(sockets=[server], interval=0.002).start()
         assert eventually(lambda: len(sampler.to_frame()) > 0)
-    assert eventually(lambda: not sampler._thread.is_alive())
+    assert eventually(lambda: sampler.stop_reason == "socket closed")
     rows = len(sampler.to_frame())
     time.sleep(0.02)
     assert len(sampler.to_frame()) == rows
-    assert sampler.stop_reason == "socket closed"
     sampler.stop()
     sampler.stop()  # idempotent
 

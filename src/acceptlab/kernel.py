@@ -42,7 +42,8 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 try:
     import resource
@@ -58,6 +59,7 @@ __all__ = [
     "accept_queue",
     "ListenQueue",
     "listen_queues",
+    "QUEUE_COLUMNS",
     "QueueSampler",
     "voluntary_switches",
     "Feature",
@@ -308,8 +310,6 @@ class QueueSampler:
         for sock in self.sockets:
             accept_queue(sock)
             self._own_inodes.add(os.fstat(sock.fileno()).st_ino)
-        if not self.sockets:
-            _require_linux("QueueSampler")
         self._thread = threading.Thread(
             target=self._run, name="acceptlab-queue-sampler", daemon=True
         )
@@ -481,12 +481,12 @@ def _check_reuseport() -> tuple[bool, str]:
 def _check_tcp_info() -> tuple[bool, str]:
     try:
         with _throwaway_listener() as sock:
-            depth = accept_queue(sock)
+            accept_queue(sock)
     except Unsupported as exc:
         return False, str(exc)
     except (OSError, ValueError) as exc:
         return False, f"reading it failed: {exc}"
-    return True, f"accept-queue depth readable (a test listener said 0 of {depth.backlog})"
+    return True, "accept-queue depth and backlog of a listener are readable"
 
 
 def _check_rusage_thread() -> tuple[bool, str]:
