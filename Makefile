@@ -22,6 +22,9 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest
 
+book: setup
+	$(BIN)/python tools/build_book.py --out build/book
+
 lab: setup
 	$(BIN)/jupyter lab --ip=127.0.0.1 --notebook-dir=notebooks
 

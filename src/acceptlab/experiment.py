@@ -23,7 +23,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import pandas as pd
 
@@ -118,7 +118,7 @@ def run_experiment(
     kind: str = "process",
     strategy: str = "blocking",
     protocol: str = "zen",
-    work: str = "none",
+    work: str | Sequence[str] = "none",
     connections: int = 200,
     concurrency: int = 1,
     rate: float | None = None,

@@ -48,18 +48,18 @@ import select
 import shutil
 import signal
 import socket
-import sys
 import tempfile
 import threading
 import time
 import weakref
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 from .conversation import Limits
 from .eventlog import log_path, read_events
 from .strategies import Setting, check_strategy
+from .work import parse_work
 from .worker import Control, InjectedCrash, WorkerSpec, process_main, serve
 
 if TYPE_CHECKING:
@@ -174,7 +174,9 @@ class WorkerPool:
 
     Parameters: ``workers`` (N), ``kind`` ('thread' or 'process'), ``strategy``
     (see :mod:`acceptlab.strategies`), ``protocol`` ('zen', 'lancelot',
-    'http'), ``work`` ('none', 'sleep:MS', 'spin:MS'), ``host``/``port``
+    'http'), ``work`` ('none', 'sleep:MS', 'spin:MS', or a list giving each
+    slot its own, e.g. ``['sleep:30', 'sleep:10', 'sleep:10']`` for one slow
+    worker), ``host``/``port``
     (loopback and an ephemeral port by default), ``backlog``, ``start_method``
     ('fork', 'spawn', 'forkserver'; None means the platform default),
     ``limits`` (per-connection defences), ``supervise``/``interval`` (how often
@@ -187,7 +189,7 @@ class WorkerPool:
         kind: str = "process",
         strategy: str = "blocking",
         protocol: str = "zen",
-        work: str = "none",
+        work: str | Sequence[str] = "none",
         host: str = "127.0.0.1",
         port: int = 0,
         backlog: int = 128,
@@ -202,6 +204,9 @@ class WorkerPool:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, not {workers}")
         check_strategy(strategy, kind)
+        works = [work] if isinstance(work, str) else list(work)
+        for spec in works:
+            parse_work(spec)  # a bad spec fails here, not in a worker
         self.workers, self.kind, self.strategy = workers, kind, strategy
         self.protocol, self.work, self.limits = protocol, work, limits
         self.host, self.backlog, self.run = host, backlog, run
@@ -251,7 +256,8 @@ class WorkerPool:
         return self
 
     def _launch(self, slot: int, generation: int) -> _ThreadWorker | _ProcessWorker:
-        spec = WorkerSpec(slot, generation, self.strategy, self.protocol, self.work,
+        work = self.work if isinstance(self.work, str) else self.work[slot % len(self.work)]
+        spec = WorkerSpec(slot, generation, self.strategy, self.protocol, work,
                           self.limits, self.log_dir, self.setting)
         if self.kind == "thread":
             return _ThreadWorker(self._listener, spec)

@@ -1,0 +1,118 @@
+"""The acceptlab command, run as a learner runs it: a subprocess."""
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from acceptlab.conversation import ask, recv_until
+from acceptlab.protocol import LANCELOT, ZEN
+from helpers import port_is_free
+
+ACCEPTLAB = [sys.executable, "-m", "acceptlab"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_serve(*options: str) -> tuple[subprocess.Popen, int]:
+    """Start `acceptlab serve` and wait for its 'listening on' line."""
+    port = free_port()
+    server = subprocess.Popen([*ACCEPTLAB, "serve", "--port", str(port), *options],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = server.stdout.readline()
+    assert line == f"listening on 127.0.0.1:{port}\n", line + server.stderr.read()
+    return server, port
+
+
+def stop_serve(server: subprocess.Popen, signum: int = signal.SIGINT) -> str:
+    server.send_signal(signum)
+    out, err = server.communicate(timeout=10)
+    assert server.returncode == 0, err
+    return out
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_serve_talks_zen_like_the_book_and_prints_counts_when_stopped(signum):
+    server, port = start_serve("--workers", "2")
+    try:
+        for _ in range(4):
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+                # The book's client sends aphorisms with no newline and reads up to a period.
+                sock.sendall(b"Beautiful is better than?")
+                assert recv_until(sock, b".") == b"Ugly."
+                sock.sendall(b"Simple is better than?")
+                assert recv_until(sock, b".") == b"Complex."
+    finally:
+        out = stop_serve(server, signum)
+    assert "accepts" in out
+    assert port_is_free(port)
+
+
+def test_serve_lancelot_with_threads():
+    server, port = start_serve("--protocol", "lancelot", "--kind", "thread")
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            assert ask(sock, LANCELOT) == [b"My name is Sir Lancelot of Camelot.",
+                                           b"To seek the Holy Grail.", b"Blue."]
+    finally:
+        stop_serve(server)
+
+
+def test_serve_on_a_taken_port_is_one_line_and_exit_code_2():
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = subprocess.run([*ACCEPTLAB, "serve", "--port", str(port)],
+                                capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"acceptlab: [Errno 98] port {port} on 127.0.0.1 is already in use" \
+        or result.stderr.strip().endswith(f"port {port} on 127.0.0.1 is already in use")
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_run_json_prints_one_summary_line_and_writes_the_files(tmp_path):
+    out = tmp_path / "run"
+    result = subprocess.run([*ACCEPTLAB, "run", "--workers", "4", "--connections", "100",
+                             "--gap", "0.001", "--out", str(out), "--json"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1
+    summary = json.loads(lines[0])
+    assert summary["accepted"] == 100 and summary["client_ok"] == 100
+    assert summary["client_errors"] == 0 and sum(summary["per_worker"]) == 100
+    for key in ("wakeups_per_accept", "eagain_per_accept", "busiest_share", "mean_rank"):
+        assert key in summary
+    assert {p.name for p in out.iterdir()} >= {"events.csv", "client.csv", "meta.json"}
+
+
+def test_load_fires_at_any_server_and_reports_errors_by_cause():
+    # A plain stdlib server that is not the kit: the client must work against it too.
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        listener.close()
+        result = subprocess.run([*ACCEPTLAB, "load", "--port", str(port), "-c", "5", "--json"],
+                                capture_output=True, text=True, timeout=60)
+    summary = json.loads(result.stdout)
+    assert summary["ok"] == 0 and summary["errors"] == {"refused": 5}
+    assert result.returncode == 1
+
+
+def test_doctor_lists_the_features_and_strategies():
+    result = subprocess.run([*ACCEPTLAB, "doctor"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    for word in ("start_method", "EPOLLEXCLUSIVE", "SO_REUSEPORT", "TCP_INFO", "reuseport"):
+        assert word in result.stdout
+
+
+def test_bad_arguments_are_one_line_not_a_traceback():
+    result = subprocess.run([*ACCEPTLAB, "run", "--work", "nap:3", "-c", "1"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "acceptlab: bad work model 'nap:3'; use none, sleep:<ms> or spin:<ms>"

@@ -1,0 +1,64 @@
+"""run_experiment end to end: the client and server logs reconcile; runs save and load."""
+
+import sys
+
+import pytest
+
+from acceptlab import analysis
+from acceptlab.experiment import Run, compare, run_experiment
+
+
+def test_thousands_of_connections_reconcile_exactly():
+    """Every accepted connection is one event; every client success joins exactly one event."""
+    run = run_experiment(workers=4, kind="process", connections=3000, concurrency=8)
+    accepted = (run.events["outcome"] == "accepted").sum()
+    assert run.client["ok"].all(), run.client["error"].value_counts()
+    assert accepted == len(run.client) == 3000
+    check = analysis.reconcile(run.client, run.events)
+    assert check.ok, check
+    assert check.joined == 3000 and check.duplicate_matches == 0
+
+
+def test_thread_workers_reconcile_too():
+    run = run_experiment(workers=4, kind="thread", connections=1000, concurrency=4)
+    assert analysis.reconcile(run.client, run.events).ok
+
+
+def test_run_saves_and_loads_the_same_tables(tmp_path):
+    run = run_experiment(workers=2, kind="thread", connections=50, protocol="http",
+                         sample_queue=sys.platform.startswith("linux"))
+    loaded = Run.load(run.save(tmp_path / "run"))
+    assert loaded.meta == {**run.meta}
+    assert len(loaded.events) == len(run.events) and len(loaded.client) == 50
+    assert loaded.accepted()["worker"].tolist() == run.accepted()["worker"].tolist()
+    assert loaded.client["worker"].dtype == "Int64"
+    # The http reply names its worker: the client saw who served it, the server agrees.
+    joined = analysis.join_client_events(loaded.client, loaded.events)
+    assert (joined["worker_client"] == joined["worker_event"]).all()
+    for key in ("python", "kernel", "cpus", "strategy", "workers", "acceptlab"):
+        assert key in loaded.meta
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="TCP_INFO is Linux's")
+def test_queue_grows_when_connections_arrive_faster_than_workers_serve():
+    # 2 workers x (3 questions x 5 ms) serve ~130 connections/s; 600/s arrive.
+    run = run_experiment(workers=2, kind="process", work="sleep:5", connections=150, rate=600,
+                         sample_queue=True)
+    assert run.meta["queue"] == "sampled"
+    assert run.queue["queue_len"].max() > 5
+    assert run.queue["queue_len"].iloc[-1] == 0 or run.queue["queue_len"].tail(5).min() == 0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="TCP_INFO is Linux's")
+def test_queue_is_empty_at_rest():
+    run = run_experiment(workers=2, kind="thread", connections=20, gap=0.005, sample_queue=True)
+    assert run.queue["queue_len"].max() <= 1  # a connection may be caught between SYN-ACK and accept
+    assert (run.queue["queue_len"] == 0).mean() > 0.9
+
+
+def test_compare_runs_the_grid_and_skips_what_cannot_run():
+    runs = compare(strategies=["blocking", "shared-epoll"], kinds=["process", "thread"],
+                   connections=20, workers=2)
+    assert set(runs) == {"blocking/process", "blocking/thread", "shared-epoll/thread"}
+    skipped = runs["blocking/process"].meta["skipped_in_comparison"]
+    assert len(skipped) == 1 and skipped[0].startswith("shared-epoll/process")
