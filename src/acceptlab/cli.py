@@ -96,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=BOOK_PORT, help="default: 1060, the book's")
     serve.add_argument("--allow-remote", action="store_true",
                        help="permit a non-loopback --host")
+    serve.add_argument("--no-record", action="store_true",
+                       help="turn the event log off (only to measure what it costs)")
 
     load = commands.add_parser("load", help="fire connections at a server")
     load.add_argument("--host", default="127.0.0.1")
@@ -155,7 +157,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         signal.signal(signum, lambda *_: finished.set())
     pool = WorkerPool(workers=args.workers, kind=args.kind, strategy=args.strategy,
                       protocol=args.protocol, work=args.work, host=args.host, port=args.port,
-                      start_method=args.start_method, limits=_limits(args))
+                      start_method=args.start_method, limits=_limits(args),
+                      record=not args.no_record)
     with pool:
         host, port = pool.address
         print(f"listening on {host}:{port}", flush=True)

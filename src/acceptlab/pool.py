@@ -180,7 +180,9 @@ class WorkerPool:
     (loopback and an ephemeral port by default), ``backlog``, ``start_method``
     ('fork', 'spawn', 'forkserver'; None means the platform default),
     ``limits`` (per-connection defences), ``supervise``/``interval`` (how often
-    the supervisor looks for dead workers), ``log_dir`` (where event logs go).
+    the supervisor looks for dead workers), ``log_dir`` (where event logs go),
+    ``timeout`` (the ``timeout`` strategy's), ``record`` (False turns the event
+    log off, only to measure what it costs).
     """
 
     def __init__(
@@ -200,6 +202,7 @@ class WorkerPool:
         log_dir: str | os.PathLike | None = None,
         run: str = "",
         timeout: float = 1.0,
+        record: bool = True,
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, not {workers}")
@@ -210,7 +213,7 @@ class WorkerPool:
         self.workers, self.kind, self.strategy = workers, kind, strategy
         self.protocol, self.work, self.limits = protocol, work, limits
         self.host, self.backlog, self.run = host, backlog, run
-        self.supervise, self.interval = supervise, interval
+        self.supervise, self.interval, self.record = supervise, interval, record
         self.start_method = start_method or multiprocessing.get_start_method()
         self.setting = Setting(timeout=timeout, backlog=backlog)
         if log_dir is None:
@@ -258,7 +261,7 @@ class WorkerPool:
     def _launch(self, slot: int, generation: int) -> _ThreadWorker | _ProcessWorker:
         work = self.work if isinstance(self.work, str) else self.work[slot % len(self.work)]
         spec = WorkerSpec(slot, generation, self.strategy, self.protocol, work,
-                          self.limits, self.log_dir, self.setting)
+                          self.limits, self.log_dir, self.setting, record=self.record)
         if self.kind == "thread":
             return _ThreadWorker(self._listener, spec)
         return _ProcessWorker(multiprocessing.get_context(self.start_method), self._listener, spec)

@@ -23,7 +23,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from .conversation import Limits, converse
-from .eventlog import EventWriter, log_path
+from .eventlog import EventWriter, NullWriter, log_path
 from .kernel import voluntary_switches
 from .protocol import get_protocol, served_by
 from .strategies import Setting, make_waiter
@@ -49,6 +49,7 @@ class WorkerSpec:
     log_dir: str
     setting: Setting = field(default_factory=Setting)
     parent_pid: int = field(default_factory=os.getpid)  # the pool's process
+    record: bool = True  # False only to measure what recording costs (bench/)
 
 
 class InjectedCrash(Exception):
@@ -85,7 +86,8 @@ def serve(listener: socket.socket, spec: WorkerSpec, control: Control | None = N
     waiter = make_waiter(spec.strategy, listener, spec.setting)
     control.sockets.append(waiter.listener)
     path = log_path(spec.log_dir, spec.slot, spec.generation)
-    with EventWriter(path, spec.slot, spec.generation) as log:
+    writer = EventWriter if spec.record else NullWriter
+    with writer(path, spec.slot, spec.generation) as log:
         try:
             while not control.stopping.is_set():
                 t_wait, switches = now(), voluntary_switches()
