@@ -17,7 +17,7 @@ $(READY): pyproject.toml
 setup: $(READY)
 
 demo: setup
-	$(BIN)/acceptlab run --kind process --workers 4 --connections 200 --gap 0.001 --out out/demo
+	$(BIN)/acceptlab compare --out out/demo
 
 test: setup
 	$(BIN)/python -m pytest

@@ -97,19 +97,30 @@ def test_shared_epoll_threads_favour_the_most_recent_waiter():
     assert ranks["norm_rank"].mean() > 0.5  # LIFO: towards the last rank
 
 
-def _combinations():
+def _combinations(runnable: bool):
+    """Every strategy x kind x start method that can (or cannot) run here."""
     methods = multiprocessing.get_all_start_methods()
     for strategy in STRATEGIES:
         for kind, method in [("thread", None)] + [("process", m) for m in methods]:
+            try:
+                check_strategy(strategy, kind)
+            except Unavailable:
+                if runnable:
+                    continue
+            else:
+                if not runnable:
+                    continue
             yield pytest.param(strategy, kind, method, id=f"{strategy}-{kind}-{method or 'thread'}")
 
 
-@pytest.mark.parametrize("strategy, kind, method", list(_combinations()))
+@pytest.mark.parametrize("strategy, kind, method", list(_combinations(runnable=False)))
+def test_what_cannot_run_is_refused_with_a_reason(strategy, kind, method):
+    with pytest.raises(Unavailable, match=strategy):
+        WorkerPool(kind=kind, strategy=strategy, start_method=method)
+
+
+@pytest.mark.parametrize("strategy, kind, method", list(_combinations(runnable=True)))
 def test_every_strategy_serves_stops_within_a_second_and_frees_the_port(strategy, kind, method):
-    try:
-        check_strategy(strategy, kind)
-    except Unavailable as why:
-        pytest.skip(str(why))
     pool = WorkerPool(workers=3, kind=kind, strategy=strategy, start_method=method).start()
     try:
         for _ in range(6):

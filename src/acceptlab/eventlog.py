@@ -40,8 +40,8 @@ if TYPE_CHECKING:
 
 __all__ = ["OUTCOMES", "EventWriter", "NullWriter", "read_events", "log_path"]
 
-# Outcome of one wakeup, stored as a small integer.
-OUTCOMES = ("accepted", "eagain", "timeout", "error")
+# How a wait ended, stored as a small integer; "waiting" until it ends.
+OUTCOMES = ("accepted", "eagain", "timeout", "error", "waiting")
 _CODE = {name: code for code, name in enumerate(OUTCOMES)}
 
 # The record: twelve little-endian signed 64-bit integers; -1 means "none".
@@ -52,7 +52,12 @@ _FIELDS = (
 )
 _RECORD = struct.Struct("<" + "q" * len(_FIELDS))
 _BODY = struct.Struct("<" + "q" * (len(_FIELDS) - 1))  # everything after seq
+_T_WAKE_OFFSET = 8 * _FIELDS.index("t_wake_ns")  # t_wake_ns, t_accept_ns
 _T_DONE_OFFSET = 8 * _FIELDS.index("t_done_ns")
+_OUTCOME_OFFSET = 8 * _FIELDS.index("outcome")
+_PEER_OFFSET = 8 * _FIELDS.index("peer_port")  # peer_port, nvcsw
+_WAKE = struct.Struct("<qq")
+_TAIL = struct.Struct("<qq")
 _INITIAL_RECORDS = 4096
 
 
@@ -64,9 +69,9 @@ def log_path(directory: str | os.PathLike, worker: int, generation: int) -> Path
 class EventWriter:
     """Appends wakeup records for ONE worker; only that worker may write.
 
-    Use :meth:`wakeup` once per return from the wait, and :meth:`done` when a
-    connection's conversation is over.  Both cost a ``struct.pack_into`` into
-    shared memory.
+    Per wait: :meth:`begin_wait` when the worker starts waiting, :meth:`woke`
+    when the wait returns, and :meth:`done` when a connection's conversation
+    is over.  Each costs a ``struct.pack_into`` or two into shared memory.
     """
 
     def __init__(self, path: str | os.PathLike, worker: int, generation: int) -> None:
@@ -86,30 +91,31 @@ class EventWriter:
         self._map = mmap.mmap(self._fd, capacity * _RECORD.size, mmap.MAP_SHARED)
         self._capacity = capacity
 
-    def wakeup(
-        self,
-        tid: int,
-        t_wait_ns: int,
-        t_wake_ns: int,
-        outcome: str,
-        t_accept_ns: int = -1,
-        peer_port: int = -1,
-        nvcsw: int = -1,
-    ) -> int:
-        """Record one return from the wait; return the record's index for :meth:`done`."""
+    def begin_wait(self, tid: int, t_wait_ns: int) -> int:
+        """Record that the worker starts waiting now; return the row's index.
+
+        The row says ``waiting`` until :meth:`woke` fills it in, so a worker
+        that never wakes (one starved by EPOLLEXCLUSIVE, one killed or stopped
+        while waiting) still shows when it began to wait.
+        """
         if self._count == self._capacity:
             self._grow(2 * self._capacity)
         index = self._count
         offset = index * _RECORD.size
         worker, generation, pid = self._ids
-        _BODY.pack_into(
-            self._map, offset + 8,
-            worker, generation, pid, tid, t_wait_ns, t_wake_ns, t_accept_ns, -1,
-            _CODE[outcome], peer_port, nvcsw,
-        )
+        _BODY.pack_into(self._map, offset + 8, worker, generation, pid, tid, t_wait_ns,
+                        -1, -1, -1, _CODE["waiting"], -1, -1)
         struct.pack_into("<q", self._map, offset, index + 1)  # commit: seq last
         self._count = index + 1
         return index
+
+    def woke(self, index: int, t_wake_ns: int, outcome: str, t_accept_ns: int = -1,
+             peer_port: int = -1, nvcsw: int = -1) -> None:
+        """Fill in how row ``index``'s wait ended (the outcome is written last)."""
+        offset = index * _RECORD.size
+        _WAKE.pack_into(self._map, offset + _T_WAKE_OFFSET, t_wake_ns, t_accept_ns)
+        _TAIL.pack_into(self._map, offset + _PEER_OFFSET, peer_port, nvcsw)
+        struct.pack_into("<q", self._map, offset + _OUTCOME_OFFSET, _CODE[outcome])
 
     def done(self, index: int, t_done_ns: int) -> None:
         """Fill in when record ``index``'s conversation ended."""
@@ -139,8 +145,11 @@ class NullWriter:
     def __init__(self, path: str | os.PathLike, worker: int, generation: int) -> None:
         Path(path).touch()
 
-    def wakeup(self, *args: object, **kwargs: object) -> int:
+    def begin_wait(self, tid: int, t_wait_ns: int) -> int:
         return 0
+
+    def woke(self, *args: object, **kwargs: object) -> None:
+        pass
 
     def done(self, index: int, t_done_ns: int) -> None:
         pass
@@ -155,7 +164,7 @@ class NullWriter:
         pass
 
 
-_OPTIONAL = ("t_accept_ns", "t_done_ns", "peer_port", "nvcsw")
+_OPTIONAL = ("t_wake_ns", "t_accept_ns", "t_done_ns", "peer_port", "nvcsw")
 COLUMNS = (
     "run", "worker", "generation", "pid", "tid", "kind", "strategy", "seq",
     "t_wait_ns", "t_wake_ns", "t_accept_ns", "t_done_ns", "outcome", "peer_port", "nvcsw",
@@ -163,11 +172,13 @@ COLUMNS = (
 
 
 def read_events(directory: str | os.PathLike, **constants: object) -> pd.DataFrame:
-    """Read every worker's file in ``directory`` into one DataFrame, ordered by wake time.
+    """Read every worker's file in ``directory`` into one DataFrame, ordered by wait start.
 
     ``constants`` become columns with one value for the whole run (``run``,
-    ``kind``, ``strategy``).  Missing values (no connection, conversation cut
-    short, counter unavailable) are ``<NA>``.
+    ``kind``, ``strategy``).  Missing values (still waiting, no connection,
+    conversation cut short, counter unavailable) are ``<NA>``.  A row whose
+    outcome is ``waiting`` is a wait that had not ended when the worker
+    stopped or died: not a wakeup, but it says since when the worker waited.
     """
     # Imported here, not at the top: workers write events and must not pay for numpy and pandas.
     import numpy as np
@@ -186,5 +197,5 @@ def read_events(directory: str | os.PathLike, **constants: object) -> pd.DataFra
         frame[name] = frame[name].astype("Int64").mask(frame[name] < 0)
     for name in ("run", "kind", "strategy"):
         frame[name] = constants.get(name, "")
-    frame = frame.sort_values(["t_wake_ns", "worker"], kind="stable").reset_index(drop=True)
+    frame = frame.sort_values(["t_wait_ns", "worker"], kind="stable").reset_index(drop=True)
     return frame[list(COLUMNS)]

@@ -73,7 +73,8 @@ class Control:
 def serve(listener: socket.socket, spec: WorkerSpec, control: Control | None = None) -> None:
     """Run one worker until its listener goes away (or ``control.stopping`` is set).
 
-    Per wakeup it records: when the wait began, when it returned, the outcome,
+    Per wait it records: when it began (at once, so an endless wait shows
+    too), and then when it returned, the outcome,
     when accept() returned, the client's port, the voluntary context switches
     this thread made *during the wait* (the wakeups that EAGAIN counts miss),
     and, after the conversation, when it ended.
@@ -90,18 +91,19 @@ def serve(listener: socket.socket, spec: WorkerSpec, control: Control | None = N
     with writer(path, spec.slot, spec.generation) as log:
         try:
             while not control.stopping.is_set():
-                t_wait, switches = now(), voluntary_switches()
+                row = log.begin_wait(tid, now())
+                switches = voluntary_switches()
                 try:
                     wake = waiter.wait()
                 except OSError as exc:
                     if control.stopping.is_set() or exc.errno in (errno.EINVAL, errno.EBADF):
                         return  # the listener was shut down or closed: time to go
-                    log.wakeup(tid, t_wait, now(), "error", nvcsw=_since(switches))
+                    log.woke(row, now(), "error", nvcsw=_since(switches))
                     if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                         time.sleep(_RETRY_PAUSE)  # out of resources: let some be freed
                     continue
-                row = log.wakeup(tid, t_wait, wake.t_wake_ns, wake.outcome,
-                                 wake.t_accept_ns, wake.peer_port, _since(switches))
+                log.woke(row, wake.t_wake_ns, wake.outcome, wake.t_accept_ns, wake.peer_port,
+                         _since(switches))
                 if wake.conn is not None:
                     with wake.conn:
                         if control.crash.is_set():

@@ -1,0 +1,707 @@
+"""Turn the kit's tables into the numbers a lesson talks about.
+
+Every function here reads plain DataFrames (``events``, ``client``, ``queue``;
+their columns are described in ``data/README.md``) and returns a number, a
+dict or a DataFrame.  Nothing here starts a worker or opens a socket, so each
+function can be tried on a table typed in by hand.
+
+Theory of operation
+-------------------
+One row of ``events`` is one *wakeup*: a worker started waiting at
+``t_wait_ns`` and its wait returned at ``t_wake_ns``.  If it then got a
+connection, ``outcome`` is ``'accepted'``; if another worker was quicker it
+is ``'eagain'``; a wait that ran out is ``'timeout'``.  From those rows we ask
+the questions of the lesson:
+
+* **Who got the connections?**  :func:`accepted` gives the accept sequence,
+  :func:`per_worker` the counts, :func:`jain_fairness` one number for how even
+  they are, :func:`round_robin_score` how much the sequence looks like taking
+  turns, and :func:`expected_share` what each strategy predicts.
+* **Who was woken?**  :func:`wake_order_ranks` asks, for each connection,
+  whether the worker that had waited longest won (FIFO) or the one that
+  started waiting last (LIFO).  :func:`wakeups_per_accept` counts how many
+  wakeups each connection cost: one for a wake-one queue, about one per idle
+  worker for a thundering herd.
+* **Did every connection arrive exactly once?**  :func:`join_client_events`
+  and :func:`reconcile` match each client connection to the event of the
+  worker that accepted it.  Counts that do not reconcile are a bug.
+* **How long did clients wait?**  :func:`latency`.
+
+:func:`summary` and :func:`summarize_runs` put the headline numbers of one or
+many runs side by side.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "accepted",
+    "per_worker",
+    "jain_fairness",
+    "round_robin_score",
+    "wake_order_ranks",
+    "wakeups_per_accept",
+    "latency",
+    "join_client_events",
+    "reconcile",
+    "Reconciliation",
+    "expected_share",
+    "Prediction",
+    "summary",
+    "summarize_runs",
+]
+
+# The strategies of kernel-notes.md, grouped by what they predict under light load.
+TAKE_TURNS = ("blocking", "locked")  # a FIFO queue of waiters: strict round robin
+ONE_WORKER = ("epoll-exclusive", "shared-epoll")  # one (or two) hot workers take most
+HERD = ("timeout", "poll", "epoll")  # every idle worker wakes and races for the connection
+HASHED = ("reuseport",)  # the kernel picks a socket by a hash of the 4-tuple: a fair die
+
+# Time columns are int64 nanoseconds; int64 keeps them exact (float64 would round
+# monotonic_ns() values on a machine that has been up for more than ~100 days).
+_NEVER = np.iinfo(np.int64).max
+
+
+def _ns(column: pd.Series, missing: int = _NEVER) -> np.ndarray:
+    """A nanosecond column as an int64 array, with missing values replaced by ``missing``."""
+    return pd.to_numeric(column).astype("Int64").fillna(missing).to_numpy(dtype="int64")
+
+
+def _as_bool(column: pd.Series) -> pd.Series:
+    """A yes/no column (``ok``) as plain bools; a missing value counts as no."""
+    return column.astype("boolean").fillna(False).astype(bool)
+
+
+# --------------------------------------------------------------------------- who got the connections
+
+
+def accepted(events: pd.DataFrame) -> pd.DataFrame:
+    """The accepted wakeups in the order the connections were accepted.
+
+    Row ``i`` of the result is the ``i``-th connection handed out, so
+    ``accepted(events)["worker"]`` is the *accept sequence*: ``0 1 2 3 0 1 2 3``
+    for strict round robin, ``0 0 0 0`` when one worker takes everything.
+    Rows with another outcome (``eagain``, ``timeout``, ``error``) are dropped.
+    The index is renumbered from 0; a stable sort keeps equal timestamps in
+    their logged order.
+    """
+    rows = events[events["outcome"] == "accepted"]
+    return rows.sort_values("t_accept_ns", kind="stable").reset_index(drop=True)
+
+
+def per_worker(events: pd.DataFrame, workers: int | None = None) -> pd.DataFrame:
+    """One row per worker slot: what it got and what it cost.
+
+    Columns:
+
+    * ``accepts``: connections this worker accepted;
+    * ``share``: its fraction of all accepted connections (NaN if none were);
+    * ``wakeups``: how many times its wait returned (rows, less the
+      ``waiting`` rows of waits that never ended);
+    * ``eagain``: wakeups that found the connection already taken;
+    * ``timeouts``: waits that ran out; ``errors``: waits that failed;
+    * ``nvcsw``: voluntary context switches while waiting, summed (``<NA>``
+      where the OS does not report them).  It counts the wakeups the kernel
+      hid from us too: a woken worker that found nothing and went back to
+      sleep inside ``poll()`` costs a switch but logs no row.
+
+    A worker that never started (or a table made by hand) may have no rows
+    at all, so pass ``workers`` (the pool size) to list slots
+    ``0 .. workers-1`` even when some got nothing: for a lesson about fairness the zeros matter.  Slots seen in
+    ``events`` beyond ``workers`` are kept, not hidden.  Replaced workers
+    (``generation`` > 0) count towards their slot.
+    """
+    outcome = events["outcome"].astype(str)
+    flags = pd.DataFrame({
+        "worker": pd.to_numeric(events["worker"]).astype("int64"),
+        "accepts": outcome.eq("accepted"),
+        "wakeups": outcome.ne("waiting"),
+        "eagain": outcome.eq("eagain"),
+        "timeouts": outcome.eq("timeout"),
+        "errors": outcome.eq("error"),
+    })
+    table = flags.groupby("worker").sum().astype("int64")
+
+    has_nvcsw = "nvcsw" in events and events["nvcsw"].notna().any()
+    if has_nvcsw:
+        nvcsw = pd.to_numeric(events["nvcsw"]).astype("Int64")
+        table["nvcsw"] = nvcsw.groupby(flags["worker"]).sum(min_count=1).astype("Int64")
+
+    if workers is not None:
+        slots = sorted(set(range(workers)) | set(table.index))
+        table = table.reindex(slots, fill_value=0)
+    if has_nvcsw:
+        # A slot with no rows made no switches we know of: 0, not unknown.
+        table["nvcsw"] = table["nvcsw"].fillna(0).astype("Int64")
+    else:
+        table["nvcsw"] = pd.array([pd.NA] * len(table), dtype="Int64")
+
+    total = table["accepts"].sum()
+    table.insert(1, "share", table["accepts"] / total if total else np.nan)
+    table.index.name = "worker"
+    return table
+
+
+def jain_fairness(counts: Iterable[float]) -> float:
+    """Jain's fairness index of a list of counts: (Σx)² / (n·Σx²).
+
+    It is 1.0 when every worker got the same number of connections and
+    1/n when one worker got them all; in between it reads as "the fraction
+    of workers that were treated fairly": 0.5 with four workers is as uneven
+    as two workers sharing everything and two getting nothing.  It does not
+    change if you scale every count by the same factor or reorder them.
+
+    Choices: an empty list raises ``ValueError`` (there is no pool to judge);
+    all zeros returns 1.0 (nobody was favoured, because nobody got anything);
+    negative counts raise ``ValueError``.
+
+    Reference: R. Jain, D. Chiu, W. Hawe, "A quantitative measure of fairness
+    and discrimination for resource allocation in shared computer systems",
+    DEC-TR-301, 1984.
+    """
+    x = np.asarray(list(counts), dtype=float)
+    if x.size == 0:
+        raise ValueError("jain_fairness needs at least one count")
+    if (x < 0).any():
+        raise ValueError("counts cannot be negative")
+    total = x.sum()
+    if total == 0:
+        return 1.0
+    return float(total * total / (x.size * (x * x).sum()))
+
+
+def round_robin_score(sequence: Iterable[int], workers: int) -> float:
+    """How much an accept sequence looks like workers taking turns (0 to 1).
+
+    Slide a window of length ``workers`` along the sequence, one step at a
+    time, and count the windows in which every worker appears exactly once
+    (all ``workers`` entries distinct).  The score is the fraction of such
+    windows:
+
+    * ``0 1 2 3 0 1 2 3 …`` → every window is a permutation of 0..3 → 1.0;
+    * ``0 0 0 0 …`` → no window is → 0.0;
+    * a fair random pick (``reuseport``) → about N!/Nᴺ, the chance that N
+      independent picks are all different: 0.5 for 2 workers, 0.09 for 4.
+
+    Any turn-taking order scores 1, not just 0123: ``2 0 3 1 2 0 3 1`` does
+    too, because the kernel's FIFO order is the order the workers first
+    blocked, which need not be their slot order.
+
+    Returns NaN when the sequence is shorter than one window.
+    """
+    if workers < 1:
+        raise ValueError("workers must be at least 1")
+    seq = np.asarray(list(sequence))
+    if len(seq) < workers:
+        return float("nan")
+    windows = np.lib.stride_tricks.sliding_window_view(seq, workers)
+    # Sorting each window puts equal entries next to each other, so the number of
+    # distinct entries is one more than the number of changes between neighbours.
+    ordered = np.sort(windows, axis=1)
+    distinct = 1 + (np.diff(ordered, axis=1) != 0).sum(axis=1)
+    return float((distinct == workers).mean())
+
+
+# --------------------------------------------------------------------------- who was woken
+
+
+def wake_order_ranks(events: pd.DataFrame) -> pd.DataFrame:
+    """For each accepted connection: had the winner waited longest, or least?
+
+    At the moment ``T`` the winner's wait returned (its ``t_wake_ns``), some
+    workers were waiting: worker *w* is waiting at ``T`` if one of its rows
+    has ``t_wait_ns <= T < t_wake_ns`` (the winner counts itself, with the
+    row that it won).  Line the waiters up by when they started waiting,
+    longest waiter first, and read off the winner's place:
+
+    * ``rank``: the winner's place, 0 = it had waited longest;
+    * ``n_waiting``: how many workers were waiting, the winner included;
+    * ``norm_rank``: ``rank / (n_waiting - 1)``, so 0 = the longest waiter
+      won and 1 = the most recent waiter won, whatever the pool size; NaN
+      when the winner was the only waiter (nothing to compare).
+
+    A FIFO queue of waiters (blocking ``accept()``) predicts rank 0 every
+    time; a LIFO one (one epoll object shared by threads) predicts the last
+    rank; a fair race averages ``norm_rank`` ≈ 0.5.  Ties go to the winner.
+
+    The columns are ``t_wake_ns, worker, rank, n_waiting, norm_rank``, one
+    row per accepted connection, in accept order.
+
+    How it is computed: one worker waits for one thing at a time, so its rows
+    sorted by ``t_wait_ns`` do not overlap.  For each worker a binary search
+    (``np.searchsorted``) finds, for every connection at once, the last row
+    that started waiting at or before ``T``, and checks that it had not yet
+    woken.  That is one vectorised pass per worker.
+    """
+    columns = ["t_wake_ns", "worker", "rank", "n_waiting", "norm_rank"]
+    wins = accepted(events)
+    if wins.empty:
+        return pd.DataFrame({name: pd.Series(dtype=float if name == "norm_rank" else "int64")
+                             for name in columns})
+
+    when = _ns(wins["t_wake_ns"])  # T, one per connection
+    winner = pd.to_numeric(wins["worker"]).to_numpy(dtype="int64")
+    slots = np.unique(pd.to_numeric(events["worker"]).to_numpy(dtype="int64"))
+
+    # waiting[c, j]: was slot j waiting when connection c was handed out; since[c, j]: since when.
+    waiting = np.zeros((len(wins), len(slots)), dtype=bool)
+    since = np.zeros((len(wins), len(slots)), dtype="int64")
+    for j, slot in enumerate(slots):
+        rows = events[events["worker"] == slot].sort_values("t_wait_ns", kind="stable")
+        t_wait, t_wake = _ns(rows["t_wait_ns"]), _ns(rows["t_wake_ns"])
+        last = np.searchsorted(t_wait, when, side="right") - 1  # last row with t_wait <= T
+        found = last >= 0
+        last = np.where(found, last, 0)
+        waiting[:, j] = found & (when < t_wake[last])
+        since[:, j] = t_wait[last]
+
+    # The winner was waiting in the row it won (T == its own t_wake, so the test above says no).
+    me = np.arange(len(wins))
+    column = np.searchsorted(slots, winner)
+    waiting[me, column] = True
+    since[me, column] = _ns(wins["t_wait_ns"])
+
+    n_waiting = waiting.sum(axis=1)
+    # Rank = how many waiters had been waiting strictly longer than the winner.
+    rank = (waiting & (since < since[me, column][:, None])).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        norm_rank = np.where(n_waiting > 1, rank / np.maximum(n_waiting - 1, 1), np.nan)
+    return pd.DataFrame({"t_wake_ns": when, "worker": winner, "rank": rank,
+                         "n_waiting": n_waiting, "norm_rank": norm_rank})
+
+
+def wakeups_per_accept(events: pd.DataFrame) -> dict[str, float]:
+    """What one accepted connection cost in wakeups, four ways.
+
+    Returns a dict:
+
+    * ``accepted``: how many connections were accepted;
+    * ``wakeups_per_accept``: logged wakeups per connection (rows, less the
+      ``waiting`` rows of waits that had not ended when the run stopped);
+    * ``eagain_per_accept``: wakeups that found nothing to accept;
+    * ``timeouts_per_accept``: waits that ran out;
+    * ``nvcsw_per_accept``: voluntary context switches per connection (NaN
+      where the OS does not count them per thread).
+
+    Why four?  A wake-one queue costs 1 of everything.  A thundering herd
+    wakes every idle worker, but most losers never *see* it: the kernel
+    wakes them inside ``poll()``, finds the connection gone, and puts them
+    back to sleep, so they log no row and no EAGAIN.  Only the context
+    switches show the herd: ``nvcsw_per_accept`` ≈ number of idle workers
+    while ``eagain_per_accept`` stays small.  Ratios are NaN when nothing
+    was accepted.
+    """
+    outcome = events["outcome"].astype(str)
+    n = int(outcome.eq("accepted").sum())
+
+    def per_connection(total: float) -> float:
+        return float(total) / n if n else float("nan")
+
+    has_nvcsw = "nvcsw" in events and events["nvcsw"].notna().any()
+    return {
+        "accepted": n,
+        "wakeups_per_accept": per_connection(outcome.ne("waiting").sum()),
+        "eagain_per_accept": per_connection(outcome.eq("eagain").sum()),
+        "timeouts_per_accept": per_connection(outcome.eq("timeout").sum()),
+        "nvcsw_per_accept": (per_connection(pd.to_numeric(events["nvcsw"]).sum())
+                             if has_nvcsw else float("nan")),
+    }
+
+
+# --------------------------------------------------------------------------- how long clients waited
+
+
+def _column(frame: pd.DataFrame, *names: str) -> pd.Series:
+    """The first of ``names`` that ``frame`` has (a client table or a joined one)."""
+    for name in names:
+        if name in frame:
+            return frame[name]
+    raise KeyError(f"none of the columns {names} is in the table")
+
+
+def _percentiles(ms: np.ndarray) -> dict[str, float]:
+    """count, p50/p90/p99 and max of a list of latencies (numpy's linear interpolation)."""
+    if len(ms) == 0:
+        return {"count": 0, "p50_ms": np.nan, "p90_ms": np.nan, "p99_ms": np.nan,
+                "max_ms": np.nan}
+    p50, p90, p99 = np.percentile(ms, [50, 90, 99])
+    return {"count": len(ms), "p50_ms": float(p50), "p90_ms": float(p90),
+            "p99_ms": float(p99), "max_ms": float(ms.max())}
+
+
+def latency(client: pd.DataFrame, by_worker: bool = False) -> pd.DataFrame:
+    """Latency percentiles of the successful connections, in milliseconds.
+
+    Latency is ``t_done_ns - t_start_ns``: from the moment the client began
+    connecting to its last answer, so it includes the time the connection
+    sat in the accept queue waiting for a free worker.  Only ``ok`` rows
+    count (a refused connection has no meaningful latency).
+
+    Columns: ``count, p50_ms, p90_ms, p99_ms, max_ms``.  Percentiles use
+    numpy's default linear interpolation (as ``Series.quantile`` does), so
+    the p50 of 1, 2, 3, 4 ms is 2.5 ms.
+
+    With ``by_worker=False`` there is one row, labelled ``'all'``.  With
+    ``by_worker=True`` there is one row per worker that served at least one
+    connection.  The client knows its worker only when the reply names it
+    (the ``http`` protocol); for the other protocols pass the output of
+    :func:`join_client_events` instead, whose ``worker_event`` column says
+    which worker accepted each connection.
+    """
+    ok = client[_as_bool(client["ok"])]
+    done = _column(ok, "t_done_ns", "t_done_ns_client")
+    ms = (pd.to_numeric(done).astype("Int64") - pd.to_numeric(ok["t_start_ns"]).astype("Int64"))
+    ms = ms.to_numpy(dtype=float, na_value=np.nan) / 1e6
+    if not by_worker:
+        return pd.DataFrame([_percentiles(ms[~np.isnan(ms)])], index=pd.Index(["all"]))
+
+    worker = pd.to_numeric(_column(ok, "worker_event", "worker")).astype("Int64")
+    known = worker.notna().to_numpy() & ~np.isnan(ms)
+    frame = pd.DataFrame({"worker": worker[known].astype("int64").to_numpy(), "ms": ms[known]})
+    rows = {w: _percentiles(group["ms"].to_numpy()) for w, group in frame.groupby("worker")}
+    table = pd.DataFrame.from_dict(rows, orient="index",
+                                   columns=["count", "p50_ms", "p90_ms", "p99_ms", "max_ms"])
+    table.index.name = "worker"
+    return table
+
+
+# --------------------------------------------------------------------------- did every connection arrive once
+
+
+def _match(clients: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
+    """Pairs (client row, accepted event) with the same port and the accept inside the client's span.
+
+    A port identifies a connection only for as long as it is open: a long run
+    reuses ports.  So a pair counts only if the event's ``t_accept_ns`` lies
+    within ``[t_start_ns, t_done_ns]`` of the client row (a missing
+    ``t_done_ns`` leaves the span open-ended).
+    """
+    left = clients.rename(columns={"t_done_ns": "t_done_ns_client", "worker": "worker_client"})
+    left = left.assign(client_index=clients.index,
+                       local_port=pd.to_numeric(left["local_port"]).astype("Int64"))
+    right = events.rename(columns={"t_done_ns": "t_done_ns_event", "worker": "worker_event"})
+    right = right.assign(event_index=events.index,
+                         peer_port=pd.to_numeric(right["peer_port"]).astype("Int64"))
+    # pandas merges a missing key with a missing key; a missing port must match nothing.
+    left = left[left["local_port"].notna()]
+    right = right[right["peer_port"].notna()]
+    pairs = left.merge(right, left_on="local_port", right_on="peer_port")
+    accept = _ns(pairs["t_accept_ns"], missing=-1)
+    inside = (_ns(pairs["t_start_ns"]) <= accept) & (accept <= _ns(pairs["t_done_ns_client"]))
+    return pairs[inside].reset_index(drop=True)
+
+
+def join_client_events(client: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
+    """Each successful client connection side by side with the worker event that accepted it.
+
+    A client row and an accepted event belong together when the client's
+    ``local_port`` equals the event's ``peer_port`` and the event's
+    ``t_accept_ns`` lies within the client's ``[t_start_ns, t_done_ns]``:
+    ports are reused in a long run, and time tells the reuses apart.  Both
+    sides use one clock (``time.monotonic_ns()``), even across processes.
+
+    One row per matching pair, ordered by accept time, with every client
+    column and every event column.  Columns that both tables have get a
+    suffix: ``t_done_ns_client`` / ``t_done_ns_event`` and ``worker_client``
+    (the worker the reply named, ``http`` only) / ``worker_event`` (the
+    worker that accepted).  ``client_index`` and ``event_index`` are the
+    rows' index labels in the tables passed in.  Failed client rows and
+    events that match nothing are left out; :func:`reconcile` reports them.
+    """
+    ok_clients = client[_as_bool(client["ok"])]
+    accepted_events = events[events["outcome"] == "accepted"]
+    pairs = _match(ok_clients, accepted_events)
+    return pairs.sort_values(["t_accept_ns", "client_index"], kind="stable").reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    """Do the client's connections and the workers' accepts tell the same story?
+
+    The counts:
+
+    * ``accepted_events``: events with outcome ``accepted``;
+    * ``client_ok``: client rows with ``ok`` true;
+    * ``joined``: matching (client, event) pairs (rows of :func:`join_client_events`);
+    * ``client_ok_unmatched``: ok client rows no event matches (a lost event);
+    * ``events_unmatched``: accepted events that match no client row at all;
+    * ``events_of_failed_clients``: accepted events whose client row failed
+      (the worker accepted, the client gave up or was cut off): expected now
+      and then under overload, so reported apart and not counted against ``ok``;
+    * ``duplicate_matches``: ok client rows that match more than one event,
+      plus events that match more than one ok client row (a row logged twice);
+    * ``ok``: every ok client row matches exactly one event and every
+      accepted event matches exactly one ok client row (apart from
+      ``events_of_failed_clients``).
+
+    ``problems`` lists the offending rows, one per problem, with a
+    ``problem`` column saying what is wrong; it is empty when ``ok``.
+    """
+
+    accepted_events: int
+    client_ok: int
+    joined: int
+    client_ok_unmatched: int
+    events_unmatched: int
+    duplicate_matches: int
+    ok: bool
+    events_of_failed_clients: int = 0
+    problems: pd.DataFrame = field(default_factory=pd.DataFrame, compare=False, repr=False)
+
+
+def reconcile(client: pd.DataFrame, events: pd.DataFrame) -> Reconciliation:
+    """Check that every successful connection was accepted exactly once, and vice versa.
+
+    The kit's promise is that every accepted connection appears exactly once
+    in ``events`` and every client connection that got its answers is joined
+    to exactly one event (see :func:`join_client_events` for how).  This
+    function counts the ways that promise can break: an ok client with no
+    event (the event log lost a row), an event with no client (a stray
+    connection, or a client row lost), and a pair matched twice (a row
+    logged twice).  Accepted events of clients that failed are counted
+    separately, not hidden, and do not make the result fail.
+
+    Use it as ``assert reconcile(client, events).ok``; look at ``.problems``
+    to see which rows are to blame.
+    """
+    is_ok = _as_bool(client["ok"])
+    ok_clients, failed_clients = client[is_ok], client[~is_ok]
+    accepted_events = events[events["outcome"] == "accepted"]
+    pairs = _match(ok_clients, accepted_events)
+
+    per_client = pairs["client_index"].value_counts()
+    per_event = pairs["event_index"].value_counts()
+    lonely_clients = ok_clients[~ok_clients.index.isin(pairs["client_index"])]
+    lonely_events = accepted_events[~accepted_events.index.isin(pairs["event_index"])]
+    # Of the events no ok client claims, which belong to a client that failed?
+    of_failed = _match(failed_clients, lonely_events)["event_index"].unique()
+    stray_events = lonely_events[~lonely_events.index.isin(of_failed)]
+
+    problems = []
+    for index, row in lonely_clients.iterrows():
+        problems.append({"problem": "ok client, no accepted event", "client_index": index,
+                         "port": row["local_port"], "t_start_ns": row["t_start_ns"]})
+    for index, row in stray_events.iterrows():
+        problems.append({"problem": "accepted event, no client", "event_index": index,
+                         "port": row["peer_port"], "worker": row["worker"],
+                         "t_accept_ns": row["t_accept_ns"]})
+    for index in of_failed:
+        row = lonely_events.loc[index]
+        problems.append({"problem": "accepted event of a failed client", "event_index": index,
+                         "port": row["peer_port"], "worker": row["worker"],
+                         "t_accept_ns": row["t_accept_ns"]})
+    for index, count in per_client[per_client > 1].items():
+        problems.append({"problem": f"ok client matches {count} events", "client_index": index,
+                         "port": client.loc[index, "local_port"]})
+    for index, count in per_event[per_event > 1].items():
+        problems.append({"problem": f"event matches {count} ok clients", "event_index": index,
+                         "port": events.loc[index, "peer_port"]})
+
+    duplicates = int((per_client > 1).sum() + (per_event > 1).sum())
+    return Reconciliation(
+        accepted_events=len(accepted_events),
+        client_ok=len(ok_clients),
+        joined=len(pairs),
+        client_ok_unmatched=len(lonely_clients),
+        events_unmatched=len(stray_events),
+        duplicate_matches=duplicates,
+        ok=len(lonely_clients) == 0 and len(stray_events) == 0 and duplicates == 0,
+        events_of_failed_clients=len(of_failed),
+        problems=pd.DataFrame(problems, columns=["problem", "client_index", "event_index", "port",
+                                                 "worker", "t_start_ns", "t_accept_ns"]),
+    )
+
+
+# --------------------------------------------------------------------------- what each strategy predicts
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What a strategy predicts for each worker's count of accepted connections.
+
+    * ``share``: each worker's expected fraction of the connections, or NaN
+      when the strategy predicts no even share (``kind == 'one-worker'``);
+    * ``low``, ``high``: the band a worker's count is expected to fall in
+      (inclusive), which a plot draws as a shaded band;
+    * ``note``: the prediction in words, for a legend or a print;
+    * ``kind``: which sort of prediction this is, so a plot can draw it:
+      ``'exact'`` (taking turns: every count is ``low`` or ``high``, one
+      apart at most), ``'binomial'`` (a fair die: 99 % of counts fall in the
+      band), ``'racy'`` (a race, roughly even: the die's band is a guide,
+      not a promise) or ``'one-worker'`` (one worker takes most; the band
+      is the whole range 0..connections, i.e. no prediction per worker).
+    """
+
+    share: float
+    low: int
+    high: int
+    note: str
+    kind: str
+
+
+def _binomial_band(n: int, p: float, coverage: float = 0.99) -> tuple[int, int]:
+    """The central ``coverage`` interval of Binomial(n, p), from its exact probabilities.
+
+    ``low`` is the smallest k with P(X <= k) >= (1 - coverage)/2 and ``high``
+    the smallest k with P(X <= k) >= (1 + coverage)/2, so at least
+    ``coverage`` of the probability lies in ``[low, high]``.  The
+    probabilities are computed in logs so that n in the millions does not
+    overflow.
+    """
+    if n == 0 or p <= 0:
+        return 0, 0
+    if p >= 1:
+        return n, n
+    # P(X = k+1) / P(X = k) = (n-k)/(k+1) · p/(1-p): start from P(X = 0) = (1-p)^n and
+    # add up the logs of those ratios, all at once with cumsum.
+    k = np.arange(n)
+    steps = np.log(n - k) - np.log(k + 1) + math.log(p) - math.log1p(-p)
+    log_pmf = n * math.log1p(-p) + np.concatenate([[0.0], np.cumsum(steps)])
+    cdf = np.cumsum(np.exp(log_pmf))
+    tail = (1 - coverage) / 2
+    low = int(np.searchsorted(cdf, tail))  # first k with cdf >= tail
+    high = int(min(np.searchsorted(cdf, 1 - tail), n))
+    return low, high
+
+
+def expected_share(strategy: str, workers: int, connections: int) -> Prediction:
+    """What ``strategy`` predicts for how ``connections`` are spread over ``workers``.
+
+    These are the light-load predictions of kernel-notes.md (under
+    saturation every shared-queue strategy follows each worker's service
+    rate instead):
+
+    * ``blocking`` and ``locked``: waiters queue FIFO, so workers take turns
+      and every count is exactly connections/workers (``kind='exact'``;
+      ``low``/``high`` differ by one when it does not divide).  For
+      ``locked`` that holds only if the lock wakes its waiters in order:
+      measure it.
+    * ``reuseport``: the kernel hashes each connection's addresses to pick a
+      socket, like throwing a fair die, so each count is
+      Binomial(connections, 1/workers); the band is its central 99 %
+      interval (``kind='binomial'``).
+    * ``timeout``, ``poll``, ``epoll``: a thundering herd; every idle worker
+      wakes and races, so counts are roughly even but nothing guarantees it
+      (``kind='racy'``; the die's 99 % band is given as a guide).
+    * ``epoll-exclusive`` and ``shared-epoll``: one worker (or two) takes
+      most; no per-worker share is predicted, so ``share`` is NaN and the
+      band is 0..connections (``kind='one-worker'``).
+
+    An unknown strategy raises ``ValueError``.
+    """
+    if workers < 1:
+        raise ValueError("workers must be at least 1")
+    if connections < 0:
+        raise ValueError("connections cannot be negative")
+    even = 1 / workers
+    if strategy in TAKE_TURNS:
+        low, left_over = divmod(connections, workers)
+        high = low + (left_over > 0)  # some workers get one more when it does not divide
+        note = f"taking turns: {low} each" if low == high else f"taking turns: {low}–{high} each"
+        if strategy == "locked":
+            note += " (if the lock wakes waiters in order)"
+        return Prediction(even, low, high, note, "exact")
+    if strategy in HASHED:
+        low, high = _binomial_band(connections, even)
+        return Prediction(even, low, high,
+                          f"fair die: 99 % of counts in {low}–{high}", "binomial")
+    if strategy in HERD:
+        low, high = _binomial_band(connections, even)
+        return Prediction(even, low, high,
+                          f"racy, roughly even (a fair die gives {low}–{high})", "racy")
+    if strategy in ONE_WORKER:
+        return Prediction(float("nan"), 0, connections, "one worker takes most", "one-worker")
+    known = ", ".join(TAKE_TURNS + HASHED + HERD + ONE_WORKER)
+    raise ValueError(f"no prediction for strategy {strategy!r}; known: {known}")
+
+
+# --------------------------------------------------------------------------- one line per run
+
+
+def _only(frame: pd.DataFrame, column: str) -> Any:
+    """The single value of ``column`` (e.g. the run's strategy), or None if absent or mixed."""
+    if column not in frame:
+        return None
+    values = frame[column].dropna().unique()
+    return values[0] if len(values) == 1 else None
+
+
+def summary(events: pd.DataFrame, client: pd.DataFrame | None = None,
+            workers: int | None = None) -> dict[str, Any]:
+    """The headline numbers of one run, as one flat dict of plain Python values.
+
+    Keys: ``run``, ``strategy``, ``kind`` (when the events name exactly one),
+    ``workers``, ``accepted``, ``busiest_share`` (the busiest worker's
+    fraction), ``jain`` (:func:`jain_fairness` over all slots), ``rr_score``
+    (:func:`round_robin_score`), ``mean_rank`` (the mean ``norm_rank`` of
+    :func:`wake_order_ranks`: 0 = FIFO, 1 = LIFO, ≈ 0.5 a fair race),
+    ``wakeups_per_accept``, ``eagain_per_accept``, ``timeouts_per_accept``,
+    ``nvcsw_per_accept``; and with ``client``: ``client_ok``,
+    ``p50_ms``, ``p99_ms`` and ``reconciled`` (:func:`reconcile`'s ``ok``).
+
+    Pass ``workers`` (the pool size): otherwise it is guessed as the highest
+    slot seen plus one, which misses a top slot that never woke.  Numbers
+    that cannot be computed (nothing accepted) are NaN.
+    """
+    if workers is None:
+        workers = int(pd.to_numeric(events["worker"]).max()) + 1 if len(events) else 0
+    table = per_worker(events, workers)
+    order = accepted(events)["worker"].tolist()
+    ranks = wake_order_ranks(events)["norm_rank"]
+    cost = wakeups_per_accept(events)
+    result: dict[str, Any] = {
+        "run": _only(events, "run"),
+        "strategy": _only(events, "strategy"),
+        "kind": _only(events, "kind"),
+        "workers": workers,
+        "accepted": cost["accepted"],
+        "busiest_share": float(table["share"].max()) if cost["accepted"] else float("nan"),
+        "jain": jain_fairness(table["accepts"]) if workers else float("nan"),
+        "rr_score": round_robin_score(order, workers) if workers else float("nan"),
+        "mean_rank": float(ranks.mean()) if ranks.notna().any() else float("nan"),
+        "wakeups_per_accept": cost["wakeups_per_accept"],
+        "eagain_per_accept": cost["eagain_per_accept"],
+        "timeouts_per_accept": cost["timeouts_per_accept"],
+        "nvcsw_per_accept": cost["nvcsw_per_accept"],
+    }
+    for key in ("run", "strategy", "kind"):  # numpy strings to plain str, for JSON
+        if result[key] is not None:
+            result[key] = str(result[key])
+    if client is not None:
+        times = latency(client).iloc[0]
+        result.update(client_ok=int(_as_bool(client["ok"]).sum()),
+                      p50_ms=float(times["p50_ms"]), p99_ms=float(times["p99_ms"]),
+                      reconciled=reconcile(client, events).ok)
+    return result
+
+
+def summarize_runs(runs: Mapping[str, Any]) -> pd.DataFrame:
+    """One row of :func:`summary` per run, indexed by the run's label.
+
+    ``runs`` maps a label to ``(events, client, workers)`` (``client`` may be
+    None), or to ``(events, workers)``, or to any object with ``events``,
+    ``client`` and ``workers`` attributes (such as an experiment's ``Run``),
+    so ``summarize_runs({"blocking": run_a, "poll": run_b})`` works.
+    """
+    rows = {}
+    for label, run in runs.items():
+        if isinstance(run, tuple):
+            if len(run) == 2:
+                events, workers = run
+                client = None
+            else:
+                events, client, workers = run
+        else:
+            events = run.events
+            client = getattr(run, "client", None)
+            workers = getattr(run, "workers", None)
+        rows[label] = summary(events, client, workers)
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "label"
+    return table
