@@ -84,7 +84,7 @@ def test_run_json_prints_one_summary_line_and_writes_the_files(tmp_path):
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 1
-    summary = json.loads(lines[0])
+    summary = json.loads(lines[0], parse_constant=lambda name: pytest.fail(f"{name} is not JSON"))
     assert summary["accepted"] == 100 and summary["client_ok"] == 100
     assert summary["client_errors"] == 0 and sum(summary["per_worker"]) == 100
     for key in ("wakeups_per_accept", "eagain_per_accept", "busiest_share", "mean_rank"):

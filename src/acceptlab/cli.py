@@ -222,7 +222,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         summary.update(per_worker=table["accepts"].astype(int).tolist(),
                        client_ok=int(run.client["ok"].sum()),
                        client_errors=int((~run.client["ok"]).sum()), out=str(out))
-        print(json.dumps(summary, default=_plain))
+        print(json.dumps({key: _plain(value) for key, value in summary.items()}))
     else:
         print(f"{run.label}: {args.workers} workers, {len(run.client)} connections -> {out}/")
         print(table.to_string())
@@ -230,12 +230,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _plain(value: object) -> object:
-    """JSON for numpy and pandas scalars (and NaN as null)."""
+    """A value JSON can hold: numpy and pandas numbers as Python's, NaN as null."""
+    if value is None or isinstance(value, (bool, str, list)):
+        return value
     try:
         number = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return str(value)
-    return None if number != number else number
+    if number != number:  # NaN: JSON has no such number
+        return None
+    return int(number) if number.is_integer() and not isinstance(value, float) else number
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
