@@ -24,12 +24,14 @@ class Work:
     ms: float = 0.0
 
     def __call__(self) -> None:
-        """Do the work for one request (return after ``ms`` milliseconds)."""
+        """Do the work for one request: ``ms`` milliseconds asleep, or of CPU time."""
         if self.kind == "sleep":
             time.sleep(self.ms / 1000)
         elif self.kind == "spin":
-            deadline = time.perf_counter() + self.ms / 1000
-            while time.perf_counter() < deadline:  # busy on purpose: it must hold the CPU
+            # CPU time of this thread, not wall time: a worker that waits for a core
+            # (or for the GIL) still does its full share of computing.
+            deadline = time.thread_time() + self.ms / 1000
+            while time.thread_time() < deadline:  # busy on purpose: it must hold the CPU
                 pass
 
     def __str__(self) -> str:

@@ -19,6 +19,7 @@ import errno
 import os
 import signal
 import socket
+import stat
 import threading
 import time
 from dataclasses import dataclass, field
@@ -108,8 +109,9 @@ def serve(listener: socket.socket, spec: WorkerSpec, control: Control | None = N
                     with wake.conn:
                         if control.crash.is_set():
                             raise InjectedCrash(f"worker {spec.slot} crashed on purpose")
-                        control.sockets.append(wake.conn)
-                        converse(wake.conn, protocol, who, work, spec.limits)
+                        control.sockets.append(wake.conn)  # so stop() can wake our recv()
+                        if not control.stopping.is_set():  # stop() may have come just now
+                            converse(wake.conn, protocol, who, work, spec.limits)
                         control.sockets.remove(wake.conn)
                     log.done(row, now())
         finally:
@@ -134,8 +136,36 @@ def process_main(listener: socket.socket, spec: WorkerSpec) -> None:
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    _drop_inherited_sockets(keep=listener.fileno())
     _watch_pool(spec.parent_pid)
     serve(listener, spec)
+
+
+def _drop_inherited_sockets(keep: int) -> None:
+    """Let go of every socket this process inherited except the listener.
+
+    Under ``fork`` a worker starts with a copy of every descriptor of the
+    pool's process: in a notebook that includes the client's open connections
+    and other pools' listeners.  The kernel closes a connection only when its
+    LAST descriptor closes, so a worker holding a copy would keep a finished
+    client's connection open (its server never sees the hang-up) or keep an
+    old pool's port busy.  Each such descriptor is pointed at /dev/null with
+    ``dup2`` rather than closed, so its number stays taken and no stale socket
+    object can later close a descriptor that a new connection reused.
+    """
+    listing = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"
+    if not os.path.isdir(listing):
+        return
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        for fd in map(int, os.listdir(listing)):
+            try:
+                if fd not in (keep, null) and stat.S_ISSOCK(os.fstat(fd).st_mode):
+                    os.dup2(null, fd, inheritable=False)
+            except OSError:
+                pass  # the descriptor of the listing itself, already gone
+    finally:
+        os.close(null)
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
