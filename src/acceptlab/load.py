@@ -44,7 +44,7 @@ __all__ = ["ConnectionRecord", "CLIENT_COLUMNS", "one_connection", "fire", "chec
 
 now = time.monotonic_ns
 CLIENT_COLUMNS = ("conn", "local_port", "t_start_ns", "t_connected_ns", "t_reply_ns",
-                  "t_done_ns", "ok", "error", "worker", "attempts")
+                  "t_done_ns", "ok", "error", "worker", "attempt")
 
 
 @dataclass
@@ -60,7 +60,7 @@ class ConnectionRecord:
     ok: bool = False
     error: str = ""  # '' when ok, else one word: refused, reset, timeout, closed, bad-reply, ...
     worker: int = -1  # the worker named in the reply (http), else -1
-    attempts: int = 1
+    attempt: int = 1  # 2, 3, ... for the retries of connection number ``conn``
 
 
 def check_reply(protocol: Protocol, question: bytes, reply: bytes) -> bool:
@@ -120,17 +120,24 @@ def one_connection(address: tuple[str, int], protocol: Protocol, conn: int,
 
 
 def _with_retries(address: tuple[str, int], protocol: Protocol, conn: int, timeout: float,
-                  retries: int) -> ConnectionRecord:
-    """:func:`one_connection`, tried again up to ``retries`` times if it fails."""
+                  retries: int) -> list[ConnectionRecord]:
+    """:func:`one_connection`, tried again up to ``retries`` times if it fails.
+
+    Every attempt is a connection of its own and gets its own record: a
+    failed attempt may still have been accepted by a worker (one killed
+    mid-conversation, say), and the event log will show it.
+    """
+    records = []
     for attempt in range(1, retries + 2):
         record = one_connection(address, protocol, conn, timeout)
-        record.attempts = attempt
+        record.attempt = attempt
+        records.append(record)
         if record.ok:
             break
     if _finished is not None:
         with _finished.get_lock():
             _finished.value += 1
-    return record
+    return records
 
 
 def _client_loop(address: tuple[str, int], protocol: Protocol, numbers: Iterator[int],
@@ -140,12 +147,12 @@ def _client_loop(address: tuple[str, int], protocol: Protocol, numbers: Iterator
     for conn in numbers:
         if time.monotonic() >= stop_at:
             return
-        out.append(_with_retries(address, protocol, conn, timeout, retries))
+        out.extend(_with_retries(address, protocol, conn, timeout, retries))
         if gap:
             time.sleep(gap)
 
 
-def _open_loop(address: tuple[str, int], protocol: Protocol, connections: int, rate: float,
+def _open_loop(address: tuple[str, int], protocol: Protocol, numbers: range, rate: float,
                stop_at: float, timeout: float, retries: int, seed: int | None,
                out: list[ConnectionRecord], max_in_flight: int = 256) -> None:
     """Start connections at Poisson times, ``rate`` per second, each in its own thread.
@@ -160,11 +167,11 @@ def _open_loop(address: tuple[str, int], protocol: Protocol, connections: int, r
 
     def run(conn: int) -> None:
         try:
-            out.append(_with_retries(address, protocol, conn, timeout, retries))
+            out.extend(_with_retries(address, protocol, conn, timeout, retries))
         finally:
             slots.release()
 
-    for conn in range(connections):
+    for conn in numbers:
         next_start += pace.expovariate(rate)  # exponential gaps make Poisson arrivals
         delay = next_start - time.monotonic()
         if delay > 0:
@@ -187,9 +194,7 @@ def _fire_in_process(address: tuple[str, int], protocol_name: str, numbers: rang
     out: list[ConnectionRecord] = []
     stop_at = time.monotonic() + duration
     if rate:
-        _open_loop(address, protocol, len(numbers), rate, stop_at, timeout, retries, seed, out)
-        for record, conn in zip(sorted(out, key=lambda r: r.conn), numbers):
-            record.conn = conn
+        _open_loop(address, protocol, numbers, rate, stop_at, timeout, retries, seed, out)
     else:
         shared = iter(numbers)  # next() on a range iterator is atomic under the GIL
         threads = [threading.Thread(target=_client_loop, daemon=True,
@@ -224,7 +229,8 @@ def fire(
     second (``concurrency`` is then ignored).  ``processes=K`` splits the
     connections over K client processes, each running the same mode with its
     share of the rate.  ``gap`` pauses each client between connections;
-    ``retries`` retries failed connections (the record keeps its attempts).
+    ``retries`` retries a failed connection (each attempt is a row, numbered
+    in ``attempt``; a connection number with no ``ok`` row was lost).
     Returns one row per connection, ordered by start time.
     """
     import pandas as pd

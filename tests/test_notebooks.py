@@ -1,0 +1,93 @@
+"""Every lesson runs top to bottom in a fresh kernel, draws its figure, and stays within its time.
+
+The notebooks are tested for errors and for their shape only (a goal, a
+parameters cell, at least one plot); what they measure is checked by the
+package's own tests, where a number can be asserted with the right tolerance.
+Each notebook runs through ``tools/notebook_runner.py``, the same code
+``tools/build_book.py`` uses, so "the tests pass" and "the book builds" mean
+the same run.
+
+Budgets (with default parameters): 30 s per notebook, 120 s for the course,
+kernel start-up included.  The times are written to ``build/notebook-times.csv``
+and printed at the end of the session.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+
+import notebook_runner as runner  # noqa: E402
+
+NOTEBOOKS = runner.notebook_paths()
+IDS = [path.stem for path in NOTEBOOKS]
+TIMES_CSV = ROOT / "build" / "notebook-times.csv"
+
+pytestmark = pytest.mark.skipif(not NOTEBOOKS, reason="no notebooks/NN_*.ipynb yet")
+
+
+@pytest.fixture(scope="session")
+def results(request):
+    """Results of the notebooks run so far, by name; written as a times table at the end."""
+    collected: dict[str, runner.NotebookResult] = {}
+    yield collected
+    if collected:
+        ordered = [collected[name] for name in sorted(collected)]
+        runner.write_times(ordered, TIMES_CSV)
+        table = runner.format_times(ordered) + f"\n(written to {TIMES_CSV})"
+        capture = request.config.pluginmanager.get_plugin("capturemanager")
+        if capture is not None:
+            with capture.global_and_fixture_disabled():  # straight to the terminal
+                print("\n\nnotebook run times\n" + table)
+        else:
+            print(table)
+
+
+# -- shape: no kernel needed --------------------------------------------------------------
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_notebook_has_a_title_a_goal_and_a_parameters_cell(path):
+    notebook = nbformat.read(path, as_version=4)
+    title, goal = runner.lesson_info(notebook)
+    assert title, f"{path.name}: the first markdown cell should start with a '# Title'"
+    assert goal, f"{path.name}: state the lesson's Goal near the top ('**Goal:** ...')"
+    tagged = [cell for cell in notebook.cells
+              if "parameters" in cell.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1, f"{path.name}: exactly one cell should be tagged 'parameters'"
+    assert tagged[0].cell_type == "code"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_notebook_uses_the_python3_kernel(path):
+    notebook = nbformat.read(path, as_version=4)
+    assert notebook.metadata.get("kernelspec", {}).get("name") == "python3"
+
+
+# -- execution -------------------------------------------------------------------------------
+
+@pytest.mark.timeout(300)  # the runner times each cell out at 60 s; this is a backstop
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_notebook_runs_without_error_and_draws_a_figure(path, results):
+    result = runner.run_notebook(path)
+    results[path.name] = result
+    assert result.error is None, f"{path.name} failed:\n{result.error}"
+    assert not result.error_outputs, f"{path.name} has error outputs: {result.error_outputs}"
+    assert result.images >= 1, f"{path.name} drew no image/png output"
+    assert result.seconds <= runner.NOTEBOOK_BUDGET, (
+        f"{path.name} took {result.seconds:.1f} s (budget {runner.NOTEBOOK_BUDGET:.0f} s)")
+
+
+def test_the_whole_course_fits_its_time_budget(results):
+    """Runs last in this file: the total of every notebook executed above."""
+    if len(results) < len(NOTEBOOKS):
+        pytest.skip("not every notebook ran in this session (run the whole file)")
+    total = sum(result.seconds for result in results.values())
+    assert total <= runner.COURSE_BUDGET, (
+        f"the course took {total:.1f} s (budget {runner.COURSE_BUDGET:.0f} s):\n"
+        + runner.format_times([results[name] for name in sorted(results)]))

@@ -1,0 +1,135 @@
+"""Build the course as a small static web site: every lesson executed, one HTML page each.
+
+    .venv/bin/python tools/build_book.py --out build/book      (or: make book)
+
+Each notebook in ``notebooks/`` (``NN_slug.ipynb``) runs top to bottom in a
+fresh kernel, exactly as ``tests/test_notebooks.py`` runs it (both use
+``tools/notebook_runner.py``), and is written as ``<out>/NN_slug.html`` with
+its figures embedded, so the page is one self-contained file.  ``index.html``
+links every lesson with its title and goal and gives each one's run time;
+``times.csv`` has the same table.  A notebook that fails still gets its page,
+showing the outputs up to the failing cell; the build then exits with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import platform
+import re
+import sys
+import time
+from pathlib import Path
+
+from nbconvert import HTMLExporter
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import notebook_runner as runner  # noqa: E402
+
+
+def export_html(result: runner.NotebookResult, out: Path) -> Path:
+    """Write one executed notebook as a self-contained HTML page; return its path."""
+    exporter = HTMLExporter(embed_images=True)
+    body, _ = exporter.from_notebook_node(result.notebook,
+                                          resources={"metadata": {"name": result.title}})
+    target = out / (result.path.stem + ".html")
+    target.write_text(body, encoding="utf-8")
+    return target
+
+
+def _inline(text: str) -> str:
+    """A goal's inline markdown as HTML: `code` and **bold**; everything else escaped."""
+    escaped = html.escape(text)
+    escaped = re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped)
+    return re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", escaped)
+
+
+def index_page(results: list[runner.NotebookResult]) -> str:
+    """The table of contents: each lesson's title (a link), goal, run time and status."""
+    rows = []
+    for result in results:
+        status = "ok" if result.ok else "<strong>failed</strong>"
+        rows.append(
+            "<tr>"
+            f"<td><a href=\"{html.escape(result.path.stem)}.html\">"
+            f"{html.escape(result.title or result.path.stem)}</a></td>"
+            f"<td>{_inline(result.goal)}</td>"
+            f"<td class=\"num\">{result.seconds:.1f}</td>"
+            f"<td>{status}</td>"
+            "</tr>")
+    total = sum(result.seconds for result in results)
+    built = time.strftime("%Y-%m-%d %H:%M")
+    where = html.escape(f"Python {platform.python_version()} on {platform.platform()}")
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>acceptlab: the course</title>
+<style>
+  body {{ font-family: system-ui, sans-serif; max-width: 60rem; margin: 2rem auto;
+         padding: 0 1rem; line-height: 1.45; }}
+  table {{ border-collapse: collapse; width: 100%; }}
+  th, td {{ text-align: left; vertical-align: top; padding: .4rem .6rem;
+           border-bottom: 1px solid #ddd; }}
+  td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
+  .note {{ color: #555; font-size: .9rem; }}
+</style>
+</head>
+<body>
+<h1>acceptlab: the course</h1>
+<p>Watch the kernel hand out TCP connections to workers that share one listening socket.
+Each lesson below was executed from top to bottom in a fresh kernel when this book was built;
+the numbers in it are that run's, on that machine.</p>
+<table>
+<thead><tr><th>Lesson</th><th>Goal</th><th>Seconds</th><th>Run</th></tr></thead>
+<tbody>
+{chr(10).join(rows)}
+</tbody>
+<tfoot><tr><td colspan="2">Total</td><td class="num">{total:.1f}</td><td></td></tr></tfoot>
+</table>
+<p class="note">Built {built} with {where}.
+Times include starting each kernel. The same table is in <a href="times.csv">times.csv</a>.</p>
+</body>
+</html>
+"""
+
+
+def build(out: Path, notebooks: list[Path], timeout: int) -> list[runner.NotebookResult]:
+    """Run and export every notebook, then write the index and the times table."""
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for path in notebooks:
+        print(f"running {path.name} ...", end=" ", flush=True)
+        result = runner.run_notebook(path, timeout=timeout)
+        export_html(result, out)
+        print(f"{result.seconds:.1f} s" + ("" if result.ok else "  FAILED"), flush=True)
+        if not result.ok:
+            print(result.error or "\n".join(result.error_outputs), file=sys.stderr)
+        results.append(result)
+    (out / "index.html").write_text(index_page(results), encoding="utf-8")
+    runner.write_times(results, out / "times.csv")
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=runner.ROOT / "build" / "book",
+                        help="where to write the pages (default: build/book)")
+    parser.add_argument("--notebooks", type=Path, default=runner.NOTEBOOKS,
+                        help="folder holding the NN_slug.ipynb lessons")
+    parser.add_argument("--timeout", type=int, default=runner.CELL_TIMEOUT,
+                        help="seconds any one cell may take (default: %(default)s)")
+    args = parser.parse_args(argv)
+    notebooks = runner.notebook_paths(args.notebooks)
+    if not notebooks:
+        parser.error(f"no NN_slug.ipynb notebooks in {args.notebooks}")
+    results = build(args.out, notebooks, args.timeout)
+    print()
+    print(runner.format_times(results))
+    print(f"\nwrote {args.out / 'index.html'}")
+    return 0 if all(result.ok for result in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
