@@ -29,6 +29,7 @@ from .strategies import STRATEGIES, Unavailable
 __all__ = ["main"]
 
 BOOK_PORT = 1060  # the port every server in the book listens on
+MAX_WORKERS = 256  # far past where 2 cores stop gaining; a typo of 100000 should not fork a storm
 
 
 class UsageError(Exception):
@@ -52,6 +53,34 @@ def _check_host(host: str, allow_remote: bool) -> None:
         raise UsageError(f"{host} is not a loopback address; add --allow-remote if you mean it")
     print(f"warning: listening on {host}: anyone who can reach this machine can connect",
           file=sys.stderr)
+
+
+def _check_values(args: argparse.Namespace) -> None:
+    """Refuse values argparse's types let through but no run can use, before anything starts."""
+    def bad(message: str) -> None:
+        raise UsageError(message)
+
+    port = getattr(args, "port", None)
+    if port is not None and not 0 <= port <= 65535:
+        bad(f"--port {port} is not a TCP port (0-65535; 0 means any free one)")
+    workers = getattr(args, "workers", None)
+    if workers is not None and not 1 <= workers <= MAX_WORKERS:
+        bad(f"--workers {workers}: choose 1 to {MAX_WORKERS}")
+    if getattr(args, "idle_timeout", 1) <= 0:
+        bad(f"--idle-timeout {args.idle_timeout}: a client needs more than 0 seconds to speak")
+    if getattr(args, "max_request", 1) < 1:
+        bad(f"--max-request {args.max_request}: a request needs at least 1 byte")
+    rate = getattr(args, "rate", None)
+    if rate is not None and rate <= 0:
+        bad(f"--rate {rate}: an open loop needs a positive rate (connections per second)")
+    for name in ("connections", "concurrency", "processes"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            bad(f"--{name} {value}: must be at least 1")
+    if getattr(args, "retries", 0) < 0:
+        bad(f"--retries {args.retries}: must be 0 or more")
+    if getattr(args, "duration", 1) <= 0:
+        bad(f"--duration {args.duration}: must be more than 0 seconds")
 
 
 def _add_pool_options(parser: argparse.ArgumentParser) -> None:
@@ -132,9 +161,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .pool import PortInUse
 
     try:
+        _check_values(args)
         return COMMANDS[args.command](args)
     except (UsageError, Unavailable, PortInUse, ValueError) as exc:
         print(f"acceptlab: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # an address this machine does not have, too many files open...
+        print(f"acceptlab: {exc.strerror or exc}"
+              f"{f' ({exc.filename})' if exc.filename else ''}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("acceptlab: interrupted", file=sys.stderr)

@@ -60,7 +60,7 @@ from .conversation import Limits
 from .eventlog import log_path, read_events
 from .strategies import Setting, check_strategy
 from .work import parse_work
-from .worker import Control, InjectedCrash, WorkerSpec, process_main, serve
+from .worker import Control, InjectedCrash, WorkerSpec, process_main, serve, stop_mark
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -97,7 +97,7 @@ def open_listener(host: str, port: int, backlog: int = 128, listen: bool = True,
         sock.close()
         if exc.errno == errno.EADDRINUSE:
             raise PortInUse(errno.EADDRINUSE, f"port {port} on {host} is already in use") from None
-        raise
+        raise OSError(exc.errno, f"cannot listen on {host} port {port}: {exc.strerror}") from None
     return sock
 
 
@@ -144,12 +144,16 @@ class _ThreadWorker:
     def exit_description(self) -> str:
         return self.died_of
 
+    def asked_to_stop(self) -> bool:
+        return self.control.stopping.is_set()
+
 
 class _ProcessWorker:
     """A ``multiprocessing`` process running :func:`process_main`."""
 
     def __init__(self, context: multiprocessing.context.BaseContext,
                  listener: socket.socket, spec: WorkerSpec) -> None:
+        self.mark = stop_mark(spec.log_dir, spec.slot, spec.generation)
         self.process = context.Process(target=process_main, args=(listener, spec),
                                        name=f"acceptlab-worker-{spec.slot}", daemon=True)
         self.process.start()
@@ -167,6 +171,9 @@ class _ProcessWorker:
         if code is not None and code < 0:
             return f"exit code {code} ({signal.Signals(-code).name})"
         return f"exit code {code}"
+
+    def asked_to_stop(self) -> bool:
+        return self.mark.exists()  # it got SIGTERM (see acceptlab.worker.stop_mark)
 
 
 class WorkerPool:
@@ -326,11 +333,23 @@ class WorkerPool:
 
     # -- the supervisor ------------------------------------------------------------
     def _supervise(self) -> None:
-        """Every ``interval`` seconds, replace each dead worker in its own slot."""
+        """Every ``interval`` seconds, replace each dead worker in its own slot.
+
+        A worker that was *asked* to stop (SIGTERM from outside the pool, as
+        ipykernel sends its children on a restart) is left stopped, with one
+        log line: replacing it would undo what its sender wanted.
+        """
+        left_stopped: set[int] = set()
         while not self._stopping.wait(self.interval):
             for slot in range(self.workers):
                 with self._lock:
-                    if self._stopping.is_set() or self._slots[slot].is_alive():
+                    worker = self._slots[slot]
+                    if self._stopping.is_set() or worker.is_alive() or slot in left_stopped:
+                        continue
+                    if worker.asked_to_stop():
+                        left_stopped.add(slot)
+                        logger.warning("worker %d (%d) was asked to stop (SIGTERM); "
+                                       "not replacing it", slot, worker.ident)
                         continue
                     self._replace(slot)
 

@@ -23,6 +23,8 @@ import stat
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
 from .conversation import Limits, converse
 from .eventlog import EventWriter, NullWriter, log_path
 from .kernel import voluntary_switches
@@ -30,7 +32,7 @@ from .protocol import get_protocol, served_by
 from .strategies import Setting, make_waiter
 from .work import parse_work
 
-__all__ = ["WorkerSpec", "Control", "InjectedCrash", "serve", "process_main"]
+__all__ = ["WorkerSpec", "Control", "InjectedCrash", "serve", "process_main", "stop_mark"]
 
 now = time.monotonic_ns
 _RETRY_PAUSE = 0.1  # seconds to wait after EMFILE/ENFILE before accepting again
@@ -89,22 +91,24 @@ def serve(listener: socket.socket, spec: WorkerSpec, control: Control | None = N
     control.sockets.append(waiter.listener)
     path = log_path(spec.log_dir, spec.slot, spec.generation)
     writer = EventWriter if spec.record else NullWriter
+    # The context-switch count feeds only the log: with the log off, don't pay for reading it.
+    count = voluntary_switches if spec.record else _uncounted
     with writer(path, spec.slot, spec.generation) as log:
         try:
             while not control.stopping.is_set():
                 row = log.begin_wait(tid, now())
-                switches = voluntary_switches()
+                switches = count()
                 try:
                     wake = waiter.wait()
                 except OSError as exc:
                     if control.stopping.is_set() or exc.errno in (errno.EINVAL, errno.EBADF):
                         return  # the listener was shut down or closed: time to go
-                    log.woke(row, now(), "error", nvcsw=_since(switches))
+                    log.woke(row, now(), "error", nvcsw=_since(switches, count))
                     if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                         time.sleep(_RETRY_PAUSE)  # out of resources: let some be freed
                     continue
                 log.woke(row, wake.t_wake_ns, wake.outcome, wake.t_accept_ns, wake.peer_port,
-                         _since(switches))
+                         _since(switches, count))
                 if wake.conn is not None:
                     with wake.conn:
                         if control.crash.is_set():
@@ -118,24 +122,31 @@ def serve(listener: socket.socket, spec: WorkerSpec, control: Control | None = N
             waiter.close()
 
 
-def _since(switches: int | None) -> int:
+def _since(switches: int | None, count: Callable[[], int | None] = voluntary_switches) -> int:
     """Voluntary context switches since ``switches`` was read (-1 where unavailable)."""
-    current = voluntary_switches()
-    return -1 if switches is None or current is None else current - switches
+    current = None if switches is None else count()
+    return -1 if current is None else current - switches
+
+
+def _uncounted() -> None:
+    """``count`` when the event log is off: nothing would read the number."""
+    return None
 
 
 def process_main(listener: socket.socket, spec: WorkerSpec) -> None:
     """Entry point of a worker PROCESS: module-level, so spawn and forkserver can import it.
 
     Signals: SIGTERM ends the worker cleanly (``SystemExit`` unwinds the loop
-    and closes its log).  SIGINT is ignored: Ctrl-C in a terminal or an
+    and closes its log) and leaves a :func:`stop_mark`, so the supervisor
+    knows the worker was asked to go and does not start another in its place.  SIGINT is ignored: Ctrl-C in a terminal or an
     interrupted Jupyter kernel signals the whole process group, and the pool,
     not each worker, decides what an interrupt means.  A watchdog thread ends
     the worker when the pool's process disappears, so a killed notebook kernel
     leaves no orphan holding the port.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    mark = stop_mark(spec.log_dir, spec.slot, spec.generation)
+    signal.signal(signal.SIGTERM, lambda signum, frame: _exit_asked(mark))
     _drop_inherited_sockets(keep=listener.fileno())
     _watch_pool(spec.parent_pid)
     serve(listener, spec)
@@ -168,7 +179,24 @@ def _drop_inherited_sockets(keep: int) -> None:
         os.close(null)
 
 
-def _exit_on_sigterm(signum: int, frame: object) -> None:
+def stop_mark(log_dir: str | os.PathLike, slot: int, generation: int) -> Path:
+    """The file a worker process leaves beside its event log when SIGTERM asks it to stop.
+
+    Whoever sent the signal (the pool's :meth:`stop`, ipykernel shutting its
+    children down on a restart, ``kill`` from a shell) wants the worker gone.
+    A supervisor that replaced it would fight them: a restarting notebook
+    kernel would start fresh workers as it exits.  So a dead worker with this
+    mark is left dead, and a dead worker without it (SIGKILL, a crash) is
+    replaced.
+    """
+    return log_path(log_dir, slot, generation).with_suffix(".stopped")
+
+
+def _exit_asked(mark: Path) -> None:
+    try:
+        mark.touch()
+    except OSError:
+        pass  # the log directory is gone: so is anyone who would read the mark
     raise SystemExit(0)
 
 
