@@ -28,5 +28,8 @@ book: setup
 lab: setup
 	$(BIN)/jupyter lab --ip=127.0.0.1 --notebook-dir=notebooks
 
+bench: setup
+	$(BIN)/python bench/run_all.py
+
 clean:
 	rm -rf out build .pytest_cache

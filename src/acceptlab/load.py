@@ -15,7 +15,10 @@ Three ways to fire, the classic shapes of load:
 
 One Python process tops out far below what a server on the same machine can
 take (kernel-notes.md has figures), so any mode can be spread over several
-client processes (``processes=K``).
+client processes (``processes=K``).  A closed loop spread over several
+processes (``processes >= 2``, no ``gap``) is the throughput mode: each process
+then runs the lean event loop at the end of this module instead of a thread
+per client (same records, same errors; see "The lean path" there).
 
 Every run is bounded by a connection count and a duration.  Every connection
 becomes one :class:`ConnectionRecord`; :func:`fire` returns them as a pandas
@@ -25,16 +28,21 @@ with ``ok=False`` and its cause in ``error``, never an exception.
 
 from __future__ import annotations
 
+import collections
+import errno
 import itertools
 import multiprocessing
+import operator
+import os
 import random
+import select
 import socket
 import threading
 import time
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator
 
-from .conversation import recv_until
+from .conversation import RECV_SIZE, recv_until
 from .protocol import Protocol, get_protocol, parse_served_by
 
 if TYPE_CHECKING:
@@ -63,10 +71,14 @@ class ConnectionRecord:
     attempt: int = 1  # 2, 3, ... for the retries of connection number ``conn``
 
 
+# A record as a plain tuple in CLIENT_COLUMNS order (dataclasses.astuple deep-copies: 10 x slower).
+_as_row = operator.attrgetter(*CLIENT_COLUMNS)
+
+
 def check_reply(protocol: Protocol, question: bytes, reply: bytes) -> bool:
     """Is ``reply`` the right answer to ``question``?  (A wrong one is an error, not a success.)"""
-    if protocol.reply_end is None:  # http: any 200 will do
-        return reply.startswith(b"HTTP/1.0 200")
+    if protocol.reply_end is None:  # http: any 200 will do (nginx answers HTTP/1.1 200)
+        return reply.startswith((b"HTTP/1.0 200", b"HTTP/1.1 200"))
     return reply == protocol.table.get(question, protocol.unknown_reply)
 
 
@@ -188,13 +200,22 @@ def _open_loop(address: tuple[str, int], protocol: Protocol, numbers: range, rat
 
 def _fire_in_process(address: tuple[str, int], protocol_name: str, numbers: range,
                      concurrency: int, rate: float | None, duration: float, gap: float,
-                     timeout: float, retries: int, seed: int | None) -> list[tuple]:
+                     timeout: float, retries: int, seed: int | None,
+                     lean: bool = False) -> list[tuple]:
     """Run a share of the load in this process; return plain tuples (cheap to pickle)."""
     protocol = get_protocol(protocol_name)
+    if _start_line is not None:  # several client processes: start firing together
+        try:
+            _start_line.wait(timeout=30)
+        except threading.BrokenBarrierError:
+            pass  # a sibling failed to start: fire anyway, the records show when
     out: list[ConnectionRecord] = []
     stop_at = time.monotonic() + duration
     if rate:
         _open_loop(address, protocol, numbers, rate, stop_at, timeout, retries, seed, out)
+    elif lean:
+        return _lean_closed_loop(address, protocol, numbers, concurrency, stop_at, timeout,
+                                 retries)
     else:
         shared = iter(numbers)  # next() on a range iterator is atomic under the GIL
         threads = [threading.Thread(target=_client_loop, daemon=True,
@@ -205,7 +226,7 @@ def _fire_in_process(address: tuple[str, int], protocol_name: str, numbers: rang
             thread.start()
         for thread in threads:
             thread.join(duration + timeout * (retries + 2))
-    return [astuple(record) for record in out]
+    return [_as_row(record) for record in out]
 
 
 def fire(
@@ -232,6 +253,10 @@ def fire(
     ``retries`` retries a failed connection (each attempt is a row, numbered
     in ``attempt``; a connection number with no ``ok`` row was lost).
     Returns one row per connection, ordered by start time.
+
+    Throughput: a closed loop over ``processes >= 2`` (no ``rate``, no ``gap``)
+    runs the lean event loop, one per client process (Linux; elsewhere the
+    threads).  On two cores, ``processes=2, concurrency=16`` is the fastest.
     """
     import pandas as pd
 
@@ -240,15 +265,19 @@ def fire(
         raise ValueError("connections >= 0, concurrency >= 1, processes >= 1, duration > 0")
     shares = [range(k, connections, processes) for k in range(processes)]
     share_rate = rate / processes if rate else None
+    lean = _LEAN and processes > 1 and not rate and not gap
     args = [(address, protocol, numbers, concurrency, share_rate, duration, gap, timeout,
-             retries, None if seed is None else seed + k) for k, numbers in enumerate(shares)]
-    with _Progress(connections, progress) as bar:
+             retries, None if seed is None else seed + k, lean)
+            for k, numbers in enumerate(shares)]
+    with _Progress(connections, progress, shared=processes > 1) as bar:
         if processes == 1:
             rows = _fire_in_process(*args[0])
         else:
             # spawn: a clean interpreter per client, safe from a threaded parent (a notebook)
-            with multiprocessing.get_context("spawn").Pool(
-                    processes, initializer=_count_finished, initargs=(bar.counter,)) as clients:
+            spawn = multiprocessing.get_context("spawn")
+            start_line = spawn.Barrier(processes)
+            with spawn.Pool(processes, initializer=_count_finished,
+                            initargs=(bar.counter, start_line)) as clients:
                 rows = list(itertools.chain.from_iterable(clients.starmap(_fire_in_process, args)))
     frame = pd.DataFrame(rows, columns=list(CLIENT_COLUMNS))
     for name in ("local_port", "t_connected_ns", "t_reply_ns", "t_done_ns", "worker"):
@@ -258,20 +287,28 @@ def fire(
 
 # How many connections this process has finished, for the progress bar; set per process.
 _finished: "multiprocessing.sharedctypes.Synchronized | None" = None
+# In a client process: the barrier all client processes wait at before they start firing.
+_start_line: "multiprocessing.synchronize.Barrier | None" = None
 
 
-def _count_finished(counter: "multiprocessing.sharedctypes.Synchronized | None") -> None:
-    """Pool initializer: share the parent's counter (sync objects cross only at start-up)."""
-    global _finished
-    _finished = counter
+def _count_finished(counter: "multiprocessing.sharedctypes.Synchronized | None",
+                    start_line: "multiprocessing.synchronize.Barrier | None" = None) -> None:
+    """Pool initializer: share the parent's counter and start line (sync objects cross only at
+    start-up)."""
+    global _finished, _start_line
+    _finished, _start_line = counter, start_line
 
 
 class _Progress:
     """A tqdm bar fed by a shared counter that every client thread and process bumps."""
 
-    def __init__(self, total: int, enabled: bool) -> None:
+    def __init__(self, total: int, enabled: bool, shared: bool) -> None:
         self.total, self.enabled = total, enabled
-        self.counter = multiprocessing.get_context("spawn").Value("l", 0)
+        # Client processes need a lock that crosses processes, and creating one starts
+        # multiprocessing's resource tracker, a process that outlives the load (and delays a
+        # notebook kernel's restart).  Threads of this process make do with a thread lock.
+        lock = True if shared else threading.RLock()
+        self.counter = multiprocessing.get_context("spawn").Value("l", 0, lock=lock)
         self._done = threading.Event()
 
     def __enter__(self) -> "_Progress":
@@ -294,3 +331,179 @@ class _Progress:
         if self.enabled:
             self._thread.join()
         _count_finished(None)
+
+
+# --------------------------------------------------------------------------------------
+# The lean path: a closed loop as ONE epoll loop per client process (Linux)
+# --------------------------------------------------------------------------------------
+# Why it is shaped so.  A Python client is slow because of Python, not the kernel:
+# a thread per client queues for the GIL, settimeout() adds a poll() before every
+# recv and send, and a dataclass per connection costs more than the connection's
+# system calls.  wrk, the yardstick, runs one event loop per core.  So here each
+# client process holds its `concurrency` connections in one thread and one epoll:
+# * sockets are created non-blocking (SOCK_NONBLOCK: no extra ioctl);
+# * the first question is sent right after connect(): on loopback the handshake
+#   has finished by the time connect() returns, so no epoll round trip is needed
+#   (if it has not, EAGAIN says so and we wait for "writable" instead);
+# * a socket leaves the epoll by being closed (close() removes it), not by a call;
+# * timeouts are found by a scan every few milliseconds, not a timer per call;
+# * each record is born a plain tuple, and the progress counter, whose lock is
+#   shared across processes, is bumped once per batch.
+# What stays the same: every record's fields, what an error is called
+# (:func:`_classify`), retries (a failed attempt is started again; every attempt
+# is a row), and ``timeout`` (any single wait longer than it fails).
+_LEAN = hasattr(select, "epoll") and hasattr(socket, "SOCK_NONBLOCK")
+_SCAN_NS = 5_000_000  # how often (ns) to look for connections past their timeout
+_BATCH = 256  # connections per bump of the shared progress counter
+
+
+class _Flight:
+    """One connection in flight on the lean path (``__slots__``: one is made per attempt)."""
+
+    __slots__ = ("sock", "conn", "attempt", "t_start", "t_connected", "t_reply", "step",
+                 "pending", "data", "deadline", "worker")
+
+
+def _lean_closed_loop(address: tuple[str, int], protocol: Protocol, numbers: range,
+                      concurrency: int, stop_at: float, timeout: float,
+                      retries: int) -> list[tuple]:
+    """Keep ``concurrency`` connections in flight until ``numbers`` or the time runs out."""
+    family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+    kind = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
+    questions, reply_end = protocol.questions, protocol.reply_end
+    timeout_ns = int(timeout * 1e9)
+    poller = select.epoll()
+    flights: dict[int, _Flight] = {}  # by file descriptor
+    starts = collections.deque((conn, 1) for conn in itertools.islice(iter(numbers), concurrency))
+    todo = iter(numbers[len(starts):])
+    rows: list[tuple] = []
+    unreported = 0
+
+    def start(conn: int, attempt: int) -> None:
+        flight = _Flight()
+        flight.conn, flight.attempt, flight.step, flight.data = conn, attempt, 0, b""
+        flight.t_connected = flight.t_reply = flight.worker = -1
+        flight.sock = sock = socket.socket(family, kind)
+        flights[sock.fileno()] = flight
+        flight.t_start = now()
+        flight.deadline = flight.t_start + timeout_ns
+        code = sock.connect_ex(address)
+        if code not in (0, errno.EINPROGRESS):
+            return finish(flight, OSError(code, os.strerror(code)))
+        flight.pending = questions[0]
+        try:
+            if send(flight):
+                flight.t_connected = now()
+        except OSError as exc:
+            return finish(flight, exc)
+        poller.register(sock.fileno(), select.EPOLLOUT if flight.pending else select.EPOLLIN)
+
+    def send(flight: _Flight) -> bool:
+        """Send what is pending, as much as fits; False if the socket cannot take any yet."""
+        try:
+            sent = flight.sock.send(flight.pending)
+        except BlockingIOError:  # still connecting (or the send buffer is full)
+            return False
+        flight.pending = flight.pending[sent:]
+        return True
+
+    def writable(flight: _Flight) -> None:
+        if send(flight):  # raises if the connection failed, e.g. refused
+            if flight.t_connected < 0:
+                flight.t_connected = now()
+            if not flight.pending:
+                poller.modify(flight.sock.fileno(), select.EPOLLIN)
+
+    def readable(flight: _Flight) -> None:
+        """Read what has arrived; on a whole reply, check it and ask the next question."""
+        sock = flight.sock
+        while True:
+            try:
+                chunk = sock.recv(RECV_SIZE)
+            except BlockingIOError:
+                return  # all read for now
+            if chunk:
+                flight.data += chunk
+                if len(flight.data) > 1 << 20:
+                    raise ValueError("reply longer than 1 MiB")  # the same limit as recv_until
+                if reply_end is None or not flight.data.endswith(reply_end):
+                    continue
+            elif reply_end is not None:
+                raise ConnectionError("server closed before the reply ended")
+            reply, flight.data = flight.data, b""  # a whole reply
+            if flight.t_reply < 0:
+                flight.t_reply = now()
+            if not check_reply(protocol, questions[flight.step], reply):
+                return finish(flight, "bad-reply")
+            served = parse_served_by(reply)
+            flight.worker = -1 if served is None else served
+            flight.step += 1
+            if flight.step == len(questions):
+                return finish(flight, "")
+            flight.pending = questions[flight.step]  # the next question, at once
+            send(flight)
+            if flight.pending:
+                poller.modify(sock.fileno(), select.EPOLLOUT)
+                return
+
+    def finish(flight: _Flight, error: str | BaseException) -> None:
+        """Record a connection attempt that ended; queue its retry or the next connection."""
+        nonlocal unreported
+        sock = flight.sock
+        del flights[sock.fileno()]
+        try:
+            port = sock.getsockname()[1]
+        except OSError:
+            port = -1
+        sock.close()  # also takes it out of the epoll
+        if not isinstance(error, str):
+            error = _classify(error)
+        rows.append((flight.conn, port, flight.t_start, flight.t_connected, flight.t_reply,
+                     now(), not error, error, flight.worker, flight.attempt))
+        if error and flight.attempt <= retries:  # every attempt is a row of its own
+            starts.append((flight.conn, flight.attempt + 1))
+            return
+        unreported += 1  # a connection number is done
+        if unreported == _BATCH:
+            unreported = _report(unreported)
+        if time.monotonic() < stop_at:
+            conn = next(todo, None)
+            if conn is not None:
+                starts.append((conn, 1))
+
+    next_scan = now() + _SCAN_NS
+    try:
+        while True:
+            while starts:  # started here, not inside finish(): no recursion when all fail
+                start(*starts.popleft())
+            if not flights:
+                break
+            for fd, _ in poller.poll(_SCAN_NS / 1e9):
+                flight = flights[fd]
+                flight.deadline = now() + timeout_ns
+                try:
+                    if flight.pending:
+                        writable(flight)
+                    else:
+                        readable(flight)
+                except (OSError, ValueError) as exc:
+                    finish(flight, exc)
+            moment = now()
+            if moment >= next_scan:  # fail the connections that waited longer than timeout
+                next_scan = moment + _SCAN_NS
+                for flight in [f for f in flights.values() if f.deadline < moment]:
+                    finish(flight, TimeoutError("timed out"))
+    finally:
+        for flight in flights.values():
+            flight.sock.close()
+        poller.close()
+        _report(unreported)
+    return rows
+
+
+def _report(done: int) -> int:
+    """Add ``done`` finished connections to the shared progress counter; return 0."""
+    if _finished is not None and done:
+        with _finished.get_lock():
+            _finished.value += done
+    return 0

@@ -1,0 +1,203 @@
+"""``make bench``: every performance comparison of issue 7, side by side, in one run (< 10 min).
+
+    .venv/bin/python bench/run_all.py                 # everything
+    .venv/bin/python bench/run_all.py --only servers client
+    .venv/bin/python bench/run_all.py --quick         # fewer rounds, for trying things out
+
+Steps (each prints its own runs as it goes):
+
+    servers    1, 2, 4  the kit's server, event log on / off, vs nginx and a minimal Python server
+    client     3        the kit's load generator vs wrk, against the same nginx
+    patch      -        the proposed patches (bench/patches/*.diff) vs the code as it is
+    profile    -        system calls per connection (strace -c), py-spy, hot-path piece costs
+    scale      6        1-16 workers x 1-64 clients, threads and processes: table and plot
+    notebooks  5        every notebook in a fresh kernel
+
+Every comparison alternates its contestants round by round in one run and reports
+medians with their range (min-max), and ratios taken within each round: the
+machine is shared, so absolute figures drift; ratios of neighbouring runs drift
+much less.  The results go to bench/results/: summary.md and summary.csv (the
+table the README links; summary-partial.* after --only or --quick), and one CSV
+per step.
+
+Tools: nginx and wrk (Debian: nginx-light, wrk) and strace are looked for and,
+when missing, installed with apt-get if this runs as root on Debian (--no-install
+to forbid that); a step whose tool is still missing is skipped with a loud reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+
+from common import RESULTS, ROOT, Figure, banner, loud_skip, markdown_table, write_csv
+
+sys.path.insert(0, str(ROOT / "src"))
+
+STEPS = ("servers", "client", "patch", "profile", "scale", "notebooks")
+NEEDS = {"servers": ("nginx", "wrk"), "client": ("nginx", "wrk"), "patch": ("nginx", "wrk"),
+         "profile": ("nginx", "wrk", "strace"), "scale": ("wrk",), "notebooks": ()}
+PACKAGES = {"nginx": "nginx-light", "wrk": "wrk", "strace": "strace"}
+
+
+def find_tool(name: str) -> str | None:
+    if name == "nginx":
+        from nginx import nginx_binary
+
+        return nginx_binary()
+    return shutil.which(name)
+
+
+def ensure_tools(allow_install: bool) -> dict[str, bool]:
+    """Which of nginx, wrk, strace are here; try apt-get for the missing ones when allowed."""
+    missing = [name for name in PACKAGES if not find_tool(name)]
+    if missing and allow_install and os.geteuid() == 0 and shutil.which("apt-get"):
+        packages = [PACKAGES[name] for name in missing]
+        print(f"!!! installing {' '.join(packages)} with apt-get (run with --no-install to skip)",
+              flush=True)
+        command = ["apt-get", "install", "-y", "--no-install-recommends", *packages]
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        if subprocess.run(command, env=env).returncode != 0:
+            subprocess.run(["apt-get", "update"], env=env)
+            subprocess.run(command, env=env)
+    return {name: find_tool(name) is not None for name in PACKAGES}
+
+
+def versions() -> dict[str, str]:
+    def first_line(command: list[str]) -> str:
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return "-"
+        text = (done.stdout + done.stderr).strip()
+        return text.splitlines()[0] if text else "-"
+
+    return {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "machine": f"{platform.system()} {platform.release()}, {os.cpu_count()} cores",
+        "python": platform.python_version(),
+        "nginx": first_line([find_tool("nginx") or "nginx", "-v"]),
+        "wrk": first_line(["wrk", "-v"]),
+    }
+
+
+def write_summary(figures: list[Figure], meta: dict, timings: dict[str, float],
+                  skipped: dict[str, str], name: str = "summary") -> None:
+    rows = [f.row() for f in figures]
+    write_csv(RESULTS / f"{name}.csv", rows)
+    table = [{"figure": f.name,
+              "median (min-max, n)": f.spread.fmt(f.digits) if f.spread.values else "n/a",
+              "unit": f.unit, "target": f.target,
+              "met": "" if f.met is None else ("yes" if f.met else "**NO**"),
+              "note": f.note} for f in figures]
+    unmet = [f for f in figures if f.met is False]
+    lines = [
+        "# acceptlab performance, measured side by side",
+        "",
+        f"`make bench` ({' '.join(sys.argv[1:]) or 'all steps'}) on {meta['date']}: "
+        f"{meta['machine']}, Python {meta['python']}, {meta['nginx']}, {meta['wrk']}. "
+        "Loopback only; "
+        "wrk with `-H 'Connection: close'` (every request a new connection).",
+        "",
+        "Every comparison alternates its contestants round by round within one run; a ratio is "
+        "taken within each round, and the table gives the median of those ratios with their "
+        "range (min-max) and the number of rounds. The machine is shared: absolute rates move "
+        "with whatever else runs (the `machine` line says how much CPU other processes used "
+        "meanwhile), the ratios much less. \"CPU-normalised\" ratios compare connections per "
+        "CPU-second of server + wrk, from the OS's accounting: the throughput ratio an idle "
+        "machine would show.",
+        "",
+        markdown_table(table),
+        "",
+        "Targets not met: " + ("none." if not unmet else "; ".join(f.name for f in unmet) +
+                               ". See bench/README.md for what limits each."),
+        "",
+        "Skipped: " + ("nothing." if not skipped else
+                       "; ".join(f"{step} ({why})" for step, why in skipped.items())),
+        "",
+        "Step times: " + ", ".join(f"{step} {seconds:.0f} s" for step, seconds in timings.items())
+        + f"; total {sum(timings.values()):.0f} s.",
+        "",
+        "Files: [servers.csv](servers.csv) (every wrk run), [client.csv](client.csv), "
+        "[patch.csv](patch.csv), [syscalls.csv](syscalls.csv), [micro_costs.csv](micro_costs.csv), "
+        "[profile_kit.csv](profile_kit.csv), [scale.md](scale.md) / [scale.csv](scale.csv) / "
+        "[scale.png](scale.png), [notebooks.csv](notebooks.csv).",
+        "",
+    ]
+    (RESULTS / f"{name}.md").write_text("\n".join(lines))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", nargs="+", choices=STEPS, help="run only these steps")
+    parser.add_argument("--quick", action="store_true", help="fewer rounds (not for the record)")
+    parser.add_argument("--no-install", action="store_true", help="never run apt-get")
+    args = parser.parse_args()
+    steps = args.only or list(STEPS)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    tools = ensure_tools(allow_install=not args.no_install)
+    meta = versions()
+    banner("acceptlab bench: " + ", ".join(f"{k} {'found' if v else 'MISSING'}"
+                                           for k, v in tools.items()))
+    rounds = {"servers": 2 if args.quick else 5, "client": 2 if args.quick else 5,
+              "patch": 2 if args.quick else 5, "scale": 1 if args.quick else 3}
+    limit = {"max_rounds": 2} if args.quick else {}
+    figures: list[Figure] = []
+    timings: dict[str, float] = {}
+    skipped: dict[str, str] = {}
+    for step in steps:
+        absent = [tool for tool in NEEDS[step] if not tools[tool]]
+        if absent:
+            why = f"{', '.join(absent)} not installed (Debian: apt-get install " \
+                  f"{' '.join(PACKAGES[t] for t in absent)})"
+            loud_skip(step, why)
+            skipped[step] = why
+            continue
+        step_started = time.monotonic()
+        if step == "servers":
+            import bench_servers
+            figures += bench_servers.run(min_rounds=rounds["servers"], **limit)
+        elif step == "client":
+            import bench_client
+            figures += bench_client.run(min_rounds=rounds["client"], **limit)
+        elif step == "patch":
+            import bench_patch
+            figures += bench_patch.run(min_rounds=rounds["patch"], **limit)
+        elif step == "profile":
+            import bench_profile
+            figures += bench_profile.run()
+        elif step == "scale":
+            import bench_scale
+            figures += bench_scale.run(repeats=rounds["scale"])
+        elif step == "notebooks":
+            import bench_notebooks
+            figures += bench_notebooks.run()
+        timings[step] = time.monotonic() - step_started
+        print(f"  ({step}: {timings[step]:.0f} s)", flush=True)
+    # a partial or quick run must not replace the record of the last full one
+    name = "summary-partial" if args.only or args.quick else "summary"
+    write_summary(figures, meta, timings, skipped, name)
+    banner(f"summary ({time.monotonic() - started:.0f} s in all) -> bench/results/{name}.md")
+    for figure in figures:
+        value = figure.spread.fmt(figure.digits) if figure.spread.values else "n/a"
+        verdict = "" if figure.met is None else ("  MET" if figure.met else "  NOT MET")
+        target = f"  [target {figure.target}]" if figure.target else ""
+        print(f"  {figure.name:<52} {value:>30} {figure.unit:<6}{target}{verdict}")
+    unmet = [f.name for f in figures if f.met is False]
+    if unmet:
+        print("\n  targets NOT met: " + "; ".join(unmet)
+              + " (bench/README.md says what limits each)")
+    for step, why in skipped.items():
+        print(f"  !!! skipped {step}: {why}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
