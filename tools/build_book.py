@@ -30,7 +30,7 @@ import notebook_runner as runner  # noqa: E402
 
 def export_html(result: runner.NotebookResult, out: Path) -> Path:
     """Write one executed notebook as a self-contained HTML page; return its path."""
-    exporter = HTMLExporter(embed_images=True)
+    exporter = HTMLExporter()  # embed_images=True re-parses raw HTML and closes <details> early
     body, _ = exporter.from_notebook_node(result.notebook,
                                           resources={"metadata": {"name": result.title}})
     target = out / (result.path.stem + ".html")

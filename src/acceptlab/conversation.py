@@ -26,11 +26,12 @@ class Limits:
 
     ``max_request``: bytes one request may take before its terminator arrives.
     ``idle_timeout``: seconds a client may stay silent (a slow client holding a
-    worker is the subject of the slow-clients lesson).
+    worker is the subject of the slow-clients lesson); ``None`` waits forever,
+    the book's behaviour, and no defence at all.
     """
 
     max_request: int = 4096
-    idle_timeout: float = 5.0
+    idle_timeout: float | None = 5.0
 
 
 def converse(
