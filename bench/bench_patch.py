@@ -1,9 +1,9 @@
 """The proposed patches (bench/patches/*.diff), measured against the code as it is.
 
-01-hotpath.diff makes a connection cheaper (conversation.py, protocol.py);
-02-log-off-really-off.diff makes ``record=False`` skip the context-switch
-counter too, which only the log reads (worker.py).  They are applied to a
-temporary copy of src/ (never to src/ itself), and the copy's server runs
+01-hotpath.diff makes a connection cheaper (conversation.py, protocol.py).
+(02-log-off-really-off.diff, which made ``record=False`` skip the
+context-switch counter too, is in src/ since 2026-11-28.)  Patches are applied
+to a temporary copy of src/ (never to src/ itself), and the copy's server runs
 beside the current one: current (log on), patched (log on), patched (log off)
 and nginx, in mirrored rotating rounds as in the servers step.  A patch already
 in src/ is left out; if none is left, or one no longer applies, the step says
@@ -105,7 +105,7 @@ def run(min_rounds: int = 5, max_rounds: int = 9, budget: float = 55,
         Figure(STEP, "patched (log on) / nginx: CPU per connection",
                ratio("patched", "nginx", "server_cpu_us"), "ratio"),
         Figure(STEP, "patched: event log on / off", ratio("patched", "patched_off"), "ratio",
-               note="the log's whole cost if 02-log-off-really-off.diff was applied"),
+               note="the log's whole cost, with the patch"),
     ]
 
 

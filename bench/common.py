@@ -152,7 +152,29 @@ def run_wrk(url: str, duration: int = 2, connections: int = 32, threads: int = 2
 
 
 # -- the kit's server, as a child process -------------------------------------------------
-class KitServer:
+class ServerProcess:
+    """What every server under test shares: started and stopped by a ``with`` block, one URL."""
+
+    port: int
+
+    def start(self) -> "ServerProcess":
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+
+class KitServer(ServerProcess):
     """``bench/kit_server.py`` (a WorkerPool, as ``acceptlab serve`` runs it) in a child process.
 
     The child prints one JSON line with its port and worker PIDs; SIGTERM stops it.
@@ -197,16 +219,6 @@ class KitServer:
                     stream.close()
         if self.own_dir:
             shutil.rmtree(self.log_dir, ignore_errors=True)
-
-    def __enter__(self) -> "KitServer":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
 
     @property
     def label(self) -> str:
@@ -315,7 +327,12 @@ def banner(text: str) -> None:
     print(f"\n=== {text} " + "=" * max(0, 72 - len(text)), flush=True)
 
 
+SKIPPED: dict[str, str] = {}  # every loud_skip of this run, for the summary's "Skipped" line
+
+
 def loud_skip(what: str, why: str) -> None:
+    """Say loudly that ``what`` was not measured, and remember it for the summary."""
+    SKIPPED[what] = why
     print(f"\n!!! SKIPPED {what}: {why}", flush=True)
 
 

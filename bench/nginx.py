@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import children, free_port, wait_for_port
+from common import ServerProcess, children, free_port, wait_for_port
 
 CONFIG = """\
 daemon off;
@@ -52,7 +52,7 @@ def nginx_binary() -> str | None:
         (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)), None)
 
 
-class Nginx:
+class Nginx(ServerProcess):
     """One nginx master (our child) with ``workers`` worker processes on a free loopback port."""
 
     def __init__(self, workers: int = 2, port: int | None = None) -> None:
@@ -99,16 +99,6 @@ class Nginx:
         if self.process is not None and self.process.stderr:
             self.process.stderr.close()
         shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> "Nginx":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
 
     @property
     def label(self) -> str:

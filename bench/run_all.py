@@ -36,7 +36,7 @@ import subprocess
 import sys
 import time
 
-from common import RESULTS, ROOT, Figure, banner, loud_skip, markdown_table, write_csv
+from common import RESULTS, ROOT, SKIPPED, Figure, banner, loud_skip, markdown_table, write_csv
 
 sys.path.insert(0, str(ROOT / "src"))
 
@@ -151,14 +151,13 @@ def main() -> int:
     limit = {"max_rounds": 2} if args.quick else {}
     figures: list[Figure] = []
     timings: dict[str, float] = {}
-    skipped: dict[str, str] = {}
+    skipped = SKIPPED  # filled by loud_skip, here and inside the steps
     for step in steps:
         absent = [tool for tool in NEEDS[step] if not tools[tool]]
         if absent:
             why = f"{', '.join(absent)} not installed (Debian: apt-get install " \
                   f"{' '.join(PACKAGES[t] for t in absent)})"
             loud_skip(step, why)
-            skipped[step] = why
             continue
         step_started = time.monotonic()
         if step == "servers":

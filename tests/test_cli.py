@@ -3,8 +3,10 @@
 import json
 import signal
 import socket
+import socketserver
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -102,6 +104,40 @@ def test_load_fires_at_any_server_and_reports_errors_by_cause():
     summary = json.loads(result.stdout)
     assert summary["ok"] == 0 and summary["errors"] == {"refused": 5}
     assert result.returncode == 1
+
+
+class BookStyleZen(socketserver.BaseRequestHandler):
+    """A zen server as the book's servers behave on the wire, written here from the bytes alone:
+    read up to each '?', answer from the table (or the book's error), until the client closes."""
+
+    ANSWERS = {b"Beautiful is better than?": b"Ugly.",
+               b"Explicit is better than?": b"Implicit.",
+               b"Simple is better than?": b"Complex."}
+
+    def handle(self) -> None:
+        buffer = b""
+        while data := self.request.recv(4096):
+            buffer += data
+            while b"?" in buffer:
+                question, buffer = buffer.split(b"?", 1)
+                self.request.sendall(self.ANSWERS.get(question + b"?",
+                                                      b"Error: unknown aphorism."))
+
+
+def test_the_kits_client_works_against_a_server_that_is_not_the_kit():
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), BookStyleZen) as server:
+        server.daemon_threads = True
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            result = subprocess.run([*ACCEPTLAB, "load", "--port", str(server.server_address[1]),
+                                     "-c", "50", "--concurrency", "4", "--json"],
+                                    capture_output=True, text=True, timeout=60)
+        finally:
+            server.shutdown()
+    summary = json.loads(result.stdout)
+    assert result.returncode == 0, result.stderr
+    assert summary["ok"] == 50 and summary["errors"] == {}
 
 
 def test_doctor_lists_the_features_and_strategies():

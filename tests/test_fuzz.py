@@ -306,14 +306,19 @@ def oversize_terminated(sock: socket.socket, protocol: Protocol) -> bytes:
     return _reply(sock)
 
 
-def garbage(sock: socket.socket, protocol: Protocol) -> bytes:
-    sock.sendall(bytes(range(256)).replace(b"?", b"").replace(b"\r", b"")
-                 + protocol.request_end)
+def _answer_then_whatever_follows(sock: socket.socket, protocol: Protocol) -> bytes:
+    """The reply to one request, then (having said "no more") anything else until close."""
     if protocol.one_request_per_connection:
         return _reply(sock)
     reply = recv_until(sock, protocol.reply_end)
     sock.shutdown(socket.SHUT_WR)
     return reply + _reply(sock)
+
+
+def garbage(sock: socket.socket, protocol: Protocol) -> bytes:
+    sock.sendall(bytes(range(256)).replace(b"?", b"").replace(b"\r", b"")
+                 + protocol.request_end)
+    return _answer_then_whatever_follows(sock, protocol)
 
 
 def half_closed(sock: socket.socket, protocol: Protocol) -> bytes:
@@ -335,11 +340,7 @@ def slow_bytes(sock: socket.socket, protocol: Protocol) -> bytes:
     for i in range(len(question)):
         sock.sendall(question[i:i + 1])
         time.sleep(0.02)
-    if protocol.one_request_per_connection:
-        return _reply(sock)
-    reply = recv_until(sock, protocol.reply_end)
-    sock.shutdown(socket.SHUT_WR)
-    return reply + _reply(sock)
+    return _answer_then_whatever_follows(sock, protocol)
 
 
 def idle(sock: socket.socket, protocol: Protocol) -> bytes:
