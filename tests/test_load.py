@@ -10,6 +10,7 @@ them against real loopback servers.
 
 from __future__ import annotations
 
+import random
 import socket
 import time
 
@@ -129,3 +130,51 @@ def test_a_wrong_answer_is_a_failure_not_a_success():
     zen = get_protocol("zen")
     assert check_reply(zen, b"Beautiful is better than?", b"Ugly.")
     assert not check_reply(zen, b"Beautiful is better than?", b"Pretty.")
+
+
+# -- the open loop ------------------------------------------------------------------------------
+# Arrivals at Poisson times: gaps drawn from random.Random(seed).expovariate(rate), so with a
+# seed the schedule is known exactly and the test can compare what was achieved against it.
+# Stated tolerance: the achieved start rate within 10 % of the seeded schedule's (the rest is
+# this shared machine's scheduling: sleeps overshoot, threads start late).
+
+def seeded_schedule_rate(rate: float, connections: int, seed: int) -> float:
+    """The rate the seeded schedule asks for, between the first and the last start."""
+    pace = random.Random(seed)
+    gaps = [pace.expovariate(rate) for _ in range(connections)]
+    return (connections - 1) / sum(gaps[1:])
+
+
+def achieved_rate(client) -> float:
+    first = client[client["attempt"] == 1]
+    starts = first["t_start_ns"].sort_values()
+    return (len(starts) - 1) / ((starts.iloc[-1] - starts.iloc[0]) / 1e9)
+
+
+def test_the_open_loop_keeps_its_rate_within_ten_percent_and_its_gaps_are_poisson(zen_pool):
+    rate, connections, seed = 300.0, 300, 7
+    client = fire(zen_pool.address, "zen", connections=connections, rate=rate, seed=seed)
+    assert client["ok"].all() and len(client) == connections
+    wanted = seeded_schedule_rate(rate, connections, seed)
+    assert achieved_rate(client) == pytest.approx(wanted, rel=0.10)
+    # Exponential gaps have a coefficient of variation of 1; evenly paced ones would have ~0.
+    gaps = client["t_start_ns"].sort_values().diff().dropna() / 1e9
+    assert 0.75 < gaps.std() / gaps.mean() < 1.25
+
+
+def test_the_open_loop_does_not_wait_for_a_slow_server():
+    """Arrivals keep their schedule when the server falls behind: that is what makes queues grow.
+
+    2 workers, 20 ms per question, 3 questions: about 33 connections/s at most. Fired at
+    150/s, the starts keep (nearly) 150/s while the replies fall further and further behind.
+    """
+    rate, connections, seed = 150.0, 60, 11
+    with WorkerPool(workers=2, kind="thread", work="sleep:20") as slow:
+        client = fire(slow.address, "zen", connections=connections, rate=rate, seed=seed,
+                      timeout=10)
+    assert client["ok"].all()
+    assert achieved_rate(client) == pytest.approx(seeded_schedule_rate(rate, connections, seed),
+                                                  rel=0.10)
+    latency = (client["t_done_ns"] - client["t_start_ns"]) / 1e6
+    first, last = latency.iloc[:10].median(), latency.iloc[-10:].median()
+    assert last > 3 * first, f"latency did not grow: first {first:.0f} ms, last {last:.0f} ms"
