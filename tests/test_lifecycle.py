@@ -52,9 +52,11 @@ GRACE = 2.0  # seconds the issue allows between the end of the program and a cle
 
 # -- helpers ---------------------------------------------------------------------------------
 
-def group_members(pgid: int) -> list[int]:
-    """Live (not zombie) processes whose process group is ``pgid``."""
-    members = []
+def live_processes() -> Iterator[tuple[int, list[str]]]:
+    """(pid, the fields of /proc/<pid>/stat after the command name) of every live process.
+
+    Zombies (dead, not yet reaped) and processes that exit while we look are left out.
+    """
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -62,10 +64,13 @@ def group_members(pgid: int) -> list[int]:
             fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue  # exited while we looked
-        state, group = fields[0], int(fields[2])
-        if group == pgid and state not in ("Z", "X"):
-            members.append(int(entry))
-    return members
+        if fields[0] not in ("Z", "X"):
+            yield int(entry), fields  # fields[0] state, [1] parent pid, [2] process group
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes whose process group is ``pgid``."""
+    return [pid for pid, fields in live_processes() if int(fields[2]) == pgid]
 
 
 def all_gone(pids: list[int], ports: list[int]) -> Callable[[], bool]:
@@ -428,16 +433,15 @@ def test_interrupting_a_kernel_during_a_long_load_stops_the_cells_pools(kernel):
 def children_running(pid: int, marker: str) -> list[int]:
     """Live children of ``pid`` whose command line contains ``marker``."""
     found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
+    for child, fields in live_processes():
+        if int(fields[1]) != pid:
             continue
         try:
-            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace")
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes().decode(errors="replace")
         except OSError:
-            continue
-        if int(fields[1]) == pid and fields[0] not in ("Z", "X") and marker in cmdline:
-            found.append(int(entry))
+            continue  # exited while we looked
+        if marker in cmdline:
+            found.append(child)
     return found
 
 
