@@ -118,3 +118,27 @@ def test_stop_is_idempotent_and_events_survive_it():
     pool.stop()
     pool.stop()
     assert (pool.events()["outcome"] == "accepted").sum() == 1
+
+
+def test_a_new_pool_deletes_the_logs_of_pools_whose_process_was_killed():
+    """A killed kernel cannot clean up its temporary event logs; the next pool does, and only those."""
+    import tempfile
+    from pathlib import Path
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # reaped: its pid names no process now
+    root = Path(tempfile.gettempdir())
+    abandoned = Path(tempfile.mkdtemp(prefix=f"acceptlab-pool-{dead.pid}-", dir=root))
+    (abandoned / "worker000-gen0000.events").write_bytes(b"\0" * 96)
+    ours = Path(tempfile.mkdtemp(prefix=f"acceptlab-pool-{os.getpid()}-", dir=root))
+    unrelated = Path(tempfile.mkdtemp(prefix="acceptlab-pool-notapid-", dir=root))
+    try:
+        with WorkerPool(workers=1, kind="thread") as pool:
+            assert Path(pool.log_dir).name.startswith(f"acceptlab-pool-{os.getpid()}-")
+        assert not abandoned.exists()
+        assert ours.exists() and unrelated.exists()
+    finally:
+        for path in (abandoned, ours, unrelated):
+            if path.exists():
+                path.joinpath("worker000-gen0000.events").unlink(missing_ok=True)
+                path.rmdir()

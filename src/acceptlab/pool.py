@@ -26,7 +26,8 @@ Resource handling
   killed outright (see :func:`acceptlab.worker.process_main`).
 * Event logs live in ``log_dir`` (a temporary directory unless given), one
   file per worker generation; they outlive the workers, so :meth:`events`
-  works after :meth:`stop`.
+  works after :meth:`stop`.  A temporary one is deleted with the pool, or,
+  if its process was killed, by the next pool started on the machine.
 
 Error handling
 --------------
@@ -60,7 +61,8 @@ from .conversation import Limits
 from .eventlog import log_path, read_events
 from .strategies import Setting, check_strategy
 from .work import parse_work
-from .worker import Control, InjectedCrash, WorkerSpec, process_main, serve, stop_mark
+from .worker import (Control, InjectedCrash, WorkerSpec, process_alive, process_main, serve,
+                     stop_mark)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -224,7 +226,8 @@ class WorkerPool:
         self.start_method = start_method or multiprocessing.get_start_method()
         self.setting = Setting(timeout=timeout, backlog=backlog)
         if log_dir is None:
-            log_dir = tempfile.mkdtemp(prefix="acceptlab-")
+            _sweep_abandoned_logs()
+            log_dir = tempfile.mkdtemp(prefix=f"{_LOG_PREFIX}{os.getpid()}-")
             weakref.finalize(self, shutil.rmtree, log_dir, ignore_errors=True)
         self.log_dir = str(log_dir)
         Path(self.log_dir).mkdir(parents=True, exist_ok=True)
@@ -327,7 +330,7 @@ class WorkerPool:
         with self._lock:
             worker = self._slots[slot]
         if isinstance(worker, _ProcessWorker):
-            os.kill(worker.pid, signal.SIGKILL)
+            worker.process.kill()  # SIGKILL (TerminateProcess on Windows)
         else:
             worker.control.crash.set()
 
@@ -421,6 +424,30 @@ class WorkerPool:
         where = f"{self.address[0]}:{self.address[1]}" if self._listener else "not started"
         return (f"<WorkerPool {self.workers} {self.kind} workers, {self.strategy}, "
                 f"{self.protocol}, {where}>")
+
+
+_LOG_PREFIX = "acceptlab-pool-"  # + the owning process's pid + "-" + random letters
+
+
+def _sweep_abandoned_logs() -> None:
+    """Delete temporary log directories whose pool's process no longer exists.
+
+    A pool removes its own temporary directory when it is garbage-collected or
+    its process exits normally.  A process that is killed (a notebook kernel
+    restarted or SIGKILLed) cannot, so the next pool on this machine does it:
+    only directories of this user, named after a process that is gone.
+    """
+    if os.name != "posix":
+        return  # a pid and a user to compare with are POSIX notions
+    for path in Path(tempfile.gettempdir()).glob(f"{_LOG_PREFIX}*-*"):
+        owner = path.name[len(_LOG_PREFIX):].split("-", 1)[0]
+        try:
+            if not owner.isdigit() or path.stat().st_uid != os.getuid():
+                continue
+        except OSError:
+            continue  # removed by someone else meanwhile
+        if not process_alive(int(owner)):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _shut(sock: socket.socket) -> None:

@@ -16,6 +16,7 @@ how the pool stops threads, the loop ends.
 from __future__ import annotations
 
 import errno
+import multiprocessing
 import os
 import signal
 import socket
@@ -32,7 +33,8 @@ from .protocol import get_protocol, served_by
 from .strategies import Setting, make_waiter
 from .work import parse_work
 
-__all__ = ["WorkerSpec", "Control", "InjectedCrash", "serve", "process_main", "stop_mark"]
+__all__ = ["WorkerSpec", "Control", "InjectedCrash", "serve", "process_main", "stop_mark",
+           "process_alive"]
 
 now = time.monotonic_ns
 _RETRY_PAUSE = 0.1  # seconds to wait after EMFILE/ENFILE before accepting again
@@ -208,15 +210,20 @@ def _watch_pool(pool_pid: int) -> None:
     children: it would never change.  So the pool's own pid is watched instead.
     """
     def watch() -> None:
-        while _alive(pool_pid):
+        while process_alive(pool_pid):
             time.sleep(_ORPHAN_CHECK)
         os._exit(0)  # nothing to clean up: the event log is already in the page cache
 
     threading.Thread(target=watch, name="orphan-watchdog", daemon=True).start()
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     """Is process ``pid`` running?  (A zombie, dead but not yet reaped, is not.)"""
+    if os.name != "posix":
+        # Windows has no signal 0 (os.kill would send Ctrl-C), and only spawn, so the pool
+        # is this worker's parent: ask multiprocessing whether that one is still there.
+        parent = multiprocessing.parent_process()
+        return parent is None or pid != parent.pid or parent.is_alive()
     try:
         os.kill(pid, 0)  # signal 0: only asks whether the process exists
     except ProcessLookupError:
