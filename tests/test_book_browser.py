@@ -177,7 +177,7 @@ def book_is_fresh(book: Path) -> bool:
     with times.open() as file:
         rows = {row["notebook"]: row for row in csv.DictReader(file)}
     sources = [*NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"), *(ROOT / "src" / "acceptlab").glob("*.py"),
-               *(ROOT / "tools").glob("*.py")]
+               *(ROOT / "tools").glob("*.py"), *(ROOT / "tools" / "book_template").rglob("*.*")]
     newest_source = max(path.stat().st_mtime for path in sources)
     for stem in LESSONS:
         page = book / f"{stem}.html"
@@ -258,6 +258,19 @@ def test_each_pages_solutions_are_collapsed(lesson: str, pages: dict[str, str]) 
              if len(re.sub(r"<[^>]+>|\s", "", block.split("</summary>", 1)[-1])) < 20]
     assert not empty, (f"{lesson}: {len(empty)} of {len(blocks)} <details> blocks are empty, "
                        f"so their solutions show expanded after them: {empty}")
+
+
+def test_the_book_reads_offline(book: dict) -> None:
+    """No page fetches a script or a stylesheet from the network (a classroom may have none).
+
+    Links a reader may follow (sources cited in the prose) are fine; things the page loads
+    by itself are not.
+    """
+    remote = re.compile(r"<(?:script|img|iframe)[^>]*\ssrc=[\"']?(?:https?:)?//"
+                        r"|<link[^>]*\shref=[\"']?(?:https?:)?//|@import\s+url\([\"']?(?:https?:)?//")
+    for page in sorted(book["path"].glob("*.html")):
+        found = remote.findall(page.read_text(encoding="utf-8"))
+        assert not found, f"{page.name} loads from the network: {found[:3]}"
 
 
 def test_the_index_links_every_lesson(pages: dict[str, str]) -> None:

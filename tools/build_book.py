@@ -27,10 +27,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import notebook_runner as runner  # noqa: E402
 
+TEMPLATES = Path(__file__).resolve().parent / "book_template"
+
 
 def export_html(result: runner.NotebookResult, out: Path) -> Path:
     """Write one executed notebook as a self-contained HTML page; return its path."""
-    exporter = HTMLExporter()  # embed_images=True re-parses raw HTML and closes <details> early
+    # embed_images=True would re-parse raw HTML and close <details> early: figures are already
+    # inline PNGs.  The "offline" template (tools/book_template/) loads nothing from the network.
+    exporter = HTMLExporter(template_name="offline", extra_template_basedirs=[str(TEMPLATES)])
     body, _ = exporter.from_notebook_node(result.notebook,
                                           resources={"metadata": {"name": result.title}})
     target = out / (result.path.stem + ".html")
