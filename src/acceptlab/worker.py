@@ -140,9 +140,10 @@ def process_main(listener: socket.socket, spec: WorkerSpec) -> None:
 
     Signals: SIGTERM ends the worker cleanly (``SystemExit`` unwinds the loop
     and closes its log) and leaves a :func:`stop_mark`, so the supervisor
-    knows the worker was asked to go and does not start another in its place.  SIGINT is ignored: Ctrl-C in a terminal or an
-    interrupted Jupyter kernel signals the whole process group, and the pool,
-    not each worker, decides what an interrupt means.  A watchdog thread ends
+    knows the worker was asked to go and does not start another in its
+    place.  SIGINT is ignored: Ctrl-C in a terminal or an interrupted Jupyter
+    kernel signals the whole process group, and the pool, not each worker,
+    decides what an interrupt means.  A watchdog thread ends
     the worker when the pool's process disappears, so a killed notebook kernel
     leaves no orphan holding the port.
     """
