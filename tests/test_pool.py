@@ -142,3 +142,15 @@ def test_a_new_pool_deletes_the_logs_of_pools_whose_process_was_killed():
             if path.exists():
                 path.joinpath("worker000-gen0000.events").unlink(missing_ok=True)
                 path.rmdir()
+
+
+def test_spawn_from_code_typed_into_python_says_why_its_workers_die():
+    """`python -` has no file for spawn to re-import: the error says so instead of just 'exit 1'."""
+    code = ("from acceptlab import WorkerPool\n"
+            "if __name__ == '__main__':\n"
+            "    WorkerPool(workers=1, start_method='spawn').start()\n")
+    done = subprocess.run([sys.executable, "-"], input=code, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    assert "died while starting" in last and "re-import __main__" in last, last

@@ -49,6 +49,7 @@ import select
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -283,11 +284,23 @@ class WorkerPool:
         while not path.exists():
             if not self._slots[slot].is_alive():
                 raise RuntimeError(f"worker {slot} died while starting "
-                                   f"({self._slots[slot].exit_description()})")
+                                   f"({self._slots[slot].exit_description()})"
+                                   f"{self._why_a_worker_cannot_start()}")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"worker {slot} did not start within {timeout} s")
             time.sleep(0.002)
         time.sleep(0.005)  # from opening its log to sleeping in the wait takes microseconds
+
+    def _why_a_worker_cannot_start(self) -> str:
+        """The usual cause of a process worker dying at birth, when it applies ('' otherwise)."""
+        main_file = getattr(sys.modules.get("__main__"), "__file__", None) or ""
+        if self.kind == "process" and self.start_method != "fork" and main_file.startswith("<"):
+            # spawn and forkserver start a fresh interpreter that re-imports the caller's
+            # __main__ from its file; code typed into `python -` has no file to import.
+            return (f"; {self.start_method} workers re-import __main__ from its file, and "
+                    f"{main_file} is not one: run the code from a .py file or a notebook, "
+                    f"or use start_method='fork' or kind='thread'")
+        return ""
 
     # -- what callers look at ------------------------------------------------------
     @property
