@@ -56,8 +56,7 @@ _T_WAKE_OFFSET = 8 * _FIELDS.index("t_wake_ns")  # t_wake_ns, t_accept_ns
 _T_DONE_OFFSET = 8 * _FIELDS.index("t_done_ns")
 _OUTCOME_OFFSET = 8 * _FIELDS.index("outcome")
 _PEER_OFFSET = 8 * _FIELDS.index("peer_port")  # peer_port, nvcsw
-_WAKE = struct.Struct("<qq")
-_TAIL = struct.Struct("<qq")
+_PAIR = struct.Struct("<qq")  # two neighbouring fields
 _INITIAL_RECORDS = 4096
 
 
@@ -113,8 +112,8 @@ class EventWriter:
              peer_port: int = -1, nvcsw: int = -1) -> None:
         """Fill in how row ``index``'s wait ended (the outcome is written last)."""
         offset = index * _RECORD.size
-        _WAKE.pack_into(self._map, offset + _T_WAKE_OFFSET, t_wake_ns, t_accept_ns)
-        _TAIL.pack_into(self._map, offset + _PEER_OFFSET, peer_port, nvcsw)
+        _PAIR.pack_into(self._map, offset + _T_WAKE_OFFSET, t_wake_ns, t_accept_ns)
+        _PAIR.pack_into(self._map, offset + _PEER_OFFSET, peer_port, nvcsw)
         struct.pack_into("<q", self._map, offset + _OUTCOME_OFFSET, _CODE[outcome])
 
     def done(self, index: int, t_done_ns: int) -> None:

@@ -78,11 +78,10 @@ class Control:
 def serve(listener: socket.socket, spec: WorkerSpec, control: Control | None = None) -> None:
     """Run one worker until its listener goes away (or ``control.stopping`` is set).
 
-    Per wait it records: when it began (at once, so an endless wait shows
-    too), and then when it returned, the outcome,
-    when accept() returned, the client's port, the voluntary context switches
-    this thread made *during the wait* (the wakeups that EAGAIN counts miss),
-    and, after the conversation, when it ended.
+    Per wait it records when it began (at once, so an endless wait shows too);
+    when it returns, the outcome, when accept() returned, the client's port and
+    the voluntary context switches this thread made *during the wait* (the
+    wakeups that EAGAIN counts miss); and, after the conversation, when it ended.
     """
     control = control or Control()
     protocol = get_protocol(spec.protocol)
@@ -124,8 +123,8 @@ def serve(listener: socket.socket, spec: WorkerSpec, control: Control | None = N
             waiter.close()
 
 
-def _since(switches: int | None, count: Callable[[], int | None] = voluntary_switches) -> int:
-    """Voluntary context switches since ``switches`` was read (-1 where unavailable)."""
+def _since(switches: int | None, count: Callable[[], int | None]) -> int:
+    """Voluntary context switches since ``count()`` gave ``switches`` (-1 where unavailable)."""
     current = None if switches is None else count()
     return -1 if current is None else current - switches
 
