@@ -39,6 +39,22 @@ def test_run_saves_and_loads_the_same_tables(tmp_path):
         assert key in loaded.meta
 
 
+def test_a_loaded_run_has_the_live_runs_column_types_and_exact_nanoseconds(tmp_path):
+    """Times with gaps must come back as exact integers: as floats they round past 2**53 ns."""
+    run = run_experiment(workers=2, kind="thread", connections=20)
+    big = 2**53 + 1  # about 104 days of monotonic clock, the first value a float cannot hold
+    run.events.loc[0, "t_wake_ns"] = big
+    loaded = Run.load(run.save(tmp_path / "run"))
+    for table in ("events", "client"):
+        live, back = getattr(run, table), getattr(loaded, table)
+        mismatched = {column: (str(live[column].dtype), str(back[column].dtype))
+                      for column in live if live[column].dtype == "Int64"
+                      and back[column].dtype != "Int64"}
+        assert not mismatched, f"{table}: {mismatched}"
+    assert loaded.events.loc[0, "t_wake_ns"] == big
+    assert (loaded.client["error"] == "").all()  # no error is "", as in a live run
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="TCP_INFO is Linux's")
 def test_queue_grows_when_connections_arrive_faster_than_workers_serve():
     # 2 workers x (3 questions x 5 ms) serve ~130 connections/s; 600/s arrive.

@@ -178,3 +178,24 @@ def test_the_open_loop_does_not_wait_for_a_slow_server():
     latency = (client["t_done_ns"] - client["t_start_ns"]) / 1e6
     first, last = latency.iloc[:10].median(), latency.iloc[-10:].median()
     assert last > 3 * first, f"latency did not grow: first {first:.0f} ms, last {last:.0f} ms"
+
+
+@pytest.mark.parametrize("bad", [dict(retries=-1), dict(rate=0), dict(rate=-5), dict(timeout=0)])
+def test_fire_refuses_settings_that_would_silently_do_something_else(bad):
+    with pytest.raises(ValueError):
+        fire(("127.0.0.1", closed_port()), "zen", connections=1, **bad)
+
+
+def test_a_client_that_cannot_even_make_a_socket_gets_a_failed_row(monkeypatch):
+    """Out of file descriptors (EMFILE): the attempt is a row with its cause, not an exception."""
+    import errno
+
+    from acceptlab import load
+
+    def no_more_files(*args, **kwargs):
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(load.socket, "socket", no_more_files)
+    client = fire(("127.0.0.1", 9), "zen", connections=3, retries=1)
+    assert len(client) == 6 and not client["ok"].any()
+    assert (client["error"] == "OSError").all()

@@ -38,7 +38,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["OUTCOMES", "EventWriter", "NullWriter", "read_events", "log_path"]
+__all__ = ["OUTCOMES", "COLUMNS", "NULLABLE", "EventWriter", "NullWriter", "read_events",
+           "log_path"]
 
 # How a wait ended, stored as a small integer; "waiting" until it ends.
 OUTCOMES = ("accepted", "eagain", "timeout", "error", "waiting")
@@ -163,7 +164,8 @@ class NullWriter:
         pass
 
 
-_OPTIONAL = ("t_wake_ns", "t_accept_ns", "t_done_ns", "peer_port", "nvcsw")
+# Columns that may have no value (stored as -1, read as <NA>): integers with gaps.
+NULLABLE = ("t_wake_ns", "t_accept_ns", "t_done_ns", "peer_port", "nvcsw")
 COLUMNS = (
     "run", "worker", "generation", "pid", "tid", "kind", "strategy", "seq",
     "t_wait_ns", "t_wake_ns", "t_accept_ns", "t_done_ns", "outcome", "peer_port", "nvcsw",
@@ -192,7 +194,7 @@ def read_events(directory: str | os.PathLike, **constants: object) -> pd.DataFra
     frame = pd.DataFrame({name: records[name] for name in _FIELDS})
     frame["seq"] -= 1
     frame["outcome"] = pd.Categorical.from_codes(frame["outcome"].to_numpy(), OUTCOMES)
-    for name in _OPTIONAL:
+    for name in NULLABLE:
         frame[name] = frame[name].astype("Int64").mask(frame[name] < 0)
     for name in ("run", "kind", "strategy"):
         frame[name] = constants.get(name, "")

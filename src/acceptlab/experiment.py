@@ -27,18 +27,21 @@ from typing import Iterable, Sequence
 
 import pandas as pd
 
-from . import __version__
+from . import __version__, analysis, eventlog
 from .conversation import Limits
-from .eventlog import COLUMNS as EVENT_COLUMNS
-from .kernel import QueueSampler, Unsupported
-from .load import CLIENT_COLUMNS, fire
+from .kernel import QUEUE_COLUMNS, QueueSampler, Unsupported
+from .load import CLIENT_COLUMNS, CLIENT_NULLABLE, fire
 from .pool import WorkerPool
 
 __all__ = ["Run", "run_experiment", "compare", "machine"]
 
-QUEUE_COLUMNS = ("t_ns", "socket", "queue_len", "backlog")
-_NULLABLE = ("t_accept_ns", "t_done_ns", "peer_port", "nvcsw", "local_port", "t_connected_ns",
-             "t_reply_ns", "t_done_ns", "worker", "backlog")
+# Each table's columns, and those that are integers with gaps: read_csv must parse these
+# as Int64 itself (reading them as float first would round nanosecond times past 2**53).
+_TABLES = {
+    "events": (eventlog.COLUMNS, eventlog.NULLABLE),
+    "client": (CLIENT_COLUMNS, CLIENT_NULLABLE),
+    "queue": (QUEUE_COLUMNS, ("backlog",)),
+}
 
 
 @dataclass
@@ -62,8 +65,7 @@ class Run:
 
     def accepted(self) -> pd.DataFrame:
         """The accepted wakeups in accept order: who got each connection."""
-        rows = self.events[self.events["outcome"] == "accepted"]
-        return rows.sort_values("t_accept_ns", kind="stable").reset_index(drop=True)
+        return analysis.accepted(self.events)
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write the run as CSV files plus ``meta.json`` into ``directory``; return it."""
@@ -80,17 +82,15 @@ class Run:
         """Read a run written by :meth:`save` (or shipped in ``data/``)."""
         path = Path(directory)
         tables = {}
-        for name, columns in (("events", EVENT_COLUMNS), ("client", CLIENT_COLUMNS),
-                              ("queue", QUEUE_COLUMNS)):
+        for name, (columns, nullable) in _TABLES.items():
             file = path / f"{name}.csv"
-            frame = pd.read_csv(file) if file.exists() and file.stat().st_size else \
-                pd.DataFrame(columns=list(columns))
-            for column in _NULLABLE:
-                if column in frame:
-                    frame[column] = frame[column].astype("Int64")
-            tables[name] = frame
+            tables[name] = (pd.read_csv(file, dtype={column: "Int64" for column in nullable})
+                            if file.exists() and file.stat().st_size else
+                            pd.DataFrame(columns=list(columns)))
         if "outcome" in tables["events"]:
             tables["events"]["outcome"] = tables["events"]["outcome"].astype(str)
+        if "error" in tables["client"]:  # an empty cell is "no error", as in a live run
+            tables["client"]["error"] = tables["client"]["error"].astype(object).fillna("").astype(str)
         meta = json.loads((path / "meta.json").read_text())
         return cls(tables["events"], tables["client"], tables["queue"], meta)
 
@@ -155,12 +155,15 @@ def run_experiment(
         pool.start()
         if sample_queue:
             sampler, queue_note = _start_sampler(pool, queue_interval)
-        client = fire(pool.address, protocol, connections, concurrency, rate, client_processes,
-                      duration, gap, retries=retries, progress=progress)
+        client = fire(pool.address, protocol, connections=connections, concurrency=concurrency,
+                      rate=rate, processes=client_processes, duration=duration, gap=gap,
+                      retries=retries, progress=progress)
     finally:
-        if sampler is not None:
-            sampler.stop()
-        pool.stop()
+        try:
+            if sampler is not None:
+                sampler.stop()
+        finally:
+            pool.stop()  # whatever happened above, no worker is left behind
     queue = sampler.to_frame() if sampler is not None else pd.DataFrame(columns=QUEUE_COLUMNS)
     meta = {**machine(), **parameters, "start_method": pool.start_method,
             "port": pool.address[1], "started": started, "seconds": time.time() - started,

@@ -48,11 +48,14 @@ from .protocol import Protocol, get_protocol, parse_served_by
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["ConnectionRecord", "CLIENT_COLUMNS", "one_connection", "fire", "check_reply"]
+__all__ = ["ConnectionRecord", "CLIENT_COLUMNS", "CLIENT_NULLABLE", "one_connection", "fire",
+           "check_reply"]
 
 now = time.monotonic_ns
 CLIENT_COLUMNS = ("conn", "local_port", "t_start_ns", "t_connected_ns", "t_reply_ns",
                   "t_done_ns", "ok", "error", "worker", "attempt")
+# Columns that may have no value (-1 in a record, <NA> in the table): integers with gaps.
+CLIENT_NULLABLE = ("local_port", "t_connected_ns", "t_reply_ns", "t_done_ns", "worker")
 
 
 @dataclass
@@ -102,8 +105,12 @@ def one_connection(address: tuple[str, int], protocol: Protocol, conn: int,
     Never raises for a network problem: the record says what went wrong.
     """
     record = ConnectionRecord(conn, t_start_ns=now())
-    family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
+    try:
+        sock = socket.socket(_family(address), socket.SOCK_STREAM)
+    except OSError as exc:  # out of file descriptors, say: a failed attempt like any other
+        record.error, record.t_done_ns = _classify(exc), now()
+        return record
+    with sock:
         sock.settimeout(timeout)
         try:
             sock.connect(address)
@@ -131,6 +138,11 @@ def one_connection(address: tuple[str, int], protocol: Protocol, conn: int,
     return record
 
 
+def _family(address: tuple[str, int]) -> socket.AddressFamily:
+    """IPv6 for an address like '::1', IPv4 otherwise."""
+    return socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+
+
 def _with_retries(address: tuple[str, int], protocol: Protocol, conn: int, timeout: float,
                   retries: int) -> list[ConnectionRecord]:
     """:func:`one_connection`, tried again up to ``retries`` times if it fails.
@@ -146,9 +158,7 @@ def _with_retries(address: tuple[str, int], protocol: Protocol, conn: int, timeo
         records.append(record)
         if record.ok:
             break
-    if _finished is not None:
-        with _finished.get_lock():
-            _finished.value += 1
+    _report(1)  # one connection number done, however many attempts it took
     return records
 
 
@@ -194,8 +204,14 @@ def _open_loop(address: tuple[str, int], protocol: Protocol, numbers: range, rat
         thread = threading.Thread(target=run, args=(conn,), daemon=True)
         thread.start()
         threads.append(thread)
+    deadline = _last_word(stop_at, timeout, retries)
     for thread in threads:
-        thread.join(max(0.0, stop_at - time.monotonic()) + timeout)
+        thread.join(max(0.0, deadline - time.monotonic()))
+
+
+def _last_word(stop_at: float, timeout: float, retries: int) -> float:
+    """When the last connection started before ``stop_at`` has surely ended, retries and all."""
+    return stop_at + timeout * (retries + 2)
 
 
 def _fire_in_process(address: tuple[str, int], protocol_name: str, numbers: range,
@@ -224,8 +240,9 @@ def _fire_in_process(address: tuple[str, int], protocol_name: str, numbers: rang
                    for _ in range(concurrency)]
         for thread in threads:
             thread.start()
+        deadline = _last_word(stop_at, timeout, retries)
         for thread in threads:
-            thread.join(duration + timeout * (retries + 2))
+            thread.join(max(0.0, deadline - time.monotonic()))
     return [_as_row(record) for record in out]
 
 
@@ -245,14 +262,16 @@ def fire(
 ) -> "pd.DataFrame":
     """Fire up to ``connections`` connections at ``address`` for at most ``duration`` seconds.
 
-    ``concurrency=1`` and no ``rate`` is sequential; ``concurrency=C`` a closed
-    loop of C clients; ``rate=R`` an open loop of Poisson arrivals at R per
-    second (``concurrency`` is then ignored).  ``processes=K`` splits the
-    connections over K client processes, each running the same mode with its
-    share of the rate.  ``gap`` pauses each client between connections;
-    ``retries`` retries a failed connection (each attempt is a row, numbered
-    in ``attempt``; a connection number with no ``ok`` row was lost).
-    Returns one row per connection, ordered by start time.
+    ``concurrency=C`` is a closed loop of C clients *per client process*
+    (``concurrency=1``, one process: sequential); ``rate=R`` an open loop of
+    Poisson arrivals at R per second *in all* (``concurrency`` is then
+    ignored).  ``processes=K`` splits the connections over K client
+    processes, each running the same mode: ``processes=2, concurrency=16``
+    keeps 32 connections in flight, ``processes=2, rate=100`` fires 50/s from
+    each.  ``gap`` pauses each client between connections; ``retries``
+    retries a failed connection; ``timeout`` bounds every single wait.
+    Returns one row per connection *attempt* (numbered in ``attempt``; a
+    connection number with no ``ok`` row was lost), ordered by start time.
 
     Throughput: a closed loop over ``processes >= 2`` (no ``rate``, no ``gap``)
     runs the lean event loop, one per client process (Linux; elsewhere the
@@ -261,10 +280,12 @@ def fire(
     import pandas as pd
 
     get_protocol(protocol)  # fail fast on a bad name
-    if connections < 0 or concurrency < 1 or processes < 1 or duration <= 0:
-        raise ValueError("connections >= 0, concurrency >= 1, processes >= 1, duration > 0")
+    if (connections < 0 or concurrency < 1 or processes < 1 or duration <= 0 or timeout <= 0
+            or retries < 0 or (rate is not None and rate <= 0)):
+        raise ValueError("fire() needs connections >= 0, concurrency >= 1, processes >= 1, "
+                         "duration > 0, timeout > 0, retries >= 0 and, if given, rate > 0")
     shares = [range(k, connections, processes) for k in range(processes)]
-    share_rate = rate / processes if rate else None
+    share_rate = rate / processes if rate is not None else None
     lean = _LEAN and processes > 1 and not rate and not gap
     args = [(address, protocol, numbers, concurrency, share_rate, duration, gap, timeout,
              retries, None if seed is None else seed + k, lean)
@@ -280,7 +301,7 @@ def fire(
                             initargs=(bar.counter, start_line)) as clients:
                 rows = list(itertools.chain.from_iterable(clients.starmap(_fire_in_process, args)))
     frame = pd.DataFrame(rows, columns=list(CLIENT_COLUMNS))
-    for name in ("local_port", "t_connected_ns", "t_reply_ns", "t_done_ns", "worker"):
+    for name in CLIENT_NULLABLE:
         frame[name] = frame[name].astype("Int64").mask(frame[name] < 0)
     return frame.sort_values("t_start_ns", kind="stable").reset_index(drop=True)
 
@@ -368,8 +389,7 @@ def _lean_closed_loop(address: tuple[str, int], protocol: Protocol, numbers: ran
                       concurrency: int, stop_at: float, timeout: float,
                       retries: int) -> list[tuple]:
     """Keep ``concurrency`` connections in flight until ``numbers`` or the time runs out."""
-    family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-    kind = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
+    family, kind = _family(address), socket.SOCK_STREAM | socket.SOCK_NONBLOCK
     questions, reply_end = protocol.questions, protocol.reply_end
     timeout_ns = int(timeout * 1e9)
     poller = select.epoll()
@@ -383,9 +403,12 @@ def _lean_closed_loop(address: tuple[str, int], protocol: Protocol, numbers: ran
         flight = _Flight()
         flight.conn, flight.attempt, flight.step, flight.data = conn, attempt, 0, b""
         flight.t_connected = flight.t_reply = flight.worker = -1
-        flight.sock = sock = socket.socket(family, kind)
+        flight.t_start, flight.sock = now(), None
+        try:
+            flight.sock = sock = socket.socket(family, kind)
+        except OSError as exc:  # out of file descriptors, say: a failed attempt like any other
+            return finish(flight, exc)
         flights[sock.fileno()] = flight
-        flight.t_start = now()
         flight.deadline = flight.t_start + timeout_ns
         code = sock.connect_ex(address)
         if code not in (0, errno.EINPROGRESS):
@@ -449,13 +472,14 @@ def _lean_closed_loop(address: tuple[str, int], protocol: Protocol, numbers: ran
     def finish(flight: _Flight, error: str | BaseException) -> None:
         """Record a connection attempt that ended; queue its retry or the next connection."""
         nonlocal unreported
-        sock = flight.sock
-        del flights[sock.fileno()]
-        try:
-            port = sock.getsockname()[1]
-        except OSError:
-            port = -1
-        sock.close()  # also takes it out of the epoll
+        sock, port = flight.sock, -1
+        if sock is not None:  # None: the socket could not even be created
+            del flights[sock.fileno()]
+            try:
+                port = sock.getsockname()[1]
+            except OSError:
+                pass
+            sock.close()  # also takes it out of the epoll
         if not isinstance(error, str):
             error = _classify(error)
         rows.append((flight.conn, port, flight.t_start, flight.t_connected, flight.t_reply,

@@ -48,8 +48,7 @@ def summary_table(runs: dict[str, Run]):
     1: the most recent one); ``nvcsw_per_accept`` the real wakeups per
     connection, ``eagain_per_accept`` the ones a worker could see.
     """
-    table = analysis.summarize_runs({label: (run.events, run.client, run.workers)
-                                     for label, run in runs.items()})
+    table = analysis.summarize_runs(runs)
     table.index.name = "run"
     return table[COLUMNS]
 
