@@ -196,6 +196,12 @@ BAD_ARGUMENTS = {
     "run --work nap:3": (["run", "-c", "1", "--work", "nap:3", *QUICK], ["nap:3"]),
     "run shared-epoll with processes": (["run", "-c", "1", "--strategy", "shared-epoll",
                                          "--kind", "process"], ["shared-epoll"]),
+    "run --gap -1": (["run", "-c", "3", "--gap", "-1", *QUICK], ["gap"]),
+    "run --workers 100000": (["run", "-c", "1", "--workers", "100000", "--kind", "thread"],
+                             ["workers"]),
+    "compare, nothing runnable": (["compare", "--strategies", "shared-epoll", "--kinds",
+                                   "process", "--out", "/tmp/acceptlab-test-compare-none"],
+                                  ["nothing to compare"]),
 }
 
 

@@ -55,3 +55,9 @@ def test_notebooks_are_committed_without_outputs():
             if cell["cell_type"] == "code":
                 assert not cell.get("outputs"), f"{path.name} has outputs: strip them"
                 assert cell.get("execution_count") is None, f"{path.name} has execution counts"
+
+
+def test_the_lazy_names_show_in_dir_for_tab_completion():
+    import acceptlab
+
+    assert {"WorkerPool", "fire", "run_experiment", "analysis", "plots"} <= set(dir(acceptlab))

@@ -58,10 +58,10 @@ def main() -> None:
     args = parser.parse_args()
     for name, options in tqdm(plan(), unit="run"):
         target = args.out / name
+        run = run_experiment(label=name, **options)  # first: a failed run keeps the old data
+        run.meta["command"] = "python tools/make_reference_data.py"
         if target.exists():
             shutil.rmtree(target)
-        run = run_experiment(label=name, **options)
-        run.meta["command"] = "python tools/make_reference_data.py"
         run.save(target)
 
 

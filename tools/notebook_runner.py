@@ -167,15 +167,15 @@ def run_notebook(path: str | Path, timeout: int = CELL_TIMEOUT,
         try:
             client.execute(cleanup_kc=True)  # cleanup_kc: shut the kernel down afterwards
         except CellExecutionError as exc:
-            error = _first_lines(str(exc))
+            error = _last_lines(str(exc))
         except (CellTimeoutError, DeadKernelError) as exc:
-            error = f"{type(exc).__name__}: {_first_lines(str(exc))}"
+            error = f"{type(exc).__name__}: {_last_lines(str(exc))}"
         seconds = time.perf_counter() - started
     images, error_outputs = _count_outputs(notebook)
     return NotebookResult(path, title, goal, seconds, notebook, error, images, error_outputs)
 
 
-def _first_lines(text: str, keep: int = 40) -> str:
+def _last_lines(text: str, keep: int = 40) -> str:
     lines = text.strip().splitlines()
     return "\n".join(lines[-keep:])  # the end of a traceback says what went wrong
 

@@ -32,6 +32,11 @@ _WHERE = {
 __all__ = ["__version__", *_WHERE]
 
 
+def __dir__() -> list[str]:
+    """What tab completion offers: the lazy names too, though none is imported yet."""
+    return sorted(__all__)
+
+
 def __getattr__(name: str) -> Any:
     """Import ``acceptlab.<module>`` when one of its names is first asked for (PEP 562)."""
     if name not in _WHERE:

@@ -81,6 +81,8 @@ def _check_values(args: argparse.Namespace) -> None:
         bad(f"--retries {args.retries}: must be 0 or more")
     if getattr(args, "duration", 1) <= 0:
         bad(f"--duration {args.duration}: must be more than 0 seconds")
+    if getattr(args, "gap", 0) < 0:
+        bad(f"--gap {args.gap}: must be 0 or more seconds")
 
 
 def _add_pool_options(parser: argparse.ArgumentParser) -> None:
@@ -142,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     compare = commands.add_parser("compare", help="strategies side by side, with figures")
     compare.add_argument("--strategies", nargs="+", default=None, metavar="S",
+                         choices=tuple(STRATEGIES),
                          help="default: every strategy this machine supports")
     compare.add_argument("--kinds", nargs="+", default=["process", "thread"],
                          choices=("thread", "process"))
@@ -158,15 +161,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(format="acceptlab: %(message)s", level=logging.INFO)
-    from .pool import PortInUse
-
     try:
         _check_values(args)
         return COMMANDS[args.command](args)
-    except (UsageError, Unavailable, PortInUse, ValueError) as exc:
-        print(f"acceptlab: {exc}", file=sys.stderr)
+    except (UsageError, Unavailable, ValueError, RuntimeError) as exc:  # RuntimeError: a
+        print(f"acceptlab: {exc}", file=sys.stderr)                   # worker died at birth
         return 2
-    except OSError as exc:  # an address this machine does not have, too many files open...
+    except OSError as exc:  # a taken port, an address this machine lacks, too many files...
         print(f"acceptlab: {exc.strerror or exc}"
               f"{f' ({exc.filename})' if exc.filename else ''}", file=sys.stderr)
         return 2
@@ -204,18 +205,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def _load_summary(client) -> dict:
     """Throughput, latency percentiles and errors by cause from a client table."""
-    ok = client[client["ok"]]
+    from . import analysis
+
+    ok = int(client["ok"].sum())
     span = (client["t_done_ns"].max() - client["t_start_ns"].min()) / 1e9 if len(client) else 0
-    latency_ms = (ok["t_done_ns"] - ok["t_start_ns"]).astype("float64") / 1e6
+    percentiles = analysis.latency(client).iloc[0]
     return {
         "connections": len(client),
-        "ok": len(ok),
+        "ok": ok,
         "errors": client.loc[~client["ok"], "error"].value_counts().to_dict(),
         "seconds": round(float(span), 3),
-        "connections_per_s": round(len(ok) / span, 1) if span else 0.0,
-        "p50_ms": round(float(latency_ms.quantile(0.5)), 3) if len(ok) else None,
-        "p90_ms": round(float(latency_ms.quantile(0.9)), 3) if len(ok) else None,
-        "p99_ms": round(float(latency_ms.quantile(0.99)), 3) if len(ok) else None,
+        "connections_per_s": round(ok / span, 1) if span else 0.0,
+        **{name: _plain(round(float(percentiles[name]), 3))
+           for name in ("p50_ms", "p90_ms", "p99_ms")},
     }
 
 
@@ -254,8 +256,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.json:
         summary = analysis.summary(run.events, run.client, args.workers)
         summary.update(per_worker=table["accepts"].astype(int).tolist(),
-                       client_ok=int(run.client["ok"].sum()),
-                       client_errors=int((~run.client["ok"]).sum()), out=str(out))
+                       client_errors=len(run.client) - int(summary["client_ok"]), out=str(out))
         print(json.dumps({key: _plain(value) for key, value in summary.items()}))
     else:
         print(f"{run.label}: {args.workers} workers, {len(run.client)} connections -> {out}/")

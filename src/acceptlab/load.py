@@ -281,9 +281,10 @@ def fire(
 
     get_protocol(protocol)  # fail fast on a bad name
     if (connections < 0 or concurrency < 1 or processes < 1 or duration <= 0 or timeout <= 0
-            or retries < 0 or (rate is not None and rate <= 0)):
+            or retries < 0 or gap < 0 or (rate is not None and rate <= 0)):
         raise ValueError("fire() needs connections >= 0, concurrency >= 1, processes >= 1, "
-                         "duration > 0, timeout > 0, retries >= 0 and, if given, rate > 0")
+                         "duration > 0, timeout > 0, retries >= 0, gap >= 0 and, if given, "
+                         "rate > 0")
     shares = [range(k, connections, processes) for k in range(processes)]
     share_rate = rate / processes if rate is not None else None
     lean = _LEAN and processes > 1 and not rate and not gap

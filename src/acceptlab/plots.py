@@ -217,18 +217,22 @@ def worker_timeline(events: pd.DataFrame, workers: int) -> Figure:
     idle lane at once.  Time is in milliseconds since the first event.
 
     A conversation that never finished (``t_done_ns`` missing: the worker
-    was killed or stopped) is not drawn.  A wait that never returned was
-    never logged, so it is not drawn either: the lane is empty there.
+    was killed or stopped) is not drawn.  A wait that had not returned when
+    the run ended (outcome ``waiting``) is drawn up to the run's last event:
+    the worker was still waiting then.
     """
     lanes = max(workers, int(pd.to_numeric(events["worker"]).max()) + 1) if len(events) else workers
     fig = Figure(figsize=(9, max(2.8, 1.6 + 0.5 * lanes)), layout="constrained")
     ax = fig.subplots()
     if len(events):
         start = int(pd.to_numeric(events["t_wait_ns"]).min())
+        times = events[["t_wait_ns", "t_wake_ns", "t_done_ns"]].apply(pd.to_numeric)
+        end = (int(times.max().max()) - start) / 1e6  # the run's last event, in ms
         for worker, rows in events.groupby("worker"):
             colour = worker_colour(worker)
             wait_from = _ms_since(rows["t_wait_ns"], start)
             wait_to = _ms_since(rows["t_wake_ns"], start)
+            wait_to = np.where(np.isnan(wait_to), end, wait_to)  # still waiting at the end
             ax.broken_barh(list(zip(wait_from, wait_to - wait_from)), (worker - 0.35, 0.7),
                            facecolors=colour, alpha=0.25)
             served = rows[(rows["outcome"] == "accepted") & rows["t_done_ns"].notna()]
@@ -236,7 +240,7 @@ def worker_timeline(events: pd.DataFrame, workers: int) -> Figure:
             serve_to = _ms_since(served["t_done_ns"], start)
             ax.broken_barh(list(zip(serve_from, serve_to - serve_from)), (worker - 0.35, 0.7),
                            facecolors=colour, edgecolors="white", linewidth=0.5)
-            missed = rows["outcome"] != "accepted"
+            missed = rows["outcome"].isin(["eagain", "timeout", "error"])
             ax.plot(wait_to[missed.to_numpy()], np.full(int(missed.sum()), worker), "x",
                     color="black", markersize=5)
     else:

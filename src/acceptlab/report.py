@@ -23,7 +23,7 @@ matplotlib.use("Agg")  # files only: no window, works headless
 
 from . import analysis, plots  # noqa: E402
 from .experiment import Run, compare  # noqa: E402
-from .strategies import STRATEGIES, strategy_support  # noqa: E402
+from .strategies import STRATEGIES, Unavailable, strategy_support  # noqa: E402
 
 __all__ = ["write_comparison", "summary_table", "SLOW_WORKER"]
 
@@ -64,9 +64,13 @@ def write_comparison(
     progress: bool = True,
 ) -> list[Path]:
     """Run the comparison, save runs, table and figures under ``out``; return the files written."""
+    strategies = list(strategies or available_strategies(kinds))
+    support = strategy_support()
+    if not any(support[name][kind] is None for name in strategies for kind in kinds):
+        raise Unavailable(f"nothing to compare: none of {', '.join(strategies)} runs here "
+                          f"with {' or '.join(kinds)} workers (acceptlab doctor says why)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    strategies = list(strategies or available_strategies(kinds))
     runs = compare(strategies, kinds, progress=progress, workers=workers,
                    connections=connections, protocol=protocol, gap=0.001)
     written: list[Path] = []
