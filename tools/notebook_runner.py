@@ -17,6 +17,8 @@ How a notebook is run
 * **Every cell has a timeout** (nbclient's default is none at all) and the
   kernel is shut down afterwards, error or not; the kit's worker processes
   notice their kernel has gone and exit on their own.
+* **Unix sockets, not TCP**, between the runner and the kernel (on Linux and macOS): no
+  ports, and no ipykernel warning about unencrypted TCP among the runner's own output.
 * **The time** is wall-clock time from starting the kernel to shutting it
   down: what a learner waits for with "Run all".
 
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import sys
 import tempfile
@@ -120,6 +123,19 @@ def _kernel_spec_dir(base: Path) -> Path:
     return kernels
 
 
+def _private_transport(base: Path) -> dict:
+    """Kernel-manager options that talk to the kernel over Unix sockets inside ``base``.
+
+    Over TCP (Jupyter's default) the kernel's messages cross loopback ports in plain text, and
+    ipykernel >= 7 says so with a warning on every start, nine times in a ``make book``.  Unix
+    sockets in this run's private temporary folder (mode 0700) need no port, no encryption and
+    no warning, and they vanish with the folder.  Windows has no IPC transport: TCP stays there.
+    """
+    if os.name != "posix":
+        return {}
+    return {"transport": "ipc", "connection_file": str(base / "kernel.json")}
+
+
 def _inject_parameters(notebook: nbformat.NotebookNode, parameters: dict) -> None:
     """Insert a cell assigning ``parameters`` right after the ``parameters``-tagged cell."""
     lines = ["# Parameters injected by tools/notebook_runner.py"]
@@ -159,7 +175,8 @@ def run_notebook(path: str | Path, timeout: int = CELL_TIMEOUT,
     error = None
     with tempfile.TemporaryDirectory(prefix="acceptlab-kernel-") as base:
         specs = KernelSpecManager(kernel_dirs=[str(_kernel_spec_dir(Path(base)))])
-        manager = AsyncKernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=specs)
+        manager = AsyncKernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=specs,
+                                     **_private_transport(Path(base)))
         client = NotebookClient(notebook, km=manager, kernel_name=KERNEL_NAME, timeout=timeout,
                                 shutdown_kernel="graceful",
                                 resources={"metadata": {"path": str(path.parent)}})
