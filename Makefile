@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 READY  := $(VENV)/.installed
 
-.PHONY: setup demo test book lab bench clean
+.PHONY: setup demo test book slides handout strip lab bench clean
 
 # Re-install whenever the dependency list changes.
 $(READY): pyproject.toml
@@ -25,8 +25,29 @@ test: setup
 book: setup
 	$(BIN)/python tools/build_book.py --out build/book
 
+# One reveal.js deck per lesson in build/slides/ (reveal.js from its npm package: needs npm
+# once; reuses build/book's executed notebooks when they are fresh).
+slides: setup
+	$(BIN)/python tools/build_slides.py --out build/slides
+
+# The printable one-page handout: build/handout/handout.html, and handout.pdf when Chromium
+# is installed.  HANDOUT=path/to/other.md builds another Markdown file the same way.
+HANDOUT ?= docs/handout.md
+handout: setup
+	$(BIN)/python tools/build_handout.py $(HANDOUT) --out build/handout
+
+# JupyterLab saves outputs into the notebooks; `make strip` removes them (and execution
+# counts) from the working copies, keeping cell ids, so git shows only real changes.
+strip: setup
+	$(BIN)/nbstripout --keep-id notebooks/*.ipynb
+
+# JupyterLab on 127.0.0.1 (RISE's "Render as slideshow" presents a notebook live).  As root,
+# e.g. in a container, --allow-root is added; LAB_ARGS passes more options, for example
+#   make lab LAB_ARGS="--no-browser --port=8899"
+LAB_ARGS ?=
+LAB_AS_ROOT = $(if $(filter 0,$(shell id -u)),--allow-root)
 lab: setup
-	$(BIN)/jupyter lab --ip=127.0.0.1 --notebook-dir=notebooks
+	$(BIN)/jupyter lab --ip=127.0.0.1 --notebook-dir=notebooks $(LAB_AS_ROOT) $(LAB_ARGS)
 
 bench: setup
 	$(BIN)/python bench/run_all.py

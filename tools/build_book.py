@@ -166,7 +166,7 @@ def build(out: Path, notebooks: list[Path], timeout: int) -> list[runner.Noteboo
         export_html(result, out, nav=neighbours(lessons, index))
         print(f"{result.seconds:.1f} s" + ("" if result.ok else "  FAILED"), flush=True)
         if not result.ok:
-            print(result.error or "\n".join(result.error_outputs), file=sys.stderr)
+            print(runner.failure_report(result), file=sys.stderr)
         results.append(result)
     (out / "index.html").write_text(index_page(results), encoding="utf-8")
     runner.write_times(results, out / "times.csv")

@@ -208,7 +208,7 @@ def _lesson(path: Path, *, book: Path | None, execute: bool, timeout: int
     result = runner.run_notebook(path, timeout=timeout)
     origin = f"executed now, {result.seconds:.1f} s"
     if not result.ok:
-        print(result.error or "\n".join(result.error_outputs), file=sys.stderr)
+        print(runner.failure_report(result), file=sys.stderr)
         origin += ", FAILED"
     return result.notebook, origin, result.ok
 
