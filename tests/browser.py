@@ -14,30 +14,22 @@ Chromium is found as ``chromium`` on the PATH (the Debian package) or at
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-BROWSER_TIMEOUT = 60  # seconds one Chromium run may take
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+
+import chromium as headless  # noqa: E402  (tools/chromium.py: the flags, finding the binary)
 
 NO_CHROMIUM = (
     "CHROMIUM IS NOT INSTALLED: the real-browser tests DID NOT RUN. "
     "Install it with `sudo apt-get install chromium` (Debian/Ubuntu; CI does this in .ci/run), "
     "or point ACCEPTLAB_CHROMIUM at a Chromium/Chrome binary, and run the tests again."
 )
-
-CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-dev-shm-usage", "--no-proxy-server",
-    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-    "--hide-scrollbars",
-]
 
 # What a page's source would load by itself from another host (links a reader may follow are
 # fine): <script|img|iframe src=//...>, <link href=//...>, CSS @import url(//...).
@@ -51,8 +43,7 @@ LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 def chromium_path() -> str | None:
     """The Chromium binary to drive, or None."""
-    binary = os.environ.get("ACCEPTLAB_CHROMIUM") or shutil.which("chromium")
-    return binary if binary and Path(binary).exists() else None
+    return headless.find_chromium()
 
 
 @dataclass
@@ -91,14 +82,13 @@ def run_chromium(binary: str, *args: str) -> LoadedPage:
     Returns what it printed to stdout (the DOM, with ``--dump-dom``) and the remote
     requests pages made, loopback excepted.
     """
-    with tempfile.TemporaryDirectory(prefix="acceptlab-chromium-") as profile:
-        netlog = Path(profile) / "netlog.json"
-        done = subprocess.run([binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}/data",
-                               f"--log-net-log={netlog}", *args],
-                              capture_output=True, text=True, timeout=BROWSER_TIMEOUT)
-        if done.returncode != 0:
-            raise AssertionError(f"chromium {' '.join(args)} exited with {done.returncode}:\n"
-                                 f"{done.stderr[-2000:]}")
+    with tempfile.TemporaryDirectory(prefix="acceptlab-netlog-") as scratch:
+        netlog = Path(scratch) / "netlog.json"
+        try:
+            done = headless.run_chromium(binary, f"--log-net-log={netlog}", *args,
+                                         profile=Path(scratch) / "profile")
+        except headless.ChromiumFailed as exc:
+            raise AssertionError(str(exc)) from None
         if not netlog.exists():
             raise AssertionError("chromium wrote no net log: cannot tell whether the page "
                                  "used the network")

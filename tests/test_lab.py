@@ -15,16 +15,13 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
+from makefile import BIN, make_command
 START_TIMEOUT = 90.0  # seconds for JupyterLab to answer on a busy two-core machine
 ROOT_REFUSAL = "Running as root is not recommended"
 
@@ -35,16 +32,6 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-def _make(folder: Path, *args: str) -> list[str]:
-    """`make` with the real Makefile in ``folder``, its install step already done."""
-    (folder / "pyproject.toml").write_text("")  # the install stamp's source, older than it
-    stamp = folder / "installed"
-    stamp.write_text("")
-    (folder / "notebooks").mkdir(exist_ok=True)
-    return ["make", "-s", "-f", str(ROOT / "Makefile"), "-C", str(folder), *args,
-            f"BIN={BIN}", f"READY={stamp}"]
 
 
 def _get(url: str) -> tuple[int, bytes]:
@@ -64,7 +51,7 @@ def tools() -> None:
 
 
 def test_make_lab_adds_allow_root_only_for_root(tools: None, tmp_path: Path) -> None:
-    shown = subprocess.run(_make(tmp_path, "-n", "lab", "LAB_ARGS=--no-browser"),
+    shown = subprocess.run(make_command(tmp_path, "-n", "lab", "LAB_ARGS=--no-browser"),
                            capture_output=True, text=True, timeout=30, check=True).stdout
     assert "--no-browser" in shown
     assert ("--allow-root" in shown) == (os.getuid() == 0), shown
@@ -79,7 +66,7 @@ def test_make_lab_serves_with_rise(tools: None, tmp_path: Path) -> None:
                 f"--IdentityProvider.token={token}")
     log_path = tmp_path / "lab.log"
     with log_path.open("w") as log:
-        lab = subprocess.Popen(_make(tmp_path, "lab", lab_args), stdout=log,
+        lab = subprocess.Popen(make_command(tmp_path, "lab", lab_args), stdout=log,
                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:

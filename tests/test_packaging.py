@@ -134,19 +134,15 @@ def test_make_strip_removes_outputs_and_keeps_cell_ids(tmp_path):
     """`make strip` (the Makefile's own recipe, run on a copy) cleans an autosaved lesson."""
     if shutil.which("make") is None:
         pytest.skip("make is not installed: `make strip` cannot be exercised")
-    bin_dir = Path(sys.executable).parent
-    if not (bin_dir / "nbstripout").exists():
-        pytest.skip(f"nbstripout is not installed in {bin_dir} (pip install -e '.[notebooks]')")
-    (tmp_path / "notebooks").mkdir()
+    from makefile import BIN, make_command
+
+    if not (BIN / "nbstripout").exists():
+        pytest.skip(f"nbstripout is not installed in {BIN} (pip install -e '.[notebooks]')")
+    command = make_command(tmp_path, "strip")
     lesson = tmp_path / "notebooks" / "08_playground.ipynb"
     lesson.write_text(_lesson(with_outputs=True))
     ids = [cell["id"] for cell in json.loads(lesson.read_text())["cells"]]
-    (tmp_path / "pyproject.toml").write_text("")  # the install stamp's source, older than it
-    stamp = tmp_path / "installed"
-    stamp.write_text("")
-    done = subprocess.run(["make", "-s", "-f", str(ROOT / "Makefile"), "-C", str(tmp_path),
-                           "strip", f"BIN={bin_dir}", f"READY={stamp}"],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
     cells = json.loads(lesson.read_text())["cells"]
     assert [cell["id"] for cell in cells] == ids
