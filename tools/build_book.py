@@ -14,7 +14,9 @@ reuses).  A notebook that fails still gets its page, showing the outputs up to
 the failing cell; the build then exits with status 1.
 
 It prints one line per lesson and the table of times, nothing else: the
-kernels talk to the runner over Unix sockets (see ``notebook_runner``).
+kernels talk to the runner over Unix sockets, and what a kernel process writes
+outside its cells goes to a log shown only when its lesson fails (see
+``notebook_runner``).
 """
 
 from __future__ import annotations
@@ -151,11 +153,17 @@ Times include starting each kernel. The same table is in <a href="times.csv">tim
 """
 
 
-def build(out: Path, notebooks: list[Path], timeout: int) -> list[runner.NotebookResult]:
+def build(out: Path, notebooks: list[Path], *,
+          timeout: int = runner.CELL_TIMEOUT) -> list[runner.NotebookResult]:
     """Run and export every notebook, then write the index and the times table.
 
     Prints one progress line per lesson (``[3/9] 02_slug ... 12.3 s``) and, for a lesson that
     failed, the end of its error.
+
+    Args:
+        out: the book's folder.
+        notebooks: the lessons (put in course order here).
+        timeout: seconds any one cell may take.
     """
     out.mkdir(parents=True, exist_ok=True)
     lessons = course(notebooks)
@@ -185,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     notebooks = runner.notebook_paths(args.notebooks)
     if not notebooks:
         parser.error(f"no NN_slug.ipynb notebooks in {args.notebooks}")
-    results = build(args.out, notebooks, args.timeout)
+    results = build(args.out, notebooks, timeout=args.timeout)
     print()
     print(runner.format_times(results))
     print(f"\nwrote {args.out / 'index.html'}")
