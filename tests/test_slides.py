@@ -248,3 +248,19 @@ def test_an_executed_lessons_figure_is_in_its_deck(chromium: str, reveal: Path,
                      settle_ms=SETTLE_MS)
     assert not render_problems(page, slides=1)
     assert read_deck(page.dom).png_images >= 1, "the executed figure is not in the deck"
+
+
+def test_without_npm_the_build_says_what_to_install(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    """No npm and no reveal.js yet: one line naming the fix, exit code 2, no traceback."""
+    monkeypatch.setattr(build_slides, "NPM_CACHE", tmp_path / "empty-cache")
+    monkeypatch.setattr(build_slides.shutil, "which", lambda name: None)
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    nbformat.write(_notebook(nbformat.v4.new_markdown_cell("# One")), folder / "00_one.ipynb")
+    code = build_slides.main(["--notebooks", str(folder), "--out", str(tmp_path / "slides"),
+                              "--no-execute"])
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(errors) == 1, errors
+    assert "apt-get install npm" in errors[0] and "--reveal" in errors[0]

@@ -78,13 +78,14 @@ def _package_version(folder: Path) -> str | None:
         return None
 
 
-def npm_reveal(cache: Path = NPM_CACHE) -> Path:
+def npm_reveal(cache: Path | None = None) -> Path:
     """The unpacked npm package reveal.js@REVEAL_VERSION, installed into ``cache`` on first use.
 
     Args:
-        cache: folder for ``npm install --prefix``; a second build finds the package there
-            and needs neither npm nor the registry.
+        cache: folder for ``npm install --prefix`` (default ``build/.npm``); a second build
+            finds the package there and needs neither npm nor the registry.
     """
+    cache = NPM_CACHE if cache is None else cache
     package = cache / "node_modules" / REVEAL_PACKAGE
     if _package_version(package) == REVEAL_VERSION:
         return package
