@@ -236,6 +236,17 @@ class Interrupts:
     no child prints a KeyboardInterrupt traceback.  The parent alone decides,
     and stops its children by their pids.
 
+    One catch: multiprocessing's resource tracker, when it starts (at the first
+    cross-process lock), blocks and then *unblocks* SIGINT in the calling
+    thread.  So it is started here, before the block; and in case anything
+    else unblocks SIGINT, a Python handler that only records the request
+    stands behind the block.
+
+    On the way out, multiprocessing's helper processes (the resource tracker,
+    a forkserver) are stopped and reaped here rather than left to notice this
+    process's end by themselves: a helper that outlives its parent is an
+    orphan, and a zombie until something else reaps it.
+
     A second Ctrl-C means "now": the watcher kills this process's
     multiprocessing children (SIGKILL, by pid) and exits with 130.  That is
     the one action taken outside the main flow, because the main flow may be
@@ -248,12 +259,17 @@ class Interrupts:
         self._watcher: threading.Thread | None = None
         self._old_mask: set | None = None
         self._old_term: object = None
+        self._old_int: object = None
 
     def __enter__(self) -> threading.Event:
-        on_main = threading.current_thread() is threading.main_thread()
-        if on_main:
-            self._old_term = signal.signal(signal.SIGTERM, lambda *_: self.stop.set())
-        if on_main and hasattr(signal, "pthread_sigmask") and hasattr(signal, "sigwait"):
+        if threading.current_thread() is not threading.main_thread():
+            return self.stop  # signals reach only the main thread's handlers: nothing to do
+        self._old_term = signal.signal(signal.SIGTERM, lambda *_: self.stop.set())
+        self._old_int = signal.signal(signal.SIGINT, lambda *_: self._asked())
+        if hasattr(signal, "pthread_sigmask") and hasattr(signal, "sigwait"):
+            from multiprocessing import resource_tracker
+
+            resource_tracker.ensure_running()  # now, while SIGINT is not blocked yet
             self._old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
             self._watcher = threading.Thread(target=self._watch, name="acceptlab-ctrl-c",
                                              daemon=True)
@@ -265,9 +281,13 @@ class Interrupts:
             signal.sigwait({signal.SIGINT})
             if self._closing:
                 return
-            if self.stop.is_set():
-                self._quit_now()
-            self.stop.set()
+            self._asked()
+
+    def _asked(self) -> None:
+        """One Ctrl-C: record the request.  The second: quit now."""
+        if self.stop.is_set():
+            self._quit_now()
+        self.stop.set()
 
     @staticmethod
     def _quit_now() -> None:
@@ -289,10 +309,26 @@ class Interrupts:
             self._closing = True
             signal.pthread_kill(self._watcher.ident, signal.SIGINT)  # wakes its sigwait
             self._watcher.join()
+        _stop_multiprocessing_helpers()
         if self._old_mask is not None:
             signal.pthread_sigmask(signal.SIG_SETMASK, self._old_mask)
         if self._old_term is not None:
             signal.signal(signal.SIGTERM, self._old_term)  # type: ignore[arg-type]
+            signal.signal(signal.SIGINT, self._old_int)  # type: ignore[arg-type]
+
+
+def _stop_multiprocessing_helpers() -> None:
+    """Stop and reap the resource tracker and forkserver this process started, if any."""
+    from multiprocessing import forkserver, resource_tracker
+
+    for helper in (getattr(resource_tracker, "_resource_tracker", None),
+                   getattr(forkserver, "_forkserver", None)):
+        stop = getattr(helper, "_stop", None)  # CPython's own (used by its tests); may go
+        if stop is not None:
+            try:
+                stop()
+            except (OSError, ChildProcessError):
+                pass  # already gone
 
 
 # -- the parser ----------------------------------------------------------------------------------

@@ -512,7 +512,7 @@ def _lean_closed_loop(address: tuple[str, int], protocol: Protocol, numbers: ran
 
     def finish(flight: _Flight, error: str | BaseException) -> None:
         """Record a connection attempt that ended; queue its retry or the next connection."""
-        nonlocal unreported
+        nonlocal unreported, stop_at
         sock, port = flight.sock, -1
         if sock is not None:  # None: the socket could not even be created
             del flights[sock.fileno()]
@@ -531,6 +531,8 @@ def _lean_closed_loop(address: tuple[str, int], protocol: Protocol, numbers: ran
         unreported += 1  # a connection number is done
         if unreported == _BATCH:
             unreported = _report(unreported)
+            if _stopped():  # checked here too: failing connections never reach the scan
+                stop_at = 0.0
         if time.monotonic() < stop_at:
             conn = next(todo, None)
             if conn is not None:
