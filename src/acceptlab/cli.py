@@ -25,6 +25,7 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
@@ -291,17 +292,29 @@ class Interrupts:
 
     @staticmethod
     def _quit_now() -> None:
-        print("\nacceptlab: interrupted again: quitting without saving", file=sys.stderr,
+        print("\nacceptlab: interrupted again: quitting now", file=sys.stderr,
               flush=True)
-        try:
-            children = multiprocessing.active_children()
-        except Exception:  # the main thread may be changing the list this very moment
-            children = []
-        for child in children:
-            try:
-                os.kill(child.pid, signal.SIGKILL)  # only processes this process started
-            except (OSError, TypeError):
-                pass
+        # Rounds, because a pool's supervisor (or a multiprocessing Pool) replaces a killed
+        # child within 0.1 s: done after two empty looks 60 ms apart, or after 1.5 s.
+        quiet, give_up = 0, time.monotonic() + 1.5
+        while quiet < 2 and time.monotonic() < give_up:
+            children = _children_to_end()
+            for pid in children:
+                try:
+                    os.kill(pid, signal.SIGKILL)  # only processes this process started
+                except OSError:
+                    pass
+            for pid in children:
+                try:
+                    os.waitpid(pid, 0)  # reaped here: no zombie left for init to find
+                except OSError:
+                    pass
+            quiet = 0 if children else quiet + 1
+            time.sleep(0.06)
+        # Last the resource tracker, which unlinks the clients' semaphores (and says so).
+        helpers = threading.Thread(target=_stop_multiprocessing_helpers, daemon=True)
+        helpers.start()
+        helpers.join(0.5)  # it may be waiting for a lock the main thread holds: not for long
         os._exit(INTERRUPTED)
 
     def __exit__(self, *exc: object) -> None:
@@ -315,6 +328,34 @@ class Interrupts:
         if self._old_term is not None:
             signal.signal(signal.SIGTERM, self._old_term)  # type: ignore[arg-type]
             signal.signal(signal.SIGINT, self._old_int)  # type: ignore[arg-type]
+
+
+def _children_to_end() -> list[int]:
+    """This process's children, except multiprocessing's resource tracker.
+
+    The tracker is spared because it is what removes the named semaphores of
+    the client processes from /dev/shm once this process is gone.  On Linux
+    the children are read from /proc, which also sees a process forked a
+    moment ago; elsewhere multiprocessing's own list is used.
+    """
+    from multiprocessing import resource_tracker
+
+    tracker = getattr(getattr(resource_tracker, "_resource_tracker", None), "_pid", None)
+    me, pids = os.getpid(), []
+    if os.path.isdir("/proc/self/task"):
+        for entry in os.scandir("/proc"):
+            try:
+                if entry.name.isdigit() and int(Path(entry.path, "stat").read_text()
+                                                .rsplit(")", 1)[1].split()[1]) == me:
+                    pids.append(int(entry.name))
+            except (OSError, ValueError, IndexError):
+                continue  # gone meanwhile
+    else:
+        try:
+            pids = [child.pid for child in multiprocessing.active_children()]
+        except Exception:  # the main thread may be changing that list this very moment
+            pids = []
+    return [pid for pid in pids if pid != tracker]
 
 
 def _stop_multiprocessing_helpers() -> None:
