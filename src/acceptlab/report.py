@@ -114,7 +114,7 @@ def write_comparison(
 
     table = result.table = summary_table(runs)
     table.to_csv(out / "summary.csv")
-    (out / "summary.md").write_text(table.to_markdown(floatfmt=".2f") + "\n")
+    (out / "summary.md").write_text(table.to_markdown(floatfmt=".2f", missingval="—") + "\n")
     written += [out / "summary.csv", out / "summary.md"]
 
     for kind in kinds:
