@@ -114,7 +114,8 @@ def write_comparison(
 
     table = result.table = summary_table(runs)
     table.to_csv(out / "summary.csv")
-    (out / "summary.md").write_text(table.to_markdown(floatfmt=".2f", missingval="—") + "\n")
+    readable = table.astype(object).where(table.notna(), None)  # tabulate's "missing"
+    (out / "summary.md").write_text(readable.to_markdown(floatfmt=".2f", missingval="—") + "\n")
     written += [out / "summary.csv", out / "summary.md"]
 
     for kind in kinds:
