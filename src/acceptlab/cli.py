@@ -248,10 +248,10 @@ class Interrupts:
     process's end by themselves: a helper that outlives its parent is an
     orphan, and a zombie until something else reaps it.
 
-    A second Ctrl-C means "now": the watcher kills this process's
-    multiprocessing children (SIGKILL, by pid) and exits with 130.  That is
-    the one action taken outside the main flow, because the main flow may be
-    the very thing that is stuck.
+    A second Ctrl-C means "now": the watcher kills this process's children
+    (SIGKILL, by pid, and reaps them), stops the resource tracker and exits
+    with 130.  That is the one action taken outside the main flow, because the
+    main flow may be the very thing that is stuck.
     """
 
     def __init__(self) -> None:
@@ -292,8 +292,7 @@ class Interrupts:
 
     @staticmethod
     def _quit_now() -> None:
-        print("\nacceptlab: interrupted again: quitting now", file=sys.stderr,
-              flush=True)
+        print("\nacceptlab: interrupted again: quitting now", file=sys.stderr, flush=True)
         # Rounds, because a pool's supervisor (or a multiprocessing Pool) replaces a killed
         # child within 0.1 s: done after two empty looks 60 ms apart, or after 1.5 s.
         quiet, give_up = 0, time.monotonic() + 1.5
