@@ -23,7 +23,7 @@ _WHERE = {
     "Run": "experiment",
     "Limits": "conversation",
     "STRATEGIES": "strategies",
-    "Unavailable": "strategies",
+    "Unavailable": "support",
     "analysis": None,
     "plots": None,
     "kernel": None,

@@ -24,7 +24,8 @@ from typing import Sequence
 
 from .conversation import Limits
 from .protocol import PROTOCOLS
-from .strategies import STRATEGIES, Unavailable
+from .strategies import STRATEGIES
+from .support import Unavailable
 
 __all__ = ["main"]
 
@@ -291,16 +292,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     """Print what this machine supports, and which strategies run for which kind."""
-    from .kernel import feature_report, format_report
-    from .strategies import strategy_support
+    from .support import format_report
 
-    print(format_report(feature_report()))
-    print()
-    print("strategies:")
-    for name, kinds in strategy_support().items():
-        verdicts = ", ".join(f"{kind} {'✓' if why is None else '✗'}" for kind, why in kinds.items())
-        reasons = {why for why in kinds.values() if why}
-        print(f"  {name:<16} {verdicts}" + (f"   ({'; '.join(reasons)})" if reasons else ""))
+    print(format_report())
     return 0
 
 

@@ -147,7 +147,7 @@ def run_experiment(
     parameters.update(max_request=limits.max_request, idle_timeout=limits.idle_timeout)
     pool = WorkerPool(workers=workers, kind=kind, strategy=strategy, protocol=protocol,
                       work=work, start_method=start_method, backlog=backlog, limits=limits,
-                      run=label or f"{strategy}/{kind}")
+                      label=label or f"{strategy}/{kind}")
     sampler: QueueSampler | None = None
     queue_note = "not sampled"
     started = time.time()
@@ -198,7 +198,7 @@ def compare(
     (``shared-epoll`` with processes, say) are skipped, and listed in every
     run's ``meta['skipped_in_comparison']``.
     """
-    from .strategies import Unavailable, check_strategy
+    from .support import Unavailable, check_strategy
 
     loads = list(loads)
     grid = list(itertools.product(strategies, kinds, loads))

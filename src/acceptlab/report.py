@@ -23,7 +23,8 @@ matplotlib.use("Agg")  # files only: no window, works headless
 
 from . import analysis, plots  # noqa: E402
 from .experiment import Run, compare  # noqa: E402
-from .strategies import STRATEGIES, Unavailable, strategy_support  # noqa: E402
+from .strategies import STRATEGIES  # noqa: E402
+from .support import Unavailable, strategy_support  # noqa: E402
 
 __all__ = ["write_comparison", "summary_table", "SLOW_WORKER"]
 
