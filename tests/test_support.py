@@ -106,3 +106,13 @@ def test_unknown_names_are_refused_naming_the_choices() -> None:
         check_strategy("spinlock", "process")
     with pytest.raises(Unavailable, match="unknown kind 'fibre'"):
         check_strategy("blocking", "fibre")
+
+
+def test_on_a_platform_that_is_not_posix_the_import_says_so_in_one_line() -> None:
+    import subprocess
+
+    code = "import os; os.name = 'nt'; import acceptlab"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("ImportError: acceptlab runs on POSIX systems"), last
