@@ -33,7 +33,8 @@ from . import __version__
 from .basics import show_address
 from .conversation import Limits
 from .protocol import PROTOCOLS
-from .strategies import STRATEGIES, Unavailable
+from .strategies import STRATEGIES
+from .support import Unavailable
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -500,13 +501,13 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
 def _cmd_serve(args: argparse.Namespace, stop: threading.Event) -> int:
     """Serve until Ctrl-C or SIGTERM, then stop the pool and print per-worker counts."""
     from . import analysis
-    from .experiment import contract_pool
+    from .pool import WorkerPool
 
     _check_host(args.host, args.allow_remote)
-    pool = contract_pool(workers=args.workers, kind=args.kind, strategy=args.strategy,
-                         protocol=args.protocol, work=args.work, host=args.host, port=args.port,
-                         start_method=args.start_method, limits=_limits(args),
-                         record=not args.no_record, join=args.join)
+    pool = WorkerPool(workers=args.workers, kind=args.kind, strategy=args.strategy,
+                      protocol=args.protocol, work=args.work, host=args.host, port=args.port,
+                      start_method=args.start_method, limits=_limits(args),
+                      record=not args.no_record, join=args.join)
     with pool:
         print(f"listening on {show_address(*pool.address[:2])}", flush=True)
         while not stop.wait(0.5):
@@ -672,16 +673,9 @@ def _add_doctor(commands: argparse._SubParsersAction) -> None:
 
 def _cmd_doctor(args: argparse.Namespace, stop: threading.Event) -> int:
     """Print what this machine supports, and which strategies run for which kind."""
-    from .kernel import feature_report, format_report
-    from .strategies import strategy_support
+    from .support import format_report
 
-    print(format_report(feature_report()))
-    print()
-    print("strategies:")
-    for name, kinds in strategy_support().items():
-        verdicts = ", ".join(f"{kind} {'✓' if why is None else '✗'}" for kind, why in kinds.items())
-        reasons = {why for why in kinds.values() if why}
-        print(f"  {name:<16} {verdicts}" + (f"   ({'; '.join(reasons)})" if reasons else ""))
+    print(format_report())
     return 0
 
 

@@ -20,7 +20,6 @@ import it: a :class:`Run` holds tables, analysis reads them.
 
 from __future__ import annotations
 
-import inspect
 import itertools
 import json
 import os
@@ -130,7 +129,6 @@ def run_experiment(
     strategy: str = "blocking",
     protocol: str = "zen",
     work: str | Sequence[str] = "none",
-    threads: int = 1,
     connections: int = 200,
     concurrency: int = 1,
     rate: float | None = None,
@@ -156,9 +154,8 @@ def run_experiment(
     again.  The pool and the sampler are stopped whatever happens.
 
     Args:
-        workers, kind, strategy, protocol, work, threads, start_method, backlog,
-            limits: the pool, as :class:`~acceptlab.pool.WorkerPool` takes them
-            (``threads``: threads per process for ``kind="hybrid"``).
+        workers, kind, strategy, protocol, work, start_method, backlog, limits:
+            the pool, as :class:`~acceptlab.pool.WorkerPool` takes them.
         connections, concurrency, rate, gap, duration, retries: the load, as
             :func:`~acceptlab.load.fire` takes them.
         client_processes: client processes firing the load (``fire``'s
@@ -181,9 +178,9 @@ def run_experiment(
     parameters = {key: value for key, value in locals().items()
                   if key not in ("limits", "stop")}
     parameters.update(max_request=limits.max_request, idle_timeout=limits.idle_timeout)
-    pool = contract_pool(workers=workers, kind=kind, strategy=strategy, protocol=protocol,
-                         work=work, threads=threads, start_method=start_method,
-                         backlog=backlog, limits=limits, label=label or f"{strategy}/{kind}")
+    pool = WorkerPool(workers=workers, kind=kind, strategy=strategy, protocol=protocol,
+                      work=work, start_method=start_method, backlog=backlog, limits=limits,
+                      label=label or f"{strategy}/{kind}")
     sampler: QueueSampler | None = None
     queue_note = "not sampled"
     started = time.time()
@@ -206,24 +203,6 @@ def run_experiment(
             "queue": queue_note, "replacements": len(pool.replacements),
             "interrupted": stop is not None and stop.is_set()}
     return Run(pool.events(), client, queue, meta)
-
-
-def contract_pool(**options: object) -> WorkerPool:
-    """A :class:`WorkerPool` made with the agreed keywords, also from a pool that predates them.
-
-    Bridge while the pool's new signature (``label=`` for ``run=``, ``threads=``,
-    ``join=``) is being merged: a keyword the pool does not take yet is renamed
-    (``label``) or dropped when it has its default; asking for a non-default
-    value the pool cannot honour is an error, never silently ignored.
-    """
-    takes = inspect.signature(WorkerPool).parameters
-    if "label" not in takes and "label" in options:
-        options["run"] = options.pop("label")
-    for name, default in (("threads", 1), ("join", False)):
-        if name in options and name not in takes:
-            if options.pop(name) != default:
-                raise ValueError(f"this WorkerPool has no {name}= yet")
-    return WorkerPool(**options)  # type: ignore[arg-type]
 
 
 def _start_sampler(pool: WorkerPool, interval: float) -> tuple[QueueSampler | None, str]:
@@ -265,7 +244,7 @@ def compare(
             kept (interrupted), no further run starts.
         **common: keywords for every :func:`run_experiment` call.
     """
-    from .strategies import Unavailable, check_strategy
+    from .support import Unavailable, check_strategy
 
     loads = list(loads)
     grid = list(itertools.product(strategies, kinds, loads))

@@ -26,7 +26,8 @@ import pandas as pd
 
 from . import analysis, plots
 from .experiment import Run, compare
-from .strategies import STRATEGIES, Unavailable, strategy_support
+from .strategies import STRATEGIES
+from .support import Unavailable, strategy_support
 
 __all__ = ["write_comparison", "summary_table", "Comparison", "SLOW_WORKER"]
 
