@@ -142,6 +142,8 @@ def assert_stopped_in_time(client: pd.DataFrame, sent_ns: int) -> None:
     pytest.param(["--gap", "0.001"], id="sequential"),
     pytest.param(["--processes", "2", "--concurrency", "4", "--start-method", "spawn"],
                  id="client-processes-spawn-workers"),
+    pytest.param(["--processes", "2", "--rate", "400", "--start-method", "forkserver"],
+                 id="open-loop-client-processes-forkserver-workers"),
     pytest.param(["--rate", "300", "--kind", "thread"], id="open-loop"),
 ])
 def test_ctrl_c_during_run_keeps_the_run(tmp_path, options):

@@ -262,10 +262,12 @@ class Interrupts:
         self._old_mask: set | None = None
         self._old_term: object = None
         self._old_int: object = None
+        self._helpers_before: list = []  # a caller's own (main() called in-process): kept
 
     def __enter__(self) -> threading.Event:
         if threading.current_thread() is not threading.main_thread():
             return self.stop  # signals reach only the main thread's handlers: nothing to do
+        self._helpers_before = [h for h in _multiprocessing_helpers() if _running(h)]
         self._old_term = signal.signal(signal.SIGTERM, lambda *_: self.stop.set())
         self._old_int = signal.signal(signal.SIGINT, lambda *_: self._asked())
         if hasattr(signal, "pthread_sigmask") and hasattr(signal, "sigwait"):
@@ -322,7 +324,7 @@ class Interrupts:
             self._closing = True
             signal.pthread_kill(self._watcher.ident, signal.SIGINT)  # wakes its sigwait
             self._watcher.join()
-        _stop_multiprocessing_helpers()
+        _stop_multiprocessing_helpers(spare=self._helpers_before)
         if self._old_mask is not None:
             signal.pthread_sigmask(signal.SIG_SETMASK, self._old_mask)
         if self._old_term is not None:
@@ -358,16 +360,28 @@ def _children_to_end() -> list[int]:
     return [pid for pid in pids if pid != tracker]
 
 
-def _stop_multiprocessing_helpers() -> None:
-    """Stop and reap the resource tracker and forkserver this process started, if any."""
+def _multiprocessing_helpers() -> list:
+    """multiprocessing's helper processes of this process, as objects that can ``_stop()``.
+
+    ``_stop`` is CPython's own (its tests use it); where it is missing, nothing is stopped.
+    """
     from multiprocessing import forkserver, resource_tracker
 
-    for helper in (getattr(resource_tracker, "_resource_tracker", None),
-                   getattr(forkserver, "_forkserver", None)):
-        stop = getattr(helper, "_stop", None)  # CPython's own (used by its tests); may go
-        if stop is not None:
+    helpers = [getattr(resource_tracker, "_resource_tracker", None),
+               getattr(forkserver, "_forkserver", None)]
+    return [helper for helper in helpers if hasattr(helper, "_stop")]
+
+
+def _running(helper: object) -> bool:
+    return (getattr(helper, "_pid", None) or getattr(helper, "_forkserver_pid", None)) is not None
+
+
+def _stop_multiprocessing_helpers(spare: Sequence[object] = ()) -> None:
+    """Stop and reap the resource tracker and forkserver, except those in ``spare``."""
+    for helper in _multiprocessing_helpers():
+        if helper not in spare:
             try:
-                stop()
+                helper._stop()
             except (OSError, ChildProcessError):
                 pass  # already gone
 
