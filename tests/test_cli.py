@@ -12,7 +12,7 @@ import threading
 import pytest
 
 from acceptlab.conversation import ask, recv_until
-from acceptlab.protocol import LANCELOT, ZEN
+from acceptlab.protocol import LANCELOT
 from helpers import port_is_free
 
 ACCEPTLAB = [sys.executable, "-m", "acceptlab"]

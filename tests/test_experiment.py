@@ -7,7 +7,6 @@ import threading
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 import acceptlab

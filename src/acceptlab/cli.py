@@ -388,7 +388,6 @@ def _stop_multiprocessing_helpers(spare: Sequence[object] = ()) -> None:
 
 # -- the parser ----------------------------------------------------------------------------------
 
-Handler = Callable[[argparse.Namespace, threading.Event], int]
 _BLOCKS: list[Callable[[argparse._SubParsersAction], None]] = []
 
 
