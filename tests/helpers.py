@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
@@ -50,3 +51,24 @@ def wait_until(condition, timeout: float, step: float = 0.02) -> float | None:
 
 def linux() -> bool:
     return os.uname().sysname == "Linux"
+
+
+def stop_and_time(pool, caplog) -> float:
+    """Stop ``pool``; return the seconds it took, after checking no worker had to be forced.
+
+    ``stop()`` asks every worker to go and forces (SIGKILL) whoever is left
+    after HALF its 1 s budget.  So "stopped in time" is asserted two ways that
+    a regression cannot pass: nobody was forced (a worker ignoring SIGTERM
+    would be, with a warning), and the stop took well under that 0.5 s
+    grace (a worker unwinding slowly would not).
+    """
+    caplog.set_level(logging.WARNING, logger="acceptlab.pool")
+    started = time.monotonic()
+    pool.stop()
+    took = time.monotonic() - started
+    forced = [r.getMessage() for r in caplog.records if "forced" in r.getMessage()]
+    assert not forced, forced
+    return took
+
+
+STOP_MARGIN = 0.4  # seconds: under the 0.5 s after which stop() forces; a clean stop takes ~0.05

@@ -23,7 +23,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from acceptlab.experiment import run_experiment
-from acceptlab.strategies import STRATEGIES, Unavailable, check_strategy
+from acceptlab.strategies import STRATEGIES
+from acceptlab.support import Unavailable, check_strategy
 
 LOADS = {
     "light": dict(workers=4, connections=200, gap=0.001),

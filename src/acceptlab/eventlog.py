@@ -32,8 +32,9 @@ import mmap
 import os
 import struct
 from pathlib import Path
-
 from typing import TYPE_CHECKING
+
+from .basics import missing_as_na
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -136,14 +137,10 @@ class EventWriter:
 
 
 class NullWriter:
-    """An :class:`EventWriter` that records nothing: the benchmarks' "event log off".
-
-    It still creates its (empty) file, because the pool takes a worker's log
-    file appearing as the sign that the worker is about to wait.
-    """
+    """An :class:`EventWriter` that records nothing and creates no file: the benchmarks' "event log off"."""
 
     def __init__(self, path: str | os.PathLike, worker: int, generation: int) -> None:
-        Path(path).touch()
+        pass
 
     def begin_wait(self, tid: int, t_wait_ns: int) -> int:
         return 0
@@ -194,8 +191,7 @@ def read_events(directory: str | os.PathLike, **constants: object) -> pd.DataFra
     frame = pd.DataFrame({name: records[name] for name in _FIELDS})
     frame["seq"] -= 1
     frame["outcome"] = pd.Categorical.from_codes(frame["outcome"].to_numpy(), OUTCOMES)
-    for name in NULLABLE:
-        frame[name] = frame[name].astype("Int64").mask(frame[name] < 0)
+    missing_as_na(frame, NULLABLE)
     for name in ("run", "kind", "strategy"):
         frame[name] = constants.get(name, "")
     frame = frame.sort_values(["t_wait_ns", "worker"], kind="stable").reset_index(drop=True)

@@ -33,6 +33,9 @@ what every worker must share (the lock file, the shared epoll, the address
 for ``reuseport``).  Resource handling: a waiter owns what it created (its
 epoll, its own socket, its lock file descriptor) and releases it in
 :meth:`close`; it never closes the shared listener.
+
+Which strategies THIS machine can run, and why not, is :mod:`acceptlab.support`'s
+job (the same probes ``acceptlab doctor`` prints).
 """
 
 from __future__ import annotations
@@ -41,26 +44,12 @@ import fcntl
 import os
 import select
 import socket
-import sys
-import time
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-__all__ = [
-    "STRATEGIES",
-    "Wakeup",
-    "Setting",
-    "Unavailable",
-    "check_strategy",
-    "make_waiter",
-    "strategy_support",
-]
+from .basics import address_family, now
 
-now = time.monotonic_ns
-
-
-class Unavailable(RuntimeError):
-    """This strategy cannot run here; the message says why in one line."""
+__all__ = ["STRATEGIES", "Wakeup", "Setting", "make_waiter"]
 
 
 class Wakeup(NamedTuple):
@@ -190,8 +179,7 @@ class ReusePort(Blocking):
     """Bind a socket of this worker's own to the shared port, with ``SO_REUSEPORT``."""
 
     def __init__(self, listener: socket.socket, setting: Setting) -> None:
-        family = socket.AF_INET6 if ":" in setting.address[0] else socket.AF_INET
-        own = socket.socket(family, socket.SOCK_STREAM)
+        own = socket.socket(address_family(setting.address[0]), socket.SOCK_STREAM)
         own.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         own.bind(setting.address)
         own.listen(setting.backlog)  # a queue of its own: the kernel hashes clients across queues
@@ -234,42 +222,12 @@ STRATEGIES: dict[str, type] = {
 }
 
 
-def _missing(name: str, kind: str) -> str | None:
-    """Why ``name`` cannot run for workers of ``kind`` on this machine, or None if it can."""
-    linux = sys.platform.startswith("linux")
-    if name not in STRATEGIES:
-        return f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}"
-    if name in ("poll",) and not hasattr(select, "poll"):
-        return "poll: select.poll() does not exist on this platform"
-    if name in ("epoll", "epoll-exclusive", "shared-epoll") and not hasattr(select, "epoll"):
-        return f"{name}: epoll is Linux-only (this is {sys.platform}; BSD and macOS have kqueue)"
-    if name == "epoll-exclusive" and not hasattr(select, "EPOLLEXCLUSIVE"):
-        return "epoll-exclusive: select.EPOLLEXCLUSIVE needs Linux >= 4.5 and Python >= 3.6"
-    if name == "shared-epoll" and kind != "thread":
-        return "shared-epoll: an epoll object cannot be shared by processes here; use kind='thread'"
-    if name == "reuseport" and not (linux and hasattr(socket, "SO_REUSEPORT")):
-        return (f"reuseport: only Linux >= 3.9 balances connections across SO_REUSEPORT "
-                f"sockets (this is {sys.platform})")
-    if name == "locked" and sys.platform == "win32":
-        return "locked: flock() is not available on Windows"
-    if kind not in ("thread", "process"):
-        return f"unknown kind {kind!r}; choose 'thread' or 'process'"
-    return None
-
-
-def check_strategy(name: str, kind: str) -> None:
-    """Raise :class:`Unavailable` with a one-line reason if ``name`` cannot run here."""
-    reason = _missing(name, kind)
-    if reason:
-        raise Unavailable(reason)
-
-
-def strategy_support() -> dict[str, dict[str, str | None]]:
-    """For ``acceptlab doctor``: per strategy and kind, None if it runs, else why not."""
-    return {name: {kind: _missing(name, kind) for kind in ("thread", "process")}
-            for name in STRATEGIES}
-
-
 def make_waiter(name: str, listener: socket.socket, setting: Setting) -> Any:
-    """Build strategy ``name`` inside a worker (its epoll, socket or lock are its own)."""
+    """Build strategy ``name`` inside a worker (its epoll, socket or lock are its own).
+
+    Args:
+        name: a key of :data:`STRATEGIES`.
+        listener: the pool's shared listening socket.
+        setting: what the pool prepared for every worker of this strategy.
+    """
     return STRATEGIES[name](listener, setting)
