@@ -3,7 +3,8 @@
 :func:`run_experiment` returns a :class:`Run`: three DataFrames (``events``
 from the workers, ``client`` from the load generator, ``queue`` from the
 accept-queue sampler) and ``meta``, a dict saying how the run was made and on
-what machine.  :meth:`Run.save` / :meth:`Run.load` write and read the kit's
+what machine; with ``trace=True`` (root, Linux) a fourth table, ``trace``, the
+kernel's own account (see :mod:`acceptlab.tracing`).  :meth:`Run.save` / :meth:`Run.load` write and read the kit's
 format (``events.csv``, ``client.csv``, ``queue.csv``, ``meta.json``; every
 column is described in ``data/README.md``).  :func:`compare` runs a grid of
 experiments and returns them together.
@@ -52,6 +53,7 @@ class Run:
     client: pd.DataFrame
     queue: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=QUEUE_COLUMNS))
     meta: dict = field(default_factory=dict)
+    trace: pd.DataFrame | None = None  # the kernel's account (acceptlab.tracing), if recorded
 
     @property
     def label(self) -> str:
@@ -74,6 +76,8 @@ class Run:
         self.events.to_csv(path / "events.csv", index=False)
         self.client.to_csv(path / "client.csv", index=False)
         self.queue.to_csv(path / "queue.csv", index=False)
+        if self.trace is not None:  # trace hook (acceptlab.tracing)
+            self.trace.to_csv(path / "trace.csv", index=False)
         (path / "meta.json").write_text(json.dumps(self.meta, indent=2, default=str) + "\n")
         return path
 
@@ -92,12 +96,27 @@ class Run:
         if "error" in tables["client"]:  # an empty cell is "no error", as in a live run
             tables["client"]["error"] = tables["client"]["error"].astype(object).fillna("").astype(str)
         meta = json.loads((path / "meta.json").read_text())
-        return cls(tables["events"], tables["client"], tables["queue"], meta)
+        return cls(tables["events"], tables["client"], tables["queue"], meta, _load_trace(path))
 
     def __repr__(self) -> str:
         return (f"<Run {self.label}: {len(self.accepted())} accepted, "
                 f"{int(self.client['ok'].sum()) if len(self.client) else 0}/{len(self.client)} "
                 f"client ok, {len(self.queue)} queue samples>")
+
+
+def _load_trace(path: Path) -> pd.DataFrame | None:
+    """The run's ``trace.csv`` (trace hook, see :mod:`acceptlab.tracing`), or None without one."""
+    from .tracing import TRACE_COLUMNS, TRACE_NULLABLE
+
+    file = path / "trace.csv"
+    if not file.exists():
+        return None
+    if not file.stat().st_size:
+        return pd.DataFrame(columns=list(TRACE_COLUMNS))
+    trace = pd.read_csv(file, dtype={column: "Int64" for column in TRACE_NULLABLE})
+    for name in ("state", "old_state"):  # an empty cell is "not this kind of event"
+        trace[name] = trace[name].astype(object).fillna("").astype(str)
+    return trace
 
 
 def machine() -> dict:
@@ -133,6 +152,7 @@ def run_experiment(
     queue_interval: float = 0.002,
     label: str | None = None,
     progress: bool = False,
+    trace: bool = False,
 ) -> Run:
     """Start a :class:`~acceptlab.pool.WorkerPool`, fire a load at it, stop it, return a :class:`Run`.
 
@@ -142,6 +162,10 @@ def run_experiment(
     ``duration``, ``retries``) are those of the two classes.  With
     ``sample_queue`` the accept-queue depth is read every ``queue_interval``
     seconds (Linux only; elsewhere ``meta['queue']`` says why it is missing).
+    With ``trace`` the kernel's wakeups and TCP state changes are recorded
+    into ``Run.trace`` (root and tracefs only; elsewhere a
+    :class:`~acceptlab.tracing.TracingUnavailableWarning` and ``meta['trace']``
+    say why, and the run goes on untraced).
     """
     parameters = {key: value for key, value in locals().items() if key != "limits"}
     parameters.update(max_request=limits.max_request, idle_timeout=limits.idle_timeout)
@@ -149,10 +173,15 @@ def run_experiment(
                       work=work, start_method=start_method, backlog=backlog, limits=limits,
                       run=label or f"{strategy}/{kind}")
     sampler: QueueSampler | None = None
+    tracer, trace_note = None, "not traced"  # trace hook
     queue_note = "not sampled"
     started = time.time()
     try:
         pool.start()
+        if trace:  # trace hook: after start (the workers' ids are known), before the load
+            from .tracing import trace_pool
+
+            tracer, trace_note = trace_pool(pool)
         if sample_queue:
             sampler, queue_note = _start_sampler(pool, queue_interval)
         client = fire(pool.address, protocol, connections=connections, concurrency=concurrency,
@@ -163,12 +192,20 @@ def run_experiment(
             if sampler is not None:
                 sampler.stop()
         finally:
-            pool.stop()  # whatever happened above, no worker is left behind
+            try:
+                if tracer is not None:  # trace hook: reads the buffer, removes the instance
+                    tracer.stop()
+            finally:
+                pool.stop()  # whatever happened above, no worker is left behind
     queue = sampler.to_frame() if sampler is not None else pd.DataFrame(columns=QUEUE_COLUMNS)
     meta = {**machine(), **parameters, "start_method": pool.start_method,
             "port": pool.address[1], "started": started, "seconds": time.time() - started,
             "queue": queue_note, "replacements": len(pool.replacements)}
-    return Run(pool.events(), client, queue, meta)
+    if tracer is not None:  # trace hook
+        meta.update(trace=trace_note, trace_lost=tracer.lost, trace_tids=tracer.tids)
+    elif trace:
+        meta["trace"] = trace_note
+    return Run(pool.events(), client, queue, meta, tracer.table if tracer is not None else None)
 
 
 def _start_sampler(pool: WorkerPool, interval: float) -> tuple[QueueSampler | None, str]:
