@@ -89,3 +89,16 @@ def test_a_run_with_nothing_accepted_says_so():
     run.events = run.events[run.events["outcome"] != "accepted"]
     with pytest.raises(ValueError, match="nothing to replay"):
         script(run)
+
+
+def test_the_replay_command_writes_a_film_and_refuses_what_is_not_a_run(tmp_path, capsys):
+    from acceptlab.cli import main
+
+    out = tmp_path / "film.html"
+    assert main(["replay", str(DATA / "blocking-process-light"), "--out", str(out),
+                 "--connections", "2"]) == 0
+    assert out.stat().st_size > 0 and "wrote" in capsys.readouterr().out
+    assert main(["replay", str(tmp_path), "--out", str(out)]) == 2
+    assert main(["replay", str(DATA / "blocking-process-light"), "--out", "f.mp4"]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 2 and all(line.startswith("acceptlab: ") for line in errors)

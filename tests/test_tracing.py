@@ -244,3 +244,13 @@ def test_poll_wakes_the_herd_and_the_log_sees_fewer():
     assert cross["kernel_wakeups"].mean() > 2
     assert cross["log_wakeups"].sum() <= cross["kernel_wakeups"].sum()
     assert (cross.loc[cross["difference"] != 0, "cause"] != "").all()
+
+
+def test_run_trace_on_the_command_line_saves_trace_csv(tmp_path):
+    _root()
+    from acceptlab.cli import main
+
+    assert main(["run", "--trace", "--connections", "10", "--gap", "0.001", "--json",
+                 "--out", str(tmp_path / "run")]) == 0
+    assert (tmp_path / "run" / "trace.csv").stat().st_size > 0
+    assert Run.load(tmp_path / "run").meta["trace"] == "recorded"

@@ -5,6 +5,7 @@
 ``run``      serve + load + stop on an ephemeral port, write the run's files, print a table
 ``compare``  run several strategies side by side, write the comparison figures
 ``doctor``   what this machine supports
+``replay``   animate a saved run: the wait queue as a film (HTML or GIF)
 
 Every expected failure (a taken port, a missing platform feature, a bad
 argument) is one line on stderr and exit code 2, never a traceback.
@@ -154,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--out", default="out/compare")
 
     commands.add_parser("doctor", help="what this machine supports")
+    _add_trace_commands(commands, run)  # trace block: `replay` and `run --trace`
     return parser
 
 
@@ -250,7 +252,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                          client_processes=args.processes, gap=args.gap, duration=args.duration,
                          retries=args.retries, start_method=args.start_method,
                          limits=_limits(args), sample_queue=args.sample_queue,
-                         progress=not args.json)
+                         progress=not args.json, **_trace_options(args))
+    _say_if_untraced(run)
     out = run.save(args.out)
     table = analysis.per_worker(run.events, args.workers)
     if args.json:
@@ -304,8 +307,52 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- trace block (owner: trace): `acceptlab replay RUN_DIR --out film.html|.gif`, `run --trace` --
+def _add_trace_commands(commands: argparse._SubParsersAction,
+                        run: argparse.ArgumentParser) -> None:
+    """Add ``--trace`` to ``run`` and the ``replay`` sub-command."""
+    run.add_argument("--trace", action="store_true",
+                     help="also record the kernel's wakeups and TCP states (root, tracefs)")
+    replay = commands.add_parser("replay", help="animate a saved run (the wait queue as a film)")
+    replay.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `run`")
+    replay.add_argument("--out", default="film.html", help="film.html (offline) or film.gif")
+    replay.add_argument("--connections", type=int, default=24,
+                        help="how many connections to show (default 24)")
+
+
+def _trace_options(args: argparse.Namespace) -> dict:
+    """run_experiment's keyword for ``--trace`` (none when the flag is off)."""
+    return {"trace": True} if getattr(args, "trace", False) else {}
+
+
+def _say_if_untraced(run) -> None:
+    """One line when ``--trace`` was asked for and could not be had; the run goes on."""
+    note = run.meta.get("trace")
+    if isinstance(note, str) and note.startswith("unavailable"):
+        print(f"acceptlab: tracing {note}; the run went on untraced", file=sys.stderr)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Write a saved run's film as offline HTML or a GIF."""
+    from .experiment import Run
+    from .film import replay, save_film
+
+    source = Path(args.run_dir)
+    if not (source / "meta.json").is_file():
+        raise UsageError(f"{source} is not a saved run (no meta.json in it)")
+    if Path(args.out).suffix.lower() not in (".html", ".htm", ".gif"):
+        raise UsageError(f"--out must end in .html or .gif, not {args.out!r}")
+    if args.connections < 1:
+        raise UsageError(f"--connections must be at least 1, not {args.connections}")
+    logging.getLogger("matplotlib.animation").setLevel(logging.WARNING)  # not "using Pillow"
+    film = replay(Run.load(source), max_connections=args.connections)
+    print(f"wrote {save_film(film, args.out)}")
+    return 0
+# -- end of trace block -------------------------------------------------------------------
+
+
 COMMANDS = {"serve": cmd_serve, "load": cmd_load, "run": cmd_run, "compare": cmd_compare,
-            "doctor": cmd_doctor}
+            "doctor": cmd_doctor, "replay": cmd_replay}
 
 if __name__ == "__main__":
     sys.exit(main())
