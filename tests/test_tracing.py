@@ -254,3 +254,41 @@ def test_run_trace_on_the_command_line_saves_trace_csv(tmp_path):
                  "--out", str(tmp_path / "run")]) == 0
     assert (tmp_path / "run" / "trace.csv").stat().st_size > 0
     assert Run.load(tmp_path / "run").meta["trace"] == "recorded"
+
+
+# -- the reference traces (no privilege needed: they were recorded as root) --------------------
+DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+def _reference_traces() -> dict[str, Run]:
+    runs = {path.name: Run.load(path) for path in sorted(DATA.glob("trace-*-process-light"))}
+    if not runs:
+        pytest.skip("no reference traces in data/ (tools/make_reference_traces.py makes them)")
+    return runs
+
+
+def test_reference_traces_cover_the_strategies_and_load_with_their_trace():
+    runs = _reference_traces()
+    strategies = {run.meta["strategy"] for run in runs.values()}
+    assert strategies >= {"blocking", "poll", "epoll", "epoll-exclusive", "reuseport"}
+    for run in runs.values():
+        assert run.trace is not None and len(run.trace) and run.meta["trace_lost"] == 0
+        assert str(run.trace["tid"].dtype) == "Int64"
+
+
+def test_reference_traces_one_wakeup_where_the_kernel_wakes_one_and_nvcsw_agrees_per_wait():
+    table = agreement(_reference_traces())
+    table = table.set_index("strategy")
+    for strategy in ("blocking", "epoll-exclusive", "reuseport"):
+        assert table.loc[strategy, "one_wakeup"] >= 0.95, table.loc[strategy]
+    for strategy in ("poll", "epoll"):
+        assert table.loc[strategy, "kernel_per_connection"] > 2, table.loc[strategy]
+    assert (table["same_waits_exact"] >= 0.95).all(), table["same_waits_exact"]
+
+
+def test_a_traced_film_flashes_the_whole_herd_for_poll():
+    from acceptlab.film import script
+
+    frames = script(_reference_traces()["trace-poll-process-light"], max_connections=12)
+    woken = [len(frame.woken) for frame in frames if frame.phase == "wakes"]
+    assert sum(count == 4 for count in woken) >= 10, woken

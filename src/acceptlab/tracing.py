@@ -479,7 +479,11 @@ def agreement(runs: Mapping[str, Any] | Iterable[Any]) -> "pd.DataFrame":
     ``exact`` (share with ``difference == 0``), ``within_one`` (share with
     ``|difference| <= 1``), ``kernel_per_connection`` and ``log_per_connection``
     (mean wakeups per connection by each account), ``one_wakeup`` (share of
-    connections the kernel woke exactly one waiting worker for).
+    connections the kernel woke exactly one waiting worker for), and
+    ``same_waits_exact``: share of connections whose ``log_wakeups`` equals
+    the kernel's count for the *same waits* (``kernel_same_waits``): the
+    proxy judged wait by wait, without the question of which connection a
+    wakeup is charged to.
 
     Args:
         runs: runs with a ``trace`` table, as a mapping label -> run or a list.
@@ -500,5 +504,7 @@ def agreement(runs: Mapping[str, Any] | Iterable[Any]) -> "pd.DataFrame":
             "kernel_per_connection": float(cross["kernel_wakeups"].mean()),
             "log_per_connection": float(known["log_wakeups"].astype(float).mean()),
             "one_wakeup": float((cross["kernel_wakeups"] == 1).mean()),
+            "same_waits_exact": float((known["log_wakeups"] == known["kernel_same_waits"]).mean())
+            if len(known) else float("nan"),
         }
     return pd.DataFrame.from_dict(rows, orient="index")
