@@ -284,6 +284,9 @@ def test_reference_traces_one_wakeup_where_the_kernel_wakes_one_and_nvcsw_agrees
     for strategy in ("poll", "epoll"):
         assert table.loc[strategy, "kernel_per_connection"] > 2, table.loc[strategy]
     assert (table["same_waits_exact"] >= 0.95).all(), table["same_waits_exact"]
+    # A lock around accept(): the waker of the next worker is the lock's holder, not an arrival.
+    assert table.loc["locked", "other_per_connection"] >= 0.5, table.loc["locked"]
+    assert table.loc["blocking", "other_per_connection"] == 0
 
 
 def test_a_traced_film_flashes_the_whole_herd_for_poll():

@@ -92,6 +92,7 @@ TRACE_NULLABLE = ("tid", "next_tid", "sport", "dport")  # integers with gaps: In
 PREFIX = "acceptlab-"  # + owner pid + "-" + random hex: the name of every instance we make
 _ROOTS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 _EVENTS = ("sched/sched_wakeup", "sched/sched_switch", "sock/inet_sock_set_state")
+_SAME_SOFTIRQ_NS = 200_000  # an arrival and the wakeup it causes: one softirq, microseconds apart
 _MAX_THREADS = 64  # a filter is one page of text; 64 threads' switch terms fit well within it
 
 _LINE = re.compile(r"^\s*(?P<comm>.*?)-(?P<by>\d+)\s+\[(?P<cpu>\d+)\]\s+(?:\S+\s+)?"
@@ -115,7 +116,8 @@ def tracefs_root() -> Path:
     """Where tracefs is mounted, writable by us; raise :class:`TracingUnavailable` if nowhere.
 
     Why each check: tracefs is Linux's; it must be mounted (systemd mounts it,
-    a container may not); only root may create instances in it.
+    a container may not); only root may create instances in it.  The kit
+    does not mount it itself: a mount is a change to the whole machine.
     """
     if not sys.platform.startswith("linux"):
         raise TracingUnavailable(f"kernel tracing needs Linux's tracefs; this is {sys.platform}")
@@ -134,7 +136,13 @@ def tracefs_root() -> Path:
 
 
 def find_instances(root: str | os.PathLike | None = None) -> list[Path]:
-    """Every tracefs instance this kit made and has not removed yet (live or abandoned)."""
+    """Every tracefs instance this kit made and has not removed yet (live or abandoned).
+
+    Why: a test, or a curious learner, can check that nothing was left behind.
+
+    Args:
+        root: where tracefs is mounted (found by itself when None).
+    """
     directory = Path(root or tracefs_root()) / "instances"
     return sorted(directory.glob(f"{PREFIX}*-*"))
 
@@ -282,7 +290,15 @@ def _overrun(stats: Path) -> int:
 
 
 def parse_trace(text: str) -> "pd.DataFrame":
-    """Turn tracefs's text output into the ``trace`` table (columns in :data:`TRACE_COLUMNS`)."""
+    """Turn tracefs's text output into the ``trace`` table (columns in :data:`TRACE_COLUMNS`).
+
+    Why text and not the binary ``trace_pipe_raw``: the text format is stable,
+    documented per event (``events/*/*/format``) and readable by a learner
+    with ``cat``; its microsecond resolution is finer than anything compared here.
+
+    Args:
+        text: the contents of an instance's ``trace`` file.
+    """
     import pandas as pd
 
     rows = []
@@ -341,7 +357,8 @@ def trace_pool(pool: Any, *, buffer_kb: int = 8192) -> tuple[KernelTrace | None,
 
 # -- the two accounts side by side ---------------------------------------------------------
 CROSS_COLUMNS = ("connection", "peer_port", "worker", "t_arrival_ns", "arrival_from",
-                 "t_accept_ns", "kernel_woken", "kernel_wakeups", "kernel_same_waits",
+                 "t_accept_ns", "kernel_woken", "kernel_wakeups", "kernel_other",
+                 "kernel_same_waits",
                  "log_wakeups", "log_returns", "log_outcomes", "difference", "cause")
 
 
@@ -357,6 +374,11 @@ def cross_check(run: Any) -> "pd.DataFrame":
     * ``kernel_woken`` / ``kernel_wakeups``: the worker slots the kernel woke
       (``sched_wakeup``) while they were waiting (inside an event-log wait),
       in wake order, and how many wakeups that was: the herd as the kernel saw it;
+    * ``kernel_other``: how many of those were *not* the arrival's: a wakeup
+      counts as the arrival's when the task that woke the worker also moved a
+      connection of the port to ``ESTABLISHED`` at most 200 us before (the
+      same softirq); the others are a lock or the GIL handed over by another
+      thread, or a timer;
     * ``log_wakeups``: the ``nvcsw`` summed over the waits that *returned* in
       that time, ``log_returns`` how many waits that was and ``log_outcomes``
       how each ended;
@@ -416,20 +438,27 @@ def cross_check(run: Any) -> "pd.DataFrame":
     wakeups = trace[(trace["event"] == "sched_wakeup") & trace["tid"].isin(list(slot_of))]
     inside, same_wait = [], np.zeros(len(waits), dtype=np.int64)
     position = {tid: group for tid, group in waits.groupby("tid")}
-    for t_ns, tid in zip(wakeups["t_ns"].astype("int64"), wakeups["tid"].astype(int)):
+    established = {waker: group["t_ns"].astype("int64").to_numpy()
+                   for waker, group in states.groupby("by_tid")}
+    for t_ns, tid, waker in zip(wakeups["t_ns"].astype("int64"), wakeups["tid"].astype(int),
+                                wakeups["by_tid"].astype(int)):
         group = position.get(tid)
         if group is None:
             continue
         hit = (group["t_wait_ns"].to_numpy() <= t_ns) & (t_ns <= group["end"].to_numpy())
         if hit.any():
-            inside.append((t_ns, tid))
+            mine = established.get(waker, np.empty(0, dtype=np.int64))
+            by_arrival = bool(((mine <= t_ns) & (mine >= t_ns - _SAME_SOFTIRQ_NS)).any())
+            inside.append((t_ns, tid, by_arrival))
             same_wait[waits.index.get_indexer(group.index[hit][:1])[0]] += 1
     woken: list[list[int]] = [[] for _ in ports]
+    other = [0] * len(ports)
     if inside:
-        times = np.array([t for t, _ in inside], dtype=np.int64)
-        for connection, (_, tid) in zip(window(times), inside):
+        times = np.array([t for t, _, _ in inside], dtype=np.int64)
+        for connection, (_, tid, by_arrival) in zip(window(times), inside):
             if connection >= 0:
                 woken[connection].append(slot_of[tid])
+                other[connection] += not by_arrival
 
     # The log's account: the waits that returned within each connection's span.
     returned = waits[waits["outcome"] != "waiting"].copy()
@@ -450,7 +479,8 @@ def cross_check(run: Any) -> "pd.DataFrame":
         same = int(returned.loc[returned["connection"] == index, "same"].sum())
         difference = pd.NA if gap else log_value - kernel
         rows.append((index, ports[index], int(row["worker"]), arrival[index], source[index],
-                     int(row["t_accept_ns"]), " ".join(map(str, woken[index])), kernel, same,
+                     int(row["t_accept_ns"]), " ".join(map(str, woken[index])), kernel,
+                     other[index], same,
                      log_value, int(by_connection.size().get(index, 0)),
                      outcomes.get(index, ""), difference,
                      _cause(difference, kernel, same, log_value, gap)))
@@ -478,7 +508,9 @@ def agreement(runs: Mapping[str, Any] | Iterable[Any]) -> "pd.DataFrame":
     Columns: ``strategy``, ``kind``, ``connections`` (accepted and checked),
     ``exact`` (share with ``difference == 0``), ``within_one`` (share with
     ``|difference| <= 1``), ``kernel_per_connection`` and ``log_per_connection``
-    (mean wakeups per connection by each account), ``one_wakeup`` (share of
+    (mean wakeups per connection by each account), ``other_per_connection``
+    (mean wakeups per connection that were not the arrival's: a lock, the GIL,
+    a timer; see :func:`cross_check`), ``one_wakeup`` (share of
     connections the kernel woke exactly one waiting worker for), and
     ``same_waits_exact``: share of connections whose ``log_wakeups`` equals
     the kernel's count for the *same waits* (``kernel_same_waits``): the
@@ -503,6 +535,7 @@ def agreement(runs: Mapping[str, Any] | Iterable[Any]) -> "pd.DataFrame":
             "within_one": float((difference.abs() <= 1).mean()) if len(known) else float("nan"),
             "kernel_per_connection": float(cross["kernel_wakeups"].mean()),
             "log_per_connection": float(known["log_wakeups"].astype(float).mean()),
+            "other_per_connection": float(cross["kernel_other"].mean()),
             "one_wakeup": float((cross["kernel_wakeups"] == 1).mean()),
             "same_waits_exact": float((known["log_wakeups"] == known["kernel_same_waits"]).mean())
             if len(known) else float("nan"),
