@@ -45,6 +45,12 @@ def test_epoll_exclusive_winner_is_back_at_the_head():
     assert _share([f.sleeping[0] == f.winner for f in backs]) >= 0.9
 
 
+def test_shared_epoll_wakes_the_most_recent_sleeper():
+    frames = script(_load("shared-epoll-thread-light"), max_connections=24)
+    arrivals = [f for f in frames if f.phase == "arrives" and f.winner in f.sleeping]
+    assert _share([f.sleeping[0] == f.winner for f in arrivals]) >= 0.9
+
+
 def test_reuseport_has_one_accept_queue_per_listener_and_counters_add_up():
     run = _load("reuseport-process-light")
     frames = script(run, max_connections=12)

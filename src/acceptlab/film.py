@@ -16,7 +16,9 @@ Where each thing comes from
   (order = wait start); ``epoll-exclusive`` wakes the first registration of
   the listener's wait queue, a fixed order (slot order), so its usual winner is
   back at the *head* at once; ``poll``/``epoll`` wake *all* of them (the order
-  does not decide who is woken, only who wins the race); ``reuseport`` gives
+  does not decide who is woken, only who wins the race; ``timeout`` is one of
+  them, since CPython polls before it accepts); one epoll shared by threads
+  puts new sleepers at the head (LIFO); ``reuseport`` gives
   each worker its own listener and its own accept queue.
 * **Who was woken**: the kernel's ``sched_wakeup`` of waiting workers when the
   run has a trace (:func:`acceptlab.tracing.cross_check`'s ``kernel_woken``),
@@ -50,19 +52,23 @@ from .plots import worker_colour
 
 __all__ = ["ORDER", "Frame", "script", "replay", "offline_html", "save_film"]
 
-# How the kernel orders the sleeping workers of each strategy, and what the film says about it.
+# How the kernel orders the sleeping workers of each strategy, and what the film says about it:
+# "tail" FIFO (a winner goes back to the tail), "all" (everyone is woken; shown longest waiting
+# first), "lifo" (a winner goes back to the head), "fixed" (registration order), "own" (a queue
+# per worker).
 ORDER = {
     "blocking": ("tail", "accept(): the kernel wakes ONE waiter, the head; the winner goes back "
                          "to the tail"),
     "locked": ("tail", "a lock around accept(): one waiter at a time; the winner goes back to "
                        "the tail"),
-    "timeout": ("tail", "accept() with a timeout: one waiter woken, the head; the winner goes "
-                        "back to the tail"),
+    "timeout": ("all", "accept() with a timeout: CPython polls first, so the kernel wakes ALL "
+                       "waiters; one wins the accept()"),
     "epoll-exclusive": ("fixed", "EPOLLEXCLUSIVE: the kernel wakes the first registration that "
                                  "waits; the winner is back at the head"),
-    "poll": ("tail", "poll(): the kernel wakes ALL waiters; one wins the accept()"),
-    "epoll": ("tail", "epoll: the kernel wakes ALL waiters; one wins the accept()"),
-    "shared-epoll": ("tail", "one shared epoll: the kernel wakes the waiters; one wins"),
+    "poll": ("all", "poll(): the kernel wakes ALL waiters; one wins the accept()"),
+    "epoll": ("all", "epoll: the kernel wakes ALL waiters; one wins the accept()"),
+    "shared-epoll": ("lifo", "one shared epoll: new sleepers go in at the head, so the most "
+                             "recent waiter is woken"),
     "reuseport": ("own", "SO_REUSEPORT: each worker has its own listener and its own queue; "
                          "the kernel picks the listener by hashing the connection"),
 }
@@ -153,8 +159,10 @@ def script(run: Any, *, max_connections: int = 24) -> list[Frame]:
 
     def sleeping(t_ns: int) -> tuple[int, ...]:
         asleep = (start <= t_ns) & (t_ns < end)
-        if rule == "tail":  # FIFO: the one waiting longest is at the head
+        if rule in ("tail", "all"):  # FIFO: the one waiting longest is at the head
             ranked = sorted(zip(start[asleep], slots[asleep]))
+        elif rule == "lifo":  # the most recent sleeper at the head
+            ranked = sorted(zip(-start[asleep], slots[asleep]))
         else:  # fixed registration order (epoll-exclusive) or one queue each (reuseport)
             ranked = sorted((slot, slot) for slot in slots[asleep])
         return tuple(dict.fromkeys(int(slot) for _, slot in ranked))
@@ -242,7 +250,7 @@ def replay(
         if rule == "own":
             _draw_own_queues(scene, frame, workers)
         else:
-            _draw_shared_queue(scene, frame, workers)
+            _draw_shared_queue(scene, frame, workers, rule)
         for bar, count in zip(heights, frame.counts):
             bar.set_height(count)
 
@@ -274,11 +282,14 @@ def _state(frame: Frame, slot: int) -> str:
     return "asleep"
 
 
-def _draw_shared_queue(ax: Any, frame: Frame, workers: int) -> None:
+def _draw_shared_queue(ax: Any, frame: Frame, workers: int, rule: str) -> None:
     """One listener: its accept queue, then the wait queue (head first), then who is serving."""
     ax.text(0, 8.9, "accept queue", fontsize=9)
     _connection_dots(ax, 2.2, 8.7, frame.queued[0])
-    ax.text(0, 6.6, "asleep in the kernel\n(head first)", fontsize=9, va="center")
+    label = {"all": "asleep\n(longest waiting first)",
+             "fixed": "asleep in the kernel\n(registration order)"}.get(
+                 rule, "asleep in the kernel\n(head first)")
+    ax.text(0, 6.6, label, fontsize=9, va="center")
     for position, slot in enumerate(frame.sleeping):
         _worker_box(ax, 2.2 + 1.1 * position, 6.0, slot, _state(frame, slot))
     ax.text(0, 3.3, "serving", fontsize=9, va="center")
