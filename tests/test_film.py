@@ -1,4 +1,4 @@
-"""The film: what it claims about the wait queue is checked as data; what it writes plays offline."""
+"""The film: its claims about the wait queue checked as data; what it writes plays offline."""
 
 from __future__ import annotations
 

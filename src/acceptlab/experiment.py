@@ -4,9 +4,10 @@
 from the workers, ``client`` from the load generator, ``queue`` from the
 accept-queue sampler) and ``meta``, a dict saying how the run was made and on
 what machine; with ``trace=True`` (root, Linux) a fourth table, ``trace``, the
-kernel's own account (see :mod:`acceptlab.tracing`).  :meth:`Run.save` / :meth:`Run.load` write and read the kit's
-format (``events.csv``, ``client.csv``, ``queue.csv``, ``meta.json``; every
-column is described in ``data/README.md``).  :func:`compare` runs a grid of
+kernel's own account (see :mod:`acceptlab.tracing`).  :meth:`Run.save` /
+:meth:`Run.load` write and read the kit's format (``events.csv``,
+``client.csv``, ``queue.csv``, ``meta.json``, and ``trace.csv`` when there is
+a trace; every column is described in ``data/README.md``).  :func:`compare` runs a grid of
 experiments and returns them together.
 
 Resource handling: the pool and the sampler are stopped in ``finally``

@@ -95,7 +95,8 @@ def _arrivals(run: Any, accepted: pd.DataFrame) -> np.ndarray:
     ports = accepted["peer_port"].astype("int64").to_numpy()
     client = run.client.dropna(subset=["local_port"]) if len(run.client) else run.client
     if len(client):
-        started = dict(zip(client["local_port"].astype("int64"), client["t_start_ns"].astype("int64")))
+        started = dict(zip(client["local_port"].astype("int64"),
+                           client["t_start_ns"].astype("int64")))
         times = np.array([started.get(p, t) for p, t in zip(ports, times)], dtype=np.int64)
     trace = getattr(run, "trace", None)
     if trace is not None and len(trace):
@@ -349,14 +350,16 @@ def offline_html(animation: FuncAnimation, *, fps: float | None = None) -> str:
         fps: frames per second (default: from the animation's interval).
     """
     fps = fps or 1000.0 / animation.event_source.interval
-    html, count = _CDN_LINK.subn(lambda _: _ICONS, animation.to_jshtml(fps=fps, default_mode="once"))
+    html, count = _CDN_LINK.subn(lambda _: _ICONS,
+                                 animation.to_jshtml(fps=fps, default_mode="once"))
     if count != 1:  # matplotlib changed its template: fail loudly rather than ship a CDN link
         raise RuntimeError("matplotlib's jshtml no longer has the one font-awesome link "
                            "acceptlab.film replaces; update offline_html")
     return html
 
 
-def save_film(animation: FuncAnimation, path: str | os.PathLike, *, fps: float | None = None) -> Path:
+def save_film(animation: FuncAnimation, path: str | os.PathLike, *,
+              fps: float | None = None) -> Path:
     """Write the film as one offline HTML page (``.html``) or a GIF (``.gif``); return the path.
 
     Why these two: the HTML (matplotlib's ``to_jshtml``) embeds every frame and

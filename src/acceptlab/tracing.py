@@ -221,7 +221,8 @@ class KernelTrace:
             if not (path / "events" / event).is_dir():
                 raise TracingUnavailable(f"this kernel has no {event.replace('/', ':')} "
                                          f"tracepoint (sock:inet_sock_set_state needs Linux 4.16)")
-        if "mono" not in (path / "trace_clock").read_text().replace("[", " ").replace("]", " ").split():
+        clocks = (path / "trace_clock").read_text().replace("[", " ").replace("]", " ").split()
+        if "mono" not in clocks:
             raise TracingUnavailable("this kernel's tracefs has no 'mono' trace clock")
         (path / "tracing_on").write_text("0")
         (path / "trace_clock").write_text("mono")
