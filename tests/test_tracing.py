@@ -295,3 +295,25 @@ def test_a_traced_film_flashes_the_whole_herd_for_poll():
     frames = script(_reference_traces()["trace-poll-process-light"], max_connections=12)
     woken = [len(frame.woken) for frame in frames if frame.phase == "wakes"]
     assert sum(count == 4 for count in woken) >= 10, woken
+
+
+def test_ctrl_c_during_a_traced_run_leaves_no_instance():
+    """The notebook's stop button or Ctrl-C in `acceptlab run --trace`, mid-load."""
+    root = _root()
+    child = _child("""
+        import os
+        from acceptlab.experiment import run_experiment
+        print(os.getpid(), flush=True)
+        run_experiment(workers=2, connections=100000, gap=0.005, duration=60, trace=True)
+    """)
+    pid = child.stdout.readline().strip()
+    deadline = time.monotonic() + 30
+    while not any(p.name.startswith(f"acceptlab-{pid}-") for p in find_instances(root)):
+        assert time.monotonic() < deadline and child.poll() is None, child.stderr.read()
+        time.sleep(0.05)
+    time.sleep(0.5)  # mid-load
+    child.send_signal(signal.SIGINT)
+    child.wait(60)
+    assert "KeyboardInterrupt" in child.stderr.read()
+    left = [p for p in find_instances(root) if p.name.startswith(f"acceptlab-{pid}-")]
+    assert not left, f"Ctrl-C during a traced run left {left}"
