@@ -579,6 +579,8 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
     _add_pool_options(run)
     _add_load_options(run, connections=200)
     run.add_argument("--sample-queue", action="store_true", help="record accept-queue depth")
+    run.add_argument("--trace", action="store_true",
+                     help="also record the kernel's wakeups and TCP states (root, tracefs)")
     _add_out_options(run, "out/run")
     run.set_defaults(handler=_cmd_run)
 
@@ -596,10 +598,12 @@ def _cmd_run(args: argparse.Namespace, stop: threading.Event) -> int:
                              rate=args.rate, client_processes=args.processes, gap=args.gap,
                              duration=args.duration, retries=args.retries,
                              start_method=args.start_method, limits=_limits(args),
-                             sample_queue=args.sample_queue, progress=not args.json, stop=stop)
+                             sample_queue=args.sample_queue, progress=not args.json, stop=stop,
+                             trace=args.trace)
     except BaseException:
         out.discard()
         raise
+    _say_if_untraced(run)
     run.save(out.path)
     table = analysis.per_worker(run.events, args.workers)
     client = _load_summary(run.client)
@@ -694,3 +698,43 @@ def _cmd_doctor(args: argparse.Namespace, stop: threading.Event) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# -- replay (and run --trace's one line) ---------------------------------------------------------
+
+def _say_if_untraced(run) -> None:
+    """One line when ``--trace`` was asked for and could not be had; the run goes on."""
+    note = run.meta.get("trace")
+    if isinstance(note, str) and note.startswith("unavailable"):
+        print(f"acceptlab: tracing {note}; the run went on untraced", file=sys.stderr)
+
+
+@_command
+def _add_replay(commands: argparse._SubParsersAction) -> None:
+    replay = commands.add_parser("replay", help="animate a saved run (the wait queue as a film)",
+                                 description="Write a saved run's film: the accept queue, the "
+                                             "sleeping workers in the kernel's order, who is "
+                                             "woken and who wins.")
+    replay.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `run`")
+    replay.add_argument("--out", default="film.html", help="film.html (offline) or film.gif")
+    replay.add_argument("--connections", type=int, default=24,
+                        help="how many connections to show (default 24)")
+    replay.set_defaults(handler=_cmd_replay)
+
+
+def _cmd_replay(args: argparse.Namespace, stop: threading.Event) -> int:
+    """Write a saved run's film as offline HTML or a GIF."""
+    from .experiment import Run
+    from .film import replay, save_film
+
+    source = Path(args.run_dir)
+    if not (source / "meta.json").is_file():
+        raise UsageError(f"{source} is not a saved run (no meta.json in it)")
+    if Path(args.out).suffix.lower() not in (".html", ".htm", ".gif"):
+        raise UsageError(f"--out must end in .html or .gif, not {args.out!r}")
+    if args.connections < 1:
+        raise UsageError(f"--connections must be at least 1, not {args.connections}")
+    logging.getLogger("matplotlib.animation").setLevel(logging.WARNING)  # not "using Pillow"
+    film = replay(Run.load(source), max_connections=args.connections)
+    print(f"wrote {save_film(film, args.out)}")
+    return 0

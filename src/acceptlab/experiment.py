@@ -3,9 +3,11 @@
 :func:`run_experiment` returns a :class:`Run`: three DataFrames (``events``
 from the workers, ``client`` from the load generator, ``queue`` from the
 accept-queue sampler) and ``meta``, a dict saying how the run was made and on
-what machine.  :meth:`Run.save` / :meth:`Run.load` write and read the kit's
-format (``events.csv``, ``client.csv``, ``queue.csv``, ``meta.json``; every
-column is described in ``data/README.md``).  :func:`compare` runs a grid of
+what machine; with ``trace=True`` (root, Linux) a fourth table, ``trace``, the
+kernel's own account (see :mod:`acceptlab.tracing`).  :meth:`Run.save` /
+:meth:`Run.load` write and read the kit's format (``events.csv``,
+``client.csv``, ``queue.csv``, ``meta.json``, and ``trace.csv`` when there is
+a trace; every column is described in ``data/README.md``).  :func:`compare` runs a grid of
 experiments and returns them together.
 
 Resource handling: the pool and the sampler are stopped in ``finally``
@@ -58,6 +60,7 @@ class Run:
     client: pd.DataFrame
     queue: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=QUEUE_COLUMNS))
     meta: dict = field(default_factory=dict)
+    trace: pd.DataFrame | None = None  # the kernel's account (acceptlab.tracing), if recorded
 
     @property
     def label(self) -> str:
@@ -76,6 +79,8 @@ class Run:
         self.events.to_csv(path / "events.csv", index=False)
         self.client.to_csv(path / "client.csv", index=False)
         self.queue.to_csv(path / "queue.csv", index=False)
+        if self.trace is not None:  # trace hook (acceptlab.tracing)
+            self.trace.to_csv(path / "trace.csv", index=False)
         (path / "meta.json").write_text(json.dumps(self.meta, indent=2, default=str) + "\n")
         return path
 
@@ -94,7 +99,7 @@ class Run:
         if "error" in tables["client"]:  # an empty cell is "no error", as in a live run
             tables["client"]["error"] = tables["client"]["error"].astype(object).fillna("").astype(str)
         meta = json.loads((path / "meta.json").read_text())
-        return cls(tables["events"], tables["client"], tables["queue"], meta)
+        return cls(tables["events"], tables["client"], tables["queue"], meta, _load_trace(path))
 
     @property
     def interrupted(self) -> bool:
@@ -107,6 +112,21 @@ class Run:
                 f"{accepted} accepted, "
                 f"{int(self.client['ok'].sum()) if len(self.client) else 0}/{len(self.client)} "
                 f"client ok, {len(self.queue)} queue samples>")
+
+
+def _load_trace(path: Path) -> pd.DataFrame | None:
+    """The run's ``trace.csv`` (trace hook, see :mod:`acceptlab.tracing`), or None without one."""
+    from .tracing import TRACE_COLUMNS, TRACE_NULLABLE
+
+    file = path / "trace.csv"
+    if not file.exists():
+        return None
+    if not file.stat().st_size:
+        return pd.DataFrame(columns=list(TRACE_COLUMNS))
+    trace = pd.read_csv(file, dtype={column: "Int64" for column in TRACE_NULLABLE})
+    for name in ("state", "old_state"):  # an empty cell is "not this kind of event"
+        trace[name] = trace[name].astype(object).fillna("").astype(str)
+    return trace
 
 
 def machine() -> dict:
@@ -166,8 +186,10 @@ def run_experiment(
         label: the run's name in tables and figures (default
             ``'strategy/kind'``).
         progress: show a progress bar while the load runs.
-        trace: ask for a kernel trace of the run; recorded in ``meta['trace']``
-            (the tracing itself is :mod:`acceptlab.tracing`'s job).
+        trace: record the kernel's wakeups and TCP state changes into
+            ``Run.trace`` (root and tracefs only; elsewhere a
+            :class:`~acceptlab.tracing.TracingUnavailableWarning` and
+            ``meta['trace']`` say why, and the run goes on untraced).
         stop: an Event that ends the run early when set (the CLI sets it on
             Ctrl-C): the load stops starting connections, the pool stops, and
             the run holds what completed, with ``meta['interrupted']`` true.
@@ -182,13 +204,18 @@ def run_experiment(
                       work=work, start_method=start_method, backlog=backlog, limits=limits,
                       label=label or f"{strategy}/{kind}")
     sampler: QueueSampler | None = None
+    tracer, trace_note = None, "not traced"  # trace hook
     queue_note = "not sampled"
     started = time.time()
     try:
         pool.start()
+        if trace:  # trace hook: after start (the workers' ids are known), before the load
+            from .tracing import trace_pool
+
+            tracer, trace_note = trace_pool(pool)
         if sample_queue:
             sampler, queue_note = _start_sampler(pool, queue_interval)
-        client = fire(pool.address, protocol, connections=connections, concurrency=concurrency,
+        client = fire(pool.address, protocol=protocol, connections=connections, concurrency=concurrency,
                       rate=rate, processes=client_processes, duration=duration, gap=gap,
                       retries=retries, progress=progress, stop=stop)
     finally:
@@ -196,13 +223,21 @@ def run_experiment(
             if sampler is not None:
                 sampler.stop()
         finally:
-            pool.stop()  # whatever happened above, no worker is left behind
+            try:
+                if tracer is not None:  # trace hook: reads the buffer, removes the instance
+                    tracer.stop()
+            finally:
+                pool.stop()  # whatever happened above, no worker is left behind
     queue = sampler.to_frame() if sampler is not None else pd.DataFrame(columns=QUEUE_COLUMNS)
     meta = {**machine(), **parameters, "start_method": pool.start_method,
             "port": pool.address[1], "started": started, "seconds": time.time() - started,
             "queue": queue_note, "replacements": len(pool.replacements),
             "interrupted": stop is not None and stop.is_set()}
-    return Run(pool.events(), client, queue, meta)
+    if tracer is not None:  # trace hook
+        meta.update(trace=trace_note, trace_lost=tracer.lost, trace_tids=tracer.tids)
+    elif trace:
+        meta["trace"] = trace_note
+    return Run(pool.events(), client, queue, meta, tracer.table if tracer is not None else None)
 
 
 def _start_sampler(pool: WorkerPool, interval: float) -> tuple[QueueSampler | None, str]:
