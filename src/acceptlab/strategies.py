@@ -33,8 +33,9 @@ The ecosystem's fixes for the uneven split, one class each:
 =========================  ==================================================
 ``reorder``                nginx: ``EPOLLEXCLUSIVE``, re-registering every 16
                            accepts, so the busy worker goes to the back.
-``busy-sleep``             Puma: a process with connections open sleeps 5 ms
-                           before accepting (for ``kind='hybrid'``).
+``busy-sleep``             Puma: every waiter wakes; one whose process has
+                           connections open sleeps 5 ms before it tries to
+                           accept (for ``kind='hybrid'``).
 ``exact``                  Envoy's exact balance: only the process holding the
                            fewest open connections accepts (a lock decides).
 ``handoff``                Node's cluster: one acceptor deals each connection
@@ -307,26 +308,31 @@ class _Counted(Blocking):
             self.counts[self.group] -= 1
 
 
-class BusySleep(_Counted):
-    """Puma's ``wait_for_less_busy_worker``: a process with connections open pauses before accepting.
+class BusySleep(_Counted, Poll):
+    """Puma's ``wait_for_less_busy_worker``: a busy process pauses before it tries to accept.
 
     With several threads per process (``kind='hybrid'``) an idle thread of a
     busy process wins the race for the next connection as easily as a thread
     of an idle process, and then two requests share one process's CPU (and,
-    in Python, its GIL).  Sleeping a few milliseconds first (Puma: 5 ms) lets
-    an idle process's thread get there first (Puma PR #2079).
+    in Python, its GIL).  Puma's answer (PR #2079): every waiter is woken
+    (``select``), and one whose process already has requests in flight sleeps
+    a few milliseconds (5 ms) before its non-blocking ``accept()``, so an idle
+    process usually gets there first; the sleeper then finds ``EAGAIN``.
     """
 
     def __init__(self, listener: socket.socket, setting: Setting) -> None:
-        super().__init__(listener, setting)
-        self.pause = setting.busy_sleep
+        Poll.__init__(self, listener, setting)
+        self.counts, self.group, self.pause = setting.in_flight, setting.group, setting.busy_sleep
 
     def wait(self) -> Wakeup:
+        self.poller.poll()
+        t_wake = now()
         if self.counts[self.group] > 0:  # a plain read: a stale value only shifts the odds
             time.sleep(self.pause)
-        wake = super().wait()
-        with self.counts.get_lock():
-            self.counts[self.group] += 1
+        wake = self.try_accept(t_wake)
+        if wake.conn is not None:
+            with self.counts.get_lock():
+                self.counts[self.group] += 1
         return wake
 
 
