@@ -22,6 +22,7 @@ import it: a :class:`Run` holds tables, analysis reads them.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -40,6 +41,8 @@ from .conversation import Limits
 from .kernel import QUEUE_COLUMNS, QueueSampler, Unsupported
 from .load import CLIENT_COLUMNS, CLIENT_NULLABLE, fire
 from .pool import WorkerPool
+from .restarts import RollingRestart
+from .strategies import STRATEGIES
 
 __all__ = ["Run", "run_experiment", "compare", "machine"]
 
@@ -165,6 +168,9 @@ def run_experiment(
     progress: bool = False,
     trace: bool = False,
     stop: threading.Event | None = None,
+    threads: int = 1,
+    restart_every: float | None = None,
+    graceful: bool = True,
 ) -> Run:
     """Start a :class:`~acceptlab.pool.WorkerPool`, fire a load at it, stop it, return a :class:`Run`.
 
@@ -193,6 +199,13 @@ def run_experiment(
         stop: an Event that ends the run early when set (the CLI sets it on
             Ctrl-C): the load stops starting connections, the pool stops, and
             the run holds what completed, with ``meta['interrupted']`` true.
+        threads: threads per worker process for ``kind='hybrid'``.
+        restart_every: restart one worker after another every this many
+            seconds while the load runs (:class:`~acceptlab.restarts.RollingRestart`);
+            ``meta['restarts']`` lists them, and
+            :func:`~acceptlab.restarts.restart_losses` counts what each cost.
+        graceful: restart by asking the worker to finish and leave (True) or
+            by killing it (False).
 
     Returns:
         A :class:`Run` with ``events``, ``client``, ``queue`` and ``meta``.
@@ -202,7 +215,8 @@ def run_experiment(
     parameters.update(max_request=limits.max_request, idle_timeout=limits.idle_timeout)
     pool = WorkerPool(workers=workers, kind=kind, strategy=strategy, protocol=protocol,
                       work=work, start_method=start_method, backlog=backlog, limits=limits,
-                      label=label or f"{strategy}/{kind}")
+                      label=label or f"{strategy}/{kind}", threads=threads)
+    restarts = RollingRestart(pool, every=restart_every, graceful=graceful) if restart_every else None
     sampler: QueueSampler | None = None
     tracer, trace_note = None, "not traced"  # trace hook
     queue_note = "not sampled"
@@ -215,9 +229,11 @@ def run_experiment(
             tracer, trace_note = trace_pool(pool)
         if sample_queue:
             sampler, queue_note = _start_sampler(pool, queue_interval)
-        client = fire(pool.address, protocol=protocol, connections=connections, concurrency=concurrency,
-                      rate=rate, processes=client_processes, duration=duration, gap=gap,
-                      retries=retries, progress=progress, stop=stop)
+        with restarts or contextlib.nullcontext():
+            client = fire(pool.address, protocol=protocol, connections=connections,
+                          concurrency=concurrency, rate=rate, processes=client_processes,
+                          duration=duration, gap=gap, retries=retries, progress=progress,
+                          stop=stop)
     finally:
         try:
             if sampler is not None:
@@ -233,6 +249,8 @@ def run_experiment(
             "port": pool.address[1], "started": started, "seconds": time.time() - started,
             "queue": queue_note, "replacements": len(pool.replacements),
             "interrupted": stop is not None and stop.is_set()}
+    if restarts is not None:
+        meta["restarts"] = restarts.as_records()
     if tracer is not None:  # trace hook
         meta.update(trace=trace_note, trace_lost=tracer.lost, trace_tids=tracer.tids)
     elif trace:
@@ -243,7 +261,7 @@ def run_experiment(
 def _start_sampler(pool: WorkerPool, interval: float) -> tuple[QueueSampler | None, str]:
     """Sample the shared socket, or for ``reuseport`` every worker's own socket by port."""
     try:
-        if pool.strategy == "reuseport":
+        if STRATEGIES[pool.strategy].own_socket:  # one queue per worker: find them by port
             sampler = QueueSampler(port=pool.address[1], interval=interval)
         else:
             sampler = QueueSampler(sockets=[pool.listening_socket], interval=interval)

@@ -768,9 +768,11 @@ class WorkerPool:
             old.close()
         self.replacements.append(Replacement(slot, entry.generation - 1, old.ident, why,
                                              t_detected_ns, fresh.ident, now()))
-        logger.warning("worker %d (%d) %s; started generation %d as %d", slot, old.ident,
-                       why if why.startswith(("restarted", "failed")) else f"died with {why}",
-                       entry.generation, fresh.ident)
+        # A restart asked for is news only to a debugger; a death or a failed boot is a warning.
+        level = logging.INFO if why.startswith("restarted") else logging.WARNING
+        logger.log(level, "worker %d (%d) %s; started generation %d as %d", slot, old.ident,
+                   why if why.startswith(("restarted", "failed")) else f"died with {why}",
+                   entry.generation, fresh.ident)
 
     # -- stopping ----------------------------------------------------------------------
     def stop(self, *, timeout: float = 1.0) -> None:

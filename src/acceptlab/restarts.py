@@ -99,19 +99,20 @@ def restart_losses(client: "pd.DataFrame", restarts: list[dict],
 
     A restart's window runs from its beginning to the next restart's
     beginning (the last one's, to the end of the load).  A connection
-    belongs to the window in which it *started*.  "Delayed" means it
-    succeeded but took more than ``delayed_factor`` times the median latency
-    of the connections that started before the first restart (the
+    belongs to the window in which it *ended*: a connection queued before a
+    restart and reset by it fails after the restart began.  "Delayed" means
+    it succeeded but took more than ``delayed_factor`` times the median
+    latency of the connections that ended before the first restart (the
     undisturbed baseline).
 
     Returns one row per restart: ``slot``, ``graceful``, ``restart_ms`` (how
-    long the restart took), ``started`` (connections begun in the window),
+    long the restart took), ``ended`` (connections that ended in the window),
     ``refused``, ``reset``, ``other_errors``, ``delayed``.
     """
     import numpy as np
     import pandas as pd
 
-    columns = ["slot", "graceful", "restart_ms", "started", "refused", "reset",
+    columns = ["slot", "graceful", "restart_ms", "ended", "refused", "reset",
                "other_errors", "delayed"]
     if not restarts:
         return pd.DataFrame(columns=columns)
@@ -121,17 +122,17 @@ def restart_losses(client: "pd.DataFrame", restarts: list[dict],
     error = client["error"].fillna("").astype(str).to_numpy()
     took = done - start
     first = restarts[0]["t_begin_ns"]
-    baseline = took[ok & (start < first)]
+    baseline = took[ok & (done < first)]
     threshold = delayed_factor * float(np.median(baseline)) if len(baseline) else np.inf
     edges = [r["t_begin_ns"] for r in restarts] + [np.iinfo(np.int64).max]
     rows = []
     for restart, low, high in zip(restarts, edges, edges[1:]):
-        inside = (start >= low) & (start < high)
+        inside = (done >= low) & (done < high)
         rows.append({
             "slot": restart["slot"],
             "graceful": restart["graceful"],
             "restart_ms": (restart["t_end_ns"] - restart["t_begin_ns"]) / 1e6,
-            "started": int(inside.sum()),
+            "ended": int(inside.sum()),
             "refused": int((inside & (error == "refused")).sum()),
             "reset": int((inside & np.isin(error, ["reset", "closed"])).sum()),
             "other_errors": int((inside & ~ok & ~np.isin(error, ["refused", "reset",
