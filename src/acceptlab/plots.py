@@ -126,7 +126,7 @@ def _draw_bars(ax: Axes, events: pd.DataFrame, workers: int, strategy: str | Non
     handles, labels = ax.get_legend_handles_labels()
     bars = labels.index("accepted" if short else "connections accepted")
     handles[bars] = _swatches(table.index)  # the legend's swatch in every worker's colour
-    ax.legend(handles, labels, handler_map={tuple: HandlerTuple(ndivide=None)},
+    ax.legend(handles, labels, handler_map={tuple: HandlerTuple(ndivide=None)}, handlelength=3,
               loc="upper right", fontsize="x-small" if short else "small")
 
 
@@ -304,7 +304,7 @@ def worker_timeline(events: pd.DataFrame, workers: int, *,
     if len(events):
         start = int(pd.to_numeric(events["t_wait_ns"]).min())
         times = events[["t_wait_ns", "t_wake_ns", "t_done_ns"]].apply(pd.to_numeric)
-        end = (max(int(times.max().max()), *(t for _, t in marks)) - start) / 1e6
+        end = (max([int(times.max().max())] + [t for _, t in marks]) - start) / 1e6
         shortest = max(end, 1e-3) * min_width
         for worker, rows in events.groupby("worker"):
             colour = worker_colour(worker)
@@ -342,7 +342,8 @@ def worker_timeline(events: pd.DataFrame, workers: int, *,
     ax.set_ylabel("worker")
     _title(ax, title, f"What each worker was doing ({_run_name(events)})")
     fig.legend(handles=handles, labels=labels, handler_map={tuple: HandlerTuple(ndivide=None)},
-               loc="outside lower center", ncols=min(3, len(labels)), fontsize="small")
+               handlelength=3, loc="outside lower center", ncols=min(3, len(labels)),
+               fontsize="small")
     return fig
 
 
@@ -468,14 +469,20 @@ def queue_depth(queue: pd.DataFrame, *, events: pd.DataFrame | None = None,
             if events is not None else {})
         names = sorted(sockets.unique())
         labels = _queue_labels(names, known)
-        for i, name in enumerate(names):
+        unknown = 0
+        for name in names:
             rows = queue[sockets == name]
-            colour = worker_colour(known[name]) if name in known else _OTHER(i % 8)
+            if name in known:  # a worker's socket, in that worker's colour
+                colour, style = worker_colour(known[name]), "-"
+            else:  # not a worker colour, so nobody reads it as one
+                colour, style = str(0.2 + 0.2 * (unknown % 3)), ("-", "--", ":")[unknown // 3 % 3]
+                unknown += 1
             ax.step(_ms_since(rows["t_ns"], start), pd.to_numeric(rows["queue_len"]),
-                    where="post", color=colour, label=f"{labels[name]}: waiting for accept()")
+                    where="post", color=colour, linestyle=style,
+                    label=f"{labels[name]}: waiting for accept()")
             backlog = pd.to_numeric(rows["backlog"]).dropna() if "backlog" in rows else []
             if backlog_line and len(backlog):
-                ax.axhline(int(backlog.max()), color=colour, linestyle="--", linewidth=1,
+                ax.axhline(int(backlog.max()), color=colour, linestyle="-.", linewidth=1,
                            label=f"{labels[name]}: backlog limit {int(backlog.max())}")
         ax.set_ylim(bottom=0)
         fig.legend(loc="outside lower center", ncols=2, fontsize="small")
