@@ -12,14 +12,17 @@ Every run is bounded by a count and a duration.
 from __future__ import annotations
 
 import resource
-import sys
 from dataclasses import dataclass
 
-from common import (RESULTS, ROOT, Figure, Spread, alternate, banner, check, cpu_times, run_wrk,
-                    write_csv)
-from nginx import Nginx
+from acceptlab.load import fire
 
-sys.path.insert(0, str(ROOT / "src"))
+from . import RESULTS
+from .nginx import Nginx
+from .procfs import cpu_times
+from .rounds import alternate
+from .rows import Figure, banner, check, write_csv
+from .stats import Spread
+from .wrk import run_wrk
 
 STEP = "client"
 LEAN = "kit lean (2 processes x 16)"
@@ -45,8 +48,6 @@ def _cpu(who: int) -> float:
 
 def fire_run(port: int, seconds: float, mode: dict) -> ClientRun:
     """fire() at 127.0.0.1:port for ``seconds``: rate of correct replies, and the client's CPU."""
-    from acceptlab.load import fire
-
     # client processes are our children (reaped when fire() returns); threads run in this process
     who = resource.RUSAGE_CHILDREN if mode["processes"] > 1 else resource.RUSAGE_SELF
     before = _cpu(who)

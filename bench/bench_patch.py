@@ -17,9 +17,13 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from common import (BENCH, RESULTS, ROOT, Figure, KitServer, Sample, Spread, alternate, banner,
-                    loud_skip, measure, write_csv)
-from nginx import Nginx
+from . import BENCH, RESULTS, ROOT
+from .nginx import Nginx
+from .rounds import alternate
+from .rows import Figure, banner, loud_skip, write_csv
+from .servers import KitServer
+from .stats import Spread
+from .wrk import Sample, measure
 
 STEP = "patch"
 PATCHES = BENCH / "patches"  # *.diff, applied in name order

@@ -22,7 +22,7 @@ from matplotlib.colors import to_rgba  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
 from acceptlab import analysis, plots  # noqa: E402
-# The synthetic runs are shared with the analysis tests (tests/ is on sys.path, see conftest.py).
+# The synthetic runs are shared with the analysis tests (tests/ is on the path: pyproject.toml).
 from helpers import (  # noqa: E402
     one_worker,
     random_sequence,
