@@ -97,10 +97,7 @@ def run(min_rounds: int = 5, max_rounds: int = 8, budget: float = 45,
                for who, mode in MODES.items()},
         }
         rounds = alternate(contestants, min_rounds, max_rounds, budget, show=_show)
-    write_csv(RESULTS / "client.csv",
-              [{"round": i + 1, "quiet": quiet, "client": who, **vars(result)}
-               for i, (runs, quiet) in enumerate(zip(rounds.runs, rounds.quiet))
-               for who, result in runs.items()])
+    write_csv(RESULTS / "client.csv", rounds.rows("client"))
     return summarise(rounds.kept(), rounds.note())
 
 

@@ -87,10 +87,7 @@ def run(min_rounds: int = 5, max_rounds: int = 9, budget: float = 55,
                                min_rounds, max_rounds, budget, show=_show, mirrored=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    write_csv(RESULTS / "patch.csv",
-              [{"round": i + 1, "quiet": quiet, "server": key, **vars(sample)}
-               for i, (runs, quiet) in enumerate(zip(rounds.runs, rounds.quiet))
-               for key, sample in runs.items()])
+    write_csv(RESULTS / "patch.csv", rounds.rows("server"))
     kept = rounds.kept()
 
     def ratio(a: str, b: str, field: str = "rate") -> Spread:

@@ -48,10 +48,7 @@ def run(min_rounds: int = 5, max_rounds: int = 10, budget: float = 70,
                        for key, server in servers.items()}
         rounds = alternate(contestants, min_rounds, max_rounds, budget, show=_show,
                            mirrored=True)
-    write_csv(RESULTS / "servers.csv",
-              [{"round": i + 1, "quiet": quiet, "server": key, **vars(sample)}
-               for i, (runs, quiet) in enumerate(zip(rounds.runs, rounds.quiet))
-               for key, sample in runs.items()])
+    write_csv(RESULTS / "servers.csv", rounds.rows("server"))
     kept = rounds.kept()
     samples = {key: [r[key] for r in kept] for key in ("nginx", "on", "off", "minimal")}
     return summarise(samples, rounds.note())

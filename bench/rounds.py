@@ -55,6 +55,15 @@ class Rounds:
         quiet = [r for r, ok in zip(self.runs, self.quiet) if ok]
         return quiet if len(quiet) >= MIN_CLEAN - 2 else self.runs
 
+    def rows(self, contestant: str) -> list[dict]:
+        """Every run as a CSV row: its round, whether the round was quiet, who ran, what it got.
+
+        ``contestant`` names the column that says who ran ("server", "client").
+        """
+        return [{"round": i + 1, "quiet": quiet, contestant: name, **vars(result)}
+                for i, (runs, quiet) in enumerate(zip(self.runs, self.quiet))
+                for name, result in runs.items()]
+
     def note(self) -> str:
         used = self.kept()
         if len(used) == len(self.runs):

@@ -33,7 +33,7 @@ from helpers import (  # noqa: E402
 
 WORKERS = 4
 
-# What each strategy looks like under light load (kernel-notes.md), as a synthetic run.
+# What each strategy looks like under light load (analysis.expected_share), as a synthetic run.
 LOOKS_LIKE = {
     "blocking": lambda: synth_events(round_robin(WORKERS, 12), WORKERS, "blocking"),
     "locked": lambda: synth_events(round_robin(WORKERS, 12), WORKERS, "locked"),

@@ -79,7 +79,7 @@ __all__ = [
     "SLOW_WORKER",
 ]
 
-# The strategies of kernel-notes.md, grouped by what they predict under light load.
+# The strategies of strategies.py, grouped by what they predict under light load.
 TAKE_TURNS = ("blocking", "locked")  # a FIFO queue of waiters: strict round robin
 ONE_WORKER = ("epoll-exclusive", "shared-epoll")  # one (or two) hot workers take most
 HERD = ("timeout", "poll", "epoll")  # every idle worker wakes and races for the connection
@@ -704,7 +704,7 @@ def _binomial_band(n: int, p: float, coverage: float = 0.99) -> tuple[int, int]:
 def expected_share(strategy: str, workers: int, connections: int) -> Prediction:
     """What ``strategy`` predicts for how ``connections`` are spread over ``workers``.
 
-    These are the light-load predictions of kernel-notes.md (under
+    These are the light-load predictions of each strategy's mechanism (under
     saturation every shared-queue strategy follows each worker's service
     rate instead):
 
