@@ -1,6 +1,6 @@
 """The kit's server for the benchmarks: a WorkerPool exactly as ``acceptlab serve`` builds it.
 
-    python -m bench.kit_server --workers 2 --kind process --protocol http --log-dir DIR [--no-record]
+    python -m bench.kit_server --workers 2 --kind process --log-dir DIR [--no-record]
 
 It listens on a free loopback port, prints one JSON line ``{"port": P, "pids":
 [...]}`` (the worker PIDs, whose CPU time the benchmark reads from /proc), and

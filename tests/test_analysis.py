@@ -439,7 +439,7 @@ def test_slow_worker_is_one_definition_with_one_slow_worker():
         slow["connections"] = 1  # read-only: callers copy, they do not edit the lesson
 
 
-# --------------------------------------------------------------------------- latency, one definition
+# --------------------------------------------------------------------------- one latency
 
 
 def test_latency_ms_is_what_the_percentiles_are_taken_of():

@@ -131,7 +131,7 @@ def _draw_bars(ax: Axes, events: pd.DataFrame, workers: int, strategy: str | Non
 
 
 def _title(ax: Axes, title: str | None, default: str) -> None:
-    """``title`` when the caller gave one (distinct runs deserve distinct titles), else ``default``."""
+    """``title`` if the caller gave one (distinct runs deserve distinct titles), else ``default``."""
     ax.set_title(default if title is None else title)
 
 
