@@ -119,6 +119,9 @@ def accepted(events: pd.DataFrame) -> pd.DataFrame:
     Rows with another outcome (``eagain``, ``timeout``, ``error``) are dropped.
     The index is renumbered from 0; a stable sort keeps equal timestamps in
     their logged order.
+
+    Args:
+        events: the run's events table.
     """
     rows = events[events["outcome"] == "accepted"]
     return rows.sort_values("t_accept_ns", kind="stable").reset_index(drop=True)
@@ -203,6 +206,9 @@ def jain_fairness(counts: Iterable[float]) -> float:
     Reference: R. Jain, D. Chiu, W. Hawe, "A quantitative measure of fairness
     and discrimination for resource allocation in shared computer systems",
     DEC-TR-301, 1984.
+
+    Args:
+        counts: one count per worker (connections accepted), zeros included.
     """
     x = np.asarray(list(counts), dtype=float)
     if x.size == 0:
@@ -233,6 +239,10 @@ def round_robin_score(sequence: Iterable[int], workers: int) -> float:
     blocked, which need not be their slot order.
 
     Returns NaN when the sequence is shorter than one window.
+
+    Args:
+        sequence: the accept sequence, the worker of each connection in order.
+        workers: the pool size (the window's length).
     """
     if workers < 1:
         raise ValueError("workers must be at least 1")
@@ -277,6 +287,9 @@ def wake_order_ranks(events: pd.DataFrame) -> pd.DataFrame:
     (``np.searchsorted``) finds, for every connection at once, the last row
     that started waiting at or before ``T``, and checks that it had not yet
     woken.  That is one vectorised pass per worker.
+
+    Args:
+        events: the run's events table.
     """
     columns = ["t_wake_ns", "worker", "rank", "n_waiting", "norm_rank"]
     wins = accepted(events)
@@ -544,6 +557,10 @@ def join_client_events(client: pd.DataFrame, events: pd.DataFrame) -> pd.DataFra
     worker that accepted).  ``client_index`` and ``event_index`` are the
     rows' index labels in the tables passed in.  Failed client rows and
     events that match nothing are left out; :func:`reconcile` reports them.
+
+    Args:
+        client: the run's client table.
+        events: the run's events table.
     """
     ok_clients = client[_as_bool(client["ok"])]
     accepted_events = events[events["outcome"] == "accepted"]
@@ -600,6 +617,10 @@ def reconcile(client: pd.DataFrame, events: pd.DataFrame) -> Reconciliation:
 
     Use it as ``assert reconcile(client, events).ok``; look at ``.problems``
     to see which rows are to blame.
+
+    Args:
+        client: the run's client table.
+        events: the run's events table.
     """
     is_ok = _as_bool(client["ok"])
     ok_clients, failed_clients = client[is_ok], client[~is_ok]
@@ -725,6 +746,11 @@ def expected_share(strategy: str, workers: int, connections: int) -> Prediction:
       band is 0..connections (``kind='one-worker'``).
 
     An unknown strategy raises ``ValueError``.
+
+    Args:
+        strategy: the strategy's name, as in ``acceptlab.strategies.STRATEGIES``.
+        workers: the pool size.
+        connections: how many connections were (or will be) accepted.
     """
     if workers < 1:
         raise ValueError("workers must be at least 1")
