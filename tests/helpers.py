@@ -85,6 +85,7 @@ def random_sequence(workers: int, connections: int, seed: int = 1) -> list[int]:
 
 
 def event_row(worker, seq, t_wait, t_wake, t_accept, t_done, outcome, port, strategy):
+    """One row of an events table, as a worker of run ``synthetic-<strategy>`` logs it."""
     return {"run": f"synthetic-{strategy}", "worker": worker, "generation": 0,
             "pid": 1000 + worker, "tid": 1000 + worker, "kind": "process",
             "strategy": strategy, "seq": seq, "t_wait_ns": t_wait, "t_wake_ns": t_wake,
@@ -101,8 +102,8 @@ def synth_events(sequence: list[int], workers: int, strategy: str = "blocking",
     arrives every ``gap_ns``; its worker's wait returns then, accepts 1 µs
     later, talks for ``service_ns`` and waits again.  With ``herd`` every
     other idle worker is woken too and logs an ``eagain`` row, as in
-    poll/epoll.  Every row costs one context switch (nvcsw = 1); the client
-    port of connection i is 40000 + i.
+    poll/epoll.  Every row costs one wakeup (nvcsw = 1); the client port of
+    connection i is 40000 + i.
     """
     since = {w: START_NS + 10_000 * w for w in range(workers)}
     seq = {w: 0 for w in range(workers)}
@@ -111,15 +112,15 @@ def synth_events(sequence: list[int], workers: int, strategy: str = "blocking",
         t = START_NS + 1_000_000 + i * gap_ns
         assert since[winner] <= t, "the winner must be idle when its connection arrives"
         done = t + 1_000 + service_ns
-        rows.append(event_row(winner, seq[winner], since[winner], t, t + 1_000, done, "accepted",
-                         40_000 + i, strategy))
+        rows.append(event_row(winner, seq[winner], since[winner], t, t + 1_000, done,
+                              "accepted", 40_000 + i, strategy))
         seq[winner] += 1
         since[winner] = done + 1_000
         if herd:
             for loser in range(workers):
                 if loser != winner and since[loser] <= t:
-                    rows.append(event_row(loser, seq[loser], since[loser], t + 5_000, None, None,
-                                     "eagain", None, strategy))
+                    rows.append(event_row(loser, seq[loser], since[loser], t + 5_000, None,
+                                          None, "eagain", None, strategy))
                     seq[loser] += 1
                     since[loser] = t + 6_000
     columns = list(event_row(0, 0, 0, 0, 0, 0, "", 0, "").keys())
