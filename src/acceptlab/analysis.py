@@ -80,10 +80,15 @@ __all__ = [
 ]
 
 # The strategies of strategies.py, grouped by what they predict under light load.
-TAKE_TURNS = ("blocking", "locked")  # a FIFO queue of waiters: strict round robin
+TAKE_TURNS = ("blocking", "locked",  # a FIFO queue of waiters: strict round robin
+              "handoff", "handoff-least-busy")  # one acceptor deals in turn
 ONE_WORKER = ("epoll-exclusive", "shared-epoll")  # one (or two) hot workers take most
-HERD = ("timeout", "poll", "epoll")  # every idle worker wakes and races for the connection
+HERD = ("timeout", "poll", "epoll",  # every idle worker wakes and races for the connection
+        "busy-sleep", "exact")  # woken alike while no process is busy (the light-load case)
 HASHED = ("reuseport",)  # the kernel picks a socket by a hash of the 4-tuple: a fair die
+IN_BLOCKS = ("reorder",)  # EPOLLEXCLUSIVE's one worker, handing over every 16 accepts
+BY_CPU = ("reuseport-cpu", "reuseport-incoming-cpu")  # the CPU the connection arrived on decides
+REORDER_EVERY = 16  # nginx's number, and Setting.reorder_every's default
 
 # The slow-worker lesson: one worker of three takes 30 ms per request, the others 10 ms, under
 # a closed loop of 12 clients.  One definition for ``make demo`` (report.py) and the reference
@@ -745,6 +750,19 @@ def expected_share(strategy: str, workers: int, connections: int) -> Prediction:
       most; no per-worker share is predicted, so ``share`` is NaN and the
       band is 0..connections (``kind='one-worker'``).
 
+    The ecosystem's fixes:
+
+    * ``handoff`` and ``handoff-least-busy``: one acceptor deals in turn
+      (least busy first, and under light load every process is idle), so
+      the counts are those of taking turns (``kind='exact'``).
+    * ``reorder``: blocks of 16 connections, each block to the next worker
+      (``kind='exact'``, with the counts the blocks give).
+    * ``busy-sleep`` and ``exact``: every idle waiter wakes, and under light
+      load no process is busy, so it is the herd's race (``kind='racy'``).
+    * ``reuseport-cpu`` and ``reuseport-incoming-cpu``: the CPU the
+      connection arrived on picks the socket, which no count can predict
+      without knowing where the client ran (``kind='one-worker'``).
+
     An unknown strategy raises ``ValueError``.
 
     Args:
@@ -774,7 +792,20 @@ def expected_share(strategy: str, workers: int, connections: int) -> Prediction:
                           f"racy, roughly even (a fair die gives {low}–{high})", "racy")
     if strategy in ONE_WORKER:
         return Prediction(float("nan"), 0, connections, "one worker takes most", "one-worker")
-    known = ", ".join(TAKE_TURNS + HASHED + HERD + ONE_WORKER)
+    if strategy in IN_BLOCKS:
+        # Blocks of 16 in turn: block b goes to worker b % workers.
+        blocks = [min(REORDER_EVERY, connections - start)
+                  for start in range(0, connections, REORDER_EVERY)]
+        counts = [sum(blocks[b] for b in range(worker, len(blocks), workers))
+                  for worker in range(workers)]
+        return Prediction(even, min(counts), max(counts),
+                          f"blocks of {REORDER_EVERY} in turn: {min(counts)}–{max(counts)} each",
+                          "exact")
+    if strategy in BY_CPU:
+        return Prediction(float("nan"), 0, connections,
+                          "the client's CPU decides: workers past the CPUs get none",
+                          "one-worker")
+    known = ", ".join(TAKE_TURNS + HASHED + HERD + ONE_WORKER + IN_BLOCKS + BY_CPU)
     raise ValueError(f"no prediction for strategy {strategy!r}; known: {known}")
 
 
