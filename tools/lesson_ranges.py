@@ -105,7 +105,8 @@ def herd(runs: int) -> dict:
     """05, 06, 08: who wins a racy or LIFO-ish wakeup, and what every waiter pays."""
     from acceptlab import run_experiment
     values = {}
-    for strategy, kind, workers in (("poll", "process", 4), ("timeout", "process", 4),
+    for strategy, kind, workers in (("blocking", "process", 4), ("reuseport", "process", 4),
+                                    ("poll", "process", 4), ("timeout", "process", 4),
                                     ("epoll", "process", 4), ("poll", "process", 6),
                                     ("shared-epoll", "thread", 4),
                                     ("epoll-exclusive", "process", 4),
@@ -141,6 +142,23 @@ EXPERIMENTS = {"closed_loop": closed_loop, "gil": gil, "round_robin": round_robi
                "herd": herd, "supervisor": supervisor}
 
 
+def _merge(old: dict | None, new: dict, session: dict) -> dict:
+    """Add a session's runs to the runs already kept for the same settings.
+
+    A scheduling-dependent figure depends on how busy the machine was, so the
+    ranges cover every session, and each session records its load average.
+    """
+    if old and old.get("settings") == new["settings"]:
+        new["runs"] = old["runs"] + new["runs"]
+        new["sessions"] = old.get("sessions", [{"date": old.get("date"),
+                                                "runs": len(old["runs"]),
+                                                "load_average_before": None}]) + [session]
+    else:
+        new["sessions"] = [session]
+    new["range"] = _ranges(new)
+    return new
+
+
 def _ranges(entry: dict) -> dict:
     """min/max of every numeric field over an entry's runs."""
     out = {}
@@ -151,6 +169,22 @@ def _ranges(entry: dict) -> dict:
     return out
 
 
+def markdown_table(table: dict) -> str:
+    """The herd group as a markdown table of ranges, for the README."""
+    lines = ["| strategy (200 sequential connections 1 ms apart) | runs | busiest worker (of 200) "
+             "| mean wake-order rank (0 FIFO, 1 LIFO) | wakeups per connection | returns per connection "
+             "| EAGAIN per connection |", "|---|---|---|---|---|---|---|"]
+    for key, entry in table.get("herd", {}).items():
+        settings, ranges = entry["settings"], entry["range"]
+        cells = [f"{low:g}–{high:g}" if low != high else f"{low:g}"
+                 for low, high in (ranges[field] for field in
+                                   ("busiest", "mean_rank", "wakeups_per_accept",
+                                    "returns_per_accept", "eagain_per_accept"))]
+        name = f"{settings['strategy']} ({settings['workers']} {settings['kind']}{'es' if settings['kind'] == 'process' else 's'})"
+        lines.append(f"| {name} | {len(entry['runs'])} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the chosen experiments ``--runs`` times each and merge them into the JSON file."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -158,17 +192,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", choices=sorted(EXPERIMENTS),
                         help="experiments to run (default: all)")
     parser.add_argument("--out", type=Path, default=OUT, help=f"JSON file (default {OUT})")
+    parser.add_argument("--markdown", action="store_true",
+                        help="print the herd group of the JSON file as a markdown table; run nothing")
     args = parser.parse_args(argv)
     table = json.loads(args.out.read_text()) if args.out.exists() else {}
+    if args.markdown:
+        print(markdown_table(table))
+        return 0
     command = "PYTHONPATH=src python tools/lesson_ranges.py " + " ".join(argv or sys.argv[1:])
     machine = {"system": f"{platform.system()} {platform.release()}", "cpus": os.cpu_count(),
                "python": platform.python_version()}
     for name in args.only or sorted(EXPERIMENTS):
         started = time.perf_counter()
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
         for key, entry in EXPERIMENTS[name](args.runs).items():
-            entry["range"] = _ranges(entry)
-            entry.update(machine=machine, command=command.strip(),
-                         date=time.strftime("%Y-%m-%d", time.gmtime()))
+            entry = _merge(table.get(name, {}).get(key), entry, {
+                "date": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "runs": len(entry["runs"]),
+                "load_average_before": None if load is None else round(load, 1)})
+            entry.update(machine=machine, command=command.strip())
             table.setdefault(name, {})[key] = entry
             print(f"{name}/{key}: {entry['range']}", flush=True)
         print(f"  ({time.perf_counter() - started:.0f} s)", flush=True)
