@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import nbformat
@@ -297,7 +298,7 @@ def _closed_loop(concurrency: int, workers: int):
                           concurrency=concurrency, sample_queue=True)
 
 
-@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"),
+@pytest.mark.skipif(not sys.platform.startswith("linux"),
                     reason="the accept-queue depth (TCP_INFO) can only be read on Linux")
 def test_closed_loop_queue_reaches_c_minus_n_and_never_exceeds_c():
     """04's bound: the queue holds at most C (one connection per client), and its peak reaches
@@ -341,3 +342,42 @@ def test_computing_threads_stay_under_the_gil_ceiling():
     client = run.client
     rate = int(client["ok"].sum()) / ((client["t_done_ns"].max() - client["t_start_ns"].min()) / 1e9)
     assert rate <= 1.1 * 1000 / 15, f"{rate:.1f} conn/s is above the GIL's ceiling"
+
+
+# -- the playground's errors (issue 11, item 7) ---------------------------------------------------
+
+def _playground_probe(tmp_path: Path, call: str) -> tuple[str, list[str]]:
+    """Run 08's set-up cells and then ``call`` in a fresh kernel; return its printed text and errors."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    import notebook_runner as runner  # noqa: E402  (tools/ is not a package)
+
+    source = nbformat.read(ROOT / "notebooks" / "08_playground.ipynb", as_version=4)
+    cells = []
+    for cell in source.cells:
+        if cell.cell_type == "code":
+            cells.append(nbformat.v4.new_code_cell(cell.source, metadata=cell.metadata))
+        if cell.cell_type == "code" and "def playground" in cell.source:
+            break
+    cells.append(nbformat.v4.new_code_cell(call))
+    probe = nbformat.v4.new_notebook(cells=cells, metadata=source.metadata)
+    path = tmp_path / "probe.ipynb"
+    nbformat.write(probe, path)
+    result = runner.run_notebook(path)
+    assert result.error is None, result.error
+    last = result.notebook.cells[-1]
+    text = "".join(output.get("text", "") for output in last.outputs if output.output_type == "stream")
+    return text, result.error_outputs
+
+
+def test_playground_reports_a_bad_setting_in_one_line(tmp_path):
+    text, errors = _playground_probe(tmp_path, 'playground(work="sleep 10", connections=10)')
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert not errors
+    assert len(lines) == 1 and lines[0].startswith("cannot run this:"), text
+    assert "Traceback" not in text
+
+
+def test_playground_shows_the_traceback_when_asked(tmp_path):
+    text, errors = _playground_probe(tmp_path, 'playground(work="sleep 10", connections=10, debug=True)')
+    assert not errors
+    assert "Traceback (most recent call last)" in text, text
