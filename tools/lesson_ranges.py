@@ -172,7 +172,14 @@ def _ranges(entry: dict) -> dict:
 
 
 def markdown_table(table: dict) -> str:
-    """The herd group as a markdown table of ranges, for the README."""
+    """The herd group as a markdown table of ranges, for the README.
+
+    The README's measured table is printed from the kept runs, never typed in, so that it says
+    what several runs gave and cannot drift from the data.
+
+    Args:
+        table: the parsed ``data/lesson-ranges.json``.
+    """
     lines = ["| strategy (200 sequential connections 1 ms apart) | runs | busiest worker (of 200) "
              "| mean wake-order rank (0 FIFO, 1 LIFO) | wakeups per connection | returns per connection "
              "| EAGAIN per connection |", "|---|---|---|---|---|---|---|"]
@@ -188,7 +195,15 @@ def markdown_table(table: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the chosen experiments ``--runs`` times each and merge them into the JSON file."""
+    """Run the chosen experiments ``--runs`` times each and merge them into the JSON file.
+
+    Each invocation is one session: its runs are added to those already kept for the same
+    settings, with the session's date and load average, because how busy the machine was
+    changes the scheduling-dependent figures.
+
+    Args:
+        argv: the command line (default ``sys.argv[1:]``).
+    """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="runs per experiment (default 5)")
     parser.add_argument("--only", nargs="*", choices=sorted(EXPERIMENTS),
