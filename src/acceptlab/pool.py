@@ -762,7 +762,9 @@ class WorkerPool:
                 logger.warning("worker %d (%d) was asked to stop (SIGTERM); not replacing it",
                                slot, worker.ident)
             else:
-                self._next_generation(slot, worker.exit_description(), now())
+                words = worker.last_words()  # its stderr is in a file: quote the error line
+                self._next_generation(slot, worker.exit_description()
+                                      + (f": {words}" if words else ""), now())
         return entry.state
 
     def _boot_failed(self, slot: int, entry: _Slot) -> None:
