@@ -49,10 +49,16 @@ CRASH_LOOP = textwrap.dedent("""
             raised = ""
         except WorkerBootError as error:
             raised = str(error)
+        try:
+            pool.kill(1)                   # the caller's next call raises the slot's error
+            kill_raised = False
+        except WorkerBootError:
+            kill_raised = True
         served = zen_round_trip(pool.address) == [b"Ugly.", b"Implicit.", b"Complex."]
         print(json.dumps({"counts": counts, "states": [s.state for s in status],
                           "failures": status[0].boot_failures, "raised": raised,
-                          "alive": pool.alive(), "served": served}), flush=True)
+                          "kill_raised": kill_raised, "alive": pool.alive(),
+                          "served": served}), flush=True)
         pool.stop()
 """)
 
@@ -72,6 +78,7 @@ def test_a_replacement_that_cannot_boot_is_retried_three_times_then_left_down(tm
     assert result["counts"][-2] == result["counts"][-1], f"still respawning: {result['counts']}"
     assert result["states"] == ["down", "serving"] and result["failures"] == 3
     assert result["alive"] == [False, True] and result["served"]  # slot 1 still serves
+    assert result["kill_raised"]
     raised = result["raised"]
     assert raised.startswith("worker 0 died while starting, 3 times in a row (exit code 1)")
     assert "RuntimeError: this main module refuses to be imported again" in raised
@@ -181,6 +188,19 @@ def test_a_graceful_restart_of_an_idle_process_ends_its_wait_at_once():
         pool.restart(1)
         assert wait_until(lambda: process_gone(old), timeout=1.0) is not None
         for _ in range(4):
+            zen_round_trip(pool.address)
+
+
+@pytest.mark.skipif(not LINUX, reason="only Linux balances SO_REUSEPORT (the strategy is refused elsewhere)")
+def test_a_graceful_restart_of_an_idle_reuseport_thread_closes_its_own_socket_at_once():
+    """A thread waiting on a socket of its own is woken by shutting that socket: it leaves now."""
+    with WorkerPool(workers=2, kind="thread", strategy="reuseport") as pool:
+        old = pool.idents[1]
+        pool.restart(1)
+        assert wait_until(lambda: old not in {t.native_id for t in threading.enumerate()},
+                          timeout=1.0) is not None
+        assert len(listen_queues(pool.address[1])) == 2  # the old socket is gone, the new one bound
+        for _ in range(8):
             zen_round_trip(pool.address)
 
 
