@@ -167,11 +167,11 @@ def _client_loop(address: tuple[str, int], protocol: Protocol, numbers: Iterator
                  out: list[ConnectionRecord]) -> None:
     """One closed-loop client: take the next connection number, run it, pause ``gap``, repeat."""
     for conn in numbers:
-        if time.monotonic() >= stop_at:
+        if time.monotonic() >= stop_at or _stopped():
             return
         out.extend(_with_retries(address, protocol, conn, timeout, retries))
         if gap:
-            time.sleep(gap)
+            _pause(gap)
 
 
 def _open_loop(address: tuple[str, int], protocol: Protocol, numbers: range, rate: float,
@@ -197,8 +197,8 @@ def _open_loop(address: tuple[str, int], protocol: Protocol, numbers: range, rat
         next_start += pace.expovariate(rate)  # exponential gaps make Poisson arrivals
         delay = next_start - time.monotonic()
         if delay > 0:
-            time.sleep(delay)
-        if time.monotonic() >= stop_at:
+            _pause(delay)
+        if time.monotonic() >= stop_at or _stopped():
             break
         slots.acquire()
         thread = threading.Thread(target=run, args=(conn,), daemon=True)
@@ -259,6 +259,7 @@ def fire(
     retries: int = 0,
     seed: int | None = None,
     progress: bool = False,
+    stop: "threading.Event | None" = None,
 ) -> "pd.DataFrame":
     """Fire up to ``connections`` connections at ``address`` for at most ``duration`` seconds.
 
@@ -276,6 +277,10 @@ def fire(
     Throughput: a closed loop over ``processes >= 2`` (no ``rate``, no ``gap``)
     runs the lean event loop, one per client process (Linux; elsewhere the
     threads).  On two cores, ``processes=2, concurrency=16`` is the fastest.
+
+    ``stop``: an Event the caller sets to end the load early (Ctrl-C in the
+    CLI).  No new connection starts once it is set; those in flight finish,
+    and the rows of everything that ended are returned as usual.
     """
     import pandas as pd
 
@@ -293,14 +298,24 @@ def fire(
             for k, numbers in enumerate(shares)]
     with _Progress(connections, progress, shared=processes > 1) as bar:
         if processes == 1:
-            rows = _fire_in_process(*args[0])
+            _set_stop_flag(stop)
+            try:
+                rows = _fire_in_process(*args[0])
+            finally:
+                _set_stop_flag(None)
         else:
             # spawn: a clean interpreter per client, safe from a threaded parent (a notebook)
             spawn = multiprocessing.get_context("spawn")
             start_line = spawn.Barrier(processes)
+            flag = spawn.Event() if stop is not None else None  # stop, as processes see it
             with spawn.Pool(processes, initializer=_count_finished,
-                            initargs=(bar.counter, start_line)) as clients:
-                rows = list(itertools.chain.from_iterable(clients.starmap(_fire_in_process, args)))
+                            initargs=(bar.counter, start_line, flag)) as clients:
+                pending = clients.starmap_async(_fire_in_process, args)
+                while not pending.ready():
+                    pending.wait(0.05)
+                    if flag is not None and stop.is_set():
+                        flag.set()
+                rows = list(itertools.chain.from_iterable(pending.get()))
     frame = pd.DataFrame(rows, columns=list(CLIENT_COLUMNS))
     for name in CLIENT_NULLABLE:
         frame[name] = frame[name].astype("Int64").mask(frame[name] < 0)
@@ -314,11 +329,36 @@ _start_line: "multiprocessing.synchronize.Barrier | None" = None
 
 
 def _count_finished(counter: "multiprocessing.sharedctypes.Synchronized | None",
-                    start_line: "multiprocessing.synchronize.Barrier | None" = None) -> None:
-    """Pool initializer: share the parent's counter and start line (sync objects cross only at
-    start-up)."""
+                    start_line: "multiprocessing.synchronize.Barrier | None" = None,
+                    stop_flag: "multiprocessing.synchronize.Event | None" = None) -> None:
+    """Pool initializer: share the parent's counter, start line and stop flag (sync objects
+    cross only at start-up)."""
     global _finished, _start_line
     _finished, _start_line = counter, start_line
+    _set_stop_flag(stop_flag)
+
+
+# -- stopping early (fire's ``stop``) -----------------------------------------------------
+# Set while the caller wants the load to end now: every loop checks it beside its deadline.
+_stop_flag: "threading.Event | multiprocessing.synchronize.Event | None" = None
+
+
+def _set_stop_flag(flag: "threading.Event | multiprocessing.synchronize.Event | None") -> None:
+    global _stop_flag
+    _stop_flag = flag
+
+
+def _stopped() -> bool:
+    """Has the caller asked the load to stop early?"""
+    return _stop_flag is not None and _stop_flag.is_set()
+
+
+def _pause(seconds: float) -> None:
+    """Sleep, but wake at once if the caller asks the load to stop."""
+    if _stop_flag is None:
+        time.sleep(seconds)
+    else:
+        _stop_flag.wait(seconds)
 
 
 class _Progress:
@@ -472,7 +512,7 @@ def _lean_closed_loop(address: tuple[str, int], protocol: Protocol, numbers: ran
 
     def finish(flight: _Flight, error: str | BaseException) -> None:
         """Record a connection attempt that ended; queue its retry or the next connection."""
-        nonlocal unreported
+        nonlocal unreported, stop_at
         sock, port = flight.sock, -1
         if sock is not None:  # None: the socket could not even be created
             del flights[sock.fileno()]
@@ -491,6 +531,8 @@ def _lean_closed_loop(address: tuple[str, int], protocol: Protocol, numbers: ran
         unreported += 1  # a connection number is done
         if unreported == _BATCH:
             unreported = _report(unreported)
+            if _stopped():  # checked here too: failing connections never reach the scan
+                stop_at = 0.0
         if time.monotonic() < stop_at:
             conn = next(todo, None)
             if conn is not None:
@@ -516,6 +558,8 @@ def _lean_closed_loop(address: tuple[str, int], protocol: Protocol, numbers: ran
             moment = now()
             if moment >= next_scan:  # fail the connections that waited longer than timeout
                 next_scan = moment + _SCAN_NS
+                if _stopped():
+                    stop_at = 0.0  # start nothing new: finish() reads it
                 for flight in [f for f in flights.values() if f.deadline < moment]:
                     finish(flight, TimeoutError("timed out"))
     finally:

@@ -71,7 +71,6 @@ import errno
 import logging
 import multiprocessing
 import os
-import select
 import shutil
 import signal
 import socket
@@ -88,11 +87,11 @@ from typing import TYPE_CHECKING, Iterator, Protocol, Sequence
 from .basics import address_family, now, show_address
 from .conversation import Limits
 from .eventlog import read_events
-from .strategies import Setting
+from .strategies import STRATEGIES, Preparation, Setting, prepare
 from .support import check_strategy
 from .work import parse_work
-from .worker import (RETIRE_SIGNAL, Control, InjectedCrash, WorkerSpec, process_alive,
-                     process_main, serve, stderr_path, stop_mark)
+from .worker import (RETIRE_SIGNAL, Control, InjectedCrash, WorkerSpec, hybrid_main,
+                     process_alive, process_main, serve, stderr_path, stop_mark)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -349,12 +348,15 @@ class _ProcessWorker:
     _redirect = threading.Lock()  # one spawn at a time may borrow this process's stderr
 
     def __init__(self, context: multiprocessing.context.BaseContext,
-                 listener: socket.socket, spec: WorkerSpec) -> None:
+                 listener: socket.socket, spec: WorkerSpec, threads: int = 1) -> None:
         self.mark = stop_mark(spec.log_dir, spec.slot, spec.generation)
         self.stderr = stderr_path(spec.log_dir, spec.slot, spec.generation)
         self._ready_pipe, writer = context.Pipe(duplex=False)
         self._ready = False
-        self.process = context.Process(target=process_main, args=(listener, spec, writer),
+        # One thread serving (the book's pre-forked worker), or several (kind='hybrid').
+        target, args = ((process_main, (listener, spec, writer)) if threads == 1 else
+                        (hybrid_main, (listener, spec, writer, threads)))
+        self.process = context.Process(target=target, args=args,
                                        name=f"acceptlab-worker-{spec.slot}", daemon=True)
         with self._stderr_for_spawn(context.get_start_method()):
             self.process.start()
@@ -482,7 +484,9 @@ class WorkerPool:
 
     Args:
         workers: how many workers (slots), at least 1.
-        kind: ``'process'`` or ``'thread'``.
+        kind: ``'process'``, ``'thread'``, or ``'hybrid'``: ``workers`` processes
+            with ``threads`` threads each, all waiting on the socket (gunicorn's
+            gthread workers, Puma's clustered mode).
         strategy: how each worker waits (see :mod:`acceptlab.strategies`).
         protocol: ``'zen'``, ``'lancelot'`` or ``'http'``.
         work: ``'none'``, ``'sleep:MS'``, ``'spin:MS'``, or a list giving each
@@ -504,6 +508,8 @@ class WorkerPool:
             ``reuseport`` can); False refuses such a port with :class:`PortInUse`.
         boot_attempts: how many times in a row a slot's worker may die before it
             is ready before the slot is left down.
+        threads: threads per worker process, for ``kind='hybrid'`` (1 otherwise).
+            Their event-log slots are ``process * threads + thread``.
     """
 
     def __init__(
@@ -527,12 +533,16 @@ class WorkerPool:
         record: bool = True,
         join: bool = False,
         boot_attempts: int = 3,
+        threads: int = 1,
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, not {workers}")
         if boot_attempts < 1:
             raise ValueError(f"boot_attempts must be at least 1, not {boot_attempts}")
         check_strategy(strategy, kind)
+        if threads < 1 or (threads > 1 and kind != "hybrid"):
+            raise ValueError(f"threads={threads}: more than one thread per worker needs "
+                             f"kind='hybrid' (and at least 1)")
         works = [work] if isinstance(work, str) else list(work)
         for spec in works:
             parse_work(spec)  # a bad spec fails here, not in a worker
@@ -542,7 +552,9 @@ class WorkerPool:
         self.supervise, self.interval, self.record = supervise, interval, record
         self.join, self.boot_attempts = join, boot_attempts
         self.start_method = start_method or multiprocessing.get_start_method()
-        self.setting = Setting(timeout=timeout, backlog=backlog)
+        self.threads = threads
+        self.setting = Setting(timeout=timeout, backlog=backlog, workers=workers, threads=threads)
+        self._prepared: Preparation | None = None
         if log_dir is None:
             _sweep_abandoned_logs()
             log_dir = tempfile.mkdtemp(prefix=f"{_LOG_PREFIX}{os.getpid()}-")
@@ -570,16 +582,16 @@ class WorkerPool:
         if self._listener is not None:
             raise RuntimeError("this pool has already been started")
         self._ready_timeout = ready_timeout
-        reuseport = self.strategy == "reuseport"
+        reuseport = STRATEGIES[self.strategy].own_socket  # each worker binds its own
         if reuseport and not self.join and self._requested_port:
             _refuse_a_taken_port(self.host, self._requested_port)  # the bind below would join it
         self._listener = open_listener(self.host, self._requested_port, backlog=self.backlog,
                                        listen=not reuseport, reuseport=reuseport)
-        self.setting = replace(self.setting, address=self._listener.getsockname()[:2],
-                               lock_path=os.path.join(self.log_dir, "accept.lock"))
-        if self.strategy == "shared-epoll":
-            self.setting.shared_epoll = select.epoll()
-            self.setting.shared_epoll.register(self._listener.fileno(), select.EPOLLIN)
+        self._prepared = prepare(self.strategy, self._listener,
+                                 replace(self.setting, address=self._listener.getsockname()[:2]),
+                                 lock_dir=self.log_dir,
+                                 context=multiprocessing.get_context(self.start_method))
+        self.setting = self._prepared.setting
         try:
             for slot in range(self.workers):
                 with self._lock:
@@ -588,6 +600,8 @@ class WorkerPool:
                 # One at a time, each ready before the next starts: the kernel queues them in
                 # slot order.
                 self._wait_for(slot)
+            if self._prepared.acceptor is not None:  # handoff: deal only to ready workers
+                self._prepared.acceptor.start()
         except BaseException:
             self.stop()
             raise
@@ -601,9 +615,13 @@ class WorkerPool:
         work = self.work if isinstance(self.work, str) else self.work[slot % len(self.work)]
         spec = WorkerSpec(slot, generation, self.strategy, self.protocol, work,
                           self.limits, self.log_dir, self.setting, record=self.record)
+        listener = self._prepared.listener_for(slot, self._listener)
+        if self.setting.in_flight is not None:
+            self.setting.in_flight[slot] = 0  # a dead generation's connections died with it
         if self.kind == "thread":
-            return _ThreadWorker(self._listener, spec)
-        return _ProcessWorker(multiprocessing.get_context(self.start_method), self._listener, spec)
+            return _ThreadWorker(listener, spec)
+        return _ProcessWorker(multiprocessing.get_context(self.start_method), listener, spec,
+                              threads=self.threads)
 
     def _wait_for(self, slot: int) -> None:
         """Block until ``slot`` serves; raise its :class:`WorkerBootError` if it ends up down."""
@@ -623,7 +641,7 @@ class WorkerPool:
     def _why_a_worker_cannot_start(self) -> str:
         """The usual cause of a process worker dying at birth, when it applies ('' otherwise)."""
         main_file = getattr(sys.modules.get("__main__"), "__file__", None) or ""
-        if self.kind == "process" and self.start_method != "fork" and main_file.startswith("<"):
+        if self.kind != "thread" and self.start_method != "fork" and main_file.startswith("<"):
             # spawn and forkserver start a fresh interpreter that re-imports the caller's
             # __main__ from its file; code typed into `python -` has no file to import.
             return (f"; {self.start_method} workers re-import __main__ from its file, and "
@@ -802,8 +820,11 @@ class WorkerPool:
             old.close()
         self.replacements.append(Replacement(slot, entry.generation - 1, old.ident, why,
                                              t_detected_ns, fresh.ident, now()))
+        # A restart asked for is news only to a debugger; a death or a failed boot is a warning.
+        # While start() runs, its caller gets any error, which counts the attempts: no lines.
+        level = logging.INFO if why.startswith("restarted") else logging.WARNING
         log = logger.log if self._supervisor is not None else _quiet  # as in _boot_failed
-        log(logging.WARNING, "worker %d (%d) %s; started generation %d as %d", slot, old.ident,
+        log(level, "worker %d (%d) %s; started generation %d as %d", slot, old.ident,
             why if why.startswith(("restarted", "failed")) else f"died with {why}",
             entry.generation, fresh.ident)
 
@@ -820,6 +841,8 @@ class WorkerPool:
         self._stopping.set()
         if self._supervisor is not None and self._supervisor is not threading.current_thread():
             self._supervisor.join()
+        if self._prepared is not None and self._prepared.acceptor is not None:
+            self._prepared.acceptor.stop()  # deal no more connections to workers that are leaving
         deadline = time.monotonic() + timeout
         with self._lock:
             workers = [entry.worker for entry in self._slots] + self._retired
@@ -843,8 +866,8 @@ class WorkerPool:
             worker.close()
         if self._listener is not None:
             self._listener.close()
-        if self.setting.shared_epoll is not None:
-            self.setting.shared_epoll.close()
+        if self._prepared is not None:
+            self._prepared.close()  # the shared epoll, the handoff channels
 
     def __enter__(self) -> "WorkerPool":
         return self.start() if self._listener is None else self

@@ -31,12 +31,12 @@ import sys
 from dataclasses import dataclass
 
 from .kernel import Unsupported, accept_queue, listen_queues, voluntary_switches
-from .strategies import STRATEGIES
+from .strategies import SO_ATTACH_REUSEPORT_CBPF, SO_INCOMING_CPU, STRATEGIES, cpu_program
 
 __all__ = ["Unavailable", "Feature", "feature_report", "features", "strategy_support",
            "check_strategy", "format_report", "KINDS"]
 
-KINDS = ("thread", "process")
+KINDS = ("thread", "process", "hybrid")
 
 
 class Unavailable(RuntimeError):
@@ -111,6 +111,45 @@ def _check_reuseport() -> tuple[bool, str]:
     return True, "one socket per worker; a hash of the client's address picks one"
 
 
+@functools.lru_cache(maxsize=None)
+def _check_reuseport_cbpf() -> tuple[bool, str]:
+    """Attach the CPU program to a throwaway SO_REUSEPORT listener: the kernel says yes or no."""
+    available, detail = _check_reuseport()
+    if not available:
+        return False, detail
+    import ctypes
+    import struct
+
+    code = cpu_program(2)
+    buffer = ctypes.create_string_buffer(code, len(code))
+    program = struct.pack("@HP", len(code) // 8, ctypes.addressof(buffer))
+    try:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind(("127.0.0.1", 0))
+            sock.listen(1)
+            sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, program)
+    except OSError as exc:
+        return False, f"the kernel refused a reuseport BPF program (needs Linux >= 4.5): {exc.strerror}"
+    return True, "a classic BPF program can choose the socket of a SO_REUSEPORT group"
+
+
+def _check_incoming_cpu() -> tuple[bool, str]:
+    available, detail = _check_reuseport()
+    if not available:
+        return False, detail
+    version = _kernel_version()
+    if version is None or version < (6, 2):
+        return False, (f"SO_REUSEPORT groups honour SO_INCOMING_CPU from Linux 6.2; "
+                       f"kernel is {platform.release()}")
+    try:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, SO_INCOMING_CPU, 0)
+    except OSError as exc:
+        return False, f"the kernel refused SO_INCOMING_CPU: {exc.strerror}"
+    return True, "a SO_REUSEPORT group prefers the socket tagged with the arriving CPU"
+
+
 def _check_tcp_info() -> tuple[bool, str]:
     try:
         with _throwaway_listener() as sock:
@@ -147,6 +186,8 @@ _CAPABILITIES = {
     "epoll": _check_epoll,
     "EPOLLEXCLUSIVE": _check_epoll_exclusive,
     "SO_REUSEPORT": _check_reuseport,
+    "SO_ATTACH_REUSEPORT_CBPF": _check_reuseport_cbpf,
+    "SO_INCOMING_CPU": _check_incoming_cpu,
     "TCP_INFO": _check_tcp_info,
     "RUSAGE_THREAD": _check_rusage_thread,
     "/proc/net/tcp": _check_proc_net_tcp,
@@ -211,23 +252,29 @@ def _missing(name: str, kind: str) -> str | None:
     if name not in STRATEGIES:
         return f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}"
     if kind not in KINDS:
-        return f"unknown kind {kind!r}; choose 'thread' or 'process'"
+        return f"unknown kind {kind!r}; choose 'thread', 'process' or 'hybrid'"
     if name == "poll" and not hasattr(select, "poll"):
         return "poll: select.poll() does not exist on this platform"
-    if name in ("epoll", "epoll-exclusive", "shared-epoll"):
+    if name in ("epoll", "epoll-exclusive", "shared-epoll", "reorder"):
         available, detail = _check_epoll()
         if not available:
             return f"{name}: {detail}"
-    if name == "epoll-exclusive":
+    if name in ("epoll-exclusive", "reorder"):
         available, detail = _check_epoll_exclusive()
         if not available:
-            return f"epoll-exclusive: {detail}"
+            return f"{name}: {detail}"
+    if name == "exact" and not hasattr(select, "poll"):
+        return "exact: select.poll() does not exist on this platform"
     if name == "shared-epoll" and kind != "thread":
         return "shared-epoll: an epoll object cannot be shared by processes here; use kind='thread'"
-    if name == "reuseport":
-        available, detail = _check_reuseport()
+    checks = {"reuseport": _check_reuseport, "reuseport-cpu": _check_reuseport_cbpf,
+              "reuseport-incoming-cpu": _check_incoming_cpu}
+    if name in checks:
+        available, detail = checks[name]()
         if not available:
-            return f"reuseport: {detail}"
+            return f"{name}: {detail}"
+    if name.startswith("handoff") and not hasattr(socket, "send_fds"):
+        return f"{name}: passing descriptors (socket.send_fds) needs Python >= 3.9 on Unix"
     return None
 
 
@@ -239,7 +286,7 @@ def check_strategy(name: str, kind: str) -> None:
 
     Args:
         name: a strategy (see :data:`acceptlab.strategies.STRATEGIES`).
-        kind: ``'thread'`` or ``'process'``.
+        kind: ``'thread'``, ``'process'`` or ``'hybrid'``.
     """
     reason = _missing(name, kind)
     if reason:
@@ -260,5 +307,5 @@ def format_report() -> str:
     for name, kinds in strategy_support().items():
         verdicts = ", ".join(f"{kind} {'✓' if why is None else '✗'}" for kind, why in kinds.items())
         reasons = dict.fromkeys(why for why in kinds.values() if why)  # once each, in order
-        lines.append(f"  {name:<16} {verdicts}" + (f"   ({'; '.join(reasons)})" if reasons else ""))
+        lines.append(f"  {name:<22} {verdicts}" + (f"   ({'; '.join(reasons)})" if reasons else ""))
     return "\n".join(lines)

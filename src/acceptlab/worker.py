@@ -37,7 +37,7 @@ import socket
 import stat
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Callable, Protocol
@@ -50,7 +50,8 @@ from .protocol import get_protocol, served_by
 from .strategies import Setting, make_waiter
 from .work import parse_work
 
-__all__ = ["WorkerSpec", "Control", "InjectedCrash", "serve", "process_main", "stop_mark",
+__all__ = ["WorkerSpec", "Control", "InjectedCrash", "serve", "process_main", "hybrid_main",
+           "stop_mark",
            "stderr_path", "process_alive", "RETIRE_SIGNAL"]
 
 _RETRY_PAUSE = 0.1  # seconds to wait after EMFILE/ENFILE before accepting again
@@ -124,7 +125,7 @@ def serve(listener: socket.socket, spec: WorkerSpec, control: Control | None = N
     work = parse_work(spec.work)
     tid = threading.get_native_id()
     who = served_by(spec.slot, os.getpid(), tid)
-    waiter = make_waiter(spec.strategy, listener, spec.setting)
+    waiter = make_waiter(spec.strategy, listener, spec.setting, slot=spec.slot)
     control.sockets.append(waiter.listener)
     writer = EventWriter if spec.record else NullWriter
     # The context-switch count feeds only the log: with the log off, don't pay for reading it.
@@ -160,6 +161,7 @@ def serve(listener: socket.socket, spec: WorkerSpec, control: Control | None = N
                         if not control.stopping.is_set():  # stop() may have come just now
                             converse(wake.conn, protocol, who, work, spec.limits)
                         control.sockets.remove(wake.conn)
+                    waiter.finished()  # strategies that count open connections count down
                     log.done(row, now())
         finally:
             waiter.close()
@@ -218,6 +220,73 @@ def process_main(listener: socket.socket, spec: WorkerSpec, ready: Connection) -
     _drop_inherited_sockets(keep=listener.fileno())
     _watch_pool(spec.parent_pid)
     serve(listener, spec, control)
+
+
+def hybrid_main(listener: socket.socket, spec: WorkerSpec, ready: Connection,
+                threads: int) -> None:
+    """Entry point of a HYBRID worker process: ``threads`` threads, each the book's loop.
+
+    This is gunicorn's gthread worker or Puma's clustered mode: processes for
+    the CPUs, threads inside each for waiting on I/O.  Every thread waits on
+    the same shared socket, so an idle thread of a busy process competes for
+    the next connection as hard as a thread of an idle one; the
+    ``busy-sleep``, ``exact`` and ``handoff-least-busy`` strategies are the
+    ecosystem's answers.  Thread ``t`` of slot ``p`` logs as slot
+    ``p * threads + t``; the process is the pool's slot ``p`` (its stop mark,
+    its stderr, its supervision).
+
+    Signals are those of :func:`process_main`.  Retiring (a graceful restart)
+    takes no new connection in any thread and lets the threads that are
+    mid-conversation finish before the process exits.
+
+    Args:
+        listener: the pool's listening socket (or this process's handoff channel).
+        spec: what this worker process is (slot = the process's slot).
+        ready: the pipe on which the process says all its threads are ready.
+        threads: how many threads serve in this process.
+    """
+    _stderr_into(stderr_path(spec.log_dir, spec.slot, spec.generation))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    mark = stop_mark(spec.log_dir, spec.slot, spec.generation)
+    signal.signal(signal.SIGTERM, lambda signum, frame: _exit_asked(mark))
+    all_ready = _Countdown(threads, _PipeFlag(ready))
+    controls = [Control(ready=all_ready) for _ in range(threads)]
+    retiring = threading.Event()
+    signal.signal(RETIRE_SIGNAL, lambda signum, frame: _retire_all(controls, retiring))
+    _drop_inherited_sockets(keep=listener.fileno())
+    _watch_pool(spec.parent_pid)
+    workers = [threading.Thread(target=serve, daemon=True, name=f"acceptlab-worker-{spec.slot}.{t}",
+                                args=(listener, replace(spec, slot=spec.slot * threads + t),
+                                      control))
+               for t, control in enumerate(controls)]
+    for worker in workers:
+        worker.start()
+    while not retiring.wait(_ORPHAN_CHECK) and any(worker.is_alive() for worker in workers):
+        pass  # the main thread only waits: signals are delivered to it
+    # Retiring: threads asleep in the wait hold nothing; those mid-conversation finish it.
+    for worker, control in zip(workers, controls):
+        while worker.is_alive() and not control.waiting:
+            worker.join(0.01)
+
+
+class _Countdown:
+    """A ready flag shared by ``n`` threads: the ``n``-th ``set()`` sets the real one."""
+
+    def __init__(self, n: int, flag: "Flag") -> None:
+        self.left, self.flag, self.lock = n, flag, threading.Lock()
+
+    def set(self) -> None:
+        with self.lock:
+            self.left -= 1
+            if self.left == 0:
+                self.flag.set()
+
+
+def _retire_all(controls: list[Control], retiring: threading.Event) -> None:
+    """A hybrid process's retire signal: every thread takes no new connection."""
+    for control in controls:
+        control.retiring.set()
+    retiring.set()
 
 
 def _retire(control: Control) -> None:
