@@ -14,6 +14,7 @@ import textwrap
 import threading
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from acceptlab.conversation import recv_until
@@ -178,7 +179,7 @@ def test_a_graceful_restart_finishes_the_conversation_in_flight(kind):
     events = pool.events()
     accepted = events[events["outcome"] == "accepted"]
     assert list(accepted["generation"]) == [0, 1]  # ours on the old worker, the next on the new
-    assert accepted["t_done_ns"].notna().all()
+    assert pd.notna(accepted["t_done_ns"].iloc[0])  # the old worker recorded the end of ours
 
 
 def test_a_graceful_restart_of_an_idle_process_ends_its_wait_at_once():
