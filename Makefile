@@ -65,7 +65,7 @@ lab: setup
 	$(BIN)/jupyter lab --ip=127.0.0.1 --notebook-dir=notebooks $(LAB_AS_ROOT) $(LAB_ARGS)
 
 bench: $(DEV)
-	$(BIN)/python bench/run_all.py
+	$(BIN)/python -m bench.run_all
 
 clean:
 	rm -rf out build .pytest_cache

@@ -101,6 +101,14 @@ def _check_values(args: argparse.Namespace) -> None:
         bad(f"--duration {args.duration}: must be more than 0 seconds")
     if getattr(args, "gap", 0) < 0:
         bad(f"--gap {args.gap}: must be 0 or more seconds")
+    threads = getattr(args, "threads", None)
+    if threads is not None and not 1 <= threads <= MAX_WORKERS:
+        bad(f"--threads {threads}: choose 1 to {MAX_WORKERS}")
+    if threads not in (None, 1) and getattr(args, "kind", "hybrid") != "hybrid":
+        bad(f"--threads {threads} needs --kind hybrid (processes of several threads)")
+    every = getattr(args, "restart_every", None)
+    if every is not None and every <= 0:
+        bad(f"--restart-every {every}: must be more than 0 seconds")
 
 
 class OutputDirectory:
@@ -425,9 +433,13 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
 
 
 def _add_pool_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--kind", choices=("thread", "process"), default="process",
-                        help="workers are threads or processes (default: process)")
-    parser.add_argument("--workers", "-n", type=int, default=4, help="how many (default: 4)")
+    parser.add_argument("--kind", choices=("thread", "process", "hybrid"), default="process",
+                        help="workers are threads, processes, or processes of --threads "
+                             "threads each (hybrid) (default: process)")
+    parser.add_argument("--workers", "-n", type=int, default=4,
+                        help="how many (processes, for hybrid) (default: 4)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads per process with --kind hybrid (default: 2)")
     parser.add_argument("--strategy", choices=tuple(STRATEGIES), default="blocking",
                         help="how each worker waits for a connection (default: blocking)")
     parser.add_argument("--protocol", choices=tuple(PROTOCOLS), default="zen",
@@ -466,6 +478,18 @@ def _add_out_options(parser: argparse.ArgumentParser, default: str) -> None:
 
 def _limits(args: argparse.Namespace) -> Limits:
     return Limits(max_request=args.max_request, idle_timeout=args.idle_timeout)
+
+
+def _threads(args: argparse.Namespace) -> int:
+    """--threads, defaulting to 2 for hybrid workers (1 thread each would just be processes)."""
+    if args.threads is None:
+        return 2 if args.kind == "hybrid" else 1
+    return args.threads
+
+
+def _slots(args: argparse.Namespace) -> int:
+    """How many event-log slots the pool has: one per thread of a hybrid worker."""
+    return args.workers * _threads(args)
 
 
 # -- main ----------------------------------------------------------------------------------------
@@ -520,12 +544,12 @@ def _cmd_serve(args: argparse.Namespace, stop: threading.Event) -> int:
     pool = WorkerPool(workers=args.workers, kind=args.kind, strategy=args.strategy,
                       protocol=args.protocol, work=args.work, host=args.host, port=args.port,
                       start_method=args.start_method, limits=_limits(args),
-                      record=not args.no_record, join=args.join)
+                      record=not args.no_record, join=args.join, threads=_threads(args))
     with pool:
         print(f"listening on {show_address(*pool.address[:2])}", flush=True)
         while not stop.wait(0.5):
             pass
-    print(_show_table(analysis.per_worker(pool.events(), args.workers)))
+    print(_show_table(analysis.per_worker(pool.events(), _slots(args))))
     return 0
 
 
@@ -581,6 +605,12 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--sample-queue", action="store_true", help="record accept-queue depth")
     run.add_argument("--trace", action="store_true",
                      help="also record the kernel's wakeups and TCP states (root, tracefs)")
+    run.add_argument("--restart-every", type=float, metavar="SECONDS",
+                     help="restart one worker after another every SECONDS during the load, "
+                          "and count what each restart cost the clients")
+    run.add_argument("--graceful", action=argparse.BooleanOptionalAction, default=True,
+                     help="with --restart-every: let each worker finish its conversation "
+                          "(default), or --no-graceful to kill it")
     _add_out_options(run, "out/run")
     run.set_defaults(handler=_cmd_run)
 
@@ -599,30 +629,46 @@ def _cmd_run(args: argparse.Namespace, stop: threading.Event) -> int:
                              duration=args.duration, retries=args.retries,
                              start_method=args.start_method, limits=_limits(args),
                              sample_queue=args.sample_queue, progress=not args.json, stop=stop,
-                             trace=args.trace)
+                             trace=args.trace, threads=_threads(args),
+                             restart_every=args.restart_every, graceful=args.graceful)
     except BaseException:
         out.discard()
         raise
     _say_if_untraced(run)
     run.save(out.path)
-    table = analysis.per_worker(run.events, args.workers)
+    table = analysis.per_worker(run.events, _slots(args))
     client = _load_summary(run.client)
+    losses = _restart_losses(run)
     if args.json:
-        summary = analysis.summary(run.events, run.client, args.workers)
+        summary = analysis.summary(run.events, run.client, _slots(args))
         summary.update(per_worker=table["accepts"].astype(int).tolist(),
                        client_errors=len(run.client) - int(summary["client_ok"]),
                        client_errors_by_kind=client["errors"], max_ms=client["max_ms"],
                        out=str(out.path), interrupted=run.interrupted)
+        if losses is not None:
+            summary["restarts"] = losses.to_dict(orient="records")
         print(json.dumps({key: _plain(value) for key, value in summary.items()}))
     else:
         print(f"{run.label}: {args.workers} workers, {len(run.client)} connections "
               f"-> {out.path}/")
         print(_show_table(table))
         print("\n".join(_client_lines(client)))
+        if losses is not None:
+            print("restarts (connections that ended in each restart's window):")
+            print(_show_table(losses))
     if run.interrupted:
         _say_interrupted(f"kept the {len(run.client)} connections that completed in {out.path}/")
         return INTERRUPTED
     return 0
+
+
+def _restart_losses(run) -> "pd.DataFrame | None":
+    """What each restart of ``run --restart-every`` cost, or None for a run without restarts."""
+    if "restarts" not in run.meta:
+        return None
+    from .restarts import restart_losses
+
+    return restart_losses(run.client, run.meta["restarts"])
 
 
 # -- compare -------------------------------------------------------------------------------------
@@ -738,3 +784,102 @@ def _cmd_replay(args: argparse.Namespace, stop: threading.Event) -> int:
     film = replay(Run.load(source), max_connections=args.connections)
     print(f"wrote {save_film(film, args.out)}")
     return 0
+
+
+# -- sweep ---------------------------------------------------------------------------------------
+
+@_command
+def _add_sweep(commands: argparse._SubParsersAction) -> None:
+    sweep = commands.add_parser("sweep", help="every strategy over a grid of conditions",
+                                description="Which strategy wins where: every strategy under "
+                                            "each condition (connection lifetime, clients, "
+                                            "work, one slow worker); a table, heatmaps and "
+                                            "the winners per condition.")
+    sweep.add_argument("--quick", action="store_true",
+                       help="three conditions and fewer connections (about half a minute)")
+    sweep.add_argument("--strategies", nargs="+", default=None, metavar="S",
+                       choices=tuple(STRATEGIES),
+                       help="default: every strategy this machine runs with processes")
+    sweep.add_argument("--workers", "-n", type=int, default=4,
+                       help="worker processes per run (default: 4)")
+    sweep.add_argument("--seconds", type=float, default=None,
+                       help="bound on each run's load (default: 1.5, or 0.8 with --quick)")
+    sweep.add_argument("--restarts", action="store_true",
+                       help="also compare what a graceful restart costs: shared socket, "
+                            "reuseport, reuseport with tcp_migrate_req (private network "
+                            "namespaces, as root)")
+    _add_out_options(sweep, "out/sweep")
+    sweep.set_defaults(handler=_cmd_sweep)
+
+
+def _cmd_sweep(args: argparse.Namespace, stop: threading.Event) -> int:
+    """Run the grid with a progress bar; write sweep.csv, winners.md and the heatmaps."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only
+    from tqdm.auto import tqdm
+
+    from . import plots
+    from .sweep import GRID, QUICK, run_sweep, winners
+
+    if args.seconds is not None and args.seconds <= 0:
+        raise UsageError(f"--seconds {args.seconds}: must be more than 0")
+    out = OutputDirectory(args.out, "out/sweep", args.force)
+    conditions = QUICK if args.quick else GRID
+    seconds = args.seconds or (0.8 if args.quick else 1.5)
+    with tqdm(total=None, unit="run", desc="sweep") as bar:
+        def progress(done: int, total: int, label: str) -> None:
+            bar.total = total
+            bar.set_postfix_str(label)
+            bar.update(done - bar.n)
+
+        table = run_sweep(args.strategies, conditions=conditions, workers=args.workers,
+                          seconds=seconds, progress=progress, stop=stop)
+    for line in table.attrs["skipped"]:
+        print(f"skipped {line}")
+    table.to_csv(out.path / "sweep.csv", index=False)
+    best = winners(table)
+    (out.path / "winners.md").write_text(best.to_markdown() + "\n")
+    plots.sweep_heatmaps(table).savefig(out.path / "sweep-heatmaps.png", dpi=110)
+    meta = {"conditions": [c.name for c in conditions], "seconds": seconds,
+            "workers": args.workers, "skipped": table.attrs["skipped"],
+            "interrupted": table.attrs["interrupted"]}
+    print(_show_table(table.set_index(["strategy", "condition"])))
+    print()
+    print(best.to_string())
+    if args.restarts and not stop.is_set():
+        meta["restarts"] = _sweep_restarts(out.path, stop)
+    (out.path / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+    print(f"-> {out.path}/ (sweep.csv, winners.md, sweep-heatmaps.png"
+          f"{', restarts.csv, restart-losses.png' if args.restarts else ''})")
+    if table.attrs["interrupted"]:
+        _say_interrupted(f"kept the {len(table)} cells that completed in {out.path}/")
+        return INTERRUPTED
+    return 0
+
+
+def _sweep_restarts(out: Path, stop: threading.Event) -> dict:
+    """The restart comparison of ``sweep --restarts``: a table, a figure, and notes."""
+    import pandas as pd
+
+    from . import plots
+    from .restarts import restart_losses
+    from .sweep import compare_restarts
+
+    runs = compare_restarts(graceful=True)
+    losses, notes = {}, {}
+    for design, run in runs.items():
+        if isinstance(run, str):
+            print(f"restarts, {design}: {run}")
+            notes[design] = run
+            continue
+        losses[design] = restart_losses(run.client, run.meta["restarts"])
+        notes[design] = f"{len(losses[design])} restarts"
+    if losses:
+        table = pd.concat(losses, names=["design", "restart"])
+        table.to_csv(out / "restarts.csv")
+        print("\nwhat each graceful restart cost:")
+        print(_show_table(table.groupby(level="design", sort=False)[
+            ["refused", "reset", "other_errors", "delayed"]].sum()))
+        plots.restart_losses(losses).savefig(out / "restart-losses.png", dpi=110)
+    return notes

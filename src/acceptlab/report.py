@@ -31,8 +31,7 @@ from .support import Unavailable, strategy_support
 
 __all__ = ["write_comparison", "summary_table", "Comparison", "SLOW_WORKER"]
 
-SLOW_WORKER = dict(workers=3, connections=150, concurrency=12,
-                   work=["sleep:30", "sleep:10", "sleep:10"])
+SLOW_WORKER = analysis.SLOW_WORKER  # one slow worker among three: defined once, in analysis
 
 
 def available_strategies(kinds: Sequence[str]) -> list[str]:
@@ -41,16 +40,17 @@ def available_strategies(kinds: Sequence[str]) -> list[str]:
     return [name for name in STRATEGIES if any(support[name][kind] is None for kind in kinds)]
 
 
-COLUMNS = ["accepted", "busiest_share", "jain", "rr_score", "mean_rank", "nvcsw_per_accept",
-           "eagain_per_accept", "p50_ms", "p99_ms", "reconciled"]
+COLUMNS = ["accepted", "busiest_share", "jain", "rr_score", "mean_rank", "wakeups_per_accept",
+           "returns_per_accept", "eagain_per_accept", "p50_ms", "p99_ms", "reconciled"]
 
 
 def summary_table(runs: dict[str, Run]):
     """One row per run: accepted, busiest share, fairness, round robin, rank, wakeups, latency.
 
     ``mean_rank`` is the winner's wake-order rank (0: the longest waiter won,
-    1: the most recent one); ``nvcsw_per_accept`` the real wakeups per
-    connection, ``eagain_per_accept`` the ones a worker could see.
+    1: the most recent one); ``wakeups_per_accept`` the real wakeups (context
+    switches) per connection, ``returns_per_accept`` the waits that came back
+    to Python, ``eagain_per_accept`` the ones that found nothing to accept.
     """
     table = analysis.summarize_runs(runs)
     table.index.name = "run"

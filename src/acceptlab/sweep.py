@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import resource
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
@@ -123,6 +124,7 @@ def run_sweep(
     workers: int = 4,
     seconds: float = 1.5,
     progress: Callable[[int, int, str], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> pd.DataFrame:
     """Run every strategy under every condition; return one row per cell.
 
@@ -138,6 +140,9 @@ def run_sweep(
             count or after this long, whichever comes first.
         progress: called as ``progress(done, total, label)`` after each cell
             (the CLI passes a tqdm bar's update; the library prints nothing).
+        stop: an Event that ends the sweep early (Ctrl-C in the CLI): the cell
+            under way keeps what completed, no further cell starts, and the
+            table's ``attrs['interrupted']`` is True.
 
     Returns:
         A DataFrame with columns ``strategy``, ``condition`` and the
@@ -157,16 +162,20 @@ def run_sweep(
     cells = [(name, condition) for condition in conditions for name in runnable]
     rows = []
     for done, (name, condition) in enumerate(cells, start=1):
+        if stop is not None and stop.is_set():
+            break
         before = _children_cpu_seconds()
         run = run_experiment(workers=workers, kind="process", strategy=name,
-                             start_method="fork", duration=seconds,
+                             start_method="fork", duration=seconds, stop=stop,
                              label=f"{name}/{condition.name}", **condition.load)
         rows.append({"strategy": name, "condition": condition.name,
                      **_cell(run, _children_cpu_seconds() - before)})
         if progress is not None:
             progress(done, len(cells), f"{name} / {condition.name}")
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame(rows, columns=["strategy", "condition", "accepted", "client_ok",
+                                        "errors", *METRICS])
     table.attrs["skipped"] = skipped
+    table.attrs["interrupted"] = stop is not None and stop.is_set()
     return table
 
 
