@@ -218,10 +218,19 @@ def test_a_killing_restart_cuts_the_conversation_and_replaces_the_worker():
         assert zen_round_trip(pool.address) == [b"Ugly.", b"Implicit.", b"Complex."]
 
 
+def asleep_in_accept(tid: int) -> bool:
+    """Does the kernel show thread ``tid`` of this process asleep in accept()?"""
+    return Path(f"/proc/self/task/{tid}/wchan").read_text() == "inet_csk_accept"
+
+
+@pytest.mark.skipif(not LINUX, reason="reads the kernel's wchan of a thread from /proc")
 def test_a_killing_restart_of_a_thread_crashes_it_at_its_next_connection():
     """A thread cannot be killed: as with kill(), it crashes on the next connection it accepts."""
     with WorkerPool(workers=1, kind="thread", interval=0.05) as pool:
         old = pool.idents[0]
+        # Ready means "about to wait": for a thread that may still want the GIL, so the test
+        # waits until the kernel has the old thread asleep in accept(), ahead of the new one.
+        assert wait_until(lambda: asleep_in_accept(old), timeout=2) is not None
         pool.restart(0, graceful=False)
         assert pool.status()[0].state == "serving" and pool.idents[0] != old
         # The old thread still sleeps in accept() ahead of the new one (the kernel's FIFO), so

@@ -11,7 +11,10 @@ How a worker talks to its pool
   (a :class:`threading.Event` for a thread, one byte down a pipe for a
   process).  The pool starts the next worker only then, so the kernel queues
   the waiters in slot order, and a replacement that dies before this point
-  failed to *boot* (see :class:`acceptlab.pool.WorkerBootError`).
+  failed to *boot* (see :class:`acceptlab.pool.WorkerBootError`).  "Just
+  before" is microseconds, unless the worker is a thread that must first win
+  the GIL back (up to the interpreter's 5 ms switch interval): so the order
+  is nearly always, not always, the slot order.
 * **Stop now**: ``control.stopping`` for a thread (the pool then shuts its
   sockets to wake it); SIGTERM for a process.
 * **Retire** (a graceful restart): ``control.retiring``: take no new
