@@ -10,48 +10,16 @@ request to another host.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
 
-from browser import NO_CHROMIUM, chromium_path, load_page, remote_loads
+from browser import NO_CHROMIUM, chromium_path, frames_of, load_page, plays, remote_loads, shown_images
 
 from acceptlab.experiment import Run
 from acceptlab.film import offline_html, replay
 
 ROOT = Path(__file__).resolve().parent.parent
-PRESS_PLAY = ("<script>addEventListener('load', () => setTimeout(() => {"
-              "for (const name of Object.keys(window))"
-              "  if (/^anim[0-9a-f]{32}$/.test(name)) window[name].play_animation();"
-              "}, 50));</script>")
-FRAME = re.compile(r'frames\[(\d+)\] = "(data:image/png;base64,[^"]*)"', re.S)
-
-
-def frames_of(html: str) -> list[str]:
-    """The embedded frames of every player in ``html``, in order."""
-    flat = html.replace("\\\n", "")  # jshtml continues long string literals with backslashes
-    return [data for _, data in FRAME.findall(flat)]
-
-
-def shown_images(dom: str) -> list[str]:
-    return re.findall(r'<img id="_anim_img[0-9a-f]+" src="([^"]+)"', dom)
-
-
-def plays(chromium: str, page: Path) -> tuple[bool, list[str]]:
-    """Load ``page`` with play pressed; return (every player moved past frame 0, remote requests)."""
-    html = page.read_text()
-    frames = frames_of(html)
-    assert len(frames) >= 2, f"{page.name}: no film with frames in it"
-    played = page.with_name(page.stem + "-played.html")
-    played.write_text(html.replace("</body>", PRESS_PLAY + "</body>")
-                      if "</body>" in html else html + PRESS_PLAY)
-    loaded = load_page(chromium, played.as_uri(), settle_ms=60_000)
-    shown = shown_images(loaded.dom)
-    return bool(shown) and all(src != frames[0] and src in frames for src in shown), \
-        loaded.remote_requests
-
-
 @pytest.fixture(scope="module")
 def chromium() -> str:
     binary = chromium_path()
