@@ -548,7 +548,9 @@ def _cmd_serve(args: argparse.Namespace, stop: threading.Event) -> int:
     with pool:
         print(f"listening on {show_address(*pool.address[:2])}", flush=True)
         while not stop.wait(0.5):
-            pass
+            states = pool.status()
+            if all(slot.state == "down" for slot in states):  # nobody left to serve
+                raise states[0].error  # one line, exit code 2 (a RuntimeError)
     print(_show_table(analysis.per_worker(pool.events(), _slots(args))))
     return 0
 
