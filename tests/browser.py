@@ -129,7 +129,11 @@ def frames_of(html: str) -> list[str]:
 
 def shown_images(dom: str) -> list[str]:
     """What each film player's <img> shows now."""
-    return re.findall(r'<img id="_anim_img[0-9a-f]+" src="([^"]+)"', dom)
+    shown = []
+    for tag in re.findall(r'<img\b[^>]*\bid="_anim_img[0-9a-f]+"[^>]*>', dom):
+        source = re.search(r'\bsrc="([^"]*)"', tag)  # nbconvert may reorder the attributes
+        shown.append(source.group(1) if source else "")
+    return shown
 
 
 def plays(binary: str, page: Path) -> tuple[bool, list[str]]:
