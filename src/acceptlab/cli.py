@@ -154,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--out", default="out/compare")
 
     commands.add_parser("doctor", help="what this machine supports")
+    _add_real_server_commands(commands)
     return parser
 
 
@@ -306,6 +307,36 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 COMMANDS = {"serve": cmd_serve, "load": cmd_load, "run": cmd_run, "compare": cmd_compare,
             "doctor": cmd_doctor}
+
+
+# --------------------------------------------------------------------------- real servers (inspect, observe, real)
+
+
+def _add_inspect(commands: argparse._SubParsersAction) -> None:
+    inspect_ = commands.add_parser("inspect", help="any server's accept topology, from /proc")
+    inspect_.add_argument("pid", type=int, help="a master or any worker process")
+    inspect_.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    """Print a server's listeners, how each thread waits, the matching strategy and prediction."""
+    from .topology import format_topology, topology
+
+    try:
+        found = topology(args.pid)
+    except ProcessLookupError as exc:
+        raise UsageError(str(exc)) from None
+    print(json.dumps(found.to_json()) if args.json else format_topology(found))
+    return 0
+
+
+def _add_real_server_commands(commands: argparse._SubParsersAction) -> None:
+    """Register inspect, observe and real (one call in build_parser)."""
+    _add_inspect(commands)
+
+
+COMMANDS.update(inspect=_cmd_inspect)
+
 
 if __name__ == "__main__":
     sys.exit(main())
