@@ -330,12 +330,54 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_real(commands: argparse._SubParsersAction) -> None:
+    from .real import SERVERS
+
+    real = commands.add_parser("real", help="start a real server (gunicorn, uvicorn, nginx, node) "
+                                            "on a free loopback port until Ctrl-C")
+    real.add_argument("name", choices=tuple(SERVERS), metavar="NAME",
+                      help=", ".join(SERVERS))
+    real.add_argument("--workers", "-n", type=int, default=4, help="how many (default: 4)")
+    real.add_argument("--slow-ms", type=float, default=0.0,
+                      help="every reply waits this long (not nginx)")
+
+
+def _cmd_real(args: argparse.Namespace) -> int:
+    """Start a real server, print where it listens and what inspect sees, stop it on Ctrl-C."""
+    from .real import ServerMissing, real_server, reference_run_path
+    from .topology import format_topology, topology
+
+    try:
+        server = real_server(args.name, workers=args.workers, slow_ms=args.slow_ms)
+    except ServerMissing as exc:
+        reference = reference_run_path(args.name, "sequential")
+        raise UsageError(f"{exc}; its reference run: {reference}" if reference.exists()
+                         else str(exc)) from None
+    finished = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: finished.set())
+    with server:
+        print(f"{server.version} listening on http://{_show(server.address)}/  "
+              f"(master pid {server.pid}; Ctrl-C stops it)", flush=True)
+        print(format_topology(topology(server.pid)), flush=True)
+        while not finished.wait(0.5) and server.process.poll() is None:
+            pass
+    return 0
+
+
+def _show(address: tuple[str, int]) -> str:
+    from .basics import show_address
+
+    return show_address(*address)
+
+
 def _add_real_server_commands(commands: argparse._SubParsersAction) -> None:
     """Register inspect, observe and real (one call in build_parser)."""
     _add_inspect(commands)
+    _add_real(commands)
 
 
-COMMANDS.update(inspect=_cmd_inspect)
+COMMANDS.update(inspect=_cmd_inspect, real=_cmd_real)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,107 @@
+"""Real servers on demand: each starts, answers with its pid, is inspected as its layout says,
+and leaves nothing behind (no process of its group, a free port), also when the Python process
+that started it is killed outright.  A server that is not installed here is skipped, loudly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from helpers import port_is_free, wait_until
+
+from acceptlab import real
+from acceptlab.load import fire
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux servers")
+
+# What inspect must match for each server's layout (the issue's list).
+EXPECTED = {"gunicorn-sync": "poll", "gunicorn-gthread": "epoll", "uvicorn": "epoll",
+            "nginx": "epoll-exclusive", "nginx-accept-mutex": "locked",
+            "nginx-reuseport": "reuseport", "node-rr": "handoff", "node-none": "epoll"}
+
+
+def _need(name: str) -> None:
+    reason = real.missing_reason(name)
+    if reason:
+        pytest.skip(f"server missing here, test not run: {reason}")
+
+
+def _alive(pids) -> list[int]:
+    return [pid for pid in pids if os.path.exists(f"/proc/{pid}")
+            and "Z" not in open(f"/proc/{pid}/stat").read().rpartition(")")[2].split()[0]]
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_each_server_starts_answers_is_inspected_and_leaves_nothing(name):
+    from acceptlab.topology import topology
+
+    _need(name)
+    with real.real_server(name, workers=3) as server:
+        group = server.group()
+        found = topology(server.pid)
+        assert found.strategy == EXPECTED[name], found.prediction
+        assert len(found.workers) == 3
+        client = fire(server.address, protocol="http", connections=30)
+        assert client["ok"].all(), client["error"].value_counts()
+        port = server.address[1]
+        assert server.version.split()[0] in name
+    assert wait_until(lambda: not _alive(group), 5) is not None, _alive(group)
+    assert port_is_free(port)
+
+
+def test_killing_the_python_that_started_it_stops_the_server():
+    """The guard process stops the server's group when its parent dies without stopping it."""
+    name = "gunicorn-sync"
+    _need(name)
+    script = textwrap.dedent(f"""
+        import sys, time
+        from acceptlab.real import real_server
+        server = real_server({name!r}, workers=2)
+        print(server.pid, server.address[1], flush=True)
+        time.sleep(60)
+    """)
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(real.__file__))}
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                              env=env)
+    try:
+        master, port = map(int, parent.stdout.readline().split())
+        group = [int(p) for p in os.listdir("/proc") if p.isdigit() and _pgid(int(p)) == master]
+        assert master in group and len(group) >= 3  # the master and its two workers
+        assert not port_is_free(port)
+    finally:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+    took = wait_until(lambda: not _alive(group), 8)
+    assert took is not None, f"still alive 8 s after the parent died: {_alive(group)}"
+    assert port_is_free(port)
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
+
+
+def test_unknown_and_missing_servers_are_one_line():
+    from acceptlab.cli import main
+
+    with pytest.raises(ValueError, match="unknown server"):
+        real.real_server("apache")
+    with pytest.raises(SystemExit) as exit_:
+        main(["real", "apache"])
+    assert exit_.value.code == 2
+    spec = real.ServerSpec("ghost", "no-such-program-here", {}, "apt-get install ghost", "none")
+    real.SERVERS["ghost"] = spec
+    try:
+        assert real.missing_reason("ghost") == (
+            "ghost: no-such-program-here is not installed (apt-get install ghost)")
+        with pytest.raises(real.ServerMissing, match="not installed"):
+            real.real_server("ghost")
+    finally:
+        del real.SERVERS["ghost"]
