@@ -371,13 +371,74 @@ def _show(address: tuple[str, int]) -> str:
     return show_address(*address)
 
 
+def _add_observe(commands: argparse._SubParsersAction) -> None:
+    observe = commands.add_parser("observe", help="load any running server and attribute each "
+                                                  "connection to the worker that accepted it")
+    observe.add_argument("pid", type=int, help="the server's master process")
+    observe.add_argument("--port", type=int, help="default: the one port the server listens on")
+    observe.add_argument("--host", default="127.0.0.1")
+    observe.add_argument("--protocol", choices=tuple(PROTOCOLS), default="http")
+    _add_load_options(observe, connections=200)
+    observe.add_argument("--no-baseline", action="store_true",
+                         help="skip the second, unobserved pass (switches and latency without "
+                              "attribution)")
+    observe.add_argument("--out", help="directory for the run's files")
+
+
+def _cmd_observe(args: argparse.Namespace) -> int:
+    """Observe a running server under load: who accepted what, switches, coverage."""
+    from . import analysis
+    from .observe import observe
+
+    if args.processes != 1 or args.retries:
+        raise UsageError("observe fires from one client process without retries "
+                         "(--processes 1, --retries 0)")
+    if not _is_loopback(args.host):
+        raise UsageError(f"{args.host} is not a loopback address: the kit only loads this machine")
+    try:
+        run = observe(args.pid, port=args.port, host=args.host, protocol=args.protocol,
+                      connections=args.connections, concurrency=args.concurrency,
+                      rate=args.rate, duration=args.duration, gap=args.gap,
+                      baseline=not args.no_baseline)
+    except ProcessLookupError as exc:
+        raise UsageError(str(exc)) from None
+    out = run.save(args.out) if args.out else None
+    table = analysis.per_worker(run.events, run.workers)
+    table.insert(0, "pid", run.meta["worker_pids"])
+    table = table[["pid", "accepts", "share", "nvcsw"]].rename(columns={"nvcsw": "switches"})
+    covered = run.meta["coverage"]
+    baseline = run.meta.get("baseline", {})
+    summary = {"strategy": run.meta["strategy"] or None,
+               "per_worker": table["accepts"].astype(int).tolist(),
+               "worker_pids": run.meta["worker_pids"], **covered,
+               "switches_per_connection": analysis.wakeups_per_accept(run.events)["nvcsw_per_accept"],
+               "baseline_switches_per_connection": baseline.get("switches_per_connection"),
+               "p50_ms": analysis.latency(run.client).iloc[0]["p50_ms"],
+               "baseline_p50_ms": baseline.get("p50_ms"), "out": str(out) if out else None}
+    if args.json:
+        print(json.dumps({key: _plain(value) for key, value in summary.items()}))
+        return 0
+    print(f"{args.pid}: {run.meta['strategy'] or 'no strategy matched'} - {run.meta['prediction']}")
+    print(table.to_string())
+    print(f"attributed {covered['attributed']}/{covered['connections']} connections "
+          f"({covered['coverage']:.1%}); the reply named a pid for {covered['named']}: "
+          f"{covered['agree']} agree, {covered['disagree']} disagree")
+    print(f"voluntary context switches per connection: "
+          f"{summary['switches_per_connection']:.2f} observed"
+          + (f", {baseline['switches_per_connection']:.2f} unobserved" if baseline else ""))
+    if out:
+        print(f"run written to {out}/")
+    return 0
+
+
 def _add_real_server_commands(commands: argparse._SubParsersAction) -> None:
     """Register inspect, observe and real (one call in build_parser)."""
     _add_inspect(commands)
+    _add_observe(commands)
     _add_real(commands)
 
 
-COMMANDS.update(inspect=_cmd_inspect, real=_cmd_real)
+COMMANDS.update(inspect=_cmd_inspect, observe=_cmd_observe, real=_cmd_real)
 
 
 if __name__ == "__main__":
