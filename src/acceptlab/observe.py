@@ -61,7 +61,7 @@ from .experiment import Run, machine
 from .kernel import QUEUE_COLUMNS, QueueSampler, Unsupported
 from .load import CLIENT_COLUMNS, CLIENT_NULLABLE, ConnectionRecord, _classify, check_reply, fire
 from .protocol import get_protocol
-from .topology import Topology, topology
+from .topology import Topology, settled_topology
 
 __all__ = ["Attributor", "observe", "coverage", "reply_pid"]
 
@@ -308,7 +308,7 @@ def observe(pid: int, *, port: int | None = None, host: str = "127.0.0.1",
                          "timeout > 0, gap >= 0 and, if given, rate > 0")
     if not _is_loopback(host):
         raise ValueError(f"{host} is not a loopback address: the kit only loads this machine")
-    found = topology(pid)
+    found = settled_topology(pid)
     port = _pick_port(found, port)
     workers = found.workers
     address = (host, port)

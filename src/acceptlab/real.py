@@ -357,12 +357,12 @@ def _wait_ready(server: RealServer, timeout: float,
 
 def _all_workers_up(server: RealServer) -> bool:
     """Answers HTTP, and as many workers as asked for are there and waiting for connections."""
-    from .topology import topology
+    from .topology import settled_topology
 
     if not _http_ok(server.address):
         return False
     try:
-        found = topology(server.pid)
+        found = settled_topology(server.pid, tries=4)
     except ProcessLookupError:
         return False
     return len(found.workers) == server.expected_workers and found.strategy is not None

@@ -22,11 +22,12 @@ The names of the prediction come from :func:`acceptlab.analysis.expected_share`
 from __future__ import annotations
 
 import collections
+import time
 from dataclasses import dataclass, field
 
 from . import analysis, procfs
 
-__all__ = ["ThreadWait", "ProcessView", "ListenerView", "Topology", "topology",
+__all__ = ["ThreadWait", "ProcessView", "ListenerView", "Topology", "topology", "settled_topology",
            "match_strategy", "format_topology", "PREDICTIONS"]
 
 
@@ -51,6 +52,7 @@ class ThreadWait:
     exclusive: bool | None = None
     syscall: str | None = None
     timed: bool = False  # a poll() with a finite timeout (not in the JSON)
+    inferred: bool = False  # listener_inode guessed (poll/select: the set is unreadable)
 
     def to_json(self) -> dict:
         return {"tid": self.tid, "waits_in": self.waits_in, "on_fd": self.on_fd,
@@ -159,6 +161,11 @@ PREDICTIONS = {
     "handoff": "one process accepts and hands each connection to a worker: the split is "
                "whatever the hand-out does (Node's SCHED_RR takes strict turns)",
 }
+# A lock that decides whose epoll holds the listener (nginx's accept_mutex) is no FIFO of
+# waiters: the holder keeps it for as long as it is not busy.
+_MUTEX_IN_EPOLL = ("one worker at a time has the listener in its epoll (a mutex, like nginx's "
+                   "accept_mutex): the holder keeps it while it is idle, so one worker takes "
+                   "most under light load, and none is woken in vain")
 _NO_WAITER = ("no thread waits for a connection right now (all busy, not a server, or the "
               "waits could not be read): no prediction")
 
@@ -216,7 +223,7 @@ def _read_thread(process: ProcessView, tid: int, listeners: set[int],
         held = {inode for fd, inode in process.listener_fds.items()
                 if limit is None or fd < limit}
         if len(held) == 1:
-            wait.listener_inode = held.pop()
+            wait.listener_inode, wait.inferred = held.pop(), True
         if name == "poll":  # poll(fds, nfds, timeout_ms): -1 waits for ever
             wait.timed = call.args[2] & 0xFFFFFFFF != 0xFFFFFFFF
     return wait
@@ -284,6 +291,29 @@ def topology(pid: int) -> Topology:
     return found
 
 
+def settled_topology(pid: int, *, tries: int = 20, pause: float = 0.05) -> Topology:
+    """:func:`topology`, read again until two reads in a row match the same strategy.
+
+    One read is one instant: a worker caught serving a request, or a master
+    answering its own signal, can hide the layout.  Returns the last read
+    (whose ``strategy`` may still be None after ``tries`` reads).
+
+    Args:
+        pid: as for :func:`topology`.
+        tries: reads at most.
+        pause: seconds between reads.
+    """
+    previous = None
+    for _ in range(tries):
+        found = topology(pid)
+        if found.strategy is not None and previous is not None \
+                and previous.strategy == found.strategy:
+            return found
+        previous = found
+        time.sleep(pause)
+    return found
+
+
 def match_strategy(found: Topology) -> tuple[str | None, str]:
     """The kit's strategy this layout matches, and the one-sentence prediction that follows.
 
@@ -305,8 +335,9 @@ def match_strategy(found: Topology) -> tuple[str | None, str]:
                  if thread.listener_inode is not None]
     if not acceptors:
         root = found.process(found.pid) if found.pid not in found.workers else None
-        if root is not None and any(t.listener_inode is not None for t in root.threads):
-            return "handoff", PREDICTIONS["handoff"]
+        if root is not None and any(t.listener_inode is not None and not t.inferred
+                                    for t in root.threads):
+            return "handoff", f"{PREDICTIONS['handoff']} ({_analysis_group('handoff')})"
         return None, _NO_WAITER
     ports = collections.defaultdict(set)
     listeners = {listener.inode: listener for listener in found.listeners}
@@ -329,6 +360,8 @@ def match_strategy(found: Topology) -> tuple[str | None, str]:
         else:
             strategy = "poll"
     sentence = PREDICTIONS[strategy]
+    if strategy == "locked" and all(thread.waits_in == "epoll" for thread in acceptors):
+        sentence = _MUTEX_IN_EPOLL
     return strategy, f"{sentence} ({_analysis_group(strategy)})"
 
 
