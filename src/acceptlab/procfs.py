@@ -61,10 +61,12 @@ SYSCALL_NAMES: dict[str, dict[int, str]] = {
     "x86_64": {43: "accept", 288: "accept4", 232: "epoll_wait", 281: "epoll_pwait",
                441: "epoll_pwait2", 7: "poll", 271: "ppoll", 23: "select", 270: "pselect6",
                73: "flock", 202: "futex", 0: "read", 45: "recvfrom", 61: "wait4",
-               35: "nanosleep", 230: "clock_nanosleep"},
+               35: "nanosleep", 230: "clock_nanosleep", 130: "rt_sigsuspend", 34: "pause",
+               247: "waitid"},
     "aarch64": {202: "accept", 242: "accept4", 22: "epoll_pwait", 441: "epoll_pwait2",
                 73: "ppoll", 72: "pselect6", 32: "flock", 98: "futex", 63: "read",
-                207: "recvfrom", 260: "wait4", 101: "nanosleep", 115: "clock_nanosleep"},
+                207: "recvfrom", 260: "wait4", 101: "nanosleep", 115: "clock_nanosleep",
+                133: "rt_sigsuspend", 95: "waitid"},
 }
 
 # How each waiting system call is named in an inspection (the JSON schema's ``waits_in``).
