@@ -42,31 +42,41 @@ def main(argv: list[str] | None = None) -> int:
             if reason:
                 print(f"skipped: {reason}")
                 continue
-            for load, (options, slow_ms) in LOADS.items():
-                if slow_ms and real.SERVERS[name].program == "nginx":
-                    continue
-                with real.real_server(name, workers=args.workers, slow_ms=slow_ms) as server:
+            with real.real_server(name, workers=args.workers) as server:
+                for load, (options, slow_ms) in LOADS.items():
+                    if slow_ms and real.SERVERS[name].program == "nginx":
+                        continue
+                    server.set_slow(slow_ms)
                     run = observe(server.pid, label=f"{name}/{load}", server=server.meta(),
                                   **options)
-                run.meta["load_name"] = load
-                run.meta["command"] = (f"observe(real_server({name!r}, workers={args.workers}, "
-                                       f"slow_ms={slow_ms:g}).pid, "
-                                       + ", ".join(f"{k}={v!r}" for k, v in options.items()) + ")")
-                target = real.reference_run_path(name, load, data=args.out)
-                run.save(staging / target.name)
-                shutil.rmtree(target, ignore_errors=True)
-                shutil.copytree(staging / target.name, target)
-                summary = analysis.summary(run.events, run.client, run.workers)
-                counts = analysis.per_worker(run.events, run.workers)["accepts"].tolist()
-                base = run.meta["baseline"]
-                print(f"{name:<19} {load:<10} {run.meta['strategy']:<16} {counts} "
-                      f"switches/conn {summary['nvcsw_per_accept']:.2f} observed "
-                      f"{base['switches_per_connection']:.2f} unobserved  "
-                      f"coverage {run.meta['coverage']['coverage']:.1%}  "
-                      f"p50 {base['p50_ms']:.2f} ms unobserved")
+                    run.meta["load_name"] = load
+                    run.meta["command"] = (
+                        f"server = real_server({name!r}, workers={args.workers}); "
+                        f"server.set_slow({slow_ms:g}); observe(server.pid, "
+                        + ", ".join(f"{k}={v!r}" for k, v in options.items()) + ")")
+                    _replace(run, real.reference_run_path(name, load, data=args.out), staging)
+                    print(_line(run, name, load))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return 0
+
+
+def _replace(run, target: Path, staging: Path) -> None:
+    """Write the run aside first; replace the old reference run only once that worked."""
+    run.save(staging / target.name)
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(staging / target.name, target)
+
+
+def _line(run, name: str, load: str) -> str:
+    summary = analysis.summary(run.events, run.client, run.workers)
+    counts = analysis.per_worker(run.events, run.workers)["accepts"].tolist()
+    base = run.meta["baseline"]
+    return (f"{name:<19} {load:<10} {run.meta['strategy']:<16} {counts} "
+            f"switches/conn {summary['nvcsw_per_accept']:.2f} observed "
+            f"{base['switches_per_connection']:.2f} unobserved  "
+            f"coverage {run.meta['coverage']['coverage']:.1%}  "
+            f"p50 {base['p50_ms']:.2f} ms unobserved")
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ __all__ = [
     "EPOLLEXCLUSIVE", "TCP_STATES",
     "parse_syscall", "syscall_name", "parse_epoll_fdinfo", "parse_socket_link",
     "parse_tcp_table", "parse_status", "parse_stat", "parse_diag_messages",
-    "process_ids", "parent_of", "descendants", "thread_ids", "command_line", "socket_inodes",
+    "process_ids", "process_state", "parent_of", "descendants", "thread_ids", "command_line", "socket_inodes",
     "epoll_targets", "thread_syscall", "voluntary_switches", "tcp_table", "tcp_migrate_req",
     "SockDiag",
 ]
@@ -255,6 +255,11 @@ def descendants(pid: int) -> list[int]:
         level = sorted(child for parent in level for child in children.get(parent, ()))
         tree.extend(level)
     return tree
+
+
+def process_state(pid: int) -> str:
+    """The state letter of ``pid`` from ``/proc/PID/stat``: ``R``, ``S``, ``D``, ``Z`` (zombie)..."""
+    return _read(f"/proc/{pid}/stat").rpartition(")")[2].split()[0]
 
 
 def thread_ids(pid: int) -> list[int]:

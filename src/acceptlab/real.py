@@ -76,6 +76,7 @@ class ServerSpec:
 
 
 _PIP = "pip install 'acceptlab[servers]'"
+_SLOW_FILE = "slow_ms"  # in the server's directory: the app reads each request's wait from it
 _APT_NGINX = "apt-get install nginx-light"
 _APT_NODE = "apt-get install nodejs"
 SERVERS: dict[str, ServerSpec] = {spec.name: spec for spec in (
@@ -169,8 +170,31 @@ class RealServer:
     def meta(self) -> dict:
         """What a run's ``meta.json`` records about this server."""
         return {"server": self.name, "server_version": self.version,
-                "server_config": self.config, "server_pid": self.pid,
+                "server_config": dict(self.config), "server_pid": self.pid,
                 "address": show_address(*self.address)}
+
+    @property
+    def slow_ms(self) -> float:
+        """Milliseconds every reply waits now (0: none)."""
+        return float(self.config.get("slow_ms", 0))
+
+    def set_slow(self, milliseconds: float, *, settle: float = 0.1) -> None:
+        """Make every reply wait ``milliseconds`` from now on (0: none), without a restart.
+
+        The app re-reads the setting at most every 50 ms, hence ``settle``.
+        nginx's reply is nginx's own and cannot be slowed (``ValueError``).
+
+        Args:
+            milliseconds: the wait per request.
+            settle: seconds to wait until every worker has seen it.
+        """
+        if milliseconds and SERVERS[self.name].program == "nginx":
+            raise ValueError(f"{self.name}: nginx's one-line reply cannot be slowed down here")
+        staged = self.directory / (_SLOW_FILE + ".new")
+        staged.write_text(f"{milliseconds:g}")
+        staged.replace(self.directory / _SLOW_FILE)  # atomic: a reader sees old or new
+        self.config["slow_ms"] = milliseconds
+        time.sleep(settle)
 
     def log_tail(self, lines: int = 5) -> str:
         """The last lines the server wrote (stdout and stderr together)."""
@@ -181,21 +205,29 @@ class RealServer:
         return "\n".join(text.strip().splitlines()[-lines:])
 
     def group(self) -> list[int]:
-        """Every live process of the server's process group (the master's session)."""
+        """Every live process of the server's process group (the master's session).
+
+        A zombie (exited, waiting for its new parent, init, to collect it) no
+        longer runs or holds a socket, so it is not counted.
+        """
         members = []
         for pid in procfs.process_ids():
             try:
-                if os.getpgid(pid) == self.process.pid:
+                if os.getpgid(pid) == self.process.pid and procfs.process_state(pid) != "Z":
                     members.append(pid)
             except OSError:
                 continue
         return members
 
-    def stop(self, *, timeout: float = 5.0) -> None:
+    def stop(self, *, timeout: float = 1.0) -> None:
         """Stop the server and every process of its group; wait until all are gone.
 
         SIGTERM first (each server stops its workers itself), SIGKILL to
-        whatever is left after ``timeout`` seconds.  Safe to call twice.
+        whatever is left after ``timeout`` seconds (a lesson's server has no
+        requests worth a longer grace).  Safe to call twice.
+
+        Args:
+            timeout: seconds of grace after SIGTERM, and again after SIGKILL.
         """
         if self._guard is not None:  # we stop it ourselves: the guard may go
             _release_guard(self._guard)
@@ -295,10 +327,10 @@ def _version(program: str) -> str:
     return f"{program} {text.rpartition('/')[2] if program == 'nginx' else text.lstrip('v')}"
 
 
-def _command_line(spec: ServerSpec, host: str, port: int, workers: int, directory: Path,
-                  slow_ms: float) -> tuple[list[str], dict[str, str], dict]:
+def _command_line(spec: ServerSpec, host: str, port: int, workers: int,
+                  directory: Path) -> tuple[list[str], dict[str, str], dict]:
     """The command, environment and recorded configuration for one start."""
-    slow = {"ACCEPTLAB_SLOW_MS": str(slow_ms)}
+    slow = {"ACCEPTLAB_SLOW_FILE": str(directory / _SLOW_FILE)}
     bind = show_address(host, port)
     if spec.program == "gunicorn":
         command = [sys.executable, "-m", "gunicorn", "--bind", bind, "--workers", str(workers),
@@ -314,8 +346,6 @@ def _command_line(spec: ServerSpec, host: str, port: int, workers: int, director
                    "--timeout-graceful-shutdown", "2", "acceptlab.servers.pidapp:asgi"]
         return command, _python_env(slow), {"workers": workers}
     if spec.program == "nginx":
-        if slow_ms:
-            raise ValueError(f"{spec.name}: nginx's one-line reply cannot be slowed down here")
         template = resources.files("acceptlab.servers").joinpath("nginx.conf.template")
         config = string.Template(template.read_text()).substitute(
             workers=workers, directory=directory, accept_mutex=spec.options["accept_mutex"],
@@ -379,7 +409,8 @@ def real_server(name: str, *, workers: int = 4, host: str = "127.0.0.1", port: i
         workers: worker processes to start.
         host: a loopback address (the kit loads only this machine).
         port: 0 picks a free one.
-        slow_ms: every reply waits this long first (not for nginx).
+        slow_ms: every reply waits this long first (not for nginx); change it
+            later with :meth:`RealServer.set_slow`.
         timeout: seconds to wait until it answers HTTP with all its workers up.
 
     Raises:
@@ -397,7 +428,10 @@ def real_server(name: str, *, workers: int = 4, host: str = "127.0.0.1", port: i
     host = "127.0.0.1" if host == "localhost" else host
     chosen = port or _free_port(host)
     directory = Path(tempfile.mkdtemp(prefix=f"acceptlab-{name}-"))
-    command, env, config = _command_line(spec, host, chosen, workers, directory, slow_ms)
+    if slow_ms and spec.program == "nginx":
+        raise ValueError(f"{name}: nginx's one-line reply cannot be slowed down here")
+    command, env, config = _command_line(spec, host, chosen, workers, directory)
+    (directory / _SLOW_FILE).write_text(f"{slow_ms:g}")
     log = open(directory / "server.log", "wb")
     process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
                                stdin=subprocess.DEVNULL, start_new_session=True,

@@ -152,7 +152,8 @@ PREDICTIONS = {
     "epoll": "one shared socket, every worker in epoll_wait() without EPOLLEXCLUSIVE: a "
              "thundering herd and a racy, uneven split",
     "epoll-exclusive": "one shared socket, EPOLLEXCLUSIVE: the kernel wakes one waiter, the "
-                       "most recent one wins, so one worker takes most under light load",
+                       "first registered that is idle, so one worker takes most under light "
+                       "load",
     "shared-epoll": "threads share one epoll instance: the last thread to wait is woken "
                     "first, so one or two threads take most",
     "reuseport": "one listener per worker (SO_REUSEPORT): a hash of each connection's "

@@ -2,7 +2,8 @@
 // ACCEPTLAB_POLICY=rr: the primary accepts and hands connections out in turn (SCHED_RR, Node's
 // default on Linux); =none: every worker accepts on the shared socket itself (SCHED_NONE).
 // ACCEPTLAB_WORKERS, ACCEPTLAB_HOST, ACCEPTLAB_PORT say how many and where;
-// ACCEPTLAB_SLOW_MS delays every reply.  The primary prints "ready" once every worker listens,
+// Every reply waits the milliseconds written in the file ACCEPTLAB_SLOW_FILE (re-read at most
+// every 50 ms, so a running server can be made slow and fast again).  The primary prints "ready" once every worker listens,
 // and on SIGTERM stops its workers before it exits.
 'use strict';
 const cluster = require('node:cluster');
@@ -11,7 +12,21 @@ const http = require('node:http');
 const env = process.env;
 cluster.schedulingPolicy = env.ACCEPTLAB_POLICY === 'none' ? cluster.SCHED_NONE : cluster.SCHED_RR;
 const workers = Number(env.ACCEPTLAB_WORKERS || 2);
-const slowMs = Number(env.ACCEPTLAB_SLOW_MS || 0);
+const fs = require('node:fs');
+let slowMs = 0;
+let slowReadAt = -Infinity;
+const slowness = () => {
+  const moment = Date.now();
+  if (env.ACCEPTLAB_SLOW_FILE && moment - slowReadAt >= 50) {
+    slowReadAt = moment;
+    try {
+      slowMs = Number(fs.readFileSync(env.ACCEPTLAB_SLOW_FILE, 'utf8')) || 0;
+    } catch (error) {
+      slowMs = 0;
+    }
+  }
+  return slowMs;
+};
 
 if (cluster.isPrimary) {
   let listening = 0;
@@ -34,6 +49,7 @@ if (cluster.isPrimary) {
     res.end(body);
   };
   http.createServer((req, res) => {
-    if (slowMs > 0) setTimeout(reply, slowMs, res); else reply(res);
+    const wait = slowness();
+    if (wait > 0) setTimeout(reply, wait, res); else reply(res);
   }).listen(Number(env.ACCEPTLAB_PORT), env.ACCEPTLAB_HOST || '127.0.0.1');
 }

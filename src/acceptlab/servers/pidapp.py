@@ -3,8 +3,9 @@
 ``wsgi`` is for gunicorn (``acceptlab.servers.pidapp:wsgi``), ``asgi`` for uvicorn
 (``acceptlab.servers.pidapp:asgi``).  The body is ``pid 4242`` and a newline, so a client
 (and :mod:`acceptlab.observe`) can tell which worker answered without asking the server anything
-else.  ``ACCEPTLAB_SLOW_MS`` (an environment variable read at import) makes every request
-take that many milliseconds, sleeping: the "slow request" load of notebook 09.
+else.  Every request sleeps for the milliseconds written in the file named by
+``ACCEPTLAB_SLOW_FILE`` (read again at most every 50 ms, so a running server can be made slow
+and fast again: the "slow request" load of notebook 09); no file, no sleep.
 """
 
 from __future__ import annotations
@@ -13,7 +14,21 @@ import asyncio
 import os
 import time
 
-_SLOW = float(os.environ.get("ACCEPTLAB_SLOW_MS", "0")) / 1000
+_SLOW_FILE = os.environ.get("ACCEPTLAB_SLOW_FILE")
+_slow = {"seconds": 0.0, "read_at": -1.0}
+
+
+def _slowness() -> float:
+    """Seconds each request waits now (the file's milliseconds, re-read every 50 ms)."""
+    moment = time.monotonic()
+    if _SLOW_FILE and moment - _slow["read_at"] >= 0.05:
+        _slow["read_at"] = moment
+        try:
+            with open(_SLOW_FILE) as file:
+                _slow["seconds"] = float(file.read() or 0) / 1000
+        except (OSError, ValueError):
+            _slow["seconds"] = 0.0
+    return _slow["seconds"]
 
 
 def _body() -> bytes:
@@ -22,8 +37,9 @@ def _body() -> bytes:
 
 def wsgi(environ: dict, start_response) -> list[bytes]:
     """WSGI: ``200 OK``, ``pid N``, and the connection closed after it."""
-    if _SLOW:
-        time.sleep(_SLOW)
+    slow = _slowness()
+    if slow:
+        time.sleep(slow)
     body = _body()
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body))),
                               ("Connection", "close")])
@@ -40,8 +56,9 @@ async def asgi(scope: dict, receive, send) -> None:
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
-    if _SLOW:
-        await asyncio.sleep(_SLOW)
+    slow = _slowness()
+    if slow:
+        await asyncio.sleep(slow)
     body = _body()
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"text/plain"),
