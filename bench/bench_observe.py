@@ -14,7 +14,10 @@ plus its /proc and sock_diag reads and queue sampling), in the order A B B A, so
 machine's load hits both alike.  The figure is nginx's connections/s under the load in B over
 A, within each round (the observer's own few hundred connections are not counted in B: a
 conservative ratio); the median and range over the rounds are printed.  The issue's bar is a
-median of at least 0.95.
+median of at least 0.95.  On a shared 2-core machine the observer's own CPU competes with nginx
+and the load, so the script also prints nginx's CPU per connection (its workers' utime + stime
+from /proc over the connections served), alone and observed: what attribution could change in
+the server itself.
 
 Part 2, the same load against the kit's ``http`` server (WorkerPool, blocking, 2 process
 workers), gunicorn sync and uvicorn (2 workers each, acceptlab.real's one-line app), in
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import statistics
 import sys
 import threading
@@ -40,17 +44,34 @@ from acceptlab.pool import WorkerPool
 from acceptlab.real import missing_reason, real_server
 
 
-def connections_per_second(address: tuple[str, int], seconds: float) -> float:
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds the processes ``pids`` have used so far (/proc/PID/stat)."""
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def connections_per_second(address: tuple[str, int], seconds: float,
+                           workers: list[int] = ()) -> tuple[float, float | None]:
     """The throughput load for ``seconds``: ok connections over the span from first start to
-    last end (the client processes' start-up is outside that span)."""
+    last end (the client processes' start-up is outside that span), and, given the server's
+    ``workers``, their CPU microseconds per connection served (else None)."""
+    before = cpu_seconds(list(workers))
     client = fire(address, protocol="http", connections=10**6, concurrency=16, processes=2,
                   duration=seconds, timeout=5.0)
     ok = client[client["ok"]]
     span = (ok["t_done_ns"].max() - ok["t_start_ns"].min()) / 1e9
-    return len(ok) / span if span > 0 else 0.0
+    rate = len(ok) / span if span > 0 else 0.0
+    if not workers:
+        return rate, None
+    return rate, (cpu_seconds(list(workers)) - before) / max(len(ok), 1) * 1e6
 
 
-def with_observer(pid: int, address: tuple[str, int], seconds: float) -> tuple[float, dict]:
+def with_observer(pid: int, address: tuple[str, int], seconds: float,
+                  workers: list[int]) -> tuple[float, float, dict]:
     """The throughput load while observe() attributes a sequential load to nginx's workers."""
     found: dict = {}
 
@@ -62,9 +83,9 @@ def with_observer(pid: int, address: tuple[str, int], seconds: float) -> tuple[f
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     time.sleep(0.2)  # the observer has inspected the server and is firing
-    rate = connections_per_second(address, seconds)
+    rate, cpu = connections_per_second(address, seconds, workers)
     watcher.join()
-    return rate, found
+    return rate, cpu, found
 
 
 def summarise(name: str, ratios: list[float]) -> str:
@@ -77,26 +98,38 @@ def observer_overhead(rounds: int, seconds: float, rows: list[dict]) -> None:
     if reason:
         print(f"part 1 skipped: {reason}")
         return
-    ratios = []
+    ratios, cpu_ratios = [], []
     with real_server("nginx", workers=2) as server:
+        workers = server.workers
         for number in range(rounds):
-            alone, watched, coverage = [], [], []
+            alone, watched, cpu_alone, cpu_watched, coverage = [], [], [], [], []
             for step in ("A", "B", "B", "A"):
                 if step == "A":
-                    alone.append(connections_per_second(server.address, seconds))
+                    rate, cpu = connections_per_second(server.address, seconds, workers)
+                    alone.append(rate)
+                    cpu_alone.append(cpu)
                 else:
-                    rate, covered = with_observer(server.pid, server.address, seconds)
+                    rate, cpu, covered = with_observer(server.pid, server.address, seconds,
+                                                       workers)
                     watched.append(rate)
+                    cpu_watched.append(cpu)
                     coverage.append(covered.get("coverage", float("nan")))
             ratio = statistics.mean(watched) / statistics.mean(alone)
+            cpu_ratio = statistics.mean(cpu_watched) / statistics.mean(cpu_alone)
             ratios.append(ratio)
+            cpu_ratios.append(cpu_ratio)
             rows.append({"part": "observer", "round": number, "alone": statistics.mean(alone),
                          "observed": statistics.mean(watched), "ratio": ratio,
-                         "observer_coverage": min(coverage)})
+                         "cpu_us_alone": statistics.mean(cpu_alone),
+                         "cpu_us_observed": statistics.mean(cpu_watched),
+                         "cpu_ratio": cpu_ratio, "observer_coverage": min(coverage)})
             print(f"  round {number}: alone {statistics.mean(alone):.0f}/s, observed "
-                  f"{statistics.mean(watched):.0f}/s, ratio {ratio:.3f}, observer coverage "
+                  f"{statistics.mean(watched):.0f}/s, ratio {ratio:.3f}; nginx CPU per "
+                  f"connection {statistics.mean(cpu_alone):.0f} -> "
+                  f"{statistics.mean(cpu_watched):.0f} us ({cpu_ratio:.3f}); observer coverage "
                   f"{min(coverage):.1%}", flush=True)
     print(summarise(f"nginx ({server.version}) connections/s while observed / alone", ratios))
+    print(summarise("nginx CPU per connection while observed / alone", cpu_ratios))
 
 
 def kit_against_real(rounds: int, seconds: float, rows: list[dict]) -> None:
@@ -110,10 +143,11 @@ def kit_against_real(rounds: int, seconds: float, rows: list[dict]) -> None:
         with WorkerPool(workers=2, kind="process", strategy="blocking", protocol="http") as pool:
             contestants = [("kit", pool.address)] + [(s.name, s.address) for s in servers]
             for number in range(rounds):
-                order = contestants[number % len(contestants):] + contestants[:number % len(contestants)]
+                turn = number % len(contestants)
+                order = contestants[turn:] + contestants[:turn]
                 rates: dict[str, list[float]] = {name: [] for name, _ in contestants}
                 for name, address in order + order[::-1]:
-                    rates[name].append(connections_per_second(address, seconds))
+                    rates[name].append(connections_per_second(address, seconds)[0])
                 kit = statistics.mean(rates["kit"])
                 line = [f"kit {kit:.0f}/s"]
                 for name in names:

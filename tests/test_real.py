@@ -165,3 +165,37 @@ def test_nginx_exclusive_hands_out_in_runs():
         return sorted(runs)[len(runs) // 2]
 
     assert _best_of_three("nginx", median_run) >= 8
+
+
+def test_a_notebook_kernel_restart_leaves_no_server(tmp_path):
+    """A server started in a Jupyter kernel is gone within seconds of the kernel's restart
+    (the kernel dies without stopping it; the guard does), as with JupyterLab's button."""
+    pytest.importorskip("jupyter_client", reason="needs jupyter_client to drive a real kernel")
+    import json
+
+    from test_lifecycle import KERNEL_NAME, Kernel
+
+    name = "gunicorn-sync"
+    _need(name)
+    spec = tmp_path / "kernels" / KERNEL_NAME
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "acceptlab tests (this venv)", "language": "python"}))
+    kernel = Kernel(tmp_path / "kernels", cwd=tmp_path)
+    try:
+        kernel.start()
+        printed = kernel.run(f"""
+            import json, os
+            from acceptlab.real import real_server
+            server = real_server({name!r}, workers=2)
+            print(json.dumps({{"group": server.group(), "port": server.address[1]}}))
+        """)
+        started = json.loads(printed.strip().splitlines()[-1])
+        assert len(started["group"]) >= 3 and not port_is_free(started["port"])
+        kernel.restart()
+        took = wait_until(lambda: not _alive(started["group"]), 8)
+        assert took is not None, f"alive 8 s after the restart: {_alive(started['group'])}"
+        assert port_is_free(started["port"])
+    finally:
+        kernel.close()
