@@ -83,3 +83,21 @@ def test_observe_a_real_server(name, load):
     assert covered["named"] == covered["attributed"] and covered["disagree"] == 0, covered
     assert analysis.reconcile(run.client, run.events).ok
     assert run.meta["server"]["server"] == name
+
+
+def test_observe_from_the_command_line(capsys, tmp_path):
+    import json
+
+    from acceptlab.cli import main
+
+    with WorkerPool(workers=2, kind="process", strategy="blocking", protocol="http") as pool:
+        code = main(["observe", str(os.getpid()), "--port", str(pool.address[1]), "-c", "40",
+                     "--gap", "0.001", "--no-baseline", "--json", "--out", str(tmp_path / "o")])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["strategy"] == "blocking" and summary["connections"] == 40
+    assert summary["attributed"] >= 40 * 0.99 and sum(summary["per_worker"]) == summary["attributed"]
+    assert summary["worker_pids"] == sorted(pool.pids)
+    assert Run.load(tmp_path / "o").meta["coverage"]["attributed"] == summary["attributed"]
+    assert main(["observe", str(os.getpid()), "--processes", "2"]) == 2  # one line, no traceback
+    assert "one client process" in capsys.readouterr().err

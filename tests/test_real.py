@@ -199,3 +199,25 @@ def test_a_notebook_kernel_restart_leaves_no_server(tmp_path):
         assert port_is_free(started["port"])
     finally:
         kernel.close()
+
+
+def test_real_from_the_command_line_stops_on_ctrl_c():
+    name = "nginx" if not real.missing_reason("nginx") else "gunicorn-sync"
+    _need(name)
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(real.__file__))}
+    command = subprocess.Popen([sys.executable, "-m", "acceptlab", "real", name, "-n", "2"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        first = command.stdout.readline()
+        assert "listening on http://127.0.0.1:" in first, first + command.stderr.read()
+        master = int(first.split("master pid ")[1].split(";")[0])
+        port = int(first.split("127.0.0.1:")[1].split("/")[0])
+        group = [int(p) for p in os.listdir("/proc") if p.isdigit() and _pgid(int(p)) == master]
+        assert len(group) >= 3 and not port_is_free(port)
+    finally:
+        command.send_signal(signal.SIGINT)
+        out, err = command.communicate(timeout=20)
+    assert command.returncode == 0, err
+    assert "Traceback" not in err
+    assert wait_until(lambda: not _alive(group), 5) is not None
+    assert port_is_free(port)

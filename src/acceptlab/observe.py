@@ -87,6 +87,7 @@ class Attributor:
         self._local = threading.local()
         self._opened: list[procfs.SockDiag] = []
         self._lock = threading.Lock()
+        self._hints: dict[int, str] = {}  # worker pid -> descriptor of its last connection
 
     def _diag(self) -> procfs.SockDiag:
         diag = getattr(self._local, "diag", None)
@@ -97,19 +98,35 @@ class Attributor:
         return diag
 
     def holder(self, inode: int) -> int | None:
-        """The worker pid with a descriptor on socket ``inode``, or None."""
+        """The worker pid with a descriptor on socket ``inode``, or None.
+
+        A server usually gives each new connection the descriptor number its
+        last one had (the lowest free), so the descriptor where each worker's
+        previous connection was found is tried first: one ``stat`` per worker
+        instead of one per descriptor.  Only when that misses are all the
+        workers' descriptors listed.
+        """
+        hints = self._hints
+        for pid, name in list(hints.items()):
+            if self._holds(pid, name, inode):
+                return pid
         for pid in self.workers:
             try:
                 names = os.listdir(f"/proc/{pid}/fd")
             except OSError:
                 continue
             for name in names:
-                try:
-                    if os.stat(f"/proc/{pid}/fd/{name}").st_ino == inode:
-                        return pid
-                except OSError:  # closed meanwhile
-                    continue
+                if name != hints.get(pid) and self._holds(pid, name, inode):
+                    hints[pid] = name
+                    return pid
         return None
+
+    @staticmethod
+    def _holds(pid: int, name: str, inode: int) -> bool:
+        try:
+            return os.stat(f"/proc/{pid}/fd/{name}").st_ino == inode
+        except OSError:  # closed meanwhile
+            return False
 
     def attribute(self, client: tuple[str, int], *, deadline: float) -> tuple[int | None, int]:
         """Wait (until ``deadline``, monotonic seconds) for a worker to accept; return its pid.
