@@ -16,8 +16,8 @@ A, within each round (the observer's own few hundred connections are not counted
 conservative ratio); the median and range over the rounds are printed.  The issue's bar is a
 median of at least 0.95.  On a shared 2-core machine the observer's own CPU competes with nginx
 and the load, so the script also prints nginx's CPU per connection (its workers' utime + stime
-from /proc over the connections served), alone and observed: what attribution could change in
-the server itself.
+from /proc over every connection they served in the window, the observer's included), alone
+and observed: what attribution could change in the server itself.
 
 Part 2, the same load against the kit's ``http`` server (WorkerPool, blocking, 2 process
 workers), gunicorn sync and uvicorn (2 workers each, acceptlab.real's one-line app), in
@@ -36,6 +36,7 @@ import statistics
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from acceptlab.load import fire
@@ -54,38 +55,55 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+@dataclass
+class Measured:
+    """One throughput run: connections/s of the load, and what the server's workers used."""
+
+    rate: float
+    served: int  # the load's ok connections
+    cpu: float  # the workers' CPU seconds over the whole call (0 when not asked)
+    start_ns: int  # the call's window, for counting an observer's connections inside it
+    end_ns: int
+
+    def cpu_per_connection(self, extra: int = 0) -> float:
+        """Microseconds of server CPU per connection served (``extra``: others' connections)."""
+        return self.cpu / max(self.served + extra, 1) * 1e6
+
+
 def connections_per_second(address: tuple[str, int], seconds: float,
-                           workers: list[int] = ()) -> tuple[float, float | None]:
+                           workers: list[int] = ()) -> Measured:
     """The throughput load for ``seconds``: ok connections over the span from first start to
     last end (the client processes' start-up is outside that span), and, given the server's
-    ``workers``, their CPU microseconds per connection served (else None)."""
-    before = cpu_seconds(list(workers))
+    ``workers``, the CPU they used during the call."""
+    start, before = time.monotonic_ns(), cpu_seconds(list(workers))
     client = fire(address, protocol="http", connections=10**6, concurrency=16, processes=2,
                   duration=seconds, timeout=5.0)
+    cpu, end = cpu_seconds(list(workers)) - before, time.monotonic_ns()
     ok = client[client["ok"]]
     span = (ok["t_done_ns"].max() - ok["t_start_ns"].min()) / 1e9
-    rate = len(ok) / span if span > 0 else 0.0
-    if not workers:
-        return rate, None
-    return rate, (cpu_seconds(list(workers)) - before) / max(len(ok), 1) * 1e6
+    return Measured(len(ok) / span if span > 0 else 0.0, len(ok), cpu, start, end)
 
 
 def with_observer(pid: int, address: tuple[str, int], seconds: float,
-                  workers: list[int]) -> tuple[float, float, dict]:
-    """The throughput load while observe() attributes a sequential load to nginx's workers."""
-    found: dict = {}
+                  workers: list[int]) -> tuple[Measured, int, float]:
+    """The throughput load while observe() attributes a sequential load to nginx's workers.
+
+    Returns the load's measurement, how many of the observer's connections nginx served
+    inside the load's window, and the observer's coverage."""
+    runs = []
 
     def watch() -> None:
-        run = observe(pid, port=address[1], connections=10**6, gap=0.001,
-                      duration=seconds + 1.5, baseline=False)
-        found.update(run.meta["coverage"])
+        runs.append(observe(pid, port=address[1], connections=10**6, gap=0.001,
+                            duration=seconds + 1.5, baseline=False))
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     time.sleep(0.2)  # the observer has inspected the server and is firing
-    rate, cpu = connections_per_second(address, seconds, workers)
+    measured = connections_per_second(address, seconds, workers)
     watcher.join()
-    return rate, cpu, found
+    client = runs[0].client
+    inside = client["ok"] & client["t_start_ns"].between(measured.start_ns, measured.end_ns)
+    return measured, int(inside.sum()), runs[0].meta["coverage"]["coverage"]
 
 
 def summarise(name: str, ratios: list[float]) -> str:
@@ -105,15 +123,15 @@ def observer_overhead(rounds: int, seconds: float, rows: list[dict]) -> None:
             alone, watched, cpu_alone, cpu_watched, coverage = [], [], [], [], []
             for step in ("A", "B", "B", "A"):
                 if step == "A":
-                    rate, cpu = connections_per_second(server.address, seconds, workers)
-                    alone.append(rate)
-                    cpu_alone.append(cpu)
+                    measured = connections_per_second(server.address, seconds, workers)
+                    alone.append(measured.rate)
+                    cpu_alone.append(measured.cpu_per_connection())
                 else:
-                    rate, cpu, covered = with_observer(server.pid, server.address, seconds,
-                                                       workers)
-                    watched.append(rate)
-                    cpu_watched.append(cpu)
-                    coverage.append(covered.get("coverage", float("nan")))
+                    measured, extra, covered = with_observer(server.pid, server.address,
+                                                             seconds, workers)
+                    watched.append(measured.rate)
+                    cpu_watched.append(measured.cpu_per_connection(extra))
+                    coverage.append(covered)
             ratio = statistics.mean(watched) / statistics.mean(alone)
             cpu_ratio = statistics.mean(cpu_watched) / statistics.mean(cpu_alone)
             ratios.append(ratio)
@@ -147,7 +165,7 @@ def kit_against_real(rounds: int, seconds: float, rows: list[dict]) -> None:
                 order = contestants[turn:] + contestants[:turn]
                 rates: dict[str, list[float]] = {name: [] for name, _ in contestants}
                 for name, address in order + order[::-1]:
-                    rates[name].append(connections_per_second(address, seconds)[0])
+                    rates[name].append(connections_per_second(address, seconds).rate)
                 kit = statistics.mean(rates["kit"])
                 line = [f"kit {kit:.0f}/s"]
                 for name in names:

@@ -66,6 +66,7 @@ from .topology import Topology, settled_topology
 __all__ = ["Attributor", "observe", "coverage", "reply_pid"]
 
 _PID_IN_REPLY = re.compile(rb"\bpid[ =:]*(\d+)")
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
 def reply_pid(reply: bytes) -> int | None:
@@ -306,7 +307,8 @@ def observe(pid: int, *, port: int | None = None, host: str = "127.0.0.1",
         pid: the server's master (or its only process).
         port: the port to load; found from the inspection if the server
             listens on exactly one.
-        host: the loopback address the server listens on.
+        host: the loopback address the server listens on (127.0.0.1, ::1 or
+            localhost).
         protocol: ``http`` (any HTTP server), ``zen`` or ``lancelot`` (the
             kit's own).
         connections, concurrency, rate, duration, gap, timeout, seed: the
@@ -318,21 +320,26 @@ def observe(pid: int, *, port: int | None = None, host: str = "127.0.0.1",
         server: facts about the server to keep in ``meta`` (a
             :meth:`acceptlab.real.RealServer.meta`).
     """
-    get_protocol(protocol)
+    chosen = get_protocol(protocol)
     if connections < 1 or concurrency < 1 or duration <= 0 or timeout <= 0 or gap < 0 or (
             rate is not None and rate <= 0):
         raise ValueError("observe() needs connections >= 1, concurrency >= 1, duration > 0, "
                          "timeout > 0, gap >= 0 and, if given, rate > 0")
-    if not _is_loopback(host):
+    if host not in _LOOPBACK:
         raise ValueError(f"{host} is not a loopback address: the kit only loads this machine")
+    host = "127.0.0.1" if host == "localhost" else host
     found = settled_topology(pid)
     port = _pick_port(found, port)
     workers = found.workers
+    hidden = [item for item in found.unreadable
+              if any(item.startswith(f"/proc/{worker}/fd") for worker in workers)]
+    if hidden:  # no descriptors, no attribution: say so instead of reporting 0 % coverage
+        raise PermissionError(f"cannot attribute connections: {hidden[0]} (another user's "
+                              "process? run observe as that user or as root)")
     address = (host, port)
     started, wall = now(), time.time()
     attributor = Attributor(workers, address)
     sampler, queue_note = _start_queue_sampler(port, queue_interval)
-    chosen = get_protocol(protocol)
     before = _switches(workers)
     try:
         observed = _drive(lambda conn: _one_connection(address, chosen, conn, attributor, timeout),
@@ -366,18 +373,6 @@ def observe(pid: int, *, port: int | None = None, host: str = "127.0.0.1",
                                      concurrency=concurrency, rate=rate, duration=duration,
                                      gap=gap, timeout=timeout, seed=seed)
     return Run(events, client, queue, meta)
-
-
-def _is_loopback(host: str) -> bool:
-    """Is ``host`` this machine (127.0.0.0/8, ::1 or localhost)?"""
-    import ipaddress
-
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class _ListenerSampler:

@@ -242,7 +242,12 @@ def parent_of(pid: int) -> int:
 def descendants(pid: int) -> list[int]:
     """``pid`` and every process below it, parents before children, each level by pid.
 
-    One pass over ``/proc/*/stat`` (processes that exit meanwhile are skipped).
+    A pre-fork server is a tree (master, workers, sometimes helpers); one pass
+    over ``/proc/*/stat`` finds it without ``/proc/PID/task/*/children``, which
+    not every kernel has.  Processes that exit meanwhile are skipped.
+
+    Args:
+        pid: the root of the tree.
     """
     children: dict[int, list[int]] = {}
     for other in process_ids():
@@ -313,7 +318,14 @@ def thread_syscall(pid: int, tid: int) -> Syscall:
 
 
 def voluntary_switches(pid: int, tid: int | None = None) -> int:
-    """Voluntary context switches of thread ``tid`` of ``pid`` (default: all its threads, summed)."""
+    """Voluntary context switches of thread ``tid`` of ``pid`` (default: all its threads, summed).
+
+    Each is a time the thread slept and was woken: the herd, counted from outside.
+
+    Args:
+        pid: the process.
+        tid: one of its threads; None sums them all.
+    """
     tids = [tid] if tid is not None else thread_ids(pid)
     total = 0
     for one in tids:
@@ -463,9 +475,13 @@ class SockDiag:
             if done or not flags & _NLM_F_DUMP:
                 return found
 
-    def listeners(self, families: Iterable[int] = (socket.AF_INET, socket.AF_INET6)
+    def listeners(self, *, families: Iterable[int] = (socket.AF_INET, socket.AF_INET6)
                   ) -> list[DiagSocket]:
-        """Every listening TCP socket, with queue length and backlog."""
+        """Every listening TCP socket, with queue length and backlog.
+
+        Args:
+            families: the address families to dump (IPv4 and IPv6 by default).
+        """
         empty = bytes(_SOCKID_SIZE - _SOCKID_TAIL.size) + _SOCKID_TAIL.pack(0, _NO_COOKIE,
                                                                             _NO_COOKIE)
         found = []
@@ -478,6 +494,10 @@ class SockDiag:
 
         To find the server's side of a client's connection, pass the server's
         address as ``local`` and the client's as ``remote``.
+
+        Args:
+            local: ``(host, port)`` of the socket wanted.
+            remote: ``(host, port)`` of its peer.
         """
         family = socket.AF_INET6 if ":" in local[0] else socket.AF_INET
         sockid = (_SOCKID_PORTS.pack(local[1], remote[1]) + _pack_address(family, local[0])
