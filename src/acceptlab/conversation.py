@@ -13,6 +13,7 @@ import socket
 from dataclasses import dataclass
 from typing import Callable
 
+from .client_conversation import MAX_REPLY
 from .protocol import Problem, Protocol, split_requests
 
 __all__ = ["Limits", "converse", "ask", "recv_until"]
@@ -83,7 +84,7 @@ def _complain(conn: socket.socket, protocol: Protocol, problem: Problem) -> str:
     return problem.name.lower()
 
 
-def recv_until(sock: socket.socket, end: bytes | None, limit: int = 1 << 20) -> bytes:
+def recv_until(sock: socket.socket, end: bytes | None, limit: int = MAX_REPLY) -> bytes:
     """Read until the data ends with ``end`` (or, for ``end=None``, until the peer closes).
 
     Raises ``ConnectionError`` when the peer closes before ``end`` arrives,
