@@ -101,7 +101,11 @@ for _p in PROTOCOLS.values():
     if _p.reply_end is not None:
         for _answer in (*_p.table.values(), _p.unknown_reply):
             _ANSWERS[_answer] = _p.name
+_LONGEST_ANSWER = max(map(len, _ANSWERS))
 _HTTP_HEAD = b"HTTP/"
+# A page with no status line: an HTTP server answering a request line without a version as
+# HTTP/0.9 did (Python's http.server does so for zen's question and the probe).
+_HTML_HEADS = (b"<!doctype", b"<html")
 # Bytes a one-line text reply (zen, lancelot) never holds: control characters, line breaks.
 _CONTROL = bytes(range(32)) + b"\x7f"
 
@@ -111,11 +115,14 @@ def recognise(data: bytes) -> str | None:
 
     >>> recognise(b"HTTP/1.0 400 Bad Request"), recognise(b"Error: unknown aphorism.")
     ('http', 'zen')
+    >>> recognise(b"<!DOCTYPE HTML>")
+    'http'
     """
-    if data.startswith(_HTTP_HEAD):
+    if data.startswith(_HTTP_HEAD) or data[:9].lower().startswith(_HTML_HEADS):
         return "http"
-    end = data.find(b".")
-    return _ANSWERS.get(data[:end + 1]) if end >= 0 else None
+    head = data[:_LONGEST_ANSWER]  # enough to see any answer, and cheap on a long reply
+    end = head.find(b".")
+    return _ANSWERS.get(head[:end + 1]) if end >= 0 else None
 
 
 def _foreign(protocol: Protocol, data: bytes, whole: bool) -> str | None:
@@ -125,6 +132,8 @@ def _foreign(protocol: Protocol, data: bytes, whole: bool) -> str | None:
     little has arrived to say (``whole=False``: the reply may still grow).
     """
     likely = recognise(data)
+    if protocol.reply_end is None and likely == "http" and not data.startswith(_HTTP_HEAD):
+        likely = None  # a page with no status line is no answer to an HTTP/1.0 request
     if likely is not None:
         return None if likely == protocol.name else likely
     if not data:
@@ -281,8 +290,8 @@ class ClientConversation:
         """
         if self.protocol.reply_end is None:
             likely = _foreign(self.protocol, buffer, whole=False)
-        elif buffer.startswith(_HTTP_HEAD):
-            likely = "http"
+        elif recognise(buffer) not in (None, self.protocol.name):
+            likely = recognise(buffer)
         elif _has_control(data):
             likely = ""
         else:

@@ -81,7 +81,7 @@ stuck, and then waiting longer would only break the promise of the duration."""
 _GRACE_NS = int(GRACE * 1e9)
 
 _SLICE = 0.1  # a client thread blocked in recv() looks at the stop flag this often (seconds)
-_RETURN_SLACK = 0.4  # seconds after the cut for client processes to hand in their records
+_RETURN_SLACK = 0.3  # seconds after the cut for client processes to hand in their records
 
 
 @dataclass
@@ -160,11 +160,12 @@ class _Together:
 
     ``counter``: connections finished, for the progress bar.  ``stop``: a flag
     that ends the load early (a protocol mismatch, an interrupt).  ``start_line``:
-    where client processes wait for each other so that they start firing together.
+    where client processes wait for each other so that they start firing together;
+    ``started``: how many of them got past it (the parent need not wait for the others).
     """
 
-    def __init__(self, counter, stop, start_line=None) -> None:
-        self.counter, self.stop, self.start_line = counter, stop, start_line
+    def __init__(self, counter, stop, start_line=None, started=None) -> None:
+        self.counter, self.stop, self.start_line, self.started = counter, stop, start_line, started
 
     def report(self, done: int) -> None:
         """Add ``done`` finished connections to the progress counter."""
@@ -176,7 +177,7 @@ class _Together:
 _IN_CHILD: _Together | None = None  # set in a client process by _start_client_process
 
 
-def _start_client_process(counter, stop, start_line) -> None:
+def _start_client_process(counter, stop, start_line, started) -> None:
     """Pool initializer: keep the parent's shared objects (they cross only at start-up).
 
     A client process ignores Ctrl-C: the terminal sends it to the whole process
@@ -185,7 +186,7 @@ def _start_client_process(counter, stop, start_line) -> None:
     """
     global _IN_CHILD
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _IN_CHILD = _Together(counter, stop, start_line)
+    _IN_CHILD = _Together(counter, stop, start_line, started)
 
 
 # -- the threaded engine: one blocking socket per client thread ----------------------------------
@@ -414,6 +415,8 @@ def _fire_in_process(share: _Share,
             together.start_line.wait(timeout=max(0.001, (share.stop_ns - now()) / 1e9))
         except threading.BrokenBarrierError:
             pass  # a sibling started too late: fire anyway, the duration still holds
+        with together.started.get_lock():
+            together.started.value += 1  # counted before the clock is read: see the parent
     if share.lean:
         return closed_loop(share.address, protocol, share.numbers,
                            concurrency=share.concurrency, stop_ns=share.stop_ns,
@@ -538,22 +541,31 @@ def _fire_in_processes(shares: list[_Share], counter,
     """Run each share in a client process of its own; what each hands in by the deadline.
 
     spawn: a clean interpreter per client, safe from a threaded parent (a
-    notebook).  A client process that has not handed in its records
-    :data:`_RETURN_SLACK` s after the cut (one still starting on a busy
-    machine, say) is stopped and its share is missing from the table: the
-    duration is the promise kept.
+    notebook).  Starting one takes a few tenths of a second, more on a busy
+    machine, and counts against the duration.  Once no connection may start
+    (the duration is over, or the load was stopped), a client process that
+    never got past the start line has nothing to hand in: it is not waited
+    for.  One that fired but has not handed in its records :data:`_RETURN_SLACK`
+    s after the cut is stopped too and its share is missing from the table:
+    the duration is the promise kept.
     """
     spawn = multiprocessing.get_context("spawn")
     stop = spawn.RawValue("q", 0)  # _Stop's value, shared: one aligned word, no lock needed
     start_line = spawn.Barrier(len(shares))
-    deadline = shares[0].cut_ns + int(_RETURN_SLACK * 1e9)
+    started = spawn.Value("i", 0)  # client processes past the start line
+    stop_ns, deadline = shares[0].stop_ns, shares[0].cut_ns + int(_RETURN_SLACK * 1e9)
     with spawn.Pool(len(shares), initializer=_start_client_process,
-                    initargs=(counter, stop, start_line)) as clients:
+                    initargs=(counter, stop, start_line, started)) as clients:
         try:
             jobs = [clients.apply_async(_fire_in_process, (share,)) for share in shares]
             while now() < deadline:
                 waiting = [job for job in jobs if not job.ready()]
                 if not waiting:
+                    break
+                # A process counts itself started before it reads the clock, so once none may
+                # start, every one that could have fired is counted: those are awaited.
+                if ((now() >= stop_ns or stop.value)
+                        and len(jobs) - len(waiting) >= started.value):
                     break
                 waiting[0].wait(_SLICE / 2)  # a short wait: the caller's Event is polled too
                 if event is not None and event.is_set() and not stop.value:
@@ -601,14 +613,16 @@ class _Progress:
 
     def __enter__(self) -> "_Progress":
         if self.enabled:
-            self._thread = threading.Thread(target=self._show, daemon=True)
+            from tqdm.auto import tqdm
+
+            # Made here, before the first connection, so that its clock covers the whole load.
+            bar = tqdm(total=self.total, unit="conn", desc="connections", smoothing=0)
+            self._thread = threading.Thread(target=self._show, args=(bar,), daemon=True)
             self._thread.start()
         return self
 
-    def _show(self) -> None:
-        from tqdm.auto import tqdm
-
-        with tqdm(total=self.total, unit="conn", desc="connections", smoothing=0) as bar:
+    def _show(self, bar) -> None:
+        with bar:
             while not self._done.wait(0.1):
                 bar.update(self.counter.value - bar.n)
             bar.update(self.counter.value - bar.n)
