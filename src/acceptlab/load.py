@@ -125,9 +125,6 @@ class ProtocolMismatch(ValueError):
             super().__init__(f"{said}, which is no protocol the kit knows (not {protocol}): is "
                              f"that the right port? (--protocol: {', '.join(PROTOCOLS)})")
 
-    def __reduce__(self):  # pickle by the constructor's arguments, not by the message
-        return type(self), (self.address, self.protocol, self.received, self.likely)
-
 
 class _Stop:
     """The stop flag of a load within one process (across processes: a ``RawValue('q')``).
@@ -580,8 +577,14 @@ def _fire_in_processes(shares: list[_Share], counter,
 def describe_errors(client: "pd.DataFrame") -> dict[str, str]:
     """Each kind of failed attempt in ``client``: ``{error: "N (what it means)"}``, most first.
 
-    Uses the ``address`` and ``timeout`` that :func:`fire` leaves in
-    ``client.attrs``, so that "refused" names the address nobody listens on.
+    A summary that says ``refused: 10`` leaves the reader guessing where; this
+    one says ``10 (nothing listens on 127.0.0.1:1060)``.  The words come from
+    :data:`~acceptlab.client_conversation.ERRORS`, one place for what each means.
+
+    Args:
+        client: a table from :func:`fire`; the ``address`` and ``timeout`` it
+            leaves in ``client.attrs`` fill in the explanations (a table read
+            back from a file has no attrs, and then says "the server's address").
     """
     counts = client.loc[~client["ok"].astype(bool), "error"].value_counts()
     address = client.attrs.get("address", "the server's address")
