@@ -5,6 +5,12 @@ The server side is the book's ``handle_conversation``: read a request, answer
 it, repeat until the client closes.  It adds the defences a server facing real
 clients needs: a size limit, an idle timeout, and no exception escaping for a
 client that resets the connection or sends garbage.
+
+The client side here is the book's client, as a lesson types it: :func:`ask`
+and :func:`recv_until`, blocking and trusting.  The load generator's client,
+which checks every answer and notices a server of another protocol, holds its
+conversations through :class:`acceptlab.client_conversation.ClientConversation`;
+both stop reading at the same :data:`~acceptlab.client_conversation.MAX_REPLY`.
 """
 
 from __future__ import annotations
