@@ -101,3 +101,12 @@ def test_observe_from_the_command_line(capsys, tmp_path):
     assert Run.load(tmp_path / "o").meta["coverage"]["attributed"] == summary["attributed"]
     assert main(["observe", str(os.getpid()), "--processes", "2"]) == 2  # one line, no traceback
     assert "one client process" in capsys.readouterr().err
+
+
+def test_the_wrong_protocol_is_named_as_fire_names_it():
+    from acceptlab.load import ProtocolMismatch
+
+    with WorkerPool(workers=2, kind="process", protocol="zen") as pool:
+        with pytest.raises(ProtocolMismatch, match="zen"):
+            observe(os.getpid(), port=pool.address[1], protocol="http", connections=3,
+                    baseline=False)

@@ -56,10 +56,12 @@ import pandas as pd
 
 from . import analysis, eventlog, procfs
 from .basics import address_family, missing_as_na, now
-from .conversation import ask
+from .client_conversation import PROBE_WAIT, ClientConversation, error_name
+from .conversation import RECV_SIZE
 from .experiment import Run, machine
 from .kernel import QUEUE_COLUMNS
-from .load import CLIENT_COLUMNS, CLIENT_NULLABLE, ConnectionRecord, _classify, check_reply, fire
+from .load import (CLIENT_COLUMNS, CLIENT_NULLABLE, TIMEOUT, ConnectionRecord, ProtocolMismatch,
+                   fire)
 from .protocol import get_protocol
 from .topology import Topology, settled_topology
 
@@ -171,32 +173,51 @@ class _Observed:
 
 def _one_connection(address: tuple[str, int], protocol, conn: int, attributor: Attributor,
                     timeout: float) -> _Observed:
-    """Connect, attribute while holding the request back, then converse and check the replies."""
+    """Connect, attribute while holding the request back, then converse.
+
+    The conversation's rules (framing, checks, protocol mismatch, size limit)
+    are :class:`~acceptlab.client_conversation.ClientConversation`'s, as for
+    the kit's load; this engine only adds the pause for attribution between
+    ``connect()`` and the first question.
+    """
     observed = _Observed(ConnectionRecord(conn, t_start_ns=now()))
-    record = observed.record
+    record, talk, received = observed.record, ClientConversation(protocol), []
     try:
         sock = socket.socket(address_family(address[0]), socket.SOCK_STREAM)
-    except OSError as exc:
-        record.error, record.t_done_ns = _classify(exc), now()
-        return observed
-    with sock:
-        sock.settimeout(timeout)
-        try:
-            sock.connect(address)
-            record.t_connected_ns = now()
-            client = sock.getsockname()
-            record.local_port = client[1]
-            observed.holder, observed.seen_ns = attributor.attribute(
-                client, deadline=time.monotonic() + timeout)
-            replies = ask(sock, protocol)
-            record.t_reply_ns = now()  # the last reply (ask() returns them all together)
-            if all(check_reply(protocol, q, r) for q, r in zip(protocol.questions, replies)):
-                record.ok = True
-                observed.named = reply_pid(replies[-1])
-            else:
-                record.error = "bad-reply"
-        except (OSError, ValueError) as exc:
-            record.error = _classify(exc)
+    except OSError as exc:  # out of file descriptors, say: a failed attempt like any other
+        sock = None
+        talk.fail(error_name(exc))
+    if sock is not None:
+        with sock:
+            sock.settimeout(timeout)
+            try:
+                sock.connect(address)
+                record.t_connected_ns = now()
+                client = sock.getsockname()
+                record.local_port = client[1]
+                observed.holder, observed.seen_ns = attributor.attribute(
+                    client, deadline=time.monotonic() + timeout)
+                outgoing = talk.start()
+                while not talk.ended:
+                    if outgoing:
+                        sock.sendall(outgoing)
+                    try:
+                        data = sock.recv(RECV_SIZE)
+                    except TimeoutError:  # a probe to send (and a short wait for it), or the end
+                        outgoing = talk.timed_out()
+                        sock.settimeout(PROBE_WAIT)
+                        continue
+                    received.append(data)
+                    outgoing = talk.receive(data)
+                    if record.t_reply_ns < 0 and talk.replies:
+                        record.t_reply_ns = now()
+            except OSError as exc:
+                talk.fail(error_name(exc))
+    record.ok, record.error = not talk.error, talk.error
+    if talk.error == "mismatch":
+        record.mismatch = (talk.received, talk.likely)
+    if record.ok:
+        observed.named = reply_pid(b"".join(received[-2:]))  # the pid is in the last reply
     record.t_done_ns = now()
     return observed
 
@@ -293,7 +314,7 @@ def _pick_port(found: Topology, port: int | None) -> int:
 def observe(pid: int, *, port: int | None = None, host: str = "127.0.0.1",
             protocol: str = "http", connections: int = 200, concurrency: int = 1,
             rate: float | None = None, duration: float = 60.0, gap: float = 0.0,
-            timeout: float = 5.0, seed: int | None = None, baseline: bool = True,
+            timeout: float = TIMEOUT, seed: int | None = None, baseline: bool = True,
             queue_interval: float = 0.005, label: str | None = None,
             server: dict | None = None) -> Run:
     """Fire a load at the running server ``pid`` and attribute each connection to its worker.
@@ -352,6 +373,9 @@ def observe(pid: int, *, port: int | None = None, host: str = "127.0.0.1",
     after = _switches(workers)
     ended = now()
     observed.sort(key=lambda item: item.record.t_start_ns)
+    for item in observed:  # as fire() does: every connection would fail the same way
+        if item.record.mismatch is not None:
+            raise ProtocolMismatch(address, protocol, *item.record.mismatch)
     strategy = found.strategy or ""
     name = label or f"{(server or {}).get('server', strategy or 'server')}"
     events = _events(observed, workers, _per_worker_delta(before, after, workers), name,

@@ -368,7 +368,7 @@ def _http_ok(address: tuple[str, int]) -> bool:
     from .load import one_connection
     from .protocol import HTTP
 
-    return one_connection(address, HTTP, 0, timeout=1.0).ok
+    return one_connection(address, HTTP, timeout=1.0).ok
 
 
 def _wait_ready(server: RealServer, timeout: float,
