@@ -310,15 +310,18 @@ COMMANDS = {"serve": cmd_serve, "load": cmd_load, "run": cmd_run, "compare": cmd
 
 
 # --------------------------------------------------------------------------- real servers (inspect, observe, real)
+# Each command is one _add_* (which names its handler with set_defaults) and one _cmd_*(args,
+# stop=None); _add_real_server_commands registers the three.
 
 
 def _add_inspect(commands: argparse._SubParsersAction) -> None:
     inspect_ = commands.add_parser("inspect", help="any server's accept topology, from /proc")
     inspect_.add_argument("pid", type=int, help="a master or any worker process")
     inspect_.add_argument("--json", action="store_true", help="print one JSON object")
+    inspect_.set_defaults(handler=_cmd_inspect)
 
 
-def _cmd_inspect(args: argparse.Namespace) -> int:
+def _cmd_inspect(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
     """Print a server's listeners, how each thread waits, the matching strategy and prediction."""
     from .topology import format_topology, topology
 
@@ -328,47 +331,6 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     print(json.dumps(found.to_json()) if args.json else format_topology(found))
     return 0
-
-
-def _add_real(commands: argparse._SubParsersAction) -> None:
-    from .real import SERVERS
-
-    real = commands.add_parser("real", help="start a real server (gunicorn, uvicorn, nginx, node) "
-                                            "on a free loopback port until Ctrl-C")
-    real.add_argument("name", choices=tuple(SERVERS), metavar="NAME",
-                      help=", ".join(SERVERS))
-    real.add_argument("--workers", "-n", type=int, default=4, help="how many (default: 4)")
-    real.add_argument("--slow-ms", type=float, default=0.0,
-                      help="every reply waits this long (not nginx)")
-
-
-def _cmd_real(args: argparse.Namespace) -> int:
-    """Start a real server, print where it listens and what inspect sees, stop it on Ctrl-C."""
-    from .real import ServerMissing, real_server, reference_run_path
-    from .topology import format_topology, topology
-
-    try:
-        server = real_server(args.name, workers=args.workers, slow_ms=args.slow_ms)
-    except ServerMissing as exc:
-        reference = reference_run_path(args.name, "sequential")
-        raise UsageError(f"{exc}; its reference run: {reference}" if reference.exists()
-                         else str(exc)) from None
-    finished = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: finished.set())
-    with server:
-        print(f"{server.version} listening on http://{_show(server.address)}/  "
-              f"(master pid {server.pid}; Ctrl-C stops it)", flush=True)
-        print(format_topology(topology(server.pid)), flush=True)
-        while not finished.wait(0.5) and server.process.poll() is None:
-            pass
-    return 0
-
-
-def _show(address: tuple[str, int]) -> str:
-    from .basics import show_address
-
-    return show_address(*address)
 
 
 def _add_observe(commands: argparse._SubParsersAction) -> None:
@@ -383,9 +345,10 @@ def _add_observe(commands: argparse._SubParsersAction) -> None:
                          help="skip the second, unobserved pass (switches and latency without "
                               "attribution)")
     observe.add_argument("--out", help="directory for the run's files")
+    observe.set_defaults(handler=_cmd_observe)
 
 
-def _cmd_observe(args: argparse.Namespace) -> int:
+def _cmd_observe(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
     """Observe a running server under load: who accepted what, switches, coverage."""
     from . import analysis
     from .observe import observe
@@ -431,15 +394,51 @@ def _cmd_observe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_real(commands: argparse._SubParsersAction) -> None:
+    from .real import SERVERS
+
+    real = commands.add_parser("real", help="start a real server (gunicorn, uvicorn, nginx, node) "
+                                            "on a free loopback port until Ctrl-C")
+    real.add_argument("name", choices=tuple(SERVERS), metavar="NAME",
+                      help=", ".join(SERVERS))
+    real.add_argument("--workers", "-n", type=int, default=4, help="how many (default: 4)")
+    real.add_argument("--slow-ms", type=float, default=0.0,
+                      help="every reply waits this long (not nginx)")
+    real.set_defaults(handler=_cmd_real)
+
+
+def _cmd_real(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
+    """Start a real server, print where it listens and what inspect sees, stop it on Ctrl-C."""
+    from .basics import show_address
+    from .real import ServerMissing, real_server, reference_run_path
+    from .topology import format_topology, settled_topology
+
+    try:
+        server = real_server(args.name, workers=args.workers, slow_ms=args.slow_ms)
+    except ServerMissing as exc:
+        reference = reference_run_path(args.name, "sequential")
+        raise UsageError(f"{exc}; its reference run: {reference}" if reference.exists()
+                         else str(exc)) from None
+    if stop is None:  # Ctrl-C and SIGTERM only set a flag: the main thread stops the server
+        stop = threading.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: stop.set())
+    with server:
+        print(f"{server.version} listening on http://{show_address(*server.address)}/  "
+              f"(master pid {server.pid}; Ctrl-C stops it)", flush=True)
+        print(format_topology(settled_topology(server.pid)), flush=True)
+        while not stop.wait(0.5) and server.process.poll() is None:
+            pass
+    return 0
+
+
 def _add_real_server_commands(commands: argparse._SubParsersAction) -> None:
     """Register inspect, observe and real (one call in build_parser)."""
-    _add_inspect(commands)
-    _add_observe(commands)
-    _add_real(commands)
+    for add in (_add_inspect, _add_observe, _add_real):
+        add(commands)
 
 
 COMMANDS.update(inspect=_cmd_inspect, observe=_cmd_observe, real=_cmd_real)
-
 
 if __name__ == "__main__":
     sys.exit(main())
