@@ -309,7 +309,7 @@ COMMANDS = {"serve": cmd_serve, "load": cmd_load, "run": cmd_run, "compare": cmd
             "doctor": cmd_doctor}
 
 
-# --------------------------------------------------------------------------- real servers (inspect, observe, real)
+# -------------------------------------------------------- real servers (inspect, observe, real)
 # Each command is one _add_* (which names its handler with set_defaults) and one _cmd_*(args,
 # stop=None); _add_real_server_commands registers the three.
 
@@ -371,10 +371,11 @@ def _cmd_observe(args: argparse.Namespace, stop: threading.Event | None = None) 
     table = table[["pid", "accepts", "share", "nvcsw"]].rename(columns={"nvcsw": "switches"})
     covered = run.meta["coverage"]
     baseline = run.meta.get("baseline", {})
+    switches = analysis.wakeups_per_accept(run.events)["nvcsw_per_accept"]
     summary = {"strategy": run.meta["strategy"] or None,
                "per_worker": table["accepts"].astype(int).tolist(),
                "worker_pids": run.meta["worker_pids"], **covered,
-               "switches_per_connection": analysis.wakeups_per_accept(run.events)["nvcsw_per_accept"],
+               "switches_per_connection": switches,
                "baseline_switches_per_connection": baseline.get("switches_per_connection"),
                "p50_ms": analysis.latency(run.client).iloc[0]["p50_ms"],
                "baseline_p50_ms": baseline.get("p50_ms"), "out": str(out) if out else None}
