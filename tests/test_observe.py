@@ -110,3 +110,15 @@ def test_the_wrong_protocol_is_named_as_fire_names_it():
         with pytest.raises(ProtocolMismatch, match="zen"):
             observe(os.getpid(), port=pool.address[1], protocol="http", connections=3,
                     baseline=False)
+
+
+def test_observe_over_ipv6_loopback():
+    import socket
+
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine: ::1 cannot be tested")
+    with WorkerPool(workers=2, kind="process", protocol="http", host="::1") as pool:
+        run = observe(os.getpid(), host="::1", port=pool.address[1], connections=60, gap=0.001,
+                      baseline=False)
+    assert run.meta["coverage"]["attributed"] >= 60 * 0.99
+    assert run.meta["coverage"]["disagree"] == 0
