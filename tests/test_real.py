@@ -38,12 +38,12 @@ def _alive(pids) -> list[int]:
 
 @pytest.mark.parametrize("name", list(EXPECTED))
 def test_each_server_starts_answers_is_inspected_and_leaves_nothing(name):
-    from acceptlab.topology import topology
+    from acceptlab.topology import settled_topology
 
     _need(name)
     with real.real_server(name, workers=3) as server:
         group = server.group()
-        found = topology(server.pid)
+        found = settled_topology(server.pid)  # one read is one instant: two that agree
         assert found.strategy == EXPECTED[name], found.prediction
         assert len(found.workers) == 3
         client = fire(server.address, protocol="http", connections=30)
@@ -221,3 +221,19 @@ def test_real_from_the_command_line_stops_on_ctrl_c():
     assert "Traceback" not in err
     assert wait_until(lambda: not _alive(group), 5) is not None
     assert port_is_free(port)
+
+
+@pytest.mark.parametrize("name", ["gunicorn-sync", "nginx", "node-rr"])
+def test_a_taken_port_is_one_line_and_leaves_nothing(name):
+    import socket
+
+    _need(name)
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        before = set(os.listdir("/tmp"))
+        with pytest.raises(real.PortTaken, match=f"port {port} is taken"):
+            real.real_server(name, workers=1, port=port, timeout=10)
+    assert not [entry for entry in set(os.listdir("/tmp")) - before
+                if entry.startswith(f"acceptlab-{name}-")]  # its directory went too

@@ -51,7 +51,7 @@ try:  # contract 2 moves it to acceptlab.support; either way the CLI reports it 
 except ImportError:
     from .strategies import Unavailable
 
-__all__ = ["SERVERS", "ServerSpec", "RealServer", "ServerMissing", "real_server",
+__all__ = ["SERVERS", "ServerSpec", "RealServer", "ServerMissing", "PortTaken", "real_server",
            "missing_reason", "reference_run_path"]
 
 
@@ -422,27 +422,50 @@ def real_server(name: str, *, workers: int = 4, host: str = "127.0.0.1", port: i
     if reason:
         raise ServerMissing(reason)
     if host not in ("127.0.0.1", "::1", "localhost"):
-        raise ValueError(f"{host} is not a loopback address: real servers listen on 127.0.0.1 or ::1")
+        raise ValueError(f"{host} is not a loopback address: real servers listen on "
+                         "127.0.0.1 or ::1")
     if workers < 1:
         raise ValueError("workers must be at least 1")
-    host = "127.0.0.1" if host == "localhost" else host
-    chosen = port or _free_port(host)
-    directory = Path(tempfile.mkdtemp(prefix=f"acceptlab-{name}-"))
     if slow_ms and spec.program == "nginx":
         raise ValueError(f"{name}: nginx's one-line reply cannot be slowed down here")
-    command, env, config = _command_line(spec, host, chosen, workers, directory)
+    host = "127.0.0.1" if host == "localhost" else host
+    version = _version(spec.program)
+    for attempt in range(3):  # a free port can be taken by someone else before the server binds
+        try:
+            return _start(spec, host, port or _free_port(host), workers, slow_ms, timeout,
+                          version)
+        except PortTaken:
+            if port or attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+class PortTaken(RuntimeError):
+    """The server could not bind its port (someone took it)."""
+
+
+def _start(spec: ServerSpec, host: str, port: int, workers: int, slow_ms: float,
+           timeout: float, version: str) -> RealServer:
+    """One attempt: start the server in a session of its own, guard it, wait until it is ready."""
+    directory = Path(tempfile.mkdtemp(prefix=f"acceptlab-{spec.name}-"))
+    command, env, config = _command_line(spec, host, port, workers, directory)
     (directory / _SLOW_FILE).write_text(f"{slow_ms:g}")
     log = open(directory / "server.log", "wb")
     process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
                                stdin=subprocess.DEVNULL, start_new_session=True,
                                cwd=directory)
-    server = RealServer(name, (host, chosen), workers, process, directory, _version(spec.program),
+    server = RealServer(spec.name, (host, port), workers, process, directory, version,
                         {**config, "slow_ms": slow_ms, "command": _printable(command)},
-                        _start_guard(process.pid), log)
+                        None, log)
     try:
+        server._guard = _start_guard(process.pid)
         _wait_ready(server, timeout, _all_workers_up)
     except BaseException:
+        said = server.log_tail(200).lower()  # EADDRINUSE, in each server's own words
+        taken = "in use" in said or "eaddrinuse" in said
         server.stop()
+        if taken:
+            raise PortTaken(f"{spec.name}: port {port} is taken") from None
         raise
     return server
 
