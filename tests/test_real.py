@@ -62,14 +62,16 @@ def test_killing_the_python_that_started_it_stops_the_server():
         import sys, time
         from acceptlab.real import real_server
         server = real_server({name!r}, workers=2)
-        print(server.pid, server.address[1], flush=True)
+        print(server.pid, server.address[1], server.directory, flush=True)
         time.sleep(60)
     """)
     env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(real.__file__))}
     parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
                               env=env)
     try:
-        master, port = map(int, parent.stdout.readline().split())
+        master, port, directory = parent.stdout.readline().split()
+        master, port = int(master), int(port)
+        assert os.path.isdir(directory)
         group = [int(p) for p in os.listdir("/proc") if p.isdigit() and _pgid(int(p)) == master]
         assert master in group and len(group) >= 3  # the master and its two workers
         assert not port_is_free(port)
@@ -79,6 +81,7 @@ def test_killing_the_python_that_started_it_stops_the_server():
     took = wait_until(lambda: not _alive(group), 8)
     assert took is not None, f"still alive 8 s after the parent died: {_alive(group)}"
     assert port_is_free(port)
+    assert wait_until(lambda: not os.path.exists(directory), 5) is not None, "directory left"
 
 
 def _pgid(pid: int) -> int | None:

@@ -270,10 +270,11 @@ def _wait_gone(server: RealServer, timeout: float) -> bool:
 
 
 # The guard: a separate process that reads a pipe from us.  "stop" on the pipe: we stop the
-# server ourselves, it just exits.  End of file without it: we died, so it stops the group.
+# server ourselves, it just exits.  End of file without it: we died, so it stops the group
+# and removes the server's directory.
 _GUARD = """
-import os, signal, sys, time
-group = int(sys.argv[1])
+import os, shutil, signal, sys, time
+group, directory = int(sys.argv[1]), sys.argv[2]
 if sys.stdin.readline().strip() != "stop":
     for signum, pause in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 0)):
         try:
@@ -285,15 +286,16 @@ if sys.stdin.readline().strip() != "stop":
             try:
                 os.killpg(group, 0)
             except ProcessLookupError:
-                sys.exit(0)
+                break
             time.sleep(0.05)
+    shutil.rmtree(directory, ignore_errors=True)
 """
 
 
-def _start_guard(group: int) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", _GUARD, str(group)], stdin=subprocess.PIPE,
-                            start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+def _start_guard(group: int, directory: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", _GUARD, str(group), str(directory)],
+                            stdin=subprocess.PIPE, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def _release_guard(guard: subprocess.Popen) -> None:
@@ -458,7 +460,7 @@ def _start(spec: ServerSpec, host: str, port: int, workers: int, slow_ms: float,
                         {**config, "slow_ms": slow_ms, "command": _printable(command)},
                         None, log)
     try:
-        server._guard = _start_guard(process.pid)
+        server._guard = _start_guard(process.pid, directory)
         _wait_ready(server, timeout, _all_workers_up)
     except BaseException:
         said = server.log_tail(200).lower()  # EADDRINUSE, in each server's own words
