@@ -450,12 +450,16 @@ def _start(spec: ServerSpec, host: str, port: int, workers: int, slow_ms: float,
            timeout: float, version: str) -> RealServer:
     """One attempt: start the server in a session of its own, guard it, wait until it is ready."""
     directory = Path(tempfile.mkdtemp(prefix=f"acceptlab-{spec.name}-"))
-    command, env, config = _command_line(spec, host, port, workers, directory)
-    (directory / _SLOW_FILE).write_text(f"{slow_ms:g}")
-    log = open(directory / "server.log", "wb")
-    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
-                               stdin=subprocess.DEVNULL, start_new_session=True,
-                               cwd=directory)
+    try:
+        command, env, config = _command_line(spec, host, port, workers, directory)
+        (directory / _SLOW_FILE).write_text(f"{slow_ms:g}")
+        log = open(directory / "server.log", "wb")
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, start_new_session=True,
+                                   cwd=directory)
+    except BaseException:  # nothing started: only the directory to remove
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
     server = RealServer(spec.name, (host, port), workers, process, directory, version,
                         {**config, "slow_ms": slow_ms, "command": _printable(command)},
                         None, log)
