@@ -140,14 +140,14 @@ def open_fds() -> int:
 def run_chaos(pool: WorkerPool, retries: int) -> tuple[pd.DataFrame, list[Fault]]:
     """Fire the load at ``pool`` while the killer works; return the client table and the faults."""
     with Killer(pool) as killer:
-        client = fire(pool.address, "zen", connections=CONNECTIONS, concurrency=4, gap=0.003,
+        client = fire(pool.address, connections=CONNECTIONS, concurrency=4, gap=0.003,
                       duration=20, timeout=2, retries=retries)
     return client, killer.faults
 
 
 def warm_up(pool: WorkerPool) -> int:
     """A few connections first (the client's one-time resources), then count our descriptors."""
-    fire(pool.address, "zen", connections=8, concurrency=2, timeout=2)
+    fire(pool.address, connections=8, concurrency=2, timeout=2)
     return open_fds()
 
 
