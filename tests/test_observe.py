@@ -53,7 +53,7 @@ def test_attribution_matches_the_pools_own_log(load, protocol, tmp_path):
     again = Run.load(run.save(tmp_path / "run"))
     table = analysis.per_worker(again.events, again.workers)
     assert int(table["accepts"].sum()) == covered["attributed"]
-    assert (table["nvcsw"] > 0).all()  # every worker slept and was woken at least once
+    assert (table["wakeups"] > 0).all()  # every worker slept and was woken at least once
     assert again.meta["inspection"]["strategy"] == "blocking"
 
 

@@ -19,7 +19,7 @@ import pytest
 
 from acceptlab import topology as topo
 from acceptlab.pool import WorkerPool
-from acceptlab.strategies import Unavailable, check_strategy
+from acceptlab.support import Unavailable, check_strategy
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads Linux's /proc")
 

@@ -46,10 +46,7 @@ from typing import Callable
 
 from . import procfs
 from .basics import show_address
-try:  # contract 2 moves it to acceptlab.support; either way the CLI reports it in one line
-    from .support import Unavailable
-except ImportError:
-    from .strategies import Unavailable
+from .support import Unavailable
 
 __all__ = ["SERVERS", "ServerSpec", "RealServer", "ServerMissing", "PortTaken", "real_server",
            "missing_reason", "reference_run_path"]
