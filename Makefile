@@ -1,35 +1,71 @@
 # Two commands set up everything on a fresh machine (Python >= 3.10):
 #   make demo   the kit's main job        make test   the whole test suite
+# `make demo` installs only what the kit needs to run (pandas, matplotlib, tqdm, tabulate);
+# everything else (JupyterLab, pytest, ...) comes with the first target that needs it.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-READY  := $(VENV)/.installed
+CORE   := $(VENV)/.installed-core
+DEV    := $(VENV)/.installed-dev
+# READY: what `setup` provides, everything (other targets may depend on it).
+READY  := $(DEV)
 
-.PHONY: setup demo test book lab bench clean
+.PHONY: setup demo test book slides handout strip lab bench clean
 
-# Re-install whenever the dependency list changes.
-$(READY): pyproject.toml
+$(BIN)/python:
+	@echo "== creating a virtual environment in $(VENV)/"
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $(READY)
 
-setup: $(READY)
+# Re-install whenever the dependency list changes.  pip shows what it downloads: the first
+# run takes a minute or so and should not look stuck.
+$(CORE): pyproject.toml | $(BIN)/python
+	@echo "== installing acceptlab and what it needs to run into $(VENV)/"
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e .
+	touch $(CORE)
 
-demo: setup
-	$(BIN)/acceptlab compare --out out/demo
+$(DEV): pyproject.toml $(CORE)
+	@echo "== installing the notebook and test tools (JupyterLab, pytest, ...) into $(VENV)/"
+	$(BIN)/python -m pip install -e '.[dev]'
+	touch $(DEV)
 
-test: setup
+setup: $(DEV)
+
+demo: $(CORE)
+	$(BIN)/acceptlab compare --out out/demo --force
+
+test: $(DEV)
 	$(BIN)/python -m pytest
 
-book: setup
+book: $(DEV)
 	$(BIN)/python tools/build_book.py --out build/book
 
-lab: setup
-	$(BIN)/jupyter lab --ip=127.0.0.1 --notebook-dir=notebooks
+# One reveal.js deck per lesson in build/slides/ (reveal.js from its npm package: needs npm
+# once; reuses build/book's executed notebooks when they are fresh).
+slides: setup
+	$(BIN)/python tools/build_slides.py --out build/slides
 
-bench: setup
-	$(BIN)/python bench/run_all.py
+# The printable one-page handout: build/handout/handout.html, and handout.pdf when Chromium
+# is installed.  HANDOUT=path/to/other.md builds another Markdown file the same way.
+HANDOUT ?= docs/handout.md
+handout: setup
+	$(BIN)/python tools/build_handout.py $(HANDOUT) --out build/handout
+
+# JupyterLab saves outputs into the notebooks; `make strip` removes them (and execution
+# counts) from the working copies, keeping cell ids, so git shows only real changes.
+strip: setup
+	$(BIN)/nbstripout --keep-id notebooks/*.ipynb
+
+# JupyterLab on 127.0.0.1 (RISE's "Render as slideshow" presents a notebook live).  As root,
+# e.g. in a container, --allow-root is added; LAB_ARGS passes more options, for example
+#   make lab LAB_ARGS="--no-browser --port=8899"
+LAB_ARGS ?=
+LAB_AS_ROOT = $(if $(filter 0,$(shell id -u)),--allow-root)
+lab: setup
+	$(BIN)/jupyter lab --ip=127.0.0.1 --notebook-dir=notebooks $(LAB_AS_ROOT) $(LAB_ARGS)
+
+bench: $(DEV)
+	$(BIN)/python -m bench.run_all
 
 clean:
 	rm -rf out build .pytest_cache

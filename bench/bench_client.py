@@ -12,14 +12,17 @@ Every run is bounded by a count and a duration.
 from __future__ import annotations
 
 import resource
-import sys
 from dataclasses import dataclass
 
-from common import (RESULTS, ROOT, Figure, Spread, alternate, banner, check, cpu_times, run_wrk,
-                    write_csv)
-from nginx import Nginx
+from acceptlab.load import fire
 
-sys.path.insert(0, str(ROOT / "src"))
+from . import RESULTS
+from .nginx import Nginx
+from .procfs import cpu_times
+from .rounds import alternate
+from .rows import Figure, banner, check, write_csv
+from .stats import Spread
+from .wrk import run_wrk
 
 STEP = "client"
 LEAN = "kit lean (2 processes x 16)"
@@ -45,8 +48,6 @@ def _cpu(who: int) -> float:
 
 def fire_run(port: int, seconds: float, mode: dict) -> ClientRun:
     """fire() at 127.0.0.1:port for ``seconds``: rate of correct replies, and the client's CPU."""
-    from acceptlab.load import fire
-
     # client processes are our children (reaped when fire() returns); threads run in this process
     who = resource.RUSAGE_CHILDREN if mode["processes"] > 1 else resource.RUSAGE_SELF
     before = _cpu(who)
@@ -96,10 +97,7 @@ def run(min_rounds: int = 5, max_rounds: int = 8, budget: float = 45,
                for who, mode in MODES.items()},
         }
         rounds = alternate(contestants, min_rounds, max_rounds, budget, show=_show)
-    write_csv(RESULTS / "client.csv",
-              [{"round": i + 1, "quiet": quiet, "client": who, **vars(result)}
-               for i, (runs, quiet) in enumerate(zip(rounds.runs, rounds.quiet))
-               for who, result in runs.items()])
+    write_csv(RESULTS / "client.csv", rounds.rows("client"))
     return summarise(rounds.kept(), rounds.note())
 
 

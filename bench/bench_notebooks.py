@@ -5,34 +5,61 @@ exists; otherwise times ``jupyter nbconvert --execute`` per notebook.  With no
 notebooks at all it says so and reports nothing.  One pass: a second pass
 would double the longest step of the benchmark, so the spread shown is that
 of the notebooks, not of repeated suites.
+
+tools/ is a folder of scripts, not a package, so the runner is driven in a
+child Python started in that folder (``python -c`` imports from its working
+directory), which prints one JSON line per notebook.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from common import PYTHON, RESULTS, ROOT, Figure, Spread, banner, check, loud_skip, write_csv
+from . import PYTHON, RESULTS, ROOT
+from .rows import Figure, banner, check, loud_skip, write_csv
+from .stats import Spread
 
 STEP = "notebooks"
 BUDGET = 120.0  # seconds, all notebooks together
 
+RUNNER = """
+import json, sys
+from notebook_runner import run_notebook
+for path in sys.argv[1:]:
+    result = run_notebook(path)
+    print(json.dumps({"seconds": result.seconds, "ok": result.ok,
+                      "error": (result.error or "; ".join(result.error_outputs))[:200]}),
+          flush=True)
+"""
+
+
+def _show(path: Path, row: dict) -> dict:
+    print(f"  {path.name:<40} {row['seconds']:6.1f} s  {row['status']}", flush=True)
+    return row
+
 
 def _with_runner(paths: list[Path]) -> list[dict]:
-    sys.path.insert(0, str(ROOT / "tools"))
-    import notebook_runner  # noqa: PLC0415 (another engineer's module; imported when present)
-
+    child = subprocess.Popen([PYTHON, "-c", RUNNER, *map(str, paths)], cwd=ROOT / "tools",
+                             stdout=subprocess.PIPE, text=True)
     rows = []
-    for path in paths:
-        result = notebook_runner.run_notebook(path)
-        rows.append({"notebook": path.name, "seconds": round(result.seconds, 1),
-                     "status": "ok" if result.ok else "error",
-                     "error": (result.error or "; ".join(result.error_outputs))[:200]})
-        print(f"  {path.name:<40} {result.seconds:6.1f} s  {rows[-1]['status']}", flush=True)
+    try:
+        for path, line in zip(paths, child.stdout):
+            result = json.loads(line)
+            rows.append(_show(path, {"notebook": path.name,
+                                     "seconds": round(result["seconds"], 1),
+                                     "status": "ok" if result["ok"] else "error",
+                                     "error": result["error"]}))
+    finally:
+        child.stdout.close()
+        child.wait()
+    if len(rows) < len(paths):
+        raise RuntimeError(f"tools/notebook_runner.py stopped after {len(rows)} of "
+                           f"{len(paths)} notebooks (exit code {child.returncode})")
     return rows
 
 
@@ -47,9 +74,9 @@ def _with_nbconvert(paths: list[Path]) -> list[dict]:
                                    str(path)], cwd=path.parent, capture_output=True, text=True)
             seconds = time.perf_counter() - started
             error = done.stderr.strip().splitlines()[-1][:200] if done.returncode else ""
-            rows.append({"notebook": path.name, "seconds": round(seconds, 1),
-                         "status": "ok" if done.returncode == 0 else "error", "error": error})
-            print(f"  {path.name:<40} {seconds:6.1f} s  {rows[-1]['status']}", flush=True)
+            rows.append(_show(path, {"notebook": path.name, "seconds": round(seconds, 1),
+                                     "status": "ok" if done.returncode == 0 else "error",
+                                     "error": error}))
     return rows
 
 

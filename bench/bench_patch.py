@@ -17,9 +17,13 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from common import (BENCH, RESULTS, ROOT, Figure, KitServer, Sample, Spread, alternate, banner,
-                    loud_skip, measure, write_csv)
-from nginx import Nginx
+from . import BENCH, RESULTS, ROOT
+from .nginx import Nginx
+from .rounds import alternate
+from .rows import Figure, banner, loud_skip, write_csv
+from .servers import KitServer
+from .stats import Spread
+from .wrk import Sample, measure
 
 STEP = "patch"
 PATCHES = BENCH / "patches"  # *.diff, applied in name order
@@ -83,10 +87,7 @@ def run(min_rounds: int = 5, max_rounds: int = 9, budget: float = 55,
                                min_rounds, max_rounds, budget, show=_show, mirrored=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    write_csv(RESULTS / "patch.csv",
-              [{"round": i + 1, "quiet": quiet, "server": key, **vars(sample)}
-               for i, (runs, quiet) in enumerate(zip(rounds.runs, rounds.quiet))
-               for key, sample in runs.items()])
+    write_csv(RESULTS / "patch.csv", rounds.rows("server"))
     kept = rounds.kept()
 
     def ratio(a: str, b: str, field: str = "rate") -> Spread:

@@ -24,9 +24,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import (PYTHON, RESULTS, Figure, KitServer, MinimalServer, Spread, banner, loud_skip,
-                    markdown_table, run_wrk, write_csv)
-from nginx import Nginx
+from . import PYTHON, RESULTS, bench_patch
+from .nginx import Nginx
+from .rows import Figure, banner, loud_skip, markdown_table, write_csv
+from .servers import KitServer, MinimalServer
+from .stats import Spread
+from .wrk import run_wrk
 
 STEP = "profile"
 
@@ -98,10 +101,8 @@ def micro_costs(repeat: int = 50_000) -> list[dict]:
     """
     import os
     import socket
-    import sys
     import threading
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
     from acceptlab.eventlog import EventWriter
     from acceptlab.kernel import voluntary_switches
     from acceptlab.protocol import HTTP, served_by, split_requests
@@ -179,8 +180,6 @@ def run() -> list[Figure]:
         loud_skip("strace counts", "strace is not installed (Debian: apt-get install strace)")
         return []
     figures: list[Figure] = []
-    import bench_patch  # noqa: PLC0415
-
     patched, why = bench_patch.patched_copy()
     with contextlib.ExitStack() as stack:
         nginx = stack.enter_context(Nginx(workers=2))

@@ -8,9 +8,9 @@ the sweep is repeated, each time in another order.
 
 * throughput: wrk's completed requests per second (= new connections per second);
 * fairness: from the kit's own event log, the connections each worker accepted
-  during that second; Jain's index (sum x)^2 / (n sum x^2) is 1 when every
-  worker got the same share and 1/n when one worker got everything; the
-  busiest worker's share is given too;
+  during that second; Jain's index (``acceptlab.analysis.jain_fairness``) is 1
+  when every worker got the same share and 1/n when one worker got everything;
+  the busiest worker's share is given too;
 * CPU per connection of the server process(es), from /proc.
 
 Results: scale.csv (every run), scale.md (medians and ranges) and scale.png.
@@ -22,8 +22,16 @@ import contextlib
 import statistics
 import time
 
-from common import (RESULTS, Figure, KitServer, Spread, banner, cpu_times, machine_cpu,
-                    markdown_table, rotate, run_wrk, wait_for_quiet, write_csv)
+from acceptlab.analysis import jain_fairness
+from acceptlab.eventlog import read_events
+
+from . import RESULTS
+from .procfs import cpu_times, machine_cpu
+from .rounds import rotate, wait_for_quiet
+from .rows import Figure, banner, markdown_table, write_csv
+from .servers import KitServer
+from .stats import Spread
+from .wrk import run_wrk
 
 STEP = "scale"
 KINDS = ("process", "thread")
@@ -31,14 +39,7 @@ WORKERS = (1, 2, 4, 8, 16)
 CLIENTS = (1, 4, 16, 64)
 
 
-def jain(counts: list[int]) -> float:
-    total, squares = sum(counts), sum(c * c for c in counts)
-    return total * total / (len(counts) * squares) if squares else float("nan")
-
-
 def run(repeats: int = 3, seconds: int = 1) -> list[Figure]:
-    from acceptlab.eventlog import read_events
-
     banner(f"{STEP}: {len(KINDS)} kinds x workers {WORKERS} x clients {CLIENTS}, "
            f"{seconds} s each, {repeats} sweeps")
     configs = [(kind, workers) for kind in KINDS for workers in WORKERS]
@@ -67,7 +68,7 @@ def run(repeats: int = 3, seconds: int = 1) -> list[Figure]:
             counts = [int((inside["worker"] == w).sum()) for w in range(workers)]
             rows.append({"kind": kind, "workers": workers, "clients": clients,
                          "sweep": sweep + 1, "conn_per_s": round(result.rate, 1),
-                         "errors": result.errors, "jain": round(jain(counts), 4),
+                         "errors": result.errors, "jain": round(jain_fairness(counts), 4),
                          "busiest_share": round(max(counts) / max(sum(counts), 1), 4),
                          "cpu_us_per_conn": round(cpu * 1e6, 2),
                          "others_cores": round(others, 2),

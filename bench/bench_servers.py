@@ -22,9 +22,13 @@ from __future__ import annotations
 
 import statistics
 
-from common import (RESULTS, Figure, KitServer, MinimalServer, Sample, Spread, alternate, banner,
-                    check, measure, write_csv)
-from nginx import Nginx
+from . import RESULTS
+from .nginx import Nginx
+from .rounds import alternate
+from .rows import Figure, banner, check, write_csv
+from .servers import KitServer, MinimalServer
+from .stats import Spread, ratios
+from .wrk import Sample, measure
 
 STEP = "servers"
 CONNECTIONS = 32  # wrk -c: connections in flight (each one new per request)
@@ -44,10 +48,7 @@ def run(min_rounds: int = 5, max_rounds: int = 10, budget: float = 70,
                        for key, server in servers.items()}
         rounds = alternate(contestants, min_rounds, max_rounds, budget, show=_show,
                            mirrored=True)
-    write_csv(RESULTS / "servers.csv",
-              [{"round": i + 1, "quiet": quiet, "server": key, **vars(sample)}
-               for i, (runs, quiet) in enumerate(zip(rounds.runs, rounds.quiet))
-               for key, sample in runs.items()])
+    write_csv(RESULTS / "servers.csv", rounds.rows("server"))
     kept = rounds.kept()
     samples = {key: [r[key] for r in kept] for key in ("nginx", "on", "off", "minimal")}
     return summarise(samples, rounds.note())
@@ -57,10 +58,6 @@ def _show(round_: int, key: str, sample: Sample) -> None:
     print(f"  round {round_}: {sample.label:<30} {sample.rate:8.0f} conn/s  "
           f"server {sample.server_cpu_us:5.1f} µs/conn  wrk {sample.wrk_cpu_us:5.1f}  "
           f"errors {sample.errors}  (others used {sample.others_cores:.2f} cores)", flush=True)
-
-
-def _ratio(a: list[float], b: list[float]) -> Spread:
-    return Spread([x / y for x, y in zip(a, b) if y])
 
 
 def _split(runs: list[Sample]) -> str:
@@ -75,23 +72,23 @@ def summarise(samples: dict[str, list[Sample]], rounds_note: str) -> list[Figure
     total = {k: [s.server_cpu_us + s.wrk_cpu_us for s in v] for k, v in samples.items()}
     others = Spread([s.others_cores for v in samples.values() for s in v])
     errors = sum(s.errors for v in samples.values() for s in v)
-    log_ratio = _ratio(rate["on"], rate["off"])
-    nginx_ratio = _ratio(rate["on"], rate["nginx"])
-    cpu_ratio = _ratio(cpu["on"], cpu["nginx"])
+    log_ratio = ratios(rate["on"], rate["off"])
+    nginx_ratio = ratios(rate["on"], rate["nginx"])
+    cpu_ratio = ratios(cpu["on"], cpu["nginx"])
     figures = [
         Figure(STEP, "1. event log on / off: connections/s", log_ratio, "ratio", ">= 0.95",
                check(log_ratio, ">= 0.95"), note=rounds_note),
-        Figure(STEP, "1. event log on / off: CPU-normalised", _ratio(total["off"], total["on"]),
+        Figure(STEP, "1. event log on / off: CPU-normalised", ratios(total["off"], total["on"]),
                "ratio", note="(server+wrk CPU per conn, off / on)"),
         Figure(STEP, "1. kit CPU per connection, log off", Spread(cpu["off"]), "µs", digits=1),
         Figure(STEP, "2. kit (log on) / nginx: connections/s", nginx_ratio, "ratio", ">= 0.90",
                check(nginx_ratio, ">= 0.90"), note=rounds_note),
-        Figure(STEP, "2. kit (log off) / nginx: connections/s", _ratio(rate["off"], rate["nginx"]),
+        Figure(STEP, "2. kit (log off) / nginx: connections/s", ratios(rate["off"], rate["nginx"]),
                "ratio"),
-        Figure(STEP, "2. kit (log on) / nginx: CPU-normalised", _ratio(total["nginx"], total["on"]),
+        Figure(STEP, "2. kit (log on) / nginx: CPU-normalised", ratios(total["nginx"], total["on"]),
                "ratio", note="(nginx server+wrk CPU per conn / kit's)"),
         Figure(STEP, "2. minimal Python server / nginx: connections/s",
-               _ratio(rate["minimal"], rate["nginx"]), "ratio",
+               ratios(rate["minimal"], rate["nginx"]), "ratio",
                note="bench/minimal_server.py: accept, recv, sendall, close"),
         Figure(STEP, "2. nginx connections/s", Spread(rate["nginx"]), "conn/s", digits=0),
         Figure(STEP, "2. kit (log on) connections/s", Spread(rate["on"]), "conn/s", digits=0),

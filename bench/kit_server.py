@@ -1,29 +1,29 @@
 """The kit's server for the benchmarks: a WorkerPool exactly as ``acceptlab serve`` builds it.
 
-    python bench/kit_server.py --workers 2 --kind process --protocol http [--no-record]
+    python -m bench.kit_server --workers 2 --kind process --log-dir DIR [--no-record]
 
 It listens on a free loopback port, prints one JSON line ``{"port": P, "pids":
 [...]}`` (the worker PIDs, whose CPU time the benchmark reads from /proc), and
 serves until SIGTERM or SIGINT, then stops the pool.  The event logs stay in
 ``--log-dir`` for the caller to read.  (``acceptlab serve`` prints neither the
 port it got nor its workers' PIDs, which is why this small wrapper exists.)
+
+It imports whichever acceptlab is first on its path: :class:`bench.servers.KitServer`
+sets the child's PYTHONPATH to the parent's acceptlab, or to a patched copy
+(``bench_patch.py``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
 import threading
 from pathlib import Path
 
-# ACCEPTLAB_SRC: run a patched copy of the package instead (bench/patch_gain.py uses it)
-sys.path.insert(0, os.environ.get("ACCEPTLAB_SRC")
-                or str(Path(__file__).resolve().parent.parent / "src"))
-
-from acceptlab.pool import WorkerPool  # noqa: E402
+import acceptlab
+from acceptlab.pool import WorkerPool
 
 
 def main() -> int:
@@ -43,7 +43,6 @@ def main() -> int:
                       protocol=args.protocol, host="127.0.0.1", port=0, log_dir=args.log_dir,
                       start_method=args.start_method, record=not args.no_record)
     with pool:
-        import acceptlab
         print(json.dumps({"port": pool.address[1], "pids": pool.pids,
                           "package": str(Path(acceptlab.__file__).parent)}), flush=True)
         while not finished.wait(0.5):

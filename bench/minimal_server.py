@@ -1,6 +1,6 @@
 """The floor: the least a Python pre-forked blocking-accept HTTP server can do per connection.
 
-    python bench/minimal_server.py 2      # 2 worker processes; prints {"port": P, "pids": [...]}
+    python -m bench.minimal_server 2      # 2 worker processes; prints {"port": P, "pids": [...]}
 
 accept(), one recv(), sendall() of a fixed HTTP/1.0 reply of the same size as
 the kit's, close(): no timeout, no event log, no parsing.  The benchmark runs it

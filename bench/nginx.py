@@ -21,7 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ServerProcess, children, free_port, wait_for_port
+from .procfs import children
+from .servers import ServerProcess, free_port, wait_for_port
 
 CONFIG = """\
 daemon off;

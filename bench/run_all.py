@@ -1,8 +1,8 @@
 """``make bench``: every performance comparison of issue 7, side by side, in one run (< 10 min).
 
-    .venv/bin/python bench/run_all.py                 # everything
-    .venv/bin/python bench/run_all.py --only servers client
-    .venv/bin/python bench/run_all.py --quick         # fewer rounds, for trying things out
+    .venv/bin/python -m bench.run_all                 # everything
+    .venv/bin/python -m bench.run_all --only servers client
+    .venv/bin/python -m bench.run_all --quick         # fewer rounds, for trying things out
 
 Steps (each prints its own runs as it goes):
 
@@ -23,22 +23,26 @@ per step.
 Tools: nginx and wrk (Debian: nginx-light, wrk) and strace are looked for and,
 when missing, installed with apt-get if this runs as root on Debian (--no-install
 to forbid that); a step whose tool is still missing is skipped with a loud reason.
+A step that fails is reported (its traceback printed, its name under "Failed" in
+the summary) and the others still run; the exit code is then 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import importlib
 import os
 import platform
 import shutil
 import subprocess
 import sys
 import time
+import traceback
 
-from common import RESULTS, ROOT, SKIPPED, Figure, banner, loud_skip, markdown_table, write_csv
-
-sys.path.insert(0, str(ROOT / "src"))
+from . import RESULTS
+from .nginx import nginx_binary
+from .rows import SKIPPED, Figure, banner, loud_skip, markdown_table, write_csv
 
 STEPS = ("servers", "client", "patch", "profile", "scale", "notebooks")
 NEEDS = {"servers": ("nginx", "wrk"), "client": ("nginx", "wrk"), "patch": ("nginx", "wrk"),
@@ -47,11 +51,7 @@ PACKAGES = {"nginx": "nginx-light", "wrk": "wrk", "strace": "strace"}
 
 
 def find_tool(name: str) -> str | None:
-    if name == "nginx":
-        from nginx import nginx_binary
-
-        return nginx_binary()
-    return shutil.which(name)
+    return nginx_binary() if name == "nginx" else shutil.which(name)
 
 
 def ensure_tools(allow_install: bool) -> dict[str, bool]:
@@ -88,7 +88,8 @@ def versions() -> dict[str, str]:
 
 
 def write_summary(figures: list[Figure], meta: dict, timings: dict[str, float],
-                  skipped: dict[str, str], name: str = "summary") -> None:
+                  skipped: dict[str, str], failed: dict[str, str],
+                  name: str = "summary") -> None:
     rows = [f.row() for f in figures]
     write_csv(RESULTS / f"{name}.csv", rows)
     table = [{"figure": f.name,
@@ -121,6 +122,9 @@ def write_summary(figures: list[Figure], meta: dict, timings: dict[str, float],
         "Skipped: " + ("nothing." if not skipped else
                        "; ".join(f"{step} ({why})" for step, why in skipped.items())),
         "",
+        "Failed: " + ("nothing." if not failed else
+                      "; ".join(f"{step} ({why})" for step, why in failed.items())),
+        "",
         "Step times: " + ", ".join(f"{step} {seconds:.0f} s" for step, seconds in timings.items())
         + f"; total {sum(timings.values()):.0f} s.",
         "",
@@ -149,9 +153,14 @@ def main() -> int:
     rounds = {"servers": 2 if args.quick else 5, "client": 2 if args.quick else 5,
               "patch": 2 if args.quick else 5, "scale": 1 if args.quick else 3}
     limit = {"max_rounds": 2} if args.quick else {}
+    options = {"servers": dict(min_rounds=rounds["servers"], **limit),
+               "client": dict(min_rounds=rounds["client"], **limit),
+               "patch": dict(min_rounds=rounds["patch"], **limit),
+               "scale": dict(repeats=rounds["scale"])}
     figures: list[Figure] = []
     timings: dict[str, float] = {}
     skipped = SKIPPED  # filled by loud_skip, here and inside the steps
+    failed: dict[str, str] = {}
     for step in steps:
         absent = [tool for tool in NEEDS[step] if not tools[tool]]
         if absent:
@@ -160,29 +169,18 @@ def main() -> int:
             loud_skip(step, why)
             continue
         step_started = time.monotonic()
-        if step == "servers":
-            import bench_servers
-            figures += bench_servers.run(min_rounds=rounds["servers"], **limit)
-        elif step == "client":
-            import bench_client
-            figures += bench_client.run(min_rounds=rounds["client"], **limit)
-        elif step == "patch":
-            import bench_patch
-            figures += bench_patch.run(min_rounds=rounds["patch"], **limit)
-        elif step == "profile":
-            import bench_profile
-            figures += bench_profile.run()
-        elif step == "scale":
-            import bench_scale
-            figures += bench_scale.run(repeats=rounds["scale"])
-        elif step == "notebooks":
-            import bench_notebooks
-            figures += bench_notebooks.run()
+        try:
+            module = importlib.import_module(f"{__package__}.bench_{step}")
+            figures += module.run(**options.get(step, {}))
+        except Exception as exc:  # one broken step must not cost the others' results
+            traceback.print_exc()
+            failed[step] = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+            print(f"\n!!! FAILED {step}: {failed[step]}", flush=True)
         timings[step] = time.monotonic() - step_started
         print(f"  ({step}: {timings[step]:.0f} s)", flush=True)
     # a partial or quick run must not replace the record of the last full one
     name = "summary-partial" if args.only or args.quick else "summary"
-    write_summary(figures, meta, timings, skipped, name)
+    write_summary(figures, meta, timings, skipped, failed, name)
     banner(f"summary ({time.monotonic() - started:.0f} s in all) -> bench/results/{name}.md")
     for figure in figures:
         value = figure.spread.fmt(figure.digits) if figure.spread.values else "n/a"
@@ -195,7 +193,9 @@ def main() -> int:
               + " (bench/README.md says what limits each)")
     for step, why in skipped.items():
         print(f"  !!! skipped {step}: {why}")
-    return 0
+    for step, why in failed.items():
+        print(f"  !!! FAILED {step}: {why}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

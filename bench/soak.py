@@ -1,7 +1,7 @@
 """Soak: hold the highest load this machine allows for a while, and watch for slow leaks.
 
-    .venv/bin/python bench/soak.py                  # 60 s per kind, process then thread
-    .venv/bin/python bench/soak.py --duration 10 --kinds thread --json
+    .venv/bin/python -m bench.soak                  # 60 s per kind, process then thread
+    .venv/bin/python -m bench.soak --duration 10 --kinds thread --json
 
 For each kind of pool (4 workers, ``blocking``, zen) it:
 
@@ -17,7 +17,8 @@ For each kind of pool (4 workers, ``blocking``, zen) it:
    heap: ``RssAnon``) within ``ANON_GROWTH_LIMIT``.
 
 Why anonymous memory: the event log is a file mapped into each worker, one
-96-byte record per wakeup, so the file-backed part of the RSS (``RssFile``)
+fixed-size record per wait (``RECORD_BYTES``, the event log's own struct),
+so the file-backed part of the RSS (``RssFile``)
 grows with the number of connections by design; it is reported apart, with
 its expected size.  The pool runs in a server process of its own, so that
 what is measured is the pool's alone: each worker process, or for a thread
@@ -40,16 +41,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+import pandas as pd
 
-import pandas as pd  # noqa: E402
-
-from acceptlab import analysis  # noqa: E402
-from acceptlab.eventlog import read_events  # noqa: E402
-from acceptlab.load import fire  # noqa: E402
+import acceptlab
+from acceptlab import analysis, eventlog
+from acceptlab.eventlog import read_events
+from acceptlab.load import fire
 
 ANON_GROWTH_LIMIT = 2 * 1024 * 1024  # bytes of heap a worker may add over a soak, after warm-up
-RECORD_BYTES = 96  # one event-log record: twelve 64-bit integers
+# One event-log record, as the event log defines it (it has no public name for it yet).
+RECORD_BYTES = eventlog._RECORD.size
 
 
 @dataclass
@@ -144,7 +145,8 @@ class Server:
         self.proc = subprocess.Popen(
             [sys.executable, "-c", SERVER, kind, str(workers), log_dir],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True,
-            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+            # the server imports the same acceptlab as this process
+            env={**os.environ, "PYTHONPATH": str(Path(acceptlab.__file__).resolve().parents[1])})
         line = self.proc.stdout.readline()
         if not line:
             self.close()

@@ -1,4 +1,6 @@
-import sys
-from pathlib import Path
+"""Shared set-up of the test suite.
 
-sys.path.insert(0, str(Path(__file__).parent))  # tests/helpers.py
+``tests/helpers.py`` and the ``bench`` package import by name because
+pyproject.toml's ``[tool.pytest.ini_options] pythonpath`` puts ``tests/``
+and the repository's root on the path.
+"""

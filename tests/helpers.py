@@ -1,12 +1,23 @@
-"""Small helpers shared by the tests (plain functions, so a reader can follow them)."""
+"""Small helpers shared by the tests (plain functions, so a reader can follow them).
+
+The synthetic runs (``synth_events``, ``synth_client`` and the three
+sequences) write the tables a real run would write, so a test of the
+analysis or of the figures reads as "a run in which the connections went
+0 1 2 3 0 1 2 3 …, therefore …".
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
+from acceptlab import analysis
 from acceptlab.conversation import ask
 from acceptlab.protocol import ZEN
 
@@ -50,3 +61,106 @@ def wait_until(condition, timeout: float, step: float = 0.02) -> float | None:
 
 def linux() -> bool:
     return os.uname().sysname == "Linux"
+
+
+def stop_and_time(pool, caplog) -> float:
+    """Stop ``pool``; return the seconds it took, after checking no worker had to be forced.
+
+    ``stop()`` asks every worker to go and forces (SIGKILL) whoever is left
+    after HALF its 1 s budget.  So "stopped in time" is asserted two ways that
+    a regression cannot pass: nobody was forced (a worker ignoring SIGTERM
+    would be, with a warning), and the stop took well under that 0.5 s
+    grace (a worker unwinding slowly would not).
+    """
+    caplog.set_level(logging.WARNING, logger="acceptlab.pool")
+    started = time.monotonic()
+    pool.stop()
+    took = time.monotonic() - started
+    forced = [r.getMessage() for r in caplog.records if "forced" in r.getMessage()]
+    assert not forced, forced
+    return took
+
+
+STOP_MARGIN = 0.4  # seconds: under the 0.5 s after which stop() forces; a clean stop takes ~0.05
+
+
+# --------------------------------------------------------------------------- synthetic runs
+
+START_NS = 1_000_000_000  # the monotonic clock of a machine that booted a second ago
+EVENT_TYPES = {"t_accept_ns": "Int64", "t_done_ns": "Int64", "peer_port": "Int64",
+               "nvcsw": "Int64"}
+
+
+def round_robin(workers: int, rounds: int) -> list[int]:
+    """0 1 2 3 0 1 2 3 …: what blocking accept() gives under light load."""
+    return list(range(workers)) * rounds
+
+
+def one_worker(connections: int, worker: int = 0) -> list[int]:
+    """0 0 0 0 …: what EPOLLEXCLUSIVE gives under light load."""
+    return [worker] * connections
+
+
+def random_sequence(workers: int, connections: int, seed: int = 1) -> list[int]:
+    """Fair random picks: what SO_REUSEPORT's hash looks like."""
+    return np.random.default_rng(seed).integers(0, workers, connections).tolist()
+
+
+def event_row(worker, seq, t_wait, t_wake, t_accept, t_done, outcome, port, strategy):
+    """One row of an events table, as a worker of run ``synthetic-<strategy>`` logs it."""
+    return {"run": f"synthetic-{strategy}", "worker": worker, "generation": 0,
+            "pid": 1000 + worker, "tid": 1000 + worker, "kind": "process",
+            "strategy": strategy, "seq": seq, "t_wait_ns": t_wait, "t_wake_ns": t_wake,
+            "t_accept_ns": t_accept, "t_done_ns": t_done, "outcome": outcome,
+            "peer_port": port, "nvcsw": 1}
+
+
+def synth_events(sequence: list[int], workers: int, strategy: str = "blocking",
+                 herd: bool = False, gap_ns: int = 1_000_000,
+                 service_ns: int = 200_000) -> pd.DataFrame:
+    """The events table of a light-load run in which connection i went to worker sequence[i].
+
+    Worker w starts waiting at START + w·10 µs (slot order).  Connection i
+    arrives every ``gap_ns``; its worker's wait returns then, accepts 1 µs
+    later, talks for ``service_ns`` and waits again.  With ``herd`` every
+    other idle worker is woken too and logs an ``eagain`` row, as in
+    poll/epoll.  Every row costs one wakeup (nvcsw = 1); the client port of
+    connection i is 40000 + i.
+    """
+    since = {w: START_NS + 10_000 * w for w in range(workers)}
+    seq = {w: 0 for w in range(workers)}
+    rows = []
+    for i, winner in enumerate(sequence):
+        t = START_NS + 1_000_000 + i * gap_ns
+        assert since[winner] <= t, "the winner must be idle when its connection arrives"
+        done = t + 1_000 + service_ns
+        rows.append(event_row(winner, seq[winner], since[winner], t, t + 1_000, done,
+                              "accepted", 40_000 + i, strategy))
+        seq[winner] += 1
+        since[winner] = done + 1_000
+        if herd:
+            for loser in range(workers):
+                if loser != winner and since[loser] <= t:
+                    rows.append(event_row(loser, seq[loser], since[loser], t + 5_000, None,
+                                          None, "eagain", None, strategy))
+                    seq[loser] += 1
+                    since[loser] = t + 6_000
+    columns = list(event_row(0, 0, 0, 0, 0, 0, "", 0, "").keys())
+    return pd.DataFrame(rows, columns=columns).astype(EVENT_TYPES)
+
+
+def synth_client(events: pd.DataFrame) -> pd.DataFrame:
+    """The client table that goes with ``events``: one successful connection per accept."""
+    won = analysis.accepted(events)
+    start = won["t_wake_ns"].astype("int64") - 50_000  # connect() began just before the wakeup
+    return pd.DataFrame({
+        "conn": range(len(won)),
+        "local_port": won["peer_port"].astype("int64"),
+        "t_start_ns": start,
+        "t_connected_ns": start + 10_000,
+        "t_reply_ns": won["t_accept_ns"].astype("int64") + 100_000,
+        "t_done_ns": (won["t_done_ns"] + 20_000).astype("Int64"),
+        "ok": True,
+        "error": "",
+        "worker": pd.array([pd.NA] * len(won), dtype="Int64"),
+    })

@@ -1,8 +1,9 @@
 """Tests of acceptlab.analysis on hand-built tables whose right answers we know.
 
-The helpers at the top (``synth_events``, ``synth_client`` and the three
-sequences) write the tables a real run would write, so each test reads as
-"a run in which the connections went 0 1 2 3 0 1 2 3 …, therefore …".
+The synthetic runs (``synth_events``, ``synth_client`` and the three
+sequences, in tests/helpers.py) write the tables a real run would write, so
+each test reads as "a run in which the connections went 0 1 2 3 0 1 2 3 …,
+therefore …".
 """
 
 from __future__ import annotations
@@ -18,87 +19,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from acceptlab import analysis
-
-START_NS = 1_000_000_000  # the monotonic clock of a machine that booted a second ago
-EVENT_TYPES = {"t_accept_ns": "Int64", "t_done_ns": "Int64", "peer_port": "Int64",
-               "nvcsw": "Int64"}
+from helpers import (EVENT_TYPES, START_NS, event_row, one_worker, random_sequence, round_robin,
+                     synth_client, synth_events)
 
 
 # --------------------------------------------------------------------------- synthetic runs
-
-
-def round_robin(workers: int, rounds: int) -> list[int]:
-    """0 1 2 3 0 1 2 3 …: what blocking accept() gives under light load."""
-    return list(range(workers)) * rounds
-
-
-def one_worker(connections: int, worker: int = 0) -> list[int]:
-    """0 0 0 0 …: what EPOLLEXCLUSIVE gives under light load."""
-    return [worker] * connections
-
-
-def random_sequence(workers: int, connections: int, seed: int = 1) -> list[int]:
-    """Fair random picks: what SO_REUSEPORT's hash looks like."""
-    return np.random.default_rng(seed).integers(0, workers, connections).tolist()
-
-
-def _row(worker, seq, t_wait, t_wake, t_accept, t_done, outcome, port, strategy):
-    return {"run": f"synthetic-{strategy}", "worker": worker, "generation": 0,
-            "pid": 1000 + worker, "tid": 1000 + worker, "kind": "process",
-            "strategy": strategy, "seq": seq, "t_wait_ns": t_wait, "t_wake_ns": t_wake,
-            "t_accept_ns": t_accept, "t_done_ns": t_done, "outcome": outcome,
-            "peer_port": port, "nvcsw": 1}
-
-
-def synth_events(sequence: list[int], workers: int, strategy: str = "blocking",
-                 herd: bool = False, gap_ns: int = 1_000_000,
-                 service_ns: int = 200_000) -> pd.DataFrame:
-    """The events table of a light-load run in which connection i went to worker sequence[i].
-
-    Worker w starts waiting at START + w·10 µs (slot order).  Connection i
-    arrives every ``gap_ns``; its worker's wait returns then, accepts 1 µs
-    later, talks for ``service_ns`` and waits again.  With ``herd`` every
-    other idle worker is woken too and logs an ``eagain`` row, as in
-    poll/epoll.  Every row costs one context switch (nvcsw = 1); the client
-    port of connection i is 40000 + i.
-    """
-    since = {w: START_NS + 10_000 * w for w in range(workers)}
-    seq = {w: 0 for w in range(workers)}
-    rows = []
-    for i, winner in enumerate(sequence):
-        t = START_NS + 1_000_000 + i * gap_ns
-        assert since[winner] <= t, "the winner must be idle when its connection arrives"
-        done = t + 1_000 + service_ns
-        rows.append(_row(winner, seq[winner], since[winner], t, t + 1_000, done, "accepted",
-                         40_000 + i, strategy))
-        seq[winner] += 1
-        since[winner] = done + 1_000
-        if herd:
-            for loser in range(workers):
-                if loser != winner and since[loser] <= t:
-                    rows.append(_row(loser, seq[loser], since[loser], t + 5_000, None, None,
-                                     "eagain", None, strategy))
-                    seq[loser] += 1
-                    since[loser] = t + 6_000
-    columns = list(_row(0, 0, 0, 0, 0, 0, "", 0, "").keys())
-    return pd.DataFrame(rows, columns=columns).astype(EVENT_TYPES)
-
-
-def synth_client(events: pd.DataFrame) -> pd.DataFrame:
-    """The client table that goes with ``events``: one successful connection per accept."""
-    won = analysis.accepted(events)
-    start = won["t_wake_ns"].astype("int64") - 50_000  # connect() began just before the wakeup
-    return pd.DataFrame({
-        "conn": range(len(won)),
-        "local_port": won["peer_port"].astype("int64"),
-        "t_start_ns": start,
-        "t_connected_ns": start + 10_000,
-        "t_reply_ns": won["t_accept_ns"].astype("int64") + 100_000,
-        "t_done_ns": (won["t_done_ns"] + 20_000).astype("Int64"),
-        "ok": True,
-        "error": "",
-        "worker": pd.array([pd.NA] * len(won), dtype="Int64"),
-    })
 
 
 def test_synthetic_runs_look_like_the_data_model():
@@ -126,14 +51,26 @@ def test_per_worker_counts_and_lists_idle_slots():
     assert table["accepts"].tolist() == [3, 2, 0, 0]
     assert table["share"].tolist() == pytest.approx([0.6, 0.4, 0, 0])
     # every connection woke the three idle losers once: 5 eagain rows each for slots 2 and 3
-    assert table.loc[2, "eagain"] == 5 and table.loc[2, "wakeups"] == 5
-    assert table["wakeups"].sum() == len(events)
-    assert table["nvcsw"].sum() == len(events)
+    assert table.loc[2, "eagain"] == 5 and table.loc[2, "returns"] == 5
+    assert table["returns"].sum() == len(events)
+    assert table["wakeups"].sum() == len(events)  # synth_events: one switch per row
+
+
+def test_per_worker_names_returns_and_wakeups_apart():
+    # A herd the workers did not see: each loser was woken 3 times inside poll() but its
+    # wait returned once.  Returns count rows; wakeups count the kernel's context switches.
+    events = synth_events([0, 1, 0, 1], 4, herd=True)
+    events.loc[events["outcome"] == "eagain", "nvcsw"] = 3
+    table = analysis.per_worker(events, 4)
+    assert list(table.columns) == ["accepts", "share", "returns", "eagain", "timeouts", "errors",
+                                   "wakeups"]
+    assert table.loc[3, "returns"] == 4 and table.loc[3, "wakeups"] == 12
+    assert "nvcsw" not in table
 
 
 def test_per_worker_without_context_switch_counts():
     events = synth_events([0, 1], 2).assign(nvcsw=pd.array([pd.NA, pd.NA], dtype="Int64"))
-    assert analysis.per_worker(events, 2)["nvcsw"].isna().all()
+    assert analysis.per_worker(events, 2)["wakeups"].isna().all()
 
 
 def test_per_worker_of_nothing():
@@ -219,9 +156,9 @@ def test_lifo_means_the_most_recent_waiter_wins():
     # worker 1, the most recent of the two still waiting.  Both are the last rank: LIFO.
     us = 1_000
     rows = [
-        _row(2, 0, 20 * us, 100 * us, 101 * us, 500 * us, "accepted", 40001, "shared-epoll"),
-        _row(1, 0, 10 * us, 200 * us, 201 * us, 600 * us, "accepted", 40002, "shared-epoll"),
-        _row(0, 0, 0 * us, 900 * us, None, None, "timeout", None, "shared-epoll"),
+        event_row(2, 0, 20 * us, 100 * us, 101 * us, 500 * us, "accepted", 40001, "shared-epoll"),
+        event_row(1, 0, 10 * us, 200 * us, 201 * us, 600 * us, "accepted", 40002, "shared-epoll"),
+        event_row(0, 0, 0 * us, 900 * us, None, None, "timeout", None, "shared-epoll"),
     ]
     events = pd.DataFrame(rows).astype(EVENT_TYPES)
     ranks = analysis.wake_order_ranks(events)
@@ -252,20 +189,28 @@ def test_wake_order_ranks_is_fast_enough_for_a_real_run():
     assert ranks["norm_rank"].between(0, 1).all()
 
 
-def test_wakeups_per_accept_of_a_herd_and_of_wake_one():
-    herd = analysis.wakeups_per_accept(synth_events(round_robin(4, 10), 4, herd=True))
-    assert herd == {"accepted": 40, "wakeups_per_accept": 4.0, "eagain_per_accept": 3.0,
-                    "timeouts_per_accept": 0.0, "nvcsw_per_accept": 4.0}
-    one = analysis.wakeups_per_accept(synth_events(round_robin(4, 10), 4))
-    assert one["wakeups_per_accept"] == one["nvcsw_per_accept"] == 1.0
+def test_cost_per_accept_of_a_herd_and_of_wake_one():
+    herd = analysis.cost_per_accept(synth_events(round_robin(4, 10), 4, herd=True))
+    assert herd == {"accepted": 40, "wakeups_per_accept": 4.0, "returns_per_accept": 4.0,
+                    "eagain_per_accept": 3.0, "timeouts_per_accept": 0.0}
+    one = analysis.cost_per_accept(synth_events(round_robin(4, 10), 4))
+    assert one["wakeups_per_accept"] == one["returns_per_accept"] == 1.0
     assert one["eagain_per_accept"] == 0.0
 
 
-def test_wakeups_per_accept_without_counts_or_connections():
+def test_wakeups_are_context_switches_and_returns_are_rows():
+    # The herd of lesson 05: losers woken twice each in the kernel, none of it returned.
+    events = synth_events(round_robin(4, 10), 4)
+    events["nvcsw"] = 4
+    cost = analysis.cost_per_accept(events)
+    assert cost["wakeups_per_accept"] == 4.0 and cost["returns_per_accept"] == 1.0
+
+
+def test_cost_per_accept_without_counts_or_connections():
     events = synth_events([0, 1], 2).drop(columns="nvcsw")
-    assert math.isnan(analysis.wakeups_per_accept(events)["nvcsw_per_accept"])
-    nothing = analysis.wakeups_per_accept(synth_events([], 2))
-    assert nothing["accepted"] == 0 and math.isnan(nothing["wakeups_per_accept"])
+    assert math.isnan(analysis.cost_per_accept(events)["wakeups_per_accept"])
+    nothing = analysis.cost_per_accept(synth_events([], 2))
+    assert nothing["accepted"] == 0 and math.isnan(nothing["returns_per_accept"])
 
 
 # --------------------------------------------------------------------------- latency
@@ -439,7 +384,8 @@ def test_summary_of_a_round_robin_run():
     assert result["strategy"] == "blocking" and result["accepted"] == 100
     assert result["busiest_share"] == 0.25 and result["jain"] == pytest.approx(1)
     assert result["rr_score"] == 1.0 and result["mean_rank"] == 0.0
-    assert result["wakeups_per_accept"] == 1.0 and result["nvcsw_per_accept"] == 1.0
+    assert result["returns_per_accept"] == 1.0 and result["wakeups_per_accept"] == 1.0
+    assert not {"nvcsw_per_accept"} & set(result)
     assert result["reconciled"] is True and result["client_ok"] == 100
     assert result["p50_ms"] == pytest.approx(0.2 + 0.001 + 0.05 + 0.02)
     assert all(isinstance(key, str) for key in result)
@@ -457,5 +403,103 @@ def test_summarize_runs_takes_tuples_or_run_objects():
     run_object = SimpleNamespace(events=herd, client=synth_client(herd), workers=4)
     table = analysis.summarize_runs({"blocking": (rr, None, 4), "poll": run_object})
     assert table.index.tolist() == ["blocking", "poll"]
-    assert table.loc["poll", "nvcsw_per_accept"] > table.loc["blocking", "nvcsw_per_accept"]
+    assert table.loc["poll", "wakeups_per_accept"] > table.loc["blocking", "wakeups_per_accept"]
     assert table.loc["poll", "reconciled"] == True  # noqa: E712 (a numpy bool in a table)
+
+
+def test_summarize_runs_refuses_a_tuple_of_another_size():
+    with pytest.raises(ValueError, match="events, workers"):
+        analysis.summarize_runs({"odd": (synth_events([0], 1),)})
+
+
+def test_unpack_run_reads_every_shape_and_guesses_missing_workers():
+    events = synth_events(round_robin(3, 2), 3)
+    client = synth_client(events)
+    assert analysis.unpack_run((events, 5))[1:] == (None, 5)
+    assert analysis.unpack_run((events, client, 3))[1] is client
+    run = SimpleNamespace(events=events, client=client, workers=None)
+    assert analysis.unpack_run(run)[2] == 3  # the highest slot seen, plus one
+
+
+def test_single_value_names_a_run_only_when_it_is_one_run():
+    events = synth_events(round_robin(2, 2), 2, strategy="poll")
+    assert analysis.single_value(events, "strategy") == "poll"
+    assert type(analysis.single_value(events, "strategy")) is str  # not a numpy string
+    mixed = pd.concat([events, synth_events([0], 2, strategy="epoll")])
+    assert analysis.single_value(mixed, "strategy") is None
+    assert analysis.single_value(mixed, "strategy", default="several") == "several"
+    assert analysis.single_value(events.drop(columns="strategy"), "strategy") is None
+
+
+def test_slow_worker_is_one_definition_with_one_slow_worker():
+    slow = analysis.SLOW_WORKER
+    assert slow["workers"] == len(slow["work"]) and slow["connections"] > 0
+    assert sorted(slow["work"])[-1] == "sleep:30" and list(slow["work"]).count("sleep:30") == 1
+    with pytest.raises(TypeError):
+        slow["connections"] = 1  # read-only: callers copy, they do not edit the lesson
+
+
+# --------------------------------------------------------------------------- one latency
+
+
+def test_latency_ms_is_what_the_percentiles_are_taken_of():
+    client = _client_with_latencies([5, 1, 3, 2, 4], ok=[True, True, False, True, True])
+    ms = analysis.latency_ms(client)
+    assert ms.tolist() == [5, 1, 2, 4] and ms.index.tolist() == [0, 1, 3, 4]
+    row = analysis.latency(client).iloc[0]
+    assert row["p50_ms"] == pytest.approx(np.percentile(ms, 50))
+    assert row["p99_ms"] == pytest.approx(np.percentile(ms, 99))
+
+
+# --------------------------------------------------------------------------- whose queue was it
+
+
+def queue_of_owned_sockets(events: pd.DataFrame, owners: dict[str, int], *, seed: int = 3,
+                           interval_ns: int = 2_000_000) -> pd.DataFrame:
+    """A reuseport queue table: each socket's queue shrinks by its owner's accepts.
+
+    Connections arrive at each socket at random (Poisson, at its owner's mean accept rate),
+    independently of who accepts; the queue starts deep enough never to run dry.
+    """
+    won = analysis.accepted(events)
+    edges = START_NS + np.arange(0, int(won["t_accept_ns"].max()) - START_NS + 2 * interval_ns,
+                                 interval_ns)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for name, worker in owners.items():
+        accepts = np.histogram(won[won["worker"] == worker]["t_accept_ns"], edges)[0]
+        arrivals = rng.poisson(accepts.mean(), len(accepts))
+        depth = 100 + np.concatenate([[0], np.cumsum(arrivals - accepts)])
+        rows += [{"t_ns": t, "socket": name, "queue_len": int(q), "backlog": pd.NA}
+                 for t, q in zip(edges, depth)]
+    return pd.DataFrame(rows)
+
+
+def test_queue_owners_finds_the_worker_that_drains_each_queue():
+    sequence = random_sequence(3, 600, seed=5)
+    events = synth_events(sequence, 3, strategy="reuseport", gap_ns=200_000, service_ns=50_000)
+    owners = {"inode:11": 2, "inode:22": 0, "inode:33": 1}
+    assert analysis.queue_owners(queue_of_owned_sockets(events, owners), events) == owners
+
+
+def test_queue_owners_says_nothing_when_the_data_cannot_tell():
+    events = synth_events(round_robin(3, 20), 3, strategy="reuseport")
+    flat = pd.DataFrame({"t_ns": np.repeat(START_NS + np.arange(20) * 2_000_000, 3),
+                         "socket": ["inode:1", "inode:2", "inode:3"] * 20, "queue_len": 0})
+    assert analysis.queue_owners(flat, events) == {}
+    shared = flat.assign(socket="shared")
+    assert analysis.queue_owners(shared, events) == {}
+    assert analysis.queue_owners(flat.iloc[0:0], events) == {}
+
+
+def test_queue_owners_of_the_reference_slow_worker_run_names_the_slow_worker():
+    # data/reuseport-process-slowworker: worker 0 takes 30 ms per request, the others 10 ms,
+    # so worker 0's queue is the one that fills.  The longest queue must be worker 0's.
+    from pathlib import Path
+
+    from acceptlab.experiment import Run
+
+    run = Run.load(Path(__file__).resolve().parents[1] / "data" / "reuseport-process-slowworker")
+    owners = analysis.queue_owners(run.queue, run.events)
+    longest = run.queue.groupby("socket")["queue_len"].mean().idxmax()
+    assert owners.get(longest) == 0, owners

@@ -8,7 +8,11 @@ What is checked:
   output a lesson shows on purpose: a cell tagged ``shows-error`` (or one listed in
   ``KNOWN_DEMONSTRATIONS``);
 * every exercise's solution is inside its collapsed ``<details>`` block;
-* the index links every lesson;
+* the index links every lesson, in course order, and every page links the previous lesson,
+  the contents and the next lesson (a small course built from fixture notebooks checks the
+  same without a browser);
+* no page loads anything from the network: neither its source nor, in the browser, a request
+  it made (Chromium's net log);
 * one page (06) is photographed at 1280x2000 into ``build/book-screenshot.png``, for a person
   to look at;
 * the ``http`` demo: a pre-forked pool serving HTTP is loaded several times by the browser, and
@@ -20,8 +24,9 @@ notebook, the kit and the tools, and every lesson built without errors), it is r
 set ``ACCEPTLAB_REBUILD_BOOK=1`` to force a new build.
 
 Chromium is found as ``chromium`` on the PATH (the Debian package) or at
-``$ACCEPTLAB_CHROMIUM``.  Without it, every test here is skipped, and the skip says so loudly.
-Everything stays on this machine: ``file://`` pages and a server on 127.0.0.1.
+``$ACCEPTLAB_CHROMIUM`` (``tests/browser.py`` drives it).  Without it, every browser test here
+is skipped, and the skip says so loudly.  Everything stays on this machine: ``file://`` pages
+and a server on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -38,14 +43,16 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 
+import nbformat
 import pytest
+from browser import (NO_CHROMIUM, LoadedPage, chromium_path, load_page, plays, remote_loads,
+                     run_chromium)
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 LESSONS = [path.stem for path in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))]
 SCREENSHOT = ROOT / "build" / "book-screenshot.png"
 SCREENSHOT_PAGE = "06_"  # the page photographed for a person to look at
-BROWSER_TIMEOUT = 60  # seconds one Chromium run may take
 HTTP_LOADS = 4  # browser loads of the http demo
 STDERR_MIME = "application/vnd.jupyter.stderr"
 # A cell tagged `shows-error` may show a traceback on purpose (nbconvert renders the tag as the
@@ -54,47 +61,14 @@ STDERR_MIME = "application/vnd.jupyter.stderr"
 INTENDED_ERROR_TAG = "celltag_shows-error"
 KNOWN_DEMONSTRATIONS: list[tuple[str, str]] = []
 
-NO_CHROMIUM = (
-    "CHROMIUM IS NOT INSTALLED: the real-browser tests of the HTML book DID NOT RUN. "
-    "Install it with `sudo apt-get install chromium` (Debian/Ubuntu; CI does this in .ci/run), "
-    "or point ACCEPTLAB_CHROMIUM at a Chromium/Chrome binary, and run the tests again."
-)
-
-# One self-contained headless browser per call: its own throwaway profile, no background
-# network services, no proxy, and every host name but 127.0.0.1 left unresolved, so the scripts
-# nbconvert's pages link from a CDN are never fetched: it loads only files and 127.0.0.1.
-CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-dev-shm-usage", "--no-proxy-server",
-    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-    "--hide-scrollbars",
-]
-
 pytestmark = pytest.mark.timeout(900)  # includes building the book when it is not fresh
 
 
 # -- helpers -------------------------------------------------------------------------------
 
-def chromium_path() -> str | None:
-    """The Chromium binary to drive, or None."""
-    return os.environ.get("ACCEPTLAB_CHROMIUM") or shutil.which("chromium")
-
-
-def run_chromium(binary: str, *args: str) -> str:
-    """Run one headless Chromium with its own throwaway profile; return what it printed."""
-    with tempfile.TemporaryDirectory(prefix="acceptlab-chromium-") as profile:
-        done = subprocess.run([binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
-                              capture_output=True, text=True, timeout=BROWSER_TIMEOUT)
-    if done.returncode != 0:
-        raise AssertionError(f"chromium {' '.join(args)} exited with {done.returncode}:\n"
-                             f"{done.stderr[-2000:]}")
-    return done.stdout
-
-
 def dump_dom(binary: str, url: str) -> str:
     """The page's DOM after it has loaded and run its scripts, as Chromium serialises it."""
-    return run_chromium(binary, "--dump-dom", url)
+    return load_page(binary, url).dom
 
 
 @dataclass
@@ -121,6 +95,7 @@ class PageReader(HTMLParser):
         super().__init__()
         self.png_images = 0
         self.links: list[str] = []
+        self.rel_links: dict[str, list[str]] = {}  # rel="prev"/"next"/"contents" -> hrefs
         self.outputs: list[OutputBlock] = []
         # per open element: (inside an intended-error cell, inside an output block)
         self._stack: list[tuple[bool, bool]] = []
@@ -131,6 +106,8 @@ class PageReader(HTMLParser):
             self.png_images += 1
         if tag == "a" and attributes.get("href"):
             self.links.append(attributes["href"])
+            for rel in attributes.get("rel", "").split():
+                self.rel_links.setdefault(rel, []).append(attributes["href"])
         if tag in self.VOID:
             return  # no end tag will come
         classes = attributes.get("class", "").split()
@@ -201,7 +178,7 @@ def expected_images(book: Path) -> dict[str, int]:
 @pytest.fixture(scope="session")
 def chromium() -> str:
     binary = chromium_path()
-    if binary is None or not Path(binary).exists():
+    if binary is None:
         pytest.skip(NO_CHROMIUM)
     return binary
 
@@ -223,13 +200,19 @@ def book(chromium: str, tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 @pytest.fixture(scope="session")
-def pages(chromium: str, book: dict) -> dict[str, str]:
+def loaded(chromium: str, book: dict) -> dict[str, LoadedPage]:
     """Every lesson page and the index, loaded in Chromium (three browsers at a time)."""
     names = [*LESSONS, "index"]
     urls = [(book["path"] / f"{name}.html").resolve().as_uri() for name in names]
     with ThreadPoolExecutor(max_workers=3) as browsers:
-        doms = list(browsers.map(lambda url: dump_dom(chromium, url), urls))
-    return dict(zip(names, doms))
+        found = list(browsers.map(lambda url: load_page(chromium, url), urls))
+    return dict(zip(names, found))
+
+
+@pytest.fixture(scope="session")
+def pages(loaded: dict[str, LoadedPage]) -> dict[str, str]:
+    """Each page's DOM after its scripts ran."""
+    return {name: page.dom for name, page in loaded.items()}
 
 
 # -- tests ---------------------------------------------------------------------------------------
@@ -260,23 +243,81 @@ def test_each_pages_solutions_are_collapsed(lesson: str, pages: dict[str, str]) 
                        f"so their solutions show expanded after them: {empty}")
 
 
-def test_the_book_reads_offline(book: dict) -> None:
+def test_the_book_reads_offline(book: dict, loaded: dict[str, LoadedPage]) -> None:
     """No page fetches a script or a stylesheet from the network (a classroom may have none).
 
     Links a reader may follow (sources cited in the prose) are fine; things the page loads
-    by itself are not.
+    by itself are not: neither in its source nor in what the browser requested for it.
     """
-    remote = re.compile(r"<(?:script|img|iframe)[^>]*\ssrc=[\"']?(?:https?:)?//"
-                        r"|<link[^>]*\shref=[\"']?(?:https?:)?//|@import\s+url\([\"']?(?:https?:)?//")
     for page in sorted(book["path"].glob("*.html")):
-        found = remote.findall(page.read_text(encoding="utf-8"))
+        found = remote_loads(page.read_text(encoding="utf-8"))
         assert not found, f"{page.name} loads from the network: {found[:3]}"
+    requested = {name: page.remote_requests for name, page in loaded.items()
+                 if page.remote_requests}
+    assert not requested, f"pages made network requests in the browser: {requested}"
 
 
 def test_the_index_links_every_lesson(pages: dict[str, str]) -> None:
     links = set(read_page(pages["index"]).links)
     missing = [lesson for lesson in LESSONS if f"{lesson}.html" not in links]
     assert not missing, f"index.html does not link {missing}"
+
+
+def lesson_links_problems(lessons: list[str], pages: dict[str, str]) -> list[str]:
+    """What is wrong with the course's order in ``pages`` (name -> HTML), or [] if nothing.
+
+    The index lists the lessons in course order; each lesson links the one before (none for
+    the first), the one after (none for the last) and the contents, above and below.
+    """
+    problems = []
+    listed = [link.removesuffix(".html") for link in read_page(pages["index"]).links
+              if link.removesuffix(".html") in lessons]
+    order = list(dict.fromkeys(listed))
+    if order != lessons:
+        problems.append(f"index.html lists {order}, the course is {lessons}")
+    for position, lesson in enumerate(lessons):
+        rel = read_page(pages[lesson]).rel_links
+        wanted = {"prev": lessons[position - 1] if position > 0 else None,
+                  "next": lessons[position + 1] if position + 1 < len(lessons) else None,
+                  "contents": "index"}
+        for kind, target in wanted.items():
+            found = set(rel.get(kind, []))
+            expected = set() if target is None else {f"{target}.html"}
+            if found != expected:
+                problems.append(f"{lesson}: rel={kind} links {sorted(found) or 'nothing'}, "
+                                f"expected {sorted(expected) or 'nothing'}")
+            if target is not None and len(rel.get(kind, [])) < 2:
+                problems.append(f"{lesson}: rel={kind} should be both above and below the lesson")
+    return problems
+
+
+def test_every_page_links_its_neighbours_and_the_contents(pages: dict[str, str]) -> None:
+    assert not (problems := lesson_links_problems(LESSONS, pages)), "\n".join(problems)
+
+
+def test_a_small_course_is_linked_in_order(tmp_path: Path) -> None:
+    """The same check on a three-lesson course built from fixture notebooks (no browser)."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    import build_book
+
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    names = ["00_first", "01_second", "02_third"]
+    for name in reversed(names):  # written out of order: the book must sort them
+        notebook = nbformat.v4.new_notebook(cells=[
+            nbformat.v4.new_markdown_cell(f"# Lesson {name}\n\n**Goal:** see {name}."),
+            nbformat.v4.new_code_cell(f"print({name!r})")])
+        notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                           "language": "python"}
+        nbformat.write(notebook, folder / f"{name}.ipynb")
+    out = tmp_path / "book"
+    results = build_book.build(out, sorted(folder.glob("*.ipynb"), reverse=True), timeout=60)
+    assert all(result.ok for result in results), [result.error for result in results]
+    built = {name: (out / f"{name}.html").read_text(encoding="utf-8")
+             for name in [*names, "index"]}
+    assert not (problems := lesson_links_problems(names, built)), "\n".join(problems)
+    # ... and the check itself can fail: swap two lessons' places in the course
+    assert lesson_links_problems([names[1], names[0], names[2]], built)
 
 
 def test_a_screenshot_of_one_page(chromium: str, book: dict) -> None:
@@ -319,3 +360,18 @@ def test_the_page_check_catches_errors_and_spares_intended_ones() -> None:
     assert read_page(cell("OSError: [Errno 98] Address already in use")).errors("05_x")
     assert not read_page(cell("a harmless progress line")).errors("05_x")
     assert not read_page(cell(crash, INTENDED_ERROR_TAG)).errors("05_x")
+
+
+FILMS = ["02_many_workers_one_socket", "05_thundering_herd", "06_when_round_robin_breaks"]
+
+
+@pytest.mark.parametrize("lesson", FILMS)
+def test_the_wait_queue_films_play_in_the_book(lesson: str, chromium: str, book: dict,
+                                                tmp_path: Path) -> None:
+    """Each lesson with a film: its page holds a player, and pressing play moves it, offline."""
+    page = tmp_path / f"{lesson}.html"
+    page.write_text((book["path"] / f"{lesson}.html").read_text(encoding="utf-8"),
+                    encoding="utf-8")
+    moved, remote = plays(chromium, page)
+    assert moved, f"{lesson}: the film did not move past its first frame"
+    assert not remote, f"{lesson}: the film asked the network for {remote}"

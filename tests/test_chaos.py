@@ -45,12 +45,12 @@ import statistics
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from acceptlab import analysis
-from acceptlab.eventlog import log_path
 from acceptlab.load import fire
 from acceptlab.pool import WorkerPool
 from helpers import wait_until
@@ -98,20 +98,16 @@ class Killer:
         self._stop.set()
         self._thread.join(5)
 
-    def ready(self, slot: int) -> bool:
-        """Has the slot's current generation opened its event log, i.e. is it serving?"""
-        generation = sum(1 for r in list(self.pool.replacements) if r.slot == slot)
-        return log_path(self.pool.log_dir, slot, generation).exists()
-
     def _run(self) -> None:
         rng = random.Random(self.seed)
         hit: set[int] = set()
         while not self._stop.wait(rng.uniform(0.5 * self.mean, 1.5 * self.mean)):
-            idents, alive = self.pool.pids, self.pool.alive()
+            status, alive = self.pool.status(), self.pool.alive()
+            idents = [s.ident for s in status]
             # Only a worker that is serving and not already doomed, so that each fault is one
             # death of a worker that could hold a connection (one still starting holds none).
-            slots = [s for s in range(len(idents))
-                     if alive[s] and idents[s] not in hit and self.ready(s)]
+            slots = [s.slot for s in status
+                     if alive[s.slot] and s.ident not in hit and s.state == "serving"]
             if not slots:
                 continue
             slot = rng.choice(slots)
@@ -119,6 +115,14 @@ class Killer:
             before = time.monotonic_ns()
             self.pool.kill(slot)
             self.faults.append(Fault(before, slot, idents[slot], time.monotonic_ns()))
+
+
+def asleep_in_accept(tid: int) -> bool:
+    """Does the kernel show thread ``tid`` of this process asleep in accept()?"""
+    try:
+        return Path(f"/proc/self/task/{tid}/wchan").read_text() == "inet_csk_accept"
+    except OSError:
+        return False  # the thread has ended
 
 
 def open_fds() -> int:
@@ -322,8 +326,15 @@ def test_crashing_thread_workers_under_load_loses_nothing_with_retries():
     with WorkerPool(workers=WORKERS, kind="thread", interval=INTERVAL) as pool:
         fds = warm_up(pool)
         client, faults = run_chaos(pool, retries=2)
-        time.sleep(2 * INTERVAL + 0.05)  # let the supervisor see the last crash
-        crashes = len(pool.replacements)  # a doomed thread that met no connection never crashed
+        # The load is over.  A doomed thread either crashed on a connection (then it must be
+        # replaced) or met none and still sleeps in accept(): wait until each is one or the
+        # other (a crash that is still unwinding is neither yet).
+        doomed = {f.ident for f in faults}
+        assert wait_until(lambda: all(ident in {r.pid for r in pool.replacements}
+                                      or asleep_in_accept(ident) for ident in doomed),
+                          timeout=2 * INTERVAL + 1.0) is not None, (
+            f"{len(doomed)} doomed, {len(pool.replacements)} replaced")
+        crashes = len(pool.replacements)
         wait_restored(pool, crashes)
         check_no_fd_leak(fds)  # a crashed thread closed its connection and its event log
         events = during(pool.events(), client)

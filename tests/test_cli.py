@@ -1,6 +1,7 @@
 """The acceptlab command, run as a learner runs it: a subprocess."""
 
 import json
+import re
 import signal
 import socket
 import socketserver
@@ -11,7 +12,7 @@ import threading
 import pytest
 
 from acceptlab.conversation import ask, recv_until
-from acceptlab.protocol import LANCELOT, ZEN
+from acceptlab.protocol import LANCELOT
 from helpers import port_is_free
 
 ACCEPTLAB = [sys.executable, "-m", "acceptlab"]
@@ -152,3 +153,131 @@ def test_bad_arguments_are_one_line_not_a_traceback():
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip() == "acceptlab: bad work model 'nap:3'; use none, sleep:<ms> or spin:<ms>"
+
+
+# -- what a newcomer reads: help, version, usage, numbers ---------------------------------------
+
+def _parsers():
+    """The top-level parser and every sub-command's, by name."""
+    import argparse
+
+    from acceptlab.cli import build_parser
+
+    top = build_parser()
+    found = {"acceptlab": top}
+    for action in top._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            found.update(action.choices)
+    return found
+
+
+def test_every_option_of_every_command_has_help_text():
+    missing = [f"{name} {'/'.join(action.option_strings)}"
+               for name, parser in _parsers().items() for action in parser._actions
+               if action.option_strings and not (action.help or "").strip()]
+    assert len(_parsers()) >= 6  # acceptlab + serve, load, run, compare, doctor
+    assert not missing, missing
+
+
+def test_top_level_help_is_plain_text_and_version_is_printed():
+    result = subprocess.run([*ACCEPTLAB, "--help"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0
+    assert "``" not in result.stdout and ":func:" not in result.stdout, result.stdout
+    for command in ("serve", "load", "run", "compare", "doctor"):
+        assert command in result.stdout
+    from acceptlab import __version__
+
+    version = subprocess.run([*ACCEPTLAB, "--version"], capture_output=True, text=True,
+                             timeout=30)
+    assert version.returncode == 0 and version.stdout.strip() == f"acceptlab {__version__}"
+
+
+@pytest.mark.parametrize("command", ["serve", "load", "run", "compare"])
+def test_a_subcommands_bad_option_prints_that_subcommands_usage(command):
+    result = subprocess.run([*ACCEPTLAB, command, "--wokers", "2"], capture_output=True,
+                            text=True, timeout=30)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"usage: acceptlab {command} "), result.stderr
+    assert result.stderr.strip().splitlines()[-1] == \
+        f"acceptlab {command}: error: unrecognized arguments: --wokers 2"
+
+
+SHARE = re.compile(r"^\d\.\d\d$")
+
+
+def test_run_prints_client_errors_by_kind_and_latency_beside_the_table(tmp_path):
+    """A run whose every connection fails says so in plain output (it used to show 0 errors)."""
+    result = subprocess.run([*ACCEPTLAB, "run", "-c", "20", "--max-request", "5", "--kind",
+                             "thread", "--workers", "3", "--out", str(tmp_path / "run")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "client: 20 connections, 0 ok, errors: bad-reply 20" in result.stdout, result.stdout
+    assert "latency (ms): p50 —  p90 —  p99 —  max —" in result.stdout  # none succeeded
+    table = [line.split() for line in result.stdout.splitlines()
+             if re.match(r"^\d+\s+\d+\s+", line)]
+    assert len(table) == 3 and all(SHARE.match(row[2]) for row in table), result.stdout
+    assert "nan" not in result.stdout.lower() and "<NA>" not in result.stdout
+
+
+def test_run_prints_latency_percentiles_when_connections_succeed(tmp_path):
+    result = subprocess.run([*ACCEPTLAB, "run", "-c", "30", "--kind", "thread", "--workers", "2",
+                             "--out", str(tmp_path / "run")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "client: 30 connections, 30 ok, errors: none" in result.stdout, result.stdout
+    latency = re.search(r"latency \(ms\): p50 (\S+)  p90 (\S+)  p99 (\S+)  max (\S+)",
+                        result.stdout)
+    assert latency, result.stdout
+    p50, p90, p99, top = (float(value) for value in latency.groups())
+    assert 0 < p50 <= p90 <= p99 <= top
+
+
+def test_load_plain_output_names_the_address_errors_and_latency():
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+    result = subprocess.run([*ACCEPTLAB, "load", "--port", str(port), "-c", "3"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert f"127.0.0.1:{port}" in result.stdout
+    assert "client: 3 connections, 0 ok, errors: refused 3" in result.stdout
+    assert "latency (ms): p50 —  p90 —  p99 —  max —" in result.stdout
+    assert "None" not in result.stdout
+
+
+def test_serve_with_nothing_served_shows_dashes_not_nan():
+    server, port = start_serve("--workers", "2", "--kind", "thread")
+    out = stop_serve(server)
+    rows = [line.split() for line in out.splitlines() if re.match(r"^\d+\s", line)]
+    assert len(rows) == 2 and all(row[2] == "—" for row in rows), out  # share of nothing
+    assert "NaN" not in out and "<NA>" not in out
+
+
+def _pool_can_join() -> bool:
+    import inspect
+
+    from acceptlab.pool import WorkerPool
+
+    return "join" in inspect.signature(WorkerPool).parameters
+
+
+def test_a_second_reuseport_server_is_refused_unless_it_asks_to_join():
+    if not _pool_can_join():
+        pytest.skip("needs WorkerPool(join=...) from the core branch (contract 1): without it "
+                    "a reuseport pool joins a taken port silently")
+    first, port = start_serve("--strategy", "reuseport", "--kind", "thread", "--workers", "2")
+    try:
+        refused = subprocess.run([*ACCEPTLAB, "serve", "--strategy", "reuseport", "--kind",
+                                  "thread", "--workers", "2", "--port", str(port)],
+                                 capture_output=True, text=True, timeout=30)
+        assert refused.returncode == 2, refused.stdout
+        assert len(refused.stderr.strip().splitlines()) == 1 and str(port) in refused.stderr
+        assert "Traceback" not in refused.stderr
+        joined = subprocess.Popen([*ACCEPTLAB, "serve", "--strategy", "reuseport", "--kind",
+                                   "thread", "--workers", "2", "--port", str(port), "--join"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert joined.stdout.readline() == f"listening on 127.0.0.1:{port}\n"
+        finally:
+            stop_serve(joined)
+    finally:
+        stop_serve(first)

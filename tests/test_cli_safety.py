@@ -150,7 +150,7 @@ def test_loopback_ipv6_serves_without_a_warning():
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               start_new_session=True)
     try:
-        assert server.stdout.readline() == f"listening on ::1:{port}\n"
+        assert server.stdout.readline() == f"listening on [::1]:{port}\n"  # as URLs write it
         with socket.create_connection(("::1", port), timeout=5) as sock:
             sock.sendall(b"Simple is better than?")
             assert recv_until(sock, b".") == b"Complex."
@@ -310,3 +310,59 @@ def test_payloads_that_would_run_code_are_just_wrong_questions(tmp_path, kind, p
         port = pool.address[1]
     assert not any(mark.exists() for mark in marks)
     assert port_is_free(port)
+
+
+# -- output directories are checked before anything runs --------------------------------------
+
+def _refused_before_any_load(result: subprocess.CompletedProcess, *words: str) -> None:
+    assert result.returncode == 2
+    assert_one_clear_line(result, *words)
+    assert "connections" not in result.stderr and not result.stdout, "a load ran first"
+
+
+def test_a_file_in_the_way_of_out_is_one_line_before_any_load(tmp_path):
+    in_the_way = tmp_path / "afile"
+    in_the_way.write_text("not a directory")
+    for out in (in_the_way, in_the_way / "run"):
+        result = run_cli("run", "-c", "100000", "--gap", "0.001", *QUICK, "--out", str(out))
+        _refused_before_any_load(result, str(out))
+    assert in_the_way.read_text() == "not a directory"
+
+
+def test_an_unwritable_out_is_one_line_before_any_load():
+    if not Path("/sys/kernel").is_dir():
+        pytest.skip("needs sysfs (/sys), a place even root cannot create a directory in")
+    out = "/sys/acceptlab-test-out"
+    result = run_cli("run", "-c", "100000", "--gap", "0.001", *QUICK, "--out", out)
+    _refused_before_any_load(result, out, "cannot write")
+    assert not Path(out).exists()
+
+
+def test_an_existing_run_is_never_overwritten_without_force(tmp_path):
+    out = tmp_path / "run"
+    first = run_cli("run", "-c", "5", *QUICK, "--out", str(out))
+    assert first.returncode == 0, first.stderr
+    before = (out / "meta.json").read_text()
+    again = run_cli("run", "-c", "7", *QUICK, "--out", str(out))
+    _refused_before_any_load(again, str(out), "--force")
+    assert (out / "meta.json").read_text() == before
+    forced = run_cli("run", "-c", "7", *QUICK, "--out", str(out), "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert '"connections": 7' in (out / "meta.json").read_text()
+
+
+def test_without_out_each_run_gets_a_fresh_directory_and_says_which(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default out/run is relative to where the command runs
+    first = run_cli("run", "-c", "3", *QUICK)
+    second = run_cli("run", "-c", "3", *QUICK)
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    assert "-> out/run/" in first.stdout and "-> out/run-2/" in second.stdout, second.stdout
+    assert (tmp_path / "out" / "run" / "meta.json").exists()
+    assert (tmp_path / "out" / "run-2" / "meta.json").exists()
+
+
+def test_compare_refuses_an_out_that_holds_a_comparison(tmp_path):
+    (tmp_path / "summary.csv").write_text("run\n")
+    result = run_cli("compare", "--strategies", "blocking", "--kinds", "thread", "-c", "5",
+                     "--out", str(tmp_path))
+    _refused_before_any_load(result, "--force")

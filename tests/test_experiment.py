@@ -1,9 +1,15 @@
 """run_experiment end to end: the client and server logs reconcile; runs save and load."""
 
+import ast
+import inspect
 import sys
+import threading
+import time
+from pathlib import Path
 
 import pytest
 
+import acceptlab
 from acceptlab import analysis
 from acceptlab.experiment import Run, compare, run_experiment
 
@@ -30,7 +36,8 @@ def test_run_saves_and_loads_the_same_tables(tmp_path):
     loaded = Run.load(run.save(tmp_path / "run"))
     assert loaded.meta == {**run.meta}
     assert len(loaded.events) == len(run.events) and len(loaded.client) == 50
-    assert loaded.accepted()["worker"].tolist() == run.accepted()["worker"].tolist()
+    assert (analysis.accepted(loaded.events)["worker"].tolist()
+            == analysis.accepted(run.events)["worker"].tolist())
     assert loaded.client["worker"].dtype == "Int64"
     # The http reply names its worker: the client saw who served it, the server agrees.
     joined = analysis.join_client_events(loaded.client, loaded.events)
@@ -78,3 +85,77 @@ def test_compare_runs_the_grid_and_skips_what_cannot_run():
     assert set(runs) == {"blocking/process", "blocking/thread", "shared-epoll/thread"}
     skipped = runs["blocking/process"].meta["skipped_in_comparison"]
     assert len(skipped) == 1 and skipped[0].startswith("shared-epoll/process")
+
+
+def test_run_experiment_is_keyword_only_and_documents_every_parameter():
+    signature = inspect.signature(run_experiment)
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in signature.parameters.values())
+    with pytest.raises(TypeError):
+        run_experiment(2)  # type: ignore[misc]
+    doc = inspect.getdoc(run_experiment)
+    assert "Args:" in doc
+    args_block = doc.split("Args:")[1]
+    undocumented = [name for name in signature.parameters if name not in args_block]
+    assert not undocumented, undocumented
+
+
+def test_trace_says_in_meta_whether_it_was_recorded():
+    """With trace=True the run says 'recorded', or why not; the run goes on either way."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # without tracefs: a TracingUnavailableWarning
+        run = run_experiment(workers=1, kind="thread", connections=3, trace=True)
+    assert run.meta["trace"] == "recorded" or run.meta["trace"].startswith("unavailable")
+    assert (run.trace is not None) == (run.meta["trace"] == "recorded")
+    assert run.meta["interrupted"] is False and not run.interrupted
+    assert run.client["ok"].all()
+
+
+def test_a_stop_event_ends_the_run_early_and_keeps_what_completed(tmp_path):
+    stop = threading.Event()
+    timer = threading.Timer(1.5, stop.set)
+    timer.start()
+    started = time.monotonic()
+    try:
+        run = run_experiment(workers=2, kind="thread", connections=10_000_000, gap=0.001,
+                             duration=120, stop=stop)
+    finally:
+        timer.cancel()
+    assert time.monotonic() - started < 5, "the run did not end when asked"
+    assert run.interrupted and run.meta["interrupted"] is True
+    assert 0 < len(run.client) < 10_000_000 and run.client["ok"].all()
+    assert analysis.reconcile(run.client, run.events).ok  # what completed is whole
+    loaded = Run.load(run.save(tmp_path / "run"))
+    assert loaded.interrupted and "interrupted" in repr(loaded)
+
+
+def test_compare_starts_nothing_once_stopped():
+    stop = threading.Event()
+    stop.set()
+    assert compare(["blocking"], ["thread"], connections=5, stop=stop) == {}
+
+
+def _imports(module: str) -> set[str]:
+    tree = ast.parse((Path(acceptlab.__file__).parent / f"{module}.py").read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            names |= {node.module or ""} | {f"{node.module or ''}.{a.name}" for a in node.names}
+        elif isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+    return names
+
+
+def _calls(module: str) -> set[str]:
+    tree = ast.parse((Path(acceptlab.__file__).parent / f"{module}.py").read_text())
+    return {ast.unparse(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
+
+
+def test_the_arrows_point_one_way_experiment_does_not_import_analysis():
+    assert not {name for name in _imports("experiment") if "analysis" in name or "plots" in name}
+
+
+def test_report_neither_prints_nor_picks_a_matplotlib_backend():
+    calls = _calls("report")
+    assert "print" not in calls and "matplotlib.use" not in calls, calls

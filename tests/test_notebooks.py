@@ -14,6 +14,8 @@ and printed at the end of the session.
 
 from __future__ import annotations
 
+import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -69,6 +71,45 @@ def test_notebook_uses_the_python3_kernel(path):
     assert notebook.metadata.get("kernelspec", {}).get("name") == "python3"
 
 
+# -- the runner's own behaviour, on fixture notebooks -------------------------------------------
+
+def _fixture_course(folder: Path) -> list[Path]:
+    """Two tiny lessons; the second writes to the kernel's stderr from a child process, as a
+    spawned worker's traceback does."""
+    folder.mkdir()
+    sources = {"00_quiet": "print('hello')",
+               "01_noisy": "import os\nos.system('echo KERNEL-NOISE >&2')\nprint('done')"}
+    for name, code in sources.items():
+        notebook = nbformat.v4.new_notebook(cells=[
+            nbformat.v4.new_markdown_cell(f"# {name}\n\n**Goal:** be run."),
+            nbformat.v4.new_code_cell(code)])
+        notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                           "language": "python"}
+        nbformat.write(notebook, folder / f"{name}.ipynb")
+    return runner.notebook_paths(folder)
+
+
+@pytest.mark.timeout(120)
+def test_building_the_book_prints_only_its_own_progress(tmp_path):
+    """`make book` shows one line per lesson and the times table: no ipykernel warning about
+    unencrypted TCP, nothing a kernel's child process wrote (that goes to the kernel log)."""
+    notebooks = _fixture_course(tmp_path / "notebooks")
+    done = subprocess.run([sys.executable, str(ROOT / "tools" / "build_book.py"),
+                           "--notebooks", str(tmp_path / "notebooks"),
+                           "--out", str(tmp_path / "book")],
+                          capture_output=True, text=True, timeout=100, cwd=ROOT)
+    assert done.returncode == 0, done.stdout + done.stderr
+    own = [r"\[\d+/\d+\] \S+\.ipynb \.\.\. \d+\.\d s", r"notebook\s+seconds\s+status\s+images",
+           r"\S+\.ipynb\s+\d+\.\d\s+ok\s+\d+", r"total\s+\d+\.\d", r"wrote \S+index\.html", r""]
+    foreign = [line for line in (done.stdout + done.stderr).splitlines()
+               if not any(re.fullmatch(pattern, line.strip()) for pattern in own)]
+    assert not foreign, f"build_book printed lines that are not its own: {foreign}"
+    # the noise was kept, where a failing lesson's report can show it
+    result = runner.run_notebook(notebooks[1])
+    assert result.ok and "KERNEL-NOISE" in result.kernel_output, result.kernel_output
+    assert "KERNEL-NOISE" in runner.failure_report(result)
+
+
 # -- execution -------------------------------------------------------------------------------
 
 @pytest.mark.timeout(300)  # the runner times each cell out at 60 s; this is a backstop
@@ -76,7 +117,7 @@ def test_notebook_uses_the_python3_kernel(path):
 def test_notebook_runs_without_error_and_draws_a_figure(path, results):
     result = runner.run_notebook(path)
     results[path.name] = result
-    assert result.error is None, f"{path.name} failed:\n{result.error}"
+    assert result.error is None, f"{path.name} failed:\n{runner.failure_report(result)}"
     assert not result.error_outputs, f"{path.name} has error outputs: {result.error_outputs}"
     assert result.images >= 1, f"{path.name} drew no image/png output"
     assert result.seconds <= runner.NOTEBOOK_BUDGET, (

@@ -11,24 +11,24 @@ import time
 import pytest
 
 from acceptlab.pool import PortInUse, WorkerPool
-from helpers import port_is_free, process_gone, wait_until, zen_round_trip
+from helpers import (STOP_MARGIN, port_is_free, process_gone, stop_and_time, wait_until,
+                     zen_round_trip)
 
 START_METHODS = multiprocessing.get_all_start_methods()
 KINDS = [("thread", None)] + [("process", method) for method in START_METHODS]
 
 
 @pytest.mark.parametrize("kind, method", KINDS)
-def test_pool_serves_stops_within_a_second_and_frees_the_port(kind, method):
+def test_pool_serves_stops_well_within_a_second_and_frees_the_port(kind, method, caplog):
     pool = WorkerPool(workers=3, kind=kind, start_method=method).start()
     try:
         for _ in range(12):
             assert zen_round_trip(pool.address) == [b"Ugly.", b"Implicit.", b"Complex."]
         assert pool.alive() == [True, True, True]
+        assert [s.state for s in pool.status()] == ["serving"] * 3
     finally:
-        started = time.monotonic()
-        pool.stop()
-        took = time.monotonic() - started
-    assert took < 1.0, f"stop() took {took:.2f} s"
+        took = stop_and_time(pool, caplog)
+    assert took < STOP_MARGIN, f"stop() took {took:.2f} s"
     assert not any(pool.alive())
     assert port_is_free(pool.address[1])
     events = pool.events()
@@ -47,14 +47,15 @@ def test_pool_is_a_context_manager_and_a_taken_port_is_named():
 @pytest.mark.parametrize("method", START_METHODS)
 def test_supervisor_replaces_a_killed_process_in_the_same_slot(method):
     with WorkerPool(workers=3, kind="process", start_method=method, interval=0.05) as pool:
-        old = pool.pids[1]
+        old = pool.idents[1]
+        assert pool.pids == pool.idents  # a process worker: its pid is its ident
         pool.kill(1)
         assert wait_until(lambda: pool.replacements, timeout=5) is not None
         assert wait_until(lambda: all(pool.alive()), timeout=5) is not None
         replacement = pool.replacements[0]
         assert (replacement.slot, replacement.generation, replacement.pid) == (1, 0, old)
         assert replacement.exit == "exit code -9 (SIGKILL)"
-        assert pool.pids[1] == replacement.new_pid != old
+        assert pool.idents[1] == replacement.new_pid != old
         for _ in range(9):
             zen_round_trip(pool.address)
     events = pool.events()
@@ -63,6 +64,8 @@ def test_supervisor_replaces_a_killed_process_in_the_same_slot(method):
 
 def test_supervisor_replaces_a_crashed_thread():
     with WorkerPool(workers=2, kind="thread", interval=0.05) as pool:
+        assert pool.pids == [os.getpid()] * 2  # threads run in the pool's own process
+        assert len(set(pool.idents)) == 2 and os.getpid() not in pool.idents
         pool.kill(0)  # a thread cannot be killed: it crashes at its next connection
         failures = 0
         for _ in range(6):
@@ -78,7 +81,7 @@ def test_supervisor_replaces_a_crashed_thread():
 
 
 def test_unsupported_combination_is_refused_before_anything_starts():
-    from acceptlab.strategies import Unavailable
+    from acceptlab.support import Unavailable
 
     with pytest.raises(Unavailable, match="shared-epoll.*kind='thread'"):
         WorkerPool(kind="process", strategy="shared-epoll")
@@ -89,7 +92,7 @@ PARENT = textwrap.dedent("""
     from acceptlab.pool import WorkerPool
     if __name__ == "__main__":
         pool = WorkerPool(workers=3, kind="process", start_method=sys.argv[1]).start()
-        print(pool.address[1], *pool.pids, flush=True)
+        print(pool.address[1], *pool.idents, flush=True)
         time.sleep(60)
 """)
 
@@ -153,4 +156,5 @@ def test_spawn_from_code_typed_into_python_says_why_its_workers_die():
                           timeout=60)
     assert done.returncode != 0
     last = done.stderr.strip().splitlines()[-1]
-    assert "died while starting" in last and "re-import __main__" in last, last
+    assert "WorkerBootError" in last and "died while starting" in last, last
+    assert "re-import __main__" in last, last

@@ -5,10 +5,18 @@
 Each notebook in ``notebooks/`` (``NN_slug.ipynb``) runs top to bottom in a
 fresh kernel, exactly as ``tests/test_notebooks.py`` runs it (both use
 ``tools/notebook_runner.py``), and is written as ``<out>/NN_slug.html`` with
-its figures embedded, so the page is one self-contained file.  ``index.html``
-links every lesson with its title and goal and gives each one's run time;
-``times.csv`` has the same table.  A notebook that fails still gets its page,
-showing the outputs up to the failing cell; the build then exits with status 1.
+its figures embedded, so the page is one self-contained file; every page
+links the previous lesson, the contents and the next lesson, above and below.
+``index.html`` lists the course in order, each lesson with its title, goal and
+run time; ``times.csv`` has the same table.  The executed notebook is kept
+beside its page (``<out>/NN_slug.ipynb``, which ``tools/build_slides.py``
+reuses).  A notebook that fails still gets its page, showing the outputs up to
+the failing cell; the build then exits with status 1.
+
+It prints one line per lesson and the table of times, nothing else: the
+kernels talk to the runner over Unix sockets, and what a kernel process writes
+outside its cells goes to a log shown only when its lesson fails (see
+``notebook_runner``).
 """
 
 from __future__ import annotations
@@ -19,8 +27,10 @@ import platform
 import re
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import nbformat
 from nbconvert import HTMLExporter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -30,15 +40,57 @@ import notebook_runner as runner  # noqa: E402
 TEMPLATES = Path(__file__).resolve().parent / "book_template"
 
 
-def export_html(result: runner.NotebookResult, out: Path) -> Path:
-    """Write one executed notebook as a self-contained HTML page; return its path."""
+@dataclass(frozen=True)
+class Lesson:
+    """One page of the book, known before anything runs, so every page can link its neighbours."""
+
+    path: Path
+    title: str
+
+    @property
+    def href(self) -> str:
+        return self.path.stem + ".html"
+
+
+def course(notebooks: list[Path]) -> list[Lesson]:
+    """The lessons in course order (``NN_`` prefix), each titled by its first ``# `` heading."""
+    lessons = []
+    for path in sorted(notebooks):
+        title, _ = runner.lesson_info(nbformat.read(path, as_version=4))
+        lessons.append(Lesson(path, title or path.stem))
+    return lessons
+
+
+def neighbours(lessons: list[Lesson], index: int) -> dict:
+    """What a page's navigation shows: its place in the course and the lessons either side."""
+    def link(position: int) -> dict | None:
+        if 0 <= position < len(lessons):
+            return {"href": lessons[position].href, "title": lessons[position].title}
+        return None
+
+    return {"position": index + 1, "count": len(lessons),
+            "prev": link(index - 1), "next": link(index + 1)}
+
+
+def export_html(result: runner.NotebookResult, out: Path, *, nav: dict | None = None) -> Path:
+    """Write one executed notebook as a self-contained HTML page; return its path.
+
+    Args:
+        result: the executed notebook.
+        out: the book's folder.
+        nav: the page's place in the course (see ``neighbours``); None leaves the links out.
+    """
     # embed_images=True would re-parse raw HTML and close <details> early: figures are already
-    # inline PNGs.  The "offline" template (tools/book_template/) loads nothing from the network.
+    # inline PNGs.  The "offline" template (tools/book_template/) loads nothing from the network
+    # and draws the previous/contents/next links.
     exporter = HTMLExporter(template_name="offline", extra_template_basedirs=[str(TEMPLATES)])
-    body, _ = exporter.from_notebook_node(result.notebook,
-                                          resources={"metadata": {"name": result.title}})
+    resources = {"metadata": {"name": result.title}}
+    if nav is not None:
+        resources["book"] = nav
+    body, _ = exporter.from_notebook_node(result.notebook, resources=resources)
     target = out / (result.path.stem + ".html")
     target.write_text(body, encoding="utf-8")
+    nbformat.write(result.notebook, out / result.path.name)  # executed, for the slides
     return target
 
 
@@ -52,10 +104,11 @@ def _inline(text: str) -> str:
 def index_page(results: list[runner.NotebookResult]) -> str:
     """The table of contents: each lesson's title (a link), goal, run time and status."""
     rows = []
-    for result in results:
+    for number, result in enumerate(results, start=1):
         status = "ok" if result.ok else "<strong>failed</strong>"
         rows.append(
             "<tr>"
+            f"<td class=\"num\">{number}</td>"
             f"<td><a href=\"{html.escape(result.path.stem)}.html\">"
             f"{html.escape(result.title or result.path.stem)}</a></td>"
             f"<td>{_inline(result.goal)}</td>"
@@ -83,14 +136,15 @@ def index_page(results: list[runner.NotebookResult]) -> str:
 <body>
 <h1>acceptlab: the course</h1>
 <p>Watch the kernel hand out TCP connections to workers that share one listening socket.
+The lessons are meant to be taken in this order; each page links the next.
 Each lesson below was executed from top to bottom in a fresh kernel when this book was built;
 the numbers in it are that run's, on that machine.</p>
 <table>
-<thead><tr><th>Lesson</th><th>Goal</th><th>Seconds</th><th>Run</th></tr></thead>
+<thead><tr><th>#</th><th>Lesson</th><th>Goal</th><th>Seconds</th><th>Run</th></tr></thead>
 <tbody>
 {chr(10).join(rows)}
 </tbody>
-<tfoot><tr><td colspan="2">Total</td><td class="num">{total:.1f}</td><td></td></tr></tfoot>
+<tfoot><tr><td colspan="3">Total</td><td class="num">{total:.1f}</td><td></td></tr></tfoot>
 </table>
 <p class="note">Built {built} with {where}.
 Times include starting each kernel. The same table is in <a href="times.csv">times.csv</a>.</p>
@@ -99,17 +153,28 @@ Times include starting each kernel. The same table is in <a href="times.csv">tim
 """
 
 
-def build(out: Path, notebooks: list[Path], timeout: int) -> list[runner.NotebookResult]:
-    """Run and export every notebook, then write the index and the times table."""
+def build(out: Path, notebooks: list[Path], *,
+          timeout: int = runner.CELL_TIMEOUT) -> list[runner.NotebookResult]:
+    """Run and export every notebook, then write the index and the times table.
+
+    Prints one progress line per lesson (``[3/9] 02_slug ... 12.3 s``) and, for a lesson that
+    failed, the end of its error.
+
+    Args:
+        out: the book's folder.
+        notebooks: the lessons (put in course order here).
+        timeout: seconds any one cell may take.
+    """
     out.mkdir(parents=True, exist_ok=True)
+    lessons = course(notebooks)
     results = []
-    for path in notebooks:
-        print(f"running {path.name} ...", end=" ", flush=True)
-        result = runner.run_notebook(path, timeout=timeout)
-        export_html(result, out)
+    for index, lesson in enumerate(lessons):
+        print(f"[{index + 1}/{len(lessons)}] {lesson.path.name} ...", end=" ", flush=True)
+        result = runner.run_notebook(lesson.path, timeout=timeout)
+        export_html(result, out, nav=neighbours(lessons, index))
         print(f"{result.seconds:.1f} s" + ("" if result.ok else "  FAILED"), flush=True)
         if not result.ok:
-            print(result.error or "\n".join(result.error_outputs), file=sys.stderr)
+            print(runner.failure_report(result), file=sys.stderr)
         results.append(result)
     (out / "index.html").write_text(index_page(results), encoding="utf-8")
     runner.write_times(results, out / "times.csv")
@@ -128,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     notebooks = runner.notebook_paths(args.notebooks)
     if not notebooks:
         parser.error(f"no NN_slug.ipynb notebooks in {args.notebooks}")
-    results = build(args.out, notebooks, args.timeout)
+    results = build(args.out, notebooks, timeout=args.timeout)
     print()
     print(runner.format_times(results))
     print(f"\nwrote {args.out / 'index.html'}")

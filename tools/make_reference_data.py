@@ -22,16 +22,16 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from acceptlab.analysis import SLOW_WORKER
 from acceptlab.experiment import run_experiment
-from acceptlab.strategies import STRATEGIES, Unavailable, check_strategy
+from acceptlab.strategies import STRATEGIES
+from acceptlab.support import Unavailable, check_strategy
 
 LOADS = {
     "light": dict(workers=4, connections=200, gap=0.001),
     "saturating": dict(workers=4, connections=400, concurrency=16, work="sleep:2",
                        sample_queue=True),
 }
-SLOW_WORKER = dict(workers=3, connections=300, concurrency=12,
-                   work=["sleep:30", "sleep:10", "sleep:10"], sample_queue=True)
 
 
 def plan() -> list[tuple[str, dict]]:
@@ -48,7 +48,8 @@ def plan() -> list[tuple[str, dict]]:
                              dict(strategy=strategy, kind=kind, **options)))
     for strategy in ("blocking", "reuseport"):
         runs.append((f"{strategy}-process-slowworker",
-                     dict(strategy=strategy, kind="process", **SLOW_WORKER)))
+                     dict(strategy=strategy, kind="process", **SLOW_WORKER,
+                          sample_queue=True)))
     return runs
 
 

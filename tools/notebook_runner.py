@@ -17,6 +17,12 @@ How a notebook is run
 * **Every cell has a timeout** (nbclient's default is none at all) and the
   kernel is shut down afterwards, error or not; the kit's worker processes
   notice their kernel has gone and exit on their own.
+* **Unix sockets, not TCP**, between the runner and the kernel (on Linux and macOS): no
+  ports, and no ipykernel warning about unencrypted TCP among the runner's own output.
+* **The kernel's own stdout and stderr** (not the cells' outputs, which the notebook keeps:
+  what the kernel process and the processes it starts write straight to their file
+  descriptors, such as a spawned child's traceback) go to a log, whose end is the result's
+  ``kernel_output``, so the caller's terminal shows only the caller's own lines.
 * **The time** is wall-clock time from starting the kernel to shutting it
   down: what a learner waits for with "Run all".
 
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import sys
 import tempfile
@@ -52,8 +59,8 @@ COURSE_BUDGET = 120.0  # seconds for all notebooks together
 
 __all__ = [
     "ROOT", "NOTEBOOKS", "CELL_TIMEOUT", "NOTEBOOK_BUDGET", "COURSE_BUDGET",
-    "NotebookResult", "notebook_paths", "lesson_info", "run_notebook", "write_times",
-    "format_times",
+    "NotebookResult", "notebook_paths", "lesson_info", "run_notebook", "failure_report",
+    "write_times", "format_times",
 ]
 
 
@@ -69,6 +76,7 @@ class NotebookResult:
     error: str | None = None  # None when every cell ran
     images: int = 0  # image/png outputs
     error_outputs: list[str] = field(default_factory=list)  # 'ename: evalue' of error outputs
+    kernel_output: str = ""  # the end of what the kernel process wrote outside the cells
 
     @property
     def ok(self) -> bool:
@@ -120,6 +128,19 @@ def _kernel_spec_dir(base: Path) -> Path:
     return kernels
 
 
+def _private_transport(base: Path) -> dict:
+    """Kernel-manager options that talk to the kernel over Unix sockets inside ``base``.
+
+    Over TCP (Jupyter's default) the kernel's messages cross loopback ports in plain text, and
+    ipykernel >= 7 says so with a warning on every start, nine times in a ``make book``.  Unix
+    sockets in this run's private temporary folder (mode 0700) need no port, no encryption and
+    no warning, and they vanish with the folder.  Windows has no IPC transport: TCP stays there.
+    """
+    if os.name != "posix":
+        return {}
+    return {"transport": "ipc", "connection_file": str(base / "kernel.json")}
+
+
 def _inject_parameters(notebook: nbformat.NotebookNode, parameters: dict) -> None:
     """Insert a cell assigning ``parameters`` right after the ``parameters``-tagged cell."""
     lines = ["# Parameters injected by tools/notebook_runner.py"]
@@ -159,25 +180,41 @@ def run_notebook(path: str | Path, timeout: int = CELL_TIMEOUT,
     error = None
     with tempfile.TemporaryDirectory(prefix="acceptlab-kernel-") as base:
         specs = KernelSpecManager(kernel_dirs=[str(_kernel_spec_dir(Path(base)))])
-        manager = AsyncKernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=specs)
+        manager = AsyncKernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=specs,
+                                     **_private_transport(Path(base)))
         client = NotebookClient(notebook, km=manager, kernel_name=KERNEL_NAME, timeout=timeout,
                                 shutdown_kernel="graceful",
                                 resources={"metadata": {"path": str(path.parent)}})
+        log_path = Path(base) / "kernel.log"
         started = time.perf_counter()
-        try:
-            client.execute(cleanup_kc=True)  # cleanup_kc: shut the kernel down afterwards
-        except CellExecutionError as exc:
-            error = _last_lines(str(exc))
-        except (CellTimeoutError, DeadKernelError) as exc:
-            error = f"{type(exc).__name__}: {_last_lines(str(exc))}"
+        with log_path.open("w") as kernel_log:
+            try:
+                # cleanup_kc: shut the kernel down afterwards.  stdout/stderr: what the kernel
+                # process and its children write outside any cell (spawned workers' tracebacks,
+                # library warnings) goes to the log, not into the caller's terminal.
+                client.execute(cleanup_kc=True, stdout=kernel_log, stderr=kernel_log)
+            except CellExecutionError as exc:
+                error = _last_lines(str(exc))
+            except (CellTimeoutError, DeadKernelError) as exc:
+                error = f"{type(exc).__name__}: {_last_lines(str(exc))}"
         seconds = time.perf_counter() - started
+        kernel_output = _last_lines(log_path.read_text(errors="replace"))
     images, error_outputs = _count_outputs(notebook)
-    return NotebookResult(path, title, goal, seconds, notebook, error, images, error_outputs)
+    return NotebookResult(path, title, goal, seconds, notebook, error, images, error_outputs,
+                          kernel_output)
 
 
 def _last_lines(text: str, keep: int = 40) -> str:
     lines = text.strip().splitlines()
     return "\n".join(lines[-keep:])  # the end of a traceback says what went wrong
+
+
+def failure_report(result: NotebookResult) -> str:
+    """Why a notebook failed: the error, then what its kernel process wrote, if anything."""
+    report = result.error or "\n".join(result.error_outputs)
+    if result.kernel_output:
+        report += f"\n--- the kernel process wrote (outside the cells):\n{result.kernel_output}"
+    return report
 
 
 def write_times(results: list[NotebookResult], path: str | Path) -> Path:

@@ -10,7 +10,14 @@ matplotlib before it can accept its first connection.
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from typing import Any
+
+if os.name != "posix":  # the one place the kit says so (pyproject.toml's classifiers agree)
+    raise ImportError(f"acceptlab runs on POSIX systems (Linux; macOS without the epoll and "
+                      f"SO_REUSEPORT lessons): it relies on fork, signals, flock and poll, "
+                      f"which {sys.platform} lacks. On Windows, use WSL 2.")
 
 __version__ = "0.1.0"
 
@@ -23,7 +30,7 @@ _WHERE = {
     "Run": "experiment",
     "Limits": "conversation",
     "STRATEGIES": "strategies",
-    "Unavailable": "strategies",
+    "Unavailable": "support",
     "analysis": None,
     "plots": None,
     "kernel": None,

@@ -5,9 +5,21 @@ their columns are described in ``data/README.md``) and returns a number, a
 dict or a DataFrame.  Nothing here starts a worker or opens a socket, so each
 function can be tried on a table typed in by hand.
 
+Vocabulary
+----------
+Two counts are easy to confuse, so each has one name everywhere in the kit:
+
+* a **wakeup** is a voluntary context switch: the worker's thread slept in
+  the kernel and the kernel woke it (the ``nvcsw`` column of ``events``).
+  A thundering herd is many wakeups per connection.
+* a **return** is a wait that came back to Python: one row of ``events``
+  (less the ``waiting`` rows of waits that never ended).  A woken worker
+  that finds the connection gone may go back to sleep inside ``poll()``
+  without returning, so returns can hide wakeups.
+
 Theory of operation
 -------------------
-One row of ``events`` is one *wakeup*: a worker started waiting at
+One row of ``events`` is one *wait*: a worker started waiting at
 ``t_wait_ns`` and its wait returned at ``t_wake_ns``.  If it then got a
 connection, ``outcome`` is ``'accepted'``; if another worker was quicker it
 is ``'eagain'``; a wait that ran out is ``'timeout'``.  From those rows we ask
@@ -19,22 +31,27 @@ the questions of the lesson:
   turns, and :func:`expected_share` what each strategy predicts.
 * **Who was woken?**  :func:`wake_order_ranks` asks, for each connection,
   whether the worker that had waited longest won (FIFO) or the one that
-  started waiting last (LIFO).  :func:`wakeups_per_accept` counts how many
-  wakeups each connection cost: one for a wake-one queue, about one per idle
-  worker for a thundering herd.
+  started waiting last (LIFO).  :func:`cost_per_accept` counts what each
+  connection cost: wakeups, returns, EAGAINs and timeouts.  A wake-one queue
+  costs one wakeup; a thundering herd about one per idle worker.
 * **Did every connection arrive exactly once?**  :func:`join_client_events`
   and :func:`reconcile` match each client connection to the event of the
   worker that accepted it.  Counts that do not reconcile are a bug.
-* **How long did clients wait?**  :func:`latency`.
+* **How long did clients wait?**  :func:`latency_ms` per connection,
+  :func:`latency` as percentiles (the one definition plots use too).
+* **Whose queue was it?**  :func:`queue_owners` names the worker behind each
+  ``reuseport`` socket of a queue table, where the data can tell.
 
 :func:`summary` and :func:`summarize_runs` put the headline numbers of one or
-many runs side by side.
+many runs side by side; :func:`unpack_run` and :func:`single_value` read a
+run however it is given.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Iterable, Mapping
 
 import numpy as np
@@ -46,22 +63,39 @@ __all__ = [
     "jain_fairness",
     "round_robin_score",
     "wake_order_ranks",
-    "wakeups_per_accept",
+    "cost_per_accept",
+    "latency_ms",
     "latency",
     "join_client_events",
     "reconcile",
     "Reconciliation",
     "expected_share",
     "Prediction",
+    "queue_owners",
     "summary",
     "summarize_runs",
+    "unpack_run",
+    "single_value",
+    "SLOW_WORKER",
 ]
 
-# The strategies of kernel-notes.md, grouped by what they predict under light load.
-TAKE_TURNS = ("blocking", "locked")  # a FIFO queue of waiters: strict round robin
+# The strategies of strategies.py, grouped by what they predict under light load.
+TAKE_TURNS = ("blocking", "locked",  # a FIFO queue of waiters: strict round robin
+              "handoff", "handoff-least-busy")  # one acceptor deals in turn
 ONE_WORKER = ("epoll-exclusive", "shared-epoll")  # one (or two) hot workers take most
-HERD = ("timeout", "poll", "epoll")  # every idle worker wakes and races for the connection
+HERD = ("timeout", "poll", "epoll",  # every idle worker wakes and races for the connection
+        "busy-sleep", "exact")  # woken alike while no process is busy (the light-load case)
 HASHED = ("reuseport",)  # the kernel picks a socket by a hash of the 4-tuple: a fair die
+IN_BLOCKS = ("reorder",)  # EPOLLEXCLUSIVE's one worker, handing over every 16 accepts
+BY_CPU = ("reuseport-cpu", "reuseport-incoming-cpu")  # the CPU the connection arrived on decides
+REORDER_EVERY = 16  # nginx's number, and Setting.reorder_every's default
+
+# The slow-worker lesson: one worker of three takes 30 ms per request, the others 10 ms, under
+# a closed loop of 12 clients.  One definition for ``make demo`` (report.py) and the reference
+# runs in data/ (tools/make_reference_data.py); its latency tail is what :func:`latency` by
+# worker shows for ``reuseport``.  Keywords of ``run_experiment``.
+SLOW_WORKER: Mapping[str, Any] = MappingProxyType(dict(
+    workers=3, connections=300, concurrency=12, work=("sleep:30", "sleep:10", "sleep:10")))
 
 # Time columns are int64 nanoseconds; int64 keeps them exact (float64 would round
 # monotonic_ns() values on a machine that has been up for more than ~100 days).
@@ -82,7 +116,7 @@ def _as_bool(column: pd.Series) -> pd.Series:
 
 
 def accepted(events: pd.DataFrame) -> pd.DataFrame:
-    """The accepted wakeups in the order the connections were accepted.
+    """The accepted waits, in the order the connections were accepted.
 
     Row ``i`` of the result is the ``i``-th connection handed out, so
     ``accepted(events)["worker"]`` is the *accept sequence*: ``0 1 2 3 0 1 2 3``
@@ -90,9 +124,17 @@ def accepted(events: pd.DataFrame) -> pd.DataFrame:
     Rows with another outcome (``eagain``, ``timeout``, ``error``) are dropped.
     The index is renumbered from 0; a stable sort keeps equal timestamps in
     their logged order.
+
+    Args:
+        events: the run's events table.
     """
     rows = events[events["outcome"] == "accepted"]
     return rows.sort_values("t_accept_ns", kind="stable").reset_index(drop=True)
+
+
+def _has_switch_counts(events: pd.DataFrame) -> bool:
+    """Did the OS count context switches for this run (the ``nvcsw`` column, Linux only)?"""
+    return "nvcsw" in events and bool(events["nvcsw"].notna().any())
 
 
 def per_worker(events: pd.DataFrame, workers: int | None = None) -> pd.DataFrame:
@@ -102,45 +144,50 @@ def per_worker(events: pd.DataFrame, workers: int | None = None) -> pd.DataFrame
 
     * ``accepts``: connections this worker accepted;
     * ``share``: its fraction of all accepted connections (NaN if none were);
-    * ``wakeups``: how many times its wait returned (rows, less the
-      ``waiting`` rows of waits that never ended);
-    * ``eagain``: wakeups that found the connection already taken;
+    * ``returns``: how many times its wait returned to Python (rows, less
+      the ``waiting`` rows of waits that never ended);
+    * ``eagain``: returns that found the connection already taken;
     * ``timeouts``: waits that ran out; ``errors``: waits that failed;
-    * ``nvcsw``: voluntary context switches while waiting, summed (``<NA>``
-      where the OS does not report them).  It counts the wakeups the kernel
-      hid from us too: a woken worker that found nothing and went back to
-      sleep inside ``poll()`` costs a switch but logs no row.
+    * ``wakeups``: voluntary context switches while waiting, summed from
+      the ``nvcsw`` column (``<NA>`` where the OS does not count them).  It
+      counts the wakeups the kernel hid from us too: a woken worker that
+      found nothing and went back to sleep inside ``poll()`` costs a wakeup
+      but no return.
 
-    A worker that never started (or a table made by hand) may have no rows
-    at all, so pass ``workers`` (the pool size) to list slots
-    ``0 .. workers-1`` even when some got nothing: for a lesson about fairness the zeros matter.  Slots seen in
-    ``events`` beyond ``workers`` are kept, not hidden.  Replaced workers
-    (``generation`` > 0) count towards their slot.
+    Args:
+        events: the run's events table.
+        workers: the pool size.  A worker that never started (or a table
+            made by hand) may have no rows at all; with ``workers`` the
+            slots ``0 .. workers-1`` are all listed even when some got
+            nothing: for a lesson about fairness the zeros matter.  Slots
+            seen in ``events`` beyond ``workers`` are kept, not hidden.
+
+    Replaced workers (``generation`` > 0) count towards their slot.
     """
     outcome = events["outcome"].astype(str)
     flags = pd.DataFrame({
         "worker": pd.to_numeric(events["worker"]).astype("int64"),
         "accepts": outcome.eq("accepted"),
-        "wakeups": outcome.ne("waiting"),
+        "returns": outcome.ne("waiting"),
         "eagain": outcome.eq("eagain"),
         "timeouts": outcome.eq("timeout"),
         "errors": outcome.eq("error"),
     })
     table = flags.groupby("worker").sum().astype("int64")
 
-    has_nvcsw = "nvcsw" in events and events["nvcsw"].notna().any()
-    if has_nvcsw:
+    counted = _has_switch_counts(events)
+    if counted:
         nvcsw = pd.to_numeric(events["nvcsw"]).astype("Int64")
-        table["nvcsw"] = nvcsw.groupby(flags["worker"]).sum(min_count=1).astype("Int64")
+        table["wakeups"] = nvcsw.groupby(flags["worker"]).sum(min_count=1).astype("Int64")
 
     if workers is not None:
         slots = sorted(set(range(workers)) | set(table.index))
         table = table.reindex(slots, fill_value=0)
-    if has_nvcsw:
+    if counted:
         # A slot with no rows made no switches we know of: 0, not unknown.
-        table["nvcsw"] = table["nvcsw"].fillna(0).astype("Int64")
+        table["wakeups"] = table["wakeups"].fillna(0).astype("Int64")
     else:
-        table["nvcsw"] = pd.array([pd.NA] * len(table), dtype="Int64")
+        table["wakeups"] = pd.array([pd.NA] * len(table), dtype="Int64")
 
     total = table["accepts"].sum()
     table.insert(1, "share", table["accepts"] / total if total else np.nan)
@@ -164,6 +211,9 @@ def jain_fairness(counts: Iterable[float]) -> float:
     Reference: R. Jain, D. Chiu, W. Hawe, "A quantitative measure of fairness
     and discrimination for resource allocation in shared computer systems",
     DEC-TR-301, 1984.
+
+    Args:
+        counts: one count per worker (connections accepted), zeros included.
     """
     x = np.asarray(list(counts), dtype=float)
     if x.size == 0:
@@ -194,6 +244,10 @@ def round_robin_score(sequence: Iterable[int], workers: int) -> float:
     blocked, which need not be their slot order.
 
     Returns NaN when the sequence is shorter than one window.
+
+    Args:
+        sequence: the accept sequence, the worker of each connection in order.
+        workers: the pool size (the window's length).
     """
     if workers < 1:
         raise ValueError("workers must be at least 1")
@@ -238,6 +292,9 @@ def wake_order_ranks(events: pd.DataFrame) -> pd.DataFrame:
     (``np.searchsorted``) finds, for every connection at once, the last row
     that started waiting at or before ``T``, and checks that it had not yet
     woken.  That is one vectorised pass per worker.
+
+    Args:
+        events: the run's events table.
     """
     columns = ["t_wake_ns", "worker", "rank", "n_waiting", "norm_rank"]
     wins = accepted(events)
@@ -276,26 +333,31 @@ def wake_order_ranks(events: pd.DataFrame) -> pd.DataFrame:
                          "n_waiting": n_waiting, "norm_rank": norm_rank})
 
 
-def wakeups_per_accept(events: pd.DataFrame) -> dict[str, float]:
-    """What one accepted connection cost in wakeups, four ways.
+def cost_per_accept(events: pd.DataFrame) -> dict[str, float]:
+    """What one accepted connection cost the workers, counted four ways.
 
     Returns a dict:
 
     * ``accepted``: how many connections were accepted;
-    * ``wakeups_per_accept``: logged wakeups per connection (rows, less the
-      ``waiting`` rows of waits that had not ended when the run stopped);
-    * ``eagain_per_accept``: wakeups that found nothing to accept;
-    * ``timeouts_per_accept``: waits that ran out;
-    * ``nvcsw_per_accept``: voluntary context switches per connection (NaN
-      where the OS does not count them per thread).
+    * ``wakeups_per_accept``: wakeups (voluntary context switches while
+      waiting, the ``nvcsw`` column) per connection; NaN where the OS does
+      not count them per thread;
+    * ``returns_per_accept``: waits that returned to Python per connection
+      (rows, less the ``waiting`` rows of waits that had not ended when the
+      run stopped);
+    * ``eagain_per_accept``: returns that found nothing to accept;
+    * ``timeouts_per_accept``: waits that ran out.
 
-    Why four?  A wake-one queue costs 1 of everything.  A thundering herd
-    wakes every idle worker, but most losers never *see* it: the kernel
-    wakes them inside ``poll()``, finds the connection gone, and puts them
-    back to sleep, so they log no row and no EAGAIN.  Only the context
-    switches show the herd: ``nvcsw_per_accept`` ≈ number of idle workers
-    while ``eagain_per_accept`` stays small.  Ratios are NaN when nothing
-    was accepted.
+    Why four?  A wake-one queue costs one of each of the first two.  A
+    thundering herd wakes every idle worker, but most losers never *see*
+    it: the kernel wakes them inside ``poll()``, finds the connection gone,
+    and puts them back to sleep, so they return nothing and log no EAGAIN.
+    Only the wakeups show the herd: ``wakeups_per_accept`` ≈ the number of
+    idle workers while ``returns_per_accept`` and ``eagain_per_accept``
+    stay small.  Ratios are NaN when nothing was accepted.
+
+    Args:
+        events: the run's events table.
     """
     outcome = events["outcome"].astype(str)
     n = int(outcome.eq("accepted").sum())
@@ -303,14 +365,13 @@ def wakeups_per_accept(events: pd.DataFrame) -> dict[str, float]:
     def per_connection(total: float) -> float:
         return float(total) / n if n else float("nan")
 
-    has_nvcsw = "nvcsw" in events and events["nvcsw"].notna().any()
     return {
         "accepted": n,
-        "wakeups_per_accept": per_connection(outcome.ne("waiting").sum()),
+        "wakeups_per_accept": (per_connection(pd.to_numeric(events["nvcsw"]).sum())
+                               if _has_switch_counts(events) else float("nan")),
+        "returns_per_accept": per_connection(outcome.ne("waiting").sum()),
         "eagain_per_accept": per_connection(outcome.eq("eagain").sum()),
         "timeouts_per_accept": per_connection(outcome.eq("timeout").sum()),
-        "nvcsw_per_accept": (per_connection(pd.to_numeric(events["nvcsw"]).sum())
-                             if has_nvcsw else float("nan")),
     }
 
 
@@ -335,13 +396,33 @@ def _percentiles(ms: np.ndarray) -> dict[str, float]:
             "p99_ms": float(p99), "max_ms": float(ms.max())}
 
 
-def latency(client: pd.DataFrame, by_worker: bool = False) -> pd.DataFrame:
-    """Latency percentiles of the successful connections, in milliseconds.
+def latency_ms(client: pd.DataFrame) -> pd.Series:
+    """Each successful connection's latency in milliseconds: the kit's one definition.
 
     Latency is ``t_done_ns - t_start_ns``: from the moment the client began
     connecting to its last answer, so it includes the time the connection
     sat in the accept queue waiting for a free worker.  Only ``ok`` rows
-    count (a refused connection has no meaningful latency).
+    count (a refused connection has no meaningful latency).  The result is
+    indexed like those rows; it is NaN where a time is missing.
+    :func:`latency` and the figures of :mod:`acceptlab.plots` both start
+    here, so a legend's p50 is the table's p50.
+
+    Args:
+        client: a client table, or :func:`join_client_events`' output
+            (whose client end time is ``t_done_ns_client``).
+    """
+    ok = client[_as_bool(client["ok"])]
+    done = _column(ok, "t_done_ns", "t_done_ns_client")
+    ns = pd.to_numeric(done).astype("Int64") - pd.to_numeric(ok["t_start_ns"]).astype("Int64")
+    return pd.Series(ns.to_numpy(dtype=float, na_value=np.nan) / 1e6, index=ok.index,
+                     name="latency_ms")
+
+
+def latency(client: pd.DataFrame, *, by_worker: bool = False) -> pd.DataFrame:
+    """Latency percentiles of the successful connections, in milliseconds.
+
+    Latency is :func:`latency_ms`: from the moment the client began
+    connecting to its last answer, queueing included, ``ok`` rows only.
 
     Columns: ``count, p50_ms, p90_ms, p99_ms, max_ms``.  Percentiles use
     numpy's default linear interpolation (as ``Series.quantile`` does), so
@@ -353,14 +434,16 @@ def latency(client: pd.DataFrame, by_worker: bool = False) -> pd.DataFrame:
     (the ``http`` protocol); for the other protocols pass the output of
     :func:`join_client_events` instead, whose ``worker_event`` column says
     which worker accepted each connection.
+
+    Args:
+        client: a client table, or :func:`join_client_events`' output.
+        by_worker: one row per worker instead of one for all.
     """
-    ok = client[_as_bool(client["ok"])]
-    done = _column(ok, "t_done_ns", "t_done_ns_client")
-    ms = (pd.to_numeric(done).astype("Int64") - pd.to_numeric(ok["t_start_ns"]).astype("Int64"))
-    ms = ms.to_numpy(dtype=float, na_value=np.nan) / 1e6
+    ms = latency_ms(client).to_numpy()
     if not by_worker:
         return pd.DataFrame([_percentiles(ms[~np.isnan(ms)])], index=pd.Index(["all"]))
 
+    ok = client[_as_bool(client["ok"])]
     worker = pd.to_numeric(_column(ok, "worker_event", "worker")).astype("Int64")
     known = worker.notna().to_numpy() & ~np.isnan(ms)
     frame = pd.DataFrame({"worker": worker[known].astype("int64").to_numpy(), "ms": ms[known]})
@@ -369,6 +452,72 @@ def latency(client: pd.DataFrame, by_worker: bool = False) -> pd.DataFrame:
                                    columns=["count", "p50_ms", "p90_ms", "p99_ms", "max_ms"])
     table.index.name = "worker"
     return table
+
+
+# --------------------------------------------------------------------------- whose queue was it
+
+
+def queue_owners(queue: pd.DataFrame, events: pd.DataFrame, *,
+                 min_correlation: float = 0.3) -> dict[str, int]:
+    """Which worker accepted from each ``reuseport`` socket of a queue table, where it shows.
+
+    With ``reuseport`` every worker has a socket and a queue of its own,
+    but the queue table names a socket by its inode (``inode:3681251``) and
+    an event does not say which socket it accepted from: the listening port
+    is the same for all.  What the data does show: in a sampling interval
+    in which worker *w* accepted *k* waiting connections, *w*'s own queue
+    got *k* shorter (less whatever arrived meanwhile), while the other
+    queues did not care.  So, over the intervals between samples, the
+    change of a socket's queue length is negatively correlated with its
+    owner's accepts and hardly with anyone else's.
+
+    A socket is given a worker only when that correlation is clearly
+    there: at most ``-min_correlation``, at least twice as strong as the
+    next worker's, and the worker not already given a socket.  Sockets
+    whose queue never held anything (a fast worker under light load) show
+    nothing and are left out; a figure then labels them by order.  This
+    reads the evidence; it cannot prove it.
+
+    Args:
+        queue: the run's queue table (``t_ns``, ``socket``, ``queue_len``).
+        events: the run's events table (its accepted rows are used).
+        min_correlation: how strong the (negative) correlation must be.
+
+    Returns:
+        ``{socket name: worker slot}`` for the ``inode:`` sockets that could
+        be told, strongest first; ``{}`` when none could.
+    """
+    if not len(queue) or "socket" not in queue:
+        return {}
+    names = sorted(name for name in queue["socket"].astype(str).unique()
+                   if name.startswith("inode:"))
+    won = accepted(events)
+    if len(names) < 2 or won.empty:
+        return {}
+    when = _ns(won["t_accept_ns"])
+    who = pd.to_numeric(won["worker"]).to_numpy(dtype="int64")
+    slots = np.unique(who)
+    strength = np.zeros((len(names), len(slots)))  # -correlation: the owner's is large
+    for i, name in enumerate(names):
+        rows = queue[queue["socket"].astype(str) == name].sort_values("t_ns", kind="stable")
+        change = np.diff(pd.to_numeric(rows["queue_len"]).to_numpy(dtype=float))
+        # interval k is (t[k], t[k+1]]; an accept at time a belongs to searchsorted(t, a) - 1
+        interval = np.searchsorted(_ns(rows["t_ns"]), when, side="left") - 1
+        inside = (interval >= 0) & (interval < len(change))
+        for j, slot in enumerate(slots):
+            mine = np.bincount(interval[inside & (who == slot)],
+                               minlength=len(change))[:len(change)].astype(float)
+            if len(change) > 2 and change.std() > 0 and mine.std() > 0:
+                strength[i, j] = -np.corrcoef(change, mine)[0, 1]
+    owners: dict[str, int] = {}
+    for i in np.argsort(-strength.max(axis=1), kind="stable"):
+        order = np.argsort(-strength[i], kind="stable")
+        best = strength[i, order[0]]
+        second = strength[i, order[1]] if len(order) > 1 else 0.0
+        slot = int(slots[order[0]])
+        if best >= min_correlation and best >= 2 * max(second, 0.0) and slot not in owners.values():
+            owners[names[i]] = slot
+    return owners
 
 
 # --------------------------------------------------------------------------- did every connection arrive once
@@ -413,6 +562,10 @@ def join_client_events(client: pd.DataFrame, events: pd.DataFrame) -> pd.DataFra
     worker that accepted).  ``client_index`` and ``event_index`` are the
     rows' index labels in the tables passed in.  Failed client rows and
     events that match nothing are left out; :func:`reconcile` reports them.
+
+    Args:
+        client: the run's client table.
+        events: the run's events table.
     """
     ok_clients = client[_as_bool(client["ok"])]
     accepted_events = events[events["outcome"] == "accepted"]
@@ -469,6 +622,10 @@ def reconcile(client: pd.DataFrame, events: pd.DataFrame) -> Reconciliation:
 
     Use it as ``assert reconcile(client, events).ok``; look at ``.problems``
     to see which rows are to blame.
+
+    Args:
+        client: the run's client table.
+        events: the run's events table.
     """
     is_ok = _as_bool(client["ok"])
     ok_clients, failed_clients = client[is_ok], client[~is_ok]
@@ -573,7 +730,7 @@ def _binomial_band(n: int, p: float, coverage: float = 0.99) -> tuple[int, int]:
 def expected_share(strategy: str, workers: int, connections: int) -> Prediction:
     """What ``strategy`` predicts for how ``connections`` are spread over ``workers``.
 
-    These are the light-load predictions of kernel-notes.md (under
+    These are the light-load predictions of each strategy's mechanism (under
     saturation every shared-queue strategy follows each worker's service
     rate instead):
 
@@ -593,7 +750,25 @@ def expected_share(strategy: str, workers: int, connections: int) -> Prediction:
       most; no per-worker share is predicted, so ``share`` is NaN and the
       band is 0..connections (``kind='one-worker'``).
 
+    The ecosystem's fixes:
+
+    * ``handoff`` and ``handoff-least-busy``: one acceptor deals in turn
+      (least busy first, and under light load every process is idle), so
+      the counts are those of taking turns (``kind='exact'``).
+    * ``reorder``: blocks of 16 connections, each block to the next worker
+      (``kind='exact'``, with the counts the blocks give).
+    * ``busy-sleep`` and ``exact``: every idle waiter wakes, and under light
+      load no process is busy, so it is the herd's race (``kind='racy'``).
+    * ``reuseport-cpu`` and ``reuseport-incoming-cpu``: the CPU the
+      connection arrived on picks the socket, which no count can predict
+      without knowing where the client ran (``kind='one-worker'``).
+
     An unknown strategy raises ``ValueError``.
+
+    Args:
+        strategy: the strategy's name, as in ``acceptlab.strategies.STRATEGIES``.
+        workers: the pool size.
+        connections: how many connections were (or will be) accepted.
     """
     if workers < 1:
         raise ValueError("workers must be at least 1")
@@ -617,19 +792,73 @@ def expected_share(strategy: str, workers: int, connections: int) -> Prediction:
                           f"racy, roughly even (a fair die gives {low}–{high})", "racy")
     if strategy in ONE_WORKER:
         return Prediction(float("nan"), 0, connections, "one worker takes most", "one-worker")
-    known = ", ".join(TAKE_TURNS + HASHED + HERD + ONE_WORKER)
+    if strategy in IN_BLOCKS:
+        # Blocks of 16 in turn: block b goes to worker b % workers.
+        blocks = [min(REORDER_EVERY, connections - start)
+                  for start in range(0, connections, REORDER_EVERY)]
+        counts = [sum(blocks[b] for b in range(worker, len(blocks), workers))
+                  for worker in range(workers)]
+        return Prediction(even, min(counts), max(counts),
+                          f"blocks of {REORDER_EVERY} in turn: {min(counts)}–{max(counts)} each",
+                          "exact")
+    if strategy in BY_CPU:
+        return Prediction(float("nan"), 0, connections,
+                          "the client's CPU decides: workers past the CPUs get none",
+                          "one-worker")
+    known = ", ".join(TAKE_TURNS + HASHED + HERD + ONE_WORKER + IN_BLOCKS + BY_CPU)
     raise ValueError(f"no prediction for strategy {strategy!r}; known: {known}")
 
 
 # --------------------------------------------------------------------------- one line per run
 
 
-def _only(frame: pd.DataFrame, column: str) -> Any:
-    """The single value of ``column`` (e.g. the run's strategy), or None if absent or mixed."""
+def single_value(frame: pd.DataFrame, column: str, *, default: str | None = None) -> str | None:
+    """The one value ``column`` holds in every row (a run's strategy, kind or label), as a str.
+
+    A run's events repeat its strategy on every row; a table that mixes
+    runs has several, and a table typed in by hand may have none.  Then no
+    single answer exists, and ``default`` is returned instead of a guess.
+
+    Args:
+        frame: any table, usually a run's events.
+        column: the column to read.
+        default: what to return when the column is absent, empty or mixed.
+    """
     if column not in frame:
-        return None
+        return default
     values = frame[column].dropna().unique()
-    return values[0] if len(values) == 1 else None
+    return str(values[0]) if len(values) == 1 else default
+
+
+def _guess_workers(events: pd.DataFrame) -> int:
+    """The pool size a table implies: the highest slot seen plus one (misses a silent top slot)."""
+    return int(pd.to_numeric(events["worker"]).max()) + 1 if len(events) else 0
+
+
+def unpack_run(run: Any) -> tuple[pd.DataFrame, pd.DataFrame | None, int]:
+    """``(events, client, workers)`` of a run, however it was given.
+
+    The figures and tables accept a run in three shapes, so a notebook can
+    pass what it has: ``(events, workers)``, ``(events, client, workers)``
+    (``client`` may be None), or any object with ``events`` and
+    ``workers`` attributes and perhaps ``client`` (an experiment's ``Run``).
+    A missing ``workers`` is guessed from the events' highest slot.
+
+    Args:
+        run: the run, in one of the shapes above.
+    """
+    if isinstance(run, tuple):
+        if len(run) == 2:
+            (events, workers), client = run, None
+        elif len(run) == 3:
+            events, client, workers = run
+        else:
+            raise ValueError(f"a run tuple is (events, workers) or (events, client, workers), "
+                             f"not {len(run)} items")
+    else:
+        events, client, workers = run.events, getattr(run, "client", None), getattr(
+            run, "workers", None)
+    return events, client, int(workers) if workers is not None else _guess_workers(events)
 
 
 def summary(events: pd.DataFrame, client: pd.DataFrame | None = None,
@@ -640,25 +869,29 @@ def summary(events: pd.DataFrame, client: pd.DataFrame | None = None,
     ``workers``, ``accepted``, ``busiest_share`` (the busiest worker's
     fraction), ``jain`` (:func:`jain_fairness` over all slots), ``rr_score``
     (:func:`round_robin_score`), ``mean_rank`` (the mean ``norm_rank`` of
-    :func:`wake_order_ranks`: 0 = FIFO, 1 = LIFO, ≈ 0.5 a fair race),
-    ``wakeups_per_accept``, ``eagain_per_accept``, ``timeouts_per_accept``,
-    ``nvcsw_per_accept``; and with ``client``: ``client_ok``,
-    ``p50_ms``, ``p99_ms`` and ``reconciled`` (:func:`reconcile`'s ``ok``).
+    :func:`wake_order_ranks`: 0 = FIFO, 1 = LIFO, ≈ 0.5 a fair race), and
+    :func:`cost_per_accept`'s ``wakeups_per_accept`` (context switches),
+    ``returns_per_accept``, ``eagain_per_accept``, ``timeouts_per_accept``;
+    and with ``client``: ``client_ok``, ``p50_ms``, ``p99_ms`` and
+    ``reconciled`` (:func:`reconcile`'s ``ok``).  Numbers that cannot be
+    computed (nothing accepted) are NaN.
 
-    Pass ``workers`` (the pool size): otherwise it is guessed as the highest
-    slot seen plus one, which misses a top slot that never woke.  Numbers
-    that cannot be computed (nothing accepted) are NaN.
+    Args:
+        events: the run's events table.
+        client: the run's client table, for latency and reconciliation.
+        workers: the pool size; otherwise it is guessed as the highest slot
+            seen plus one, which misses a top slot that never woke.
     """
     if workers is None:
-        workers = int(pd.to_numeric(events["worker"]).max()) + 1 if len(events) else 0
+        workers = _guess_workers(events)
     table = per_worker(events, workers)
     order = accepted(events)["worker"].tolist()
     ranks = wake_order_ranks(events)["norm_rank"]
-    cost = wakeups_per_accept(events)
+    cost = cost_per_accept(events)
     result: dict[str, Any] = {
-        "run": _only(events, "run"),
-        "strategy": _only(events, "strategy"),
-        "kind": _only(events, "kind"),
+        "run": single_value(events, "run"),
+        "strategy": single_value(events, "strategy"),
+        "kind": single_value(events, "kind"),
         "workers": workers,
         "accepted": cost["accepted"],
         "busiest_share": float(table["share"].max()) if cost["accepted"] else float("nan"),
@@ -666,13 +899,10 @@ def summary(events: pd.DataFrame, client: pd.DataFrame | None = None,
         "rr_score": round_robin_score(order, workers) if workers else float("nan"),
         "mean_rank": float(ranks.mean()) if ranks.notna().any() else float("nan"),
         "wakeups_per_accept": cost["wakeups_per_accept"],
+        "returns_per_accept": cost["returns_per_accept"],
         "eagain_per_accept": cost["eagain_per_accept"],
         "timeouts_per_accept": cost["timeouts_per_accept"],
-        "nvcsw_per_accept": cost["nvcsw_per_accept"],
     }
-    for key in ("run", "strategy", "kind"):  # numpy strings to plain str, for JSON
-        if result[key] is not None:
-            result[key] = str(result[key])
     if client is not None:
         times = latency(client).iloc[0]
         result.update(client_ok=int(_as_bool(client["ok"]).sum()),
@@ -684,24 +914,17 @@ def summary(events: pd.DataFrame, client: pd.DataFrame | None = None,
 def summarize_runs(runs: Mapping[str, Any]) -> pd.DataFrame:
     """One row of :func:`summary` per run, indexed by the run's label.
 
-    ``runs`` maps a label to ``(events, client, workers)`` (``client`` may be
-    None), or to ``(events, workers)``, or to any object with ``events``,
-    ``client`` and ``workers`` attributes (such as an experiment's ``Run``),
-    so ``summarize_runs({"blocking": run_a, "poll": run_b})`` works.
+    So ``summarize_runs({"blocking": run_a, "poll": run_b})`` puts two runs
+    side by side.
+
+    Args:
+        runs: a label for each run, mapped to the run in any shape
+            :func:`unpack_run` reads (a ``Run``, ``(events, workers)`` or
+            ``(events, client, workers)``).
     """
     rows = {}
     for label, run in runs.items():
-        if isinstance(run, tuple):
-            if len(run) == 2:
-                events, workers = run
-                client = None
-            else:
-                events, client, workers = run
-        else:
-            events = run.events
-            client = getattr(run, "client", None)
-            workers = getattr(run, "workers", None)
-        rows[label] = summary(events, client, workers)
+        rows[label] = summary(*unpack_run(run))
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "label"
     return table

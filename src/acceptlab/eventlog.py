@@ -32,8 +32,9 @@ import mmap
 import os
 import struct
 from pathlib import Path
-
 from typing import TYPE_CHECKING
+
+from .basics import missing_as_na
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -72,6 +73,11 @@ class EventWriter:
     Per wait: :meth:`begin_wait` when the worker starts waiting, :meth:`woke`
     when the wait returns, and :meth:`done` when a connection's conversation
     is over.  Each costs a ``struct.pack_into`` or two into shared memory.
+
+    Args:
+        path: the file (see :func:`log_path`); created, or emptied if it exists.
+        worker: the slot, written into every record.
+        generation: the slot's generation, written into every record.
     """
 
     def __init__(self, path: str | os.PathLike, worker: int, generation: int) -> None:
@@ -136,14 +142,10 @@ class EventWriter:
 
 
 class NullWriter:
-    """An :class:`EventWriter` that records nothing: the benchmarks' "event log off".
-
-    It still creates its (empty) file, because the pool takes a worker's log
-    file appearing as the sign that the worker is about to wait.
-    """
+    """An :class:`EventWriter` that records nothing and creates no file: the benchmarks' "event log off"."""
 
     def __init__(self, path: str | os.PathLike, worker: int, generation: int) -> None:
-        Path(path).touch()
+        pass
 
     def begin_wait(self, tid: int, t_wait_ns: int) -> int:
         return 0
@@ -180,6 +182,10 @@ def read_events(directory: str | os.PathLike, **constants: object) -> pd.DataFra
     conversation cut short, counter unavailable) are ``<NA>``.  A row whose
     outcome is ``waiting`` is a wait that had not ended when the worker
     stopped or died: not a wakeup, but it says since when the worker waited.
+
+    Args:
+        directory: the pool's ``log_dir``.
+        **constants: columns with one value for every row (``run``, ``kind``, ``strategy``).
     """
     # Imported here, not at the top: workers write events and must not pay for numpy and pandas.
     import numpy as np
@@ -194,8 +200,7 @@ def read_events(directory: str | os.PathLike, **constants: object) -> pd.DataFra
     frame = pd.DataFrame({name: records[name] for name in _FIELDS})
     frame["seq"] -= 1
     frame["outcome"] = pd.Categorical.from_codes(frame["outcome"].to_numpy(), OUTCOMES)
-    for name in NULLABLE:
-        frame[name] = frame[name].astype("Int64").mask(frame[name] < 0)
+    missing_as_na(frame, NULLABLE)
     for name in ("run", "kind", "strategy"):
         frame[name] = constants.get(name, "")
     frame = frame.sort_values(["t_wait_ns", "worker"], kind="stable").reset_index(drop=True)

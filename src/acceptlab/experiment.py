@@ -3,23 +3,32 @@
 :func:`run_experiment` returns a :class:`Run`: three DataFrames (``events``
 from the workers, ``client`` from the load generator, ``queue`` from the
 accept-queue sampler) and ``meta``, a dict saying how the run was made and on
-what machine.  :meth:`Run.save` / :meth:`Run.load` write and read the kit's
-format (``events.csv``, ``client.csv``, ``queue.csv``, ``meta.json``; every
-column is described in ``data/README.md``).  :func:`compare` runs a grid of
+what machine; with ``trace=True`` (root, Linux) a fourth table, ``trace``, the
+kernel's own account (see :mod:`acceptlab.tracing`).  :meth:`Run.save` /
+:meth:`Run.load` write and read the kit's format (``events.csv``,
+``client.csv``, ``queue.csv``, ``meta.json``, and ``trace.csv`` when there is
+a trace; every column is described in ``data/README.md``).  :func:`compare` runs a grid of
 experiments and returns them together.
 
 Resource handling: the pool and the sampler are stopped in ``finally``
 blocks, so an exception or a KeyboardInterrupt (the notebook's stop button)
-leaves no worker behind.
+leaves no worker behind.  A caller that wants to end a run early *and keep
+it* (the CLI on Ctrl-C) passes ``stop``, an Event: the load ends, the pool
+stops, and the run comes back with ``meta['interrupted'] = True``.
+
+This module sits below :mod:`acceptlab.analysis` in the layers and does not
+import it: a :class:`Run` holds tables, analysis reads them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
 import platform
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,11 +36,13 @@ from typing import Iterable, Sequence
 
 import pandas as pd
 
-from . import __version__, analysis, eventlog
+from . import __version__, eventlog
 from .conversation import Limits
 from .kernel import QUEUE_COLUMNS, QueueSampler, Unsupported
 from .load import CLIENT_COLUMNS, CLIENT_NULLABLE, fire
 from .pool import WorkerPool
+from .restarts import RollingRestart
+from .strategies import STRATEGIES
 
 __all__ = ["Run", "run_experiment", "compare", "machine"]
 
@@ -52,6 +63,7 @@ class Run:
     client: pd.DataFrame
     queue: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=QUEUE_COLUMNS))
     meta: dict = field(default_factory=dict)
+    trace: pd.DataFrame | None = None  # the kernel's account (acceptlab.tracing), if recorded
 
     @property
     def label(self) -> str:
@@ -63,10 +75,6 @@ class Run:
         """How many worker slots the run had."""
         return int(self.meta["workers"])
 
-    def accepted(self) -> pd.DataFrame:
-        """The accepted wakeups in accept order: who got each connection."""
-        return analysis.accepted(self.events)
-
     def save(self, directory: str | os.PathLike) -> Path:
         """Write the run as CSV files plus ``meta.json`` into ``directory``; return it."""
         path = Path(directory)
@@ -74,6 +82,8 @@ class Run:
         self.events.to_csv(path / "events.csv", index=False)
         self.client.to_csv(path / "client.csv", index=False)
         self.queue.to_csv(path / "queue.csv", index=False)
+        if self.trace is not None:  # trace hook (acceptlab.tracing)
+            self.trace.to_csv(path / "trace.csv", index=False)
         (path / "meta.json").write_text(json.dumps(self.meta, indent=2, default=str) + "\n")
         return path
 
@@ -92,12 +102,34 @@ class Run:
         if "error" in tables["client"]:  # an empty cell is "no error", as in a live run
             tables["client"]["error"] = tables["client"]["error"].astype(object).fillna("").astype(str)
         meta = json.loads((path / "meta.json").read_text())
-        return cls(tables["events"], tables["client"], tables["queue"], meta)
+        return cls(tables["events"], tables["client"], tables["queue"], meta, _load_trace(path))
+
+    @property
+    def interrupted(self) -> bool:
+        """Was the run stopped early (Ctrl-C), so that its tables hold only what completed?"""
+        return bool(self.meta.get("interrupted", False))
 
     def __repr__(self) -> str:
-        return (f"<Run {self.label}: {len(self.accepted())} accepted, "
+        accepted = int((self.events["outcome"] == "accepted").sum()) if len(self.events) else 0
+        return (f"<Run {self.label}{' (interrupted)' if self.interrupted else ''}: "
+                f"{accepted} accepted, "
                 f"{int(self.client['ok'].sum()) if len(self.client) else 0}/{len(self.client)} "
                 f"client ok, {len(self.queue)} queue samples>")
+
+
+def _load_trace(path: Path) -> pd.DataFrame | None:
+    """The run's ``trace.csv`` (trace hook, see :mod:`acceptlab.tracing`), or None without one."""
+    from .tracing import TRACE_COLUMNS, TRACE_NULLABLE
+
+    file = path / "trace.csv"
+    if not file.exists():
+        return None
+    if not file.stat().st_size:
+        return pd.DataFrame(columns=list(TRACE_COLUMNS))
+    trace = pd.read_csv(file, dtype={column: "Int64" for column in TRACE_NULLABLE})
+    for name in ("state", "old_state"):  # an empty cell is "not this kind of event"
+        trace[name] = trace[name].astype(object).fillna("").astype(str)
+    return trace
 
 
 def machine() -> dict:
@@ -114,6 +146,7 @@ def machine() -> dict:
 
 
 def run_experiment(
+    *,
     workers: int = 4,
     kind: str = "process",
     strategy: str = "blocking",
@@ -133,48 +166,102 @@ def run_experiment(
     queue_interval: float = 0.002,
     label: str | None = None,
     progress: bool = False,
+    trace: bool = False,
+    stop: threading.Event | None = None,
+    threads: int = 1,
+    restart_every: float | None = None,
+    graceful: bool = True,
 ) -> Run:
     """Start a :class:`~acceptlab.pool.WorkerPool`, fire a load at it, stop it, return a :class:`Run`.
 
-    The pool's parameters (``workers``, ``kind``, ``strategy``, ``protocol``,
-    ``work``, ``start_method``, ``backlog``, ``limits``) and the load's
-    (``connections``, ``concurrency``, ``rate``, ``client_processes``, ``gap``,
-    ``duration``, ``retries``) are those of the two classes.  With
-    ``sample_queue`` the accept-queue depth is read every ``queue_interval``
-    seconds (Linux only; elsewhere ``meta['queue']`` says why it is missing).
+    One call is one experiment because the three parts only mean something
+    together: the events name the workers, the client rows name the
+    connections, and ``meta`` records everything needed to make the run
+    again.  The pool and the sampler are stopped whatever happens.
+
+    Args:
+        workers, kind, strategy, protocol, work, start_method, backlog, limits:
+            the pool, as :class:`~acceptlab.pool.WorkerPool` takes them.
+        connections, concurrency, rate, gap, duration, retries: the load, as
+            :func:`~acceptlab.load.fire` takes them.
+        client_processes: client processes firing the load (``fire``'s
+            ``processes``).
+        sample_queue: read the accept-queue depth every ``queue_interval``
+            seconds (Linux only; elsewhere ``meta['queue']`` says why it is
+            missing).
+        label: the run's name in tables and figures (default
+            ``'strategy/kind'``).
+        progress: show a progress bar while the load runs.
+        trace: record the kernel's wakeups and TCP state changes into
+            ``Run.trace`` (root and tracefs only; elsewhere a
+            :class:`~acceptlab.tracing.TracingUnavailableWarning` and
+            ``meta['trace']`` say why, and the run goes on untraced).
+        stop: an Event that ends the run early when set (the CLI sets it on
+            Ctrl-C): the load stops starting connections, the pool stops, and
+            the run holds what completed, with ``meta['interrupted']`` true.
+        threads: threads per worker process for ``kind='hybrid'``.
+        restart_every: restart one worker after another every this many
+            seconds while the load runs (:class:`~acceptlab.restarts.RollingRestart`);
+            ``meta['restarts']`` lists them, and
+            :func:`~acceptlab.restarts.restart_losses` counts what each cost.
+        graceful: restart by asking the worker to finish and leave (True) or
+            by killing it (False).
+
+    Returns:
+        A :class:`Run` with ``events``, ``client``, ``queue`` and ``meta``.
     """
-    parameters = {key: value for key, value in locals().items() if key != "limits"}
+    parameters = {key: value for key, value in locals().items()
+                  if key not in ("limits", "stop")}
     parameters.update(max_request=limits.max_request, idle_timeout=limits.idle_timeout)
     pool = WorkerPool(workers=workers, kind=kind, strategy=strategy, protocol=protocol,
                       work=work, start_method=start_method, backlog=backlog, limits=limits,
-                      run=label or f"{strategy}/{kind}")
+                      label=label or f"{strategy}/{kind}", threads=threads)
+    restarts = RollingRestart(pool, every=restart_every, graceful=graceful) if restart_every else None
     sampler: QueueSampler | None = None
+    tracer, trace_note = None, "not traced"  # trace hook
     queue_note = "not sampled"
     started = time.time()
     try:
         pool.start()
+        if trace:  # trace hook: after start (the workers' ids are known), before the load
+            from .tracing import trace_pool
+
+            tracer, trace_note = trace_pool(pool)
         if sample_queue:
             sampler, queue_note = _start_sampler(pool, queue_interval)
-        client = fire(pool.address, protocol, connections=connections, concurrency=concurrency,
-                      rate=rate, processes=client_processes, duration=duration, gap=gap,
-                      retries=retries, progress=progress)
+        with restarts or contextlib.nullcontext():
+            client = fire(pool.address, protocol=protocol, connections=connections,
+                          concurrency=concurrency, rate=rate, processes=client_processes,
+                          duration=duration, gap=gap, retries=retries, progress=progress,
+                          stop=stop)
     finally:
         try:
             if sampler is not None:
                 sampler.stop()
         finally:
-            pool.stop()  # whatever happened above, no worker is left behind
+            try:
+                if tracer is not None:  # trace hook: reads the buffer, removes the instance
+                    tracer.stop()
+            finally:
+                pool.stop()  # whatever happened above, no worker is left behind
     queue = sampler.to_frame() if sampler is not None else pd.DataFrame(columns=QUEUE_COLUMNS)
     meta = {**machine(), **parameters, "start_method": pool.start_method,
             "port": pool.address[1], "started": started, "seconds": time.time() - started,
-            "queue": queue_note, "replacements": len(pool.replacements)}
-    return Run(pool.events(), client, queue, meta)
+            "queue": queue_note, "replacements": len(pool.replacements),
+            "interrupted": stop is not None and stop.is_set()}
+    if restarts is not None:
+        meta["restarts"] = restarts.as_records()
+    if tracer is not None:  # trace hook
+        meta.update(trace=trace_note, trace_lost=tracer.lost, trace_tids=tracer.tids)
+    elif trace:
+        meta["trace"] = trace_note
+    return Run(pool.events(), client, queue, meta, tracer.table if tracer is not None else None)
 
 
 def _start_sampler(pool: WorkerPool, interval: float) -> tuple[QueueSampler | None, str]:
     """Sample the shared socket, or for ``reuseport`` every worker's own socket by port."""
     try:
-        if pool.strategy == "reuseport":
+        if STRATEGIES[pool.strategy].own_socket:  # one queue per worker: find them by port
             sampler = QueueSampler(port=pool.address[1], interval=interval)
         else:
             sampler = QueueSampler(sockets=[pool.listening_socket], interval=interval)
@@ -186,19 +273,31 @@ def _start_sampler(pool: WorkerPool, interval: float) -> tuple[QueueSampler | No
 def compare(
     strategies: Iterable[str] = ("blocking", "poll", "epoll-exclusive", "reuseport"),
     kinds: Iterable[str] = ("process",),
+    *,
     loads: Iterable[dict] = ({},),
     progress: bool = False,
+    stop: threading.Event | None = None,
     **common: object,
 ) -> dict[str, Run]:
     """Run every strategy x kind x load and return the runs by label (``strategy/kind[/load]``).
 
-    ``loads`` is a list of keyword sets for :func:`run_experiment` (e.g.
-    ``[{"connections": 200}, {"concurrency": 8, "work": "sleep:5"}]``);
-    ``common`` applies to all.  Combinations the platform or kind cannot run
-    (``shared-epoll`` with processes, say) are skipped, and listed in every
-    run's ``meta['skipped_in_comparison']``.
+    A grid, because a lesson's question is nearly always "which of these
+    behaves how": the runs come back together, keyed by a readable label.
+    Combinations the platform or kind cannot run (``shared-epoll`` with
+    processes, say) are skipped, and listed in every run's
+    ``meta['skipped_in_comparison']``.
+
+    Args:
+        strategies: strategy names (see :mod:`acceptlab.strategies`).
+        kinds: ``'process'``, ``'thread'``, ...
+        loads: keyword sets for :func:`run_experiment`, one column of the grid
+            each (e.g. ``[{"connections": 200}, {"concurrency": 8}]``).
+        progress: one progress bar over the runs.
+        stop: an Event that ends the comparison early: the run in progress is
+            kept (interrupted), no further run starts.
+        **common: keywords for every :func:`run_experiment` call.
     """
-    from .strategies import Unavailable, check_strategy
+    from .support import Unavailable, check_strategy
 
     loads = list(loads)
     grid = list(itertools.product(strategies, kinds, loads))
@@ -211,13 +310,15 @@ def compare(
         bar = tqdm(total=len(grid), unit="run", desc="experiments")
     try:
         for strategy, kind, load in grid:
+            if stop is not None and stop.is_set():
+                break
             name = "/".join([strategy, kind] + ([_describe(load)] if len(loads) > 1 else []))
             try:
                 check_strategy(strategy, kind)
             except Unavailable as exc:
                 skipped.append(f"{name}: {exc}")
             else:
-                runs[name] = run_experiment(strategy=strategy, kind=kind, label=name,
+                runs[name] = run_experiment(strategy=strategy, kind=kind, label=name, stop=stop,
                                             **{**common, **load})
             if bar is not None:
                 bar.update()

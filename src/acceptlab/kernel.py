@@ -20,8 +20,8 @@ Whether a worker was really *woken* is a different question: the per-thread
 count of voluntary context switches answers it (:func:`voluntary_switches`),
 including the wakeups whose ``accept()`` then failed with EAGAIN.
 
-:func:`feature_report` says which of these, and which wait strategies, this
-machine supports; ``acceptlab doctor`` prints it with :func:`format_report`.
+Which of these this machine offers is :mod:`acceptlab.support`'s question
+(``acceptlab doctor``); this module only measures.
 
 Nothing here is portable: off Linux the functions raise :class:`Unsupported`
 with a reason a learner can read, so a caller can report "unavailable" instead
@@ -31,11 +31,8 @@ of plotting zeros.  This module imports nothing from the rest of acceptlab.
 from __future__ import annotations
 
 import errno
-import multiprocessing
 import os
-import platform
-import re
-import select
+import resource
 import socket
 import struct
 import sys
@@ -44,11 +41,6 @@ import time
 from dataclasses import dataclass
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
-
-try:
-    import resource
-except ImportError:  # Windows has no getrusage at all
-    resource = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -62,10 +54,6 @@ __all__ = [
     "QUEUE_COLUMNS",
     "QueueSampler",
     "voluntary_switches",
-    "Feature",
-    "features",
-    "feature_report",
-    "format_report",
 ]
 
 
@@ -130,6 +118,9 @@ def accept_queue(sock: socket.socket) -> QueueDepth:
     When it fails: :class:`Unsupported` off Linux (macOS has no such view of
     a listener); ``ValueError`` if ``sock`` is not listening, since those two
     fields then mean something else; ``OSError`` if the socket is closed.
+
+    Args:
+        sock: a listening TCP socket this process holds.
     """
     _require_linux("TCP_INFO on a listening socket")
     if sock.fileno() < 0:
@@ -200,6 +191,9 @@ def listen_queues(port: int) -> list[ListenQueue]:
     When it fails: :class:`Unsupported` off Linux, or when ``/proc/net/tcp``
     cannot be read (a sandbox without /proc).  A missing ``tcp6`` (IPv6
     disabled) is simply skipped.
+
+    Args:
+        port: the local port to look for.
     """
     _require_linux("/proc/net/tcp")
     wanted = f"{port:04X}"
@@ -269,6 +263,13 @@ class QueueSampler:
 
     Cost: a TCP_INFO read is one system call; a /proc read formats every TCP
     socket of the machine, so on a busy host prefer a longer interval.
+
+    Args:
+        sockets: listening sockets this process holds.
+        port: a port whose listeners, in any process, are read from /proc.
+        interval: seconds between samples.
+        max_seconds: stop sampling after this long.
+        max_rows: stop after this many rows (``truncated`` then says so).
     """
 
     def __init__(
@@ -412,177 +413,7 @@ def voluntary_switches() -> int | None:
     When it fails: returns None where there is no per-thread count
     (RUSAGE_THREAD is Linux-only; the per-process count would mix threads).
     """
-    who = getattr(resource, "RUSAGE_THREAD", None)
+    who = getattr(resource, "RUSAGE_THREAD", None)  # Linux only; macOS has none
     if who is None:
         return None
     return resource.getrusage(who).ru_nvcsw
-
-
-# --------------------------------------------------------------------------
-# Feature detection: what `acceptlab doctor` prints
-# --------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Feature:
-    """One line of the doctor's report: a name, whether it works here, and why."""
-
-    name: str
-    available: bool
-    detail: str
-
-
-def _kernel_version() -> tuple[int, int] | None:
-    match = re.match(r"(\d+)\.(\d+)", platform.release())
-    return (int(match[1]), int(match[2])) if match else None
-
-
-def _throwaway_listener() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(1)
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
-def _check_epoll_exclusive() -> tuple[bool, str]:
-    if not hasattr(select, "EPOLLEXCLUSIVE"):
-        return False, "this Python has no select.EPOLLEXCLUSIVE (needs Linux and Python 3.6+)"
-    version = _kernel_version()
-    # Kernels before 4.5 silently ignore the unknown flag, so a successful
-    # registration alone would not prove anything there.
-    if version is None or version < (4, 5):
-        return False, f"needs Linux >= 4.5; kernel is {platform.release()}"
-    try:
-        with _throwaway_listener() as sock, select.epoll() as poller:
-            poller.register(sock.fileno(), select.EPOLLIN | select.EPOLLEXCLUSIVE)
-    except OSError as exc:
-        return False, f"the kernel refused it: {exc.strerror}"
-    return True, "only one waiting epoll is woken per connection"
-
-
-def _check_reuseport() -> tuple[bool, str]:
-    if not hasattr(socket, "SO_REUSEPORT"):
-        return False, "socket.SO_REUSEPORT does not exist on this platform"
-    if not _is_linux():
-        return False, (
-            f"exists on {sys.platform} but does not balance: one socket gets the traffic"
-        )
-    try:
-        with socket.socket() as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    except OSError as exc:
-        return False, f"the kernel refused it (needs Linux >= 3.9): {exc.strerror}"
-    return True, "one socket per worker; a hash of the client's address picks one"
-
-
-def _check_tcp_info() -> tuple[bool, str]:
-    try:
-        with _throwaway_listener() as sock:
-            accept_queue(sock)
-    except Unsupported as exc:
-        return False, str(exc)
-    except (OSError, ValueError) as exc:
-        return False, f"reading it failed: {exc}"
-    return True, "accept-queue depth and backlog of a listener are readable"
-
-
-def _check_rusage_thread() -> tuple[bool, str]:
-    if voluntary_switches() is None:
-        return False, "no per-thread context-switch count; wakeups cannot be counted"
-    return True, "per-thread voluntary context switches count real wakeups"
-
-
-def _check_proc_net_tcp() -> tuple[bool, str]:
-    try:
-        with _throwaway_listener() as sock:
-            port = sock.getsockname()[1]
-            inode = os.fstat(sock.fileno()).st_ino
-            rows = listen_queues(port)
-    except Unsupported as exc:
-        return False, str(exc)
-    except OSError as exc:
-        return False, f"reading it failed: {exc}"
-    if not any(row.inode == inode for row in rows):
-        return False, "readable, but a test listener was missing from it"
-    return True, "queues of listeners in other processes are visible"
-
-
-def _probe() -> list[tuple[Feature, object]]:
-    """Each feature with its plain value (for features()) and its report line."""
-    # get_start_method() without allow_none would *fix* the default for the
-    # whole program, so a later set_start_method() would fail; unset means
-    # the platform default, which get_all_start_methods() lists first.
-    methods = multiprocessing.get_all_start_methods()
-    chosen = multiprocessing.get_start_method(allow_none=True)
-    start_method = chosen or methods[0]
-    how = "set by this program" if chosen else "the default here"
-    cpus = os.cpu_count()
-    facts: list[tuple[Feature, object]] = [
-        (Feature("python", True, f"{platform.python_implementation()} {platform.python_version()}"),
-         platform.python_version()),
-        (Feature("platform", True, f"{sys.platform}: {platform.platform()}"), sys.platform),
-        (Feature("kernel", True, f"release {platform.release()}"), platform.release()),
-        (Feature("cpu_count", cpus is not None, f"{cpus} logical CPUs"), cpus),
-        (Feature("start_method", True, f"workers start with {start_method!r} ({how})"),
-         start_method),
-        (Feature("start_methods", True, ", ".join(methods)), methods),
-    ]
-    has_epoll = hasattr(select, "epoll")
-    facts.append((
-        Feature("epoll", has_epoll,
-                "select.epoll is here" if has_epoll else "no epoll on this platform (BSD/macOS have kqueue)"),
-        has_epoll,
-    ))
-    for name, check in (
-        ("EPOLLEXCLUSIVE", _check_epoll_exclusive),
-        ("SO_REUSEPORT", _check_reuseport),
-        ("TCP_INFO", _check_tcp_info),
-        ("RUSAGE_THREAD", _check_rusage_thread),
-        ("/proc/net/tcp", _check_proc_net_tcp),
-    ):
-        available, detail = check()
-        facts.append((Feature(name, available, detail), available))
-    return facts
-
-
-def feature_report() -> list[Feature]:
-    """What this machine supports, one :class:`Feature` per line of ``acceptlab doctor``.
-
-    What it shows a learner: which lessons will work here and which
-    measurements will be "unavailable", before running anything.  The
-    informational lines (python, platform, kernel, cpu_count, start_method,
-    start_methods) are always available; the capability lines are tested for
-    real where that is cheap: EPOLLEXCLUSIVE is registered in a throwaway
-    epoll, TCP_INFO and /proc/net/tcp are read for a throwaway listener on
-    127.0.0.1, so a sandbox that hides them says so.
-
-    It does not fail: a check that errors becomes ``available=False`` with the
-    error as its detail.
-    """
-    return [feature for feature, _ in _probe()]
-
-
-def features() -> dict[str, object]:
-    """The same checks as :func:`feature_report`, as plain values for a run's metadata.
-
-    Informational entries map to their value (``"python": "3.11.7"``,
-    ``"cpu_count": 2``, ``"start_methods": ["fork", "spawn", "forkserver"]``);
-    capability entries map to True or False.
-    """
-    return {feature.name: value for feature, value in _probe()}
-
-
-def format_report(features: Sequence[Feature] | None = None) -> str:
-    """Render features as an aligned text table, one line each, marked ✓ or ✗.
-
-    With no argument, runs :func:`feature_report` first.
-    """
-    if features is None:
-        features = feature_report()
-    width = max((len(f.name) for f in features), default=0)
-    return "\n".join(
-        f"{'✓' if f.available else '✗'} {f.name:<{width}}  {f.detail}" for f in features
-    )

@@ -8,7 +8,10 @@ Two habits run through the module:
 
 * **One colour per worker**, everywhere: worker *w* is colour *w* of
   matplotlib's ``tab10`` palette, so worker 2 is the same green in the bar
-  chart, the raster and the timeline.
+  chart, the raster, the timeline and its legend.
+* **The kit's vocabulary**: a *wakeup* is a voluntary context switch (the
+  kernel woke a sleeping worker); a *return* is a wait that came back to
+  Python.  :mod:`acceptlab.analysis` explains why they differ.
 * **Figures are made with** ``Figure(...)`` **rather than** ``plt.subplots()``.
   A figure made by pyplot is also remembered by pyplot: Jupyter would then
   draw it twice (once because pyplot has an open figure, once because the
@@ -21,7 +24,7 @@ Two habits run through the module:
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import matplotlib
 import numpy as np
@@ -29,6 +32,7 @@ import pandas as pd
 from matplotlib import ticker
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.legend_handler import HandlerTuple
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
@@ -50,6 +54,10 @@ _TAB10 = matplotlib.colormaps["tab10"]
 # "the blue line" as "worker 0".
 _OTHER = matplotlib.colormaps["Dark2"]
 
+# Where order is the point (who got connection 1, 2, 3, ...), two dozen connections show it:
+# six turns of four workers.  Two hundred look like four dotted lines whatever the order.
+ORDER_ZOOM = 24
+
 
 def worker_colour(worker: int) -> tuple[float, float, float, float]:
     """The colour of ``worker`` in every figure of the kit (tab10; repeats after 10 workers)."""
@@ -60,15 +68,6 @@ def _ms_since(values: pd.Series, start: int) -> np.ndarray:
     """Nanosecond timestamps as milliseconds after ``start`` (NaN where missing)."""
     ns = pd.to_numeric(values).astype("Int64") - start
     return ns.to_numpy(dtype=float, na_value=np.nan) / 1e6
-
-
-def _strategy_of(events: pd.DataFrame, fallback: str | None = None) -> str | None:
-    """The run's strategy, read from the events (or ``fallback`` when they name none or several)."""
-    if "strategy" in events:
-        names = events["strategy"].dropna().unique()
-        if len(names) == 1:
-            return str(names[0])
-    return fallback
 
 
 def _no_data(ax: Axes, message: str) -> None:
@@ -124,11 +123,27 @@ def _draw_bars(ax: Axes, events: pd.DataFrame, workers: int, strategy: str | Non
     ax.set_xticks(list(table.index))
     ax.set_xlabel("worker")
     ax.set_ylabel("accepted" if short else "connections accepted")
-    ax.legend(loc="upper right", fontsize="x-small" if short else "small")
+    handles, labels = ax.get_legend_handles_labels()
+    bars = labels.index("accepted" if short else "connections accepted")
+    handles[bars] = _swatches(table.index)  # the legend's swatch in every worker's colour
+    ax.legend(handles, labels, handler_map={tuple: HandlerTuple(ndivide=None)}, handlelength=3,
+              loc="upper right", fontsize="x-small" if short else "small")
 
 
-def per_worker_bars(events: pd.DataFrame, workers: int, strategy: str | None = None,
-                    ax: Axes | None = None) -> Figure:
+def _title(ax: Axes, title: str | None, default: str) -> None:
+    """``title`` if the caller gave one (distinct runs deserve distinct titles), else ``default``."""
+    ax.set_title(default if title is None else title)
+
+
+def _run_name(events: pd.DataFrame) -> str:
+    """The run's label and strategy for a default title: 'blocking/process, blocking'."""
+    strategy = analysis.single_value(events, "strategy", default="unknown strategy")
+    label = analysis.single_value(events, "run")
+    return f"{label}, {strategy}" if label and label != strategy else strategy
+
+
+def per_worker_bars(events: pd.DataFrame, workers: int, strategy: str | None = None, *,
+                    ax: Axes | None = None, title: str | None = None) -> Figure:
     """How many connections each worker accepted, against the strategy's prediction.
 
     One bar per worker slot (zeros included), in the worker's colour.  Over
@@ -140,10 +155,14 @@ def per_worker_bars(events: pd.DataFrame, workers: int, strategy: str | None = N
     one worker is expected to take most (``epoll-exclusive``,
     ``shared-epoll``).
 
-    ``strategy`` defaults to the one named in ``events``.  Pass ``ax`` to
-    draw into an existing figure (the function then returns that figure).
+    Args:
+        events: the run's events table.
+        workers: the pool size (every slot gets a bar, zeros included).
+        strategy: whose prediction to draw; defaults to the one the events name.
+        ax: draw into this existing axes (the function returns its figure).
+        title: the title; the default names the strategy and the counts.
     """
-    strategy = strategy or _strategy_of(events)
+    strategy = strategy or analysis.single_value(events, "strategy")
     if ax is None:
         fig = Figure(figsize=(6, 3.8), layout="constrained")
         ax = fig.subplots()
@@ -151,8 +170,8 @@ def per_worker_bars(events: pd.DataFrame, workers: int, strategy: str | None = N
         fig = ax.figure
     _draw_bars(ax, events, workers, strategy)
     total = int((events["outcome"] == "accepted").sum())
-    ax.set_title(f"Connections accepted per worker: {strategy or 'unknown strategy'}\n"
-                 f"({workers} workers, {total} connections)")
+    _title(ax, title, f"Connections accepted per worker: {strategy or 'unknown strategy'}\n"
+                      f"({workers} workers, {total} connections)")
     return fig
 
 
@@ -161,15 +180,25 @@ def per_worker_bars(events: pd.DataFrame, workers: int, strategy: str | None = N
 
 def _draw_raster(ax: Axes, events: pd.DataFrame, workers: int, max_connections: int,
                  short: bool = False) -> int:
-    """One mark per connection: x its place in the accept order, y its worker.  Returns the total."""
+    """One mark per connection: x its place in the accept order, y its worker.  Returns the total.
+
+    Up to 60 connections, a thin grey line joins each connection to the next, so the order
+    reads as a path: a staircase 0 1 2 3 0 1 2 3 for turns, a zigzag for a die.
+    """
     order = analysis.accepted(events)["worker"].to_numpy(dtype="int64")
     shown = order[:max_connections]
-    ax.scatter(np.arange(len(shown)), shown, c=[worker_colour(w) for w in shown],
-               marker="s", s=10 if len(shown) > 60 else 24, linewidths=0)
+    x = np.arange(len(shown))
+    zoomed = 1 < len(shown) <= 60
+    if zoomed:
+        ax.plot(x, shown, color="0.75", linewidth=1, zorder=1)
+    ax.scatter(x, shown, c=[worker_colour(w) for w in shown], marker="s",
+               s=10 if len(shown) > 60 else 40, linewidths=0, zorder=2)
     slots = max(workers, int(shown.max()) + 1) if len(shown) else workers
     ax.set_yticks(range(slots))
     ax.set_ylim(-0.6, slots - 0.4)
     ax.set_xlim(-1, max(len(shown), 1))
+    if zoomed:
+        ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
     ax.set_xlabel("connection # (accept order)" if short
                   else "connection number, in the order the connections were accepted")
     ax.set_ylabel("worker" if short else "worker that accepted it")
@@ -178,18 +207,28 @@ def _draw_raster(ax: Axes, events: pd.DataFrame, workers: int, max_connections: 
     return len(order)
 
 
-def accept_raster(events: pd.DataFrame, workers: int, max_connections: int = 200,
-                  ax: Axes | None = None) -> Figure:
+def accept_raster(events: pd.DataFrame, workers: int, *, max_connections: int = ORDER_ZOOM,
+                  title: str | None = None, ax: Axes | None = None) -> Figure:
     """Who accepted each connection, in the order the kernel handed them out.
 
     x is the connection's place in the accept sequence, y the worker that
-    got it, one square per connection.  Strict round robin (``blocking``
-    under light load) is a repeating staircase 0, 1, 2, 3, 0, 1, …, which at
-    a glance reads as evenly spaced stripes in every lane;
-    ``epoll-exclusive`` draws one flat line (one worker takes everything);
-    ``reuseport`` scatters at random.  Only the first ``max_connections``
-    are drawn, so the pattern stays readable; the title says when more
-    were accepted.
+    got it, one square per connection, joined in order by a thin line.
+    Strict round robin (``blocking`` under light load) is a repeating
+    staircase 0, 1, 2, 3, 0, 1, …; ``epoll-exclusive`` a flat line (one
+    worker takes everything); ``reuseport`` a random zigzag.  Order shows
+    only when the connections can be told apart, so by default the first
+    two dozen are drawn (``ORDER_ZOOM``); with hundreds, a staircase and a
+    die both look like evenly dotted lanes.  The title says when more were
+    accepted than are shown.
+
+    Args:
+        events: the run's events table.
+        workers: the pool size (one lane per slot).
+        max_connections: how many of the first connections to draw.
+        title: the title; give distinct runs distinct titles (the default
+            names the run's label and strategy, which two runs of the same
+            strategy share).
+        ax: draw into this existing axes (the function returns its figure).
     """
     if ax is None:
         fig = Figure(figsize=(8, max(2.8, 1.4 + 0.45 * workers)), layout="constrained")
@@ -197,108 +236,179 @@ def accept_raster(events: pd.DataFrame, workers: int, max_connections: int = 200
     else:
         fig = ax.figure
     total = _draw_raster(ax, events, workers, max_connections)
-    strategy = _strategy_of(events, "unknown strategy")
     shown = f"first {max_connections} of {total}" if total > max_connections else f"{total}"
-    ax.set_title(f"Who accepted each connection ({strategy}, {shown} connections)")
+    _title(ax, title, f"Who accepted each connection ({_run_name(events)}, {shown} connections)")
     return fig
 
 
 # --------------------------------------------------------------------------- what each worker was doing
 
 
-def worker_timeline(events: pd.DataFrame, workers: int) -> Figure:
+def _as_mark(item: Any) -> tuple[int, int]:
+    """``(slot, t_ns)`` from a tuple or from a pool's ``Replacement`` (slot, t_detected_ns)."""
+    if isinstance(item, tuple):
+        slot, t_ns = item
+        return int(slot), int(t_ns)
+    return int(item.slot), int(item.t_detected_ns)
+
+
+def _widen(start: np.ndarray, width: np.ndarray, minimum: float) -> list[tuple[float, float]]:
+    """Bars for broken_barh, each at least ``minimum`` wide so that a short one stays visible."""
+    return list(zip(start, np.maximum(width, minimum)))
+
+
+def _swatches(slots: Iterable[int], alpha: float = 1.0) -> tuple[Patch, ...]:
+    """One patch per worker colour: a legend entry that looks like the bars it explains."""
+    return tuple(Patch(facecolor=worker_colour(w), alpha=alpha) for w in slots)
+
+
+def worker_timeline(events: pd.DataFrame, workers: int, *,
+                    kills: Iterable[Any] = (), title: str | None = None,
+                    min_width: float = 0.004) -> Figure:
     """What each worker was doing over time: waiting, or serving a connection.
 
     One horizontal lane per worker slot.  A light bar is a wait (from
     ``t_wait_ns``, when the worker started waiting, to ``t_wake_ns``, when
     the wait returned); a solid bar is a conversation (``t_accept_ns`` to
-    ``t_done_ns``).  A black × marks a wakeup that got no connection
-    (EAGAIN, a timeout or an error): a thundering herd shows as × in every
-    idle lane at once.  Time is in milliseconds since the first event.
+    ``t_done_ns``).  A black × marks a return that got no connection
+    (EAGAIN, a timeout or an error): a thundering herd that the workers
+    noticed shows as × in every idle lane at once.  A red bolt marks a
+    worker killed (from ``kills``), a red triangle where its replacement
+    (a new ``generation`` in the events) started waiting.  Time is in
+    milliseconds since the first event.
 
     A conversation that never finished (``t_done_ns`` missing: the worker
     was killed or stopped) is not drawn.  A wait that had not returned when
-    the run ended (outcome ``waiting``) is drawn up to the run's last event:
-    the worker was still waiting then.
+    the run ended (outcome ``waiting``) is drawn up to the run's last event.
+    Any bar shorter than ``min_width`` of the time axis is drawn that wide,
+    so that a 1 ms conversation on a 2 s axis is still a visible mark.
+
+    Args:
+        events: the run's events table.
+        workers: the pool size (one lane per slot).
+        kills: when workers died, as ``(slot, t_ns)`` pairs on the kit's
+            clock, or a pool's ``replacements`` (their ``t_detected_ns``).
+        title: the title; the default names the run and its strategy.
+        min_width: the narrowest bar, as a fraction of the time axis.
     """
     lanes = max(workers, int(pd.to_numeric(events["worker"]).max()) + 1) if len(events) else workers
     fig = Figure(figsize=(9, max(2.8, 1.6 + 0.5 * lanes)), layout="constrained")
     ax = fig.subplots()
+    marks = [_as_mark(item) for item in kills]
+    slots = sorted({int(w) for w in pd.to_numeric(events["worker"]).unique()}) if len(events) \
+        else list(range(workers))
+    handles: list[Any] = [_swatches(slots, 0.25), _swatches(slots),
+                          Line2D([], [], marker="x", color="black", linestyle="none")]
+    labels = ["waiting for a connection", "serving a connection (accept → done)",
+              "returned, but no connection (EAGAIN / timeout)"]
     if len(events):
         start = int(pd.to_numeric(events["t_wait_ns"]).min())
         times = events[["t_wait_ns", "t_wake_ns", "t_done_ns"]].apply(pd.to_numeric)
-        end = (int(times.max().max()) - start) / 1e6  # the run's last event, in ms
+        end = (max([int(times.max().max())] + [t for _, t in marks]) - start) / 1e6
+        shortest = max(end, 1e-3) * min_width
         for worker, rows in events.groupby("worker"):
             colour = worker_colour(worker)
             wait_from = _ms_since(rows["t_wait_ns"], start)
             wait_to = _ms_since(rows["t_wake_ns"], start)
             wait_to = np.where(np.isnan(wait_to), end, wait_to)  # still waiting at the end
-            ax.broken_barh(list(zip(wait_from, wait_to - wait_from)), (worker - 0.35, 0.7),
-                           facecolors=colour, alpha=0.25)
+            ax.broken_barh(_widen(wait_from, wait_to - wait_from, shortest),
+                           (worker - 0.35, 0.7), facecolors=colour, alpha=0.25)
             served = rows[(rows["outcome"] == "accepted") & rows["t_done_ns"].notna()]
             serve_from = _ms_since(served["t_accept_ns"], start)
             serve_to = _ms_since(served["t_done_ns"], start)
-            ax.broken_barh(list(zip(serve_from, serve_to - serve_from)), (worker - 0.35, 0.7),
-                           facecolors=colour, edgecolors="white", linewidth=0.5)
+            ax.broken_barh(_widen(serve_from, serve_to - serve_from, shortest),
+                           (worker - 0.35, 0.7), facecolors=colour, edgecolors="white",
+                           linewidth=0.5)
             missed = rows["outcome"].isin(["eagain", "timeout", "error"])
             ax.plot(wait_to[missed.to_numpy()], np.full(int(missed.sum()), worker), "x",
                     color="black", markersize=5)
+        if marks:
+            ax.plot([(t - start) / 1e6 for _, t in marks], [slot for slot, _ in marks],
+                    marker="$\u21af$", color="red", markersize=14, linestyle="none")
+            handles.append(Line2D([], [], marker="$\u21af$", color="red", markersize=12,
+                                  linestyle="none"))
+            labels.append("worker killed")
+        born = _replacements(events)
+        if len(born):
+            ax.plot(_ms_since(born["t_wait_ns"], start), born["worker"], marker=">",
+                    color="red", markersize=7, linestyle="none")
+            handles.append(Line2D([], [], marker=">", color="red", linestyle="none"))
+            labels.append("replacement starts waiting")
     else:
         _no_data(ax, "no events")
     ax.set_yticks(range(lanes))
     ax.set_ylim(lanes - 0.5, -0.5)  # worker 0 on top, like a list
     ax.set_xlabel("time since the first event (ms)")
     ax.set_ylabel("worker")
-    ax.set_title(f"What each worker was doing ({_strategy_of(events, 'unknown strategy')})")
-    grey = (0.4, 0.4, 0.4)
-    fig.legend(handles=[Patch(facecolor=grey, alpha=0.25, label="waiting for a connection"),
-                        Patch(facecolor=grey, label="serving a connection (accept → done)"),
-                        Line2D([], [], marker="x", color="black", linestyle="none",
-                               label="woken, but no connection (EAGAIN / timeout)")],
-               loc="outside lower center", ncols=3, fontsize="small")
+    _title(ax, title, f"What each worker was doing ({_run_name(events)})")
+    fig.legend(handles=handles, labels=labels, handler_map={tuple: HandlerTuple(ndivide=None)},
+               handlelength=3, loc="outside lower center", ncols=min(3, len(labels)),
+               fontsize="small")
     return fig
+
+
+def _replacements(events: pd.DataFrame) -> pd.DataFrame:
+    """The first wait of every generation after the first: when each replacement was ready."""
+    if "generation" not in events:
+        return events.iloc[0:0]
+    later = events[pd.to_numeric(events["generation"]) > 0]
+    return later.sort_values("t_wait_ns", kind="stable").groupby(
+        ["worker", "generation"], as_index=False).first()
 
 
 # --------------------------------------------------------------------------- what each connection cost
 
 
-def wakeups_by_strategy(summary_df: pd.DataFrame) -> Figure:
-    """Wakeups per accepted connection, one pair of bars per run (or strategy).
+def wakeups_by_strategy(summary_df: pd.DataFrame, *, title: str | None = None) -> Figure:
+    """Wakeups per accepted connection, against the returns and EAGAINs a worker could see.
 
     ``summary_df`` is :func:`acceptlab.analysis.summarize_runs`'s table, one
     row per run, labelled by its index (typically the strategy's name).
-    The first bar is ``nvcsw_per_accept``: the worker threads' voluntary
-    context switches per connection, i.e. how many times a worker was put
-    to sleep and woken for each connection.  The second is
-    ``eagain_per_accept``: the wakeups a worker *noticed* as lost races.
+    Three bars per run:
+
+    * **wakeups** (``wakeups_per_accept``): voluntary context switches of
+      the waiting workers per connection: how many times a worker was put
+      to sleep and woken by the kernel for each connection;
+    * **returns** (``returns_per_accept``): waits that came back to Python;
+    * **EAGAIN** (``eagain_per_accept``): returns that lost the race.
+
     The dashed line at 1 is the ideal: one wakeup per connection.  A
-    thundering herd has tall first bars and short second ones, because the
-    kernel quietly puts most losers back to sleep.  "n/a" marks a run whose
-    OS does not count context switches per thread.
+    thundering herd has a tall wakeup bar and short return and EAGAIN bars,
+    because the kernel quietly puts most losers back to sleep.  "n/a" marks
+    a run whose OS does not count context switches per thread.
+
+    Args:
+        summary_df: one row per run, with the columns above.
+        title: the title; the default asks the figure's question.
     """
     labels = [str(label) for label in summary_df.index]
     x = np.arange(len(labels))
-    nvcsw = pd.to_numeric(summary_df.get("nvcsw_per_accept", pd.Series(np.nan, summary_df.index)))
-    eagain = pd.to_numeric(summary_df["eagain_per_accept"])
-    fig = Figure(figsize=(max(6.0, 1.2 + 0.9 * len(labels)), 4.2), layout="constrained")
+
+    def column(name: str) -> pd.Series:
+        return pd.to_numeric(summary_df.get(name, pd.Series(np.nan, summary_df.index)))
+
+    bars = [("wakeups_per_accept", "wakeups (voluntary context switches)", 0.42, 0),
+            ("returns_per_accept", "returns (waits that came back to Python)", 0.24, 1),
+            ("eagain_per_accept", "EAGAIN (returns that lost the race)", 0.24, 2)]
+    fig = Figure(figsize=(max(6.0, 1.2 + 1.0 * len(labels)), 4.4), layout="constrained")
     ax = fig.subplots()
-    width = 0.4
-    ax.bar(x - width / 2, nvcsw.fillna(0), width, color=_OTHER(0),
-           label="wakeups per connection (voluntary context switches)")
-    ax.bar(x + width / 2, eagain.fillna(0), width, color=_OTHER(1),
-           label="EAGAIN per connection (lost races a worker noticed)")
-    for i in np.flatnonzero(nvcsw.isna().to_numpy()):
-        ax.text(x[i] - width / 2, 0, "n/a", ha="center", va="bottom", fontsize="small")
+    offsets = (-0.27, 0.06, 0.30)  # the wide wakeup bar first, the two lesser ones beside it
+    tallest = 1.0
+    for (name, label, width, colour), offset in zip(bars, offsets):
+        values = column(name)
+        ax.bar(x + offset, values.fillna(0), width, color=_OTHER(colour), label=label)
+        for i in np.flatnonzero(values.isna().to_numpy()):
+            ax.text(x[i] + offset, 0, "n/a", ha="center", va="bottom", fontsize="x-small")
+        if values.notna().any():
+            tallest = max(tallest, float(values.max(skipna=True)))
     ax.axhline(1, color="black", linestyle="--", linewidth=1,
                label="1 wakeup per connection (wake-one)")
     ax.set_xticks(x, labels, rotation=30 if len(labels) > 4 else 0,
                   ha="right" if len(labels) > 4 else "center")
-    tallest = max(1.0, float(nvcsw.max(skipna=True) if nvcsw.notna().any() else 0),
-                  float(eagain.max(skipna=True) if eagain.notna().any() else 0))
-    ax.set_ylim(0, tallest * 1.5)  # head room for the legend
+    ax.set_ylim(0, tallest * 1.6)  # head room for the legend
     ax.set_xlabel("run")
     ax.set_ylabel("per accepted connection")
-    ax.set_title("How many wakeups did each connection cost?")
+    _title(ax, title, "How many wakeups did each connection cost?")
     ax.legend(fontsize="small", loc="upper left")
     if not labels:
         _no_data(ax, "no runs")
@@ -308,36 +418,79 @@ def wakeups_by_strategy(summary_df: pd.DataFrame) -> Figure:
 # --------------------------------------------------------------------------- the accept queue
 
 
-def queue_depth(queue: pd.DataFrame, backlog_line: bool = True) -> Figure:
+def _queue_labels(names: list[str], owners: Mapping[str, Any]) -> dict[str, str]:
+    """A reader's name for each socket: by its worker where known, else by order."""
+    labels, unknown = {}, 0
+    for name in names:
+        if name in owners:
+            labels[name] = f"worker {owners[name]}'s socket"
+        elif name.startswith("inode:"):
+            unknown += 1
+            labels[name] = f"socket {unknown} (worker not known)"
+        else:
+            labels[name] = "shared socket" if name == "shared" else name
+    return labels
+
+
+def queue_depth(queue: pd.DataFrame, *, events: pd.DataFrame | None = None,
+                owners: Mapping[str, Any] | None = None, backlog_line: bool = True,
+                title: str | None = None) -> Figure:
     """How many connections waited in the accept queue, over time.
 
-    One step line per listening socket (``shared``, or one per
-    ``reuseport`` worker's own socket), x in milliseconds since the first
-    sample.  With ``backlog_line`` the queue's limit (the ``backlog`` given
-    to ``listen()``) is drawn dashed in the same colour: when the queue
-    reaches it, Linux stops completing handshakes and clients wait or
-    retry.  The limit is unknown (not drawn) where it was read from /proc.
+    One step line per listening socket, x in milliseconds since the first
+    sample.  With one shared socket, one line.  With ``reuseport`` each
+    worker has a socket of its own, which the queue table knows only by
+    its inode; a learner wants to know whose it is.  Pass the run's
+    ``events`` and each socket whose owner shows in the data (see
+    :func:`acceptlab.analysis.queue_owners`) is labelled by its worker and
+    drawn in that worker's colour; the others are numbered "socket 1 (worker
+    not known)", … in inode order.  ``owners`` overrides that guess when
+    the caller knows better.  With ``backlog_line`` the queue's limit (the
+    ``backlog`` given to ``listen()``) is drawn dashed in the same colour:
+    when the queue reaches it, Linux stops completing handshakes and
+    clients wait or retry.  The limit is unknown (not drawn) where it was
+    read from /proc.
+
+    Args:
+        queue: the run's queue table.
+        events: the run's events, to tell which worker owns each socket.
+        owners: ``{socket name: worker}``, when known for certain.
+        backlog_line: draw each queue's limit.
+        title: the title; the default says what is drawn.
     """
     fig = Figure(figsize=(8, 3.8), layout="constrained")
     ax = fig.subplots()
     if len(queue):
         start = int(pd.to_numeric(queue["t_ns"]).min())
-        sockets = queue["socket"] if "socket" in queue else pd.Series("shared", queue.index)
-        for i, (name, rows) in enumerate(queue.groupby(sockets, sort=True)):
-            colour = _OTHER(i % 8)
-            ax.step(_ms_since(rows["t_ns"], start), pd.to_numeric(rows["queue_len"]), where="post",
-                    color=colour, label=f"{name}: waiting for accept()")
+        sockets = queue["socket"].astype(str) if "socket" in queue \
+            else pd.Series("shared", queue.index)
+        known = dict(owners) if owners is not None else (
+            analysis.queue_owners(queue.assign(socket=sockets), events)
+            if events is not None else {})
+        names = sorted(sockets.unique())
+        labels = _queue_labels(names, known)
+        unknown = 0
+        for name in names:
+            rows = queue[sockets == name]
+            if name in known:  # a worker's socket, in that worker's colour
+                colour, style = worker_colour(known[name]), "-"
+            else:  # not a worker colour, so nobody reads it as one
+                colour, style = str(0.2 + 0.2 * (unknown % 3)), ("-", "--", ":")[unknown // 3 % 3]
+                unknown += 1
+            ax.step(_ms_since(rows["t_ns"], start), pd.to_numeric(rows["queue_len"]),
+                    where="post", color=colour, linestyle=style,
+                    label=f"{labels[name]}: waiting for accept()")
             backlog = pd.to_numeric(rows["backlog"]).dropna() if "backlog" in rows else []
             if backlog_line and len(backlog):
-                ax.axhline(int(backlog.max()), color=colour, linestyle="--", linewidth=1,
-                           label=f"{name}: backlog limit {int(backlog.max())}")
+                ax.axhline(int(backlog.max()), color=colour, linestyle="-.", linewidth=1,
+                           label=f"{labels[name]}: backlog limit {int(backlog.max())}")
         ax.set_ylim(bottom=0)
         fig.legend(loc="outside lower center", ncols=2, fontsize="small")
     else:
         _no_data(ax, "no queue samples (accept-queue depth is read on Linux only)")
     ax.set_xlabel("time since the first sample (ms)")
     ax.set_ylabel("connections in the accept queue")
-    ax.set_title("Accept-queue depth: connections waiting for a worker")
+    _title(ax, title, "Accept-queue depth: connections waiting for a worker")
     return fig
 
 
@@ -349,34 +502,38 @@ def _ms(value: float) -> str:
     return f"{value:.0f} ms" if value >= 100 else f"{value:.3g} ms"
 
 
-def latency_cdf(clients: Mapping[str, pd.DataFrame]) -> Figure:
+def latency_cdf(clients: Mapping[str, pd.DataFrame], *, title: str | None = None) -> Figure:
     """The distribution of connection latency, one curve per labelled client table.
 
     Each curve is a cumulative distribution: at x milliseconds it gives the
     fraction of successful connections that took at most x (from the
-    client starting to connect to its last answer).  The x axis is
-    logarithmic, so a long tail is visible next to a fast median.  Each
-    label's 99th percentile (p99) is marked with a dot on the dotted 0.99
-    line and given in the legend: that is where a slow worker that keeps
-    receiving connections (``reuseport``) shows.
+    client starting to connect to its last answer:
+    :func:`acceptlab.analysis.latency_ms`).  The x axis is logarithmic, so a
+    long tail is visible next to a fast median.  Each label's p50 and p99
+    come from :func:`acceptlab.analysis.latency`, the same numbers its
+    table prints; the p99 is marked with a dot on the dotted 0.99 line:
+    that is where a slow worker that keeps receiving connections
+    (``reuseport``) shows.
+
+    Args:
+        clients: a label for each run, mapped to its client table.
+        title: the title; the default says what is drawn.
     """
     fig = Figure(figsize=(7, 4.2), layout="constrained")
     ax = fig.subplots()
     drawn = 0
     for i, (label, client) in enumerate(clients.items()):
-        ok = client[client["ok"].astype("boolean").fillna(False).astype(bool)]
-        ms = np.sort(((pd.to_numeric(ok["t_done_ns"]) - pd.to_numeric(ok["t_start_ns"]))
-                      .to_numpy(dtype=float, na_value=np.nan) / 1e6))
-        ms = ms[np.isfinite(ms) & (ms > 0)]  # a log axis cannot show 0
+        ms = np.sort(analysis.latency_ms(client).dropna().to_numpy())
+        ms = ms[ms > 0]  # a log axis cannot show 0
         if not len(ms):
             ax.plot([], [], " ", label=f"{label}: no successful connections")
             continue
         colour = _OTHER(i % 8)
-        p99 = float(analysis.latency(client).iloc[0]["p99_ms"])
+        table = analysis.latency(client).iloc[0]
         fraction = np.arange(1, len(ms) + 1) / len(ms)
         ax.step(ms, fraction, where="post", color=colour,
-                label=f"{label}: p50 {_ms(np.median(ms))}, p99 {_ms(p99)}")
-        ax.plot([p99], [0.99], "o", color=colour)
+                label=f"{label}: p50 {_ms(table['p50_ms'])}, p99 {_ms(table['p99_ms'])}")
+        ax.plot([table["p99_ms"]], [0.99], "o", color=colour)
         drawn += 1
     ax.axhline(0.99, color="grey", linestyle=":", linewidth=1)
     if drawn:
@@ -387,7 +544,7 @@ def latency_cdf(clients: Mapping[str, pd.DataFrame]) -> Figure:
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("latency: start of connect to last answer (ms, log scale)")
     ax.set_ylabel("fraction of connections at most this slow")
-    ax.set_title("Latency distribution (dot = 99th percentile)")
+    _title(ax, title, "Latency distribution (dot = 99th percentile)")
     ax.legend(fontsize="small", loc="lower right")
     return fig
 
@@ -395,26 +552,26 @@ def latency_cdf(clients: Mapping[str, pd.DataFrame]) -> Figure:
 # --------------------------------------------------------------------------- all strategies at once
 
 
-def _unpack(run: Any) -> tuple[pd.DataFrame, int]:
-    """``(events, workers)`` from a tuple, or from an object with those attributes (a Run)."""
-    if isinstance(run, tuple):
-        return run[0], int(run[-1])
-    return run.events, int(run.workers)
-
-
-def compare_strategies(runs: Mapping[str, Any], max_connections: int = 200) -> Figure:
+def compare_strategies(runs: Mapping[str, Any], *, max_connections: int = ORDER_ZOOM,
+                       title: str | None = None) -> Figure:
     """All strategies side by side: who got each connection, and how many each worker got.
 
-    ``runs`` maps a label (usually the strategy's name) to
-    ``(events, workers)``.  For each run, two small panels in one column:
-    on top its accept raster (as :func:`accept_raster`), below its
-    per-worker bars with the predicted band (as :func:`per_worker_bars`).
-    Up to four runs share a row of columns; more wrap into further rows,
-    so eight strategies make a 4 × 4 grid.
+    For each run, two small panels in one column: on top its accept raster
+    (as :func:`accept_raster`, the first ``max_connections`` connections, so
+    that taking turns and a fair die look different), below its per-worker
+    bars over all connections with the predicted band (as
+    :func:`per_worker_bars`).  Up to four runs share a row of columns; more
+    wrap into further rows, so eight strategies make a 4 × 4 grid.
 
     The bar panels share one y scale when the runs accepted similar numbers
     of connections (within a factor of two), so bar heights compare across
     strategies; otherwise each panel keeps its own scale.
+
+    Args:
+        runs: a label (usually the strategy's name) for each run, mapped to
+            the run in any shape :func:`acceptlab.analysis.unpack_run` reads.
+        max_connections: how many of the first connections the rasters draw.
+        title: the overall title; the default says what the panels show.
     """
     labels = list(runs)
     columns = max(1, min(len(labels), 4))
@@ -425,12 +582,13 @@ def compare_strategies(runs: Mapping[str, Any], max_connections: int = 200) -> F
 
     totals, tallest = [], 0
     for i, label in enumerate(labels):
-        events, workers = _unpack(runs[label])
+        events, _, workers = analysis.unpack_run(runs[label])
         block, column = divmod(i, columns)
         top, bottom = axes[2 * block, column], axes[2 * block + 1, column]
         total = _draw_raster(top, events, workers, max_connections, short=True)
         top.set_title(label, fontweight="bold")
-        _draw_bars(bottom, events, workers, _strategy_of(events, label), short=True)
+        _draw_bars(bottom, events, workers,
+                   analysis.single_value(events, "strategy", default=label), short=True)
         totals.append(total)
         tallest = max(tallest, bottom.get_ylim()[1])
 
@@ -445,7 +603,82 @@ def compare_strategies(runs: Mapping[str, Any], max_connections: int = 200) -> F
     if not labels:
         _no_data(axes[0, 0], "no runs")
 
-    fig.suptitle("How each strategy handed out connections\n"
+    fig.suptitle(title if title is not None else
+                 "How each strategy handed out connections\n"
                  f"top: who accepted each of the first {max_connections} connections; "
-                 "bottom: connections per worker against the prediction")
+                 "bottom: all connections per worker against the prediction")
+    return fig
+
+
+# --------------------------------------------------------------------------- the fixes side by side
+
+
+def sweep_heatmaps(table: pd.DataFrame, metrics: Iterable[str] | None = None, *,
+                   title: str | None = None) -> Figure:
+    """One heatmap per metric: strategies down, conditions across, the best cell of each column framed.
+
+    ``table`` is :func:`acceptlab.sweep.run_sweep`'s.  Colours run from good
+    (light) to bad (dark) for every metric, whichever way "good" points, so a
+    dark row is a strategy that loses everywhere.  Each cell prints its value.
+    """
+    from .sweep import METRICS
+
+    metrics = list(metrics or METRICS)
+    strategies = list(dict.fromkeys(table["strategy"]))
+    conditions = list(dict.fromkeys(table["condition"]))
+    columns = min(4, len(metrics))
+    rows = math.ceil(len(metrics) / columns)
+    fig = Figure(figsize=(3.4 * columns + 1.2, (0.36 * len(strategies) + 1.9) * rows),
+                 layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, columns)).ravel()
+    for ax in axes[len(metrics):]:
+        ax.set_visible(False)
+    for index, (ax, metric) in enumerate(zip(axes, metrics)):
+        what, higher_better = METRICS[metric]
+        grid = (table.pivot(index="strategy", columns="condition", values=metric)
+                .reindex(index=strategies, columns=conditions).astype(float))
+        badness = -grid if higher_better else grid
+        # Rank within each condition, so one condition's large numbers do not wash out the rest.
+        shade = badness.rank(axis=0, pct=True).to_numpy(dtype=float, na_value=np.nan)
+        ax.imshow(shade, cmap="Greys", vmin=0, vmax=1.4, aspect="auto")
+        for (row, col), value in np.ndenumerate(grid.to_numpy()):
+            text = "—" if np.isnan(value) else (f"{value:.2f}" if abs(value) < 10 else f"{value:.0f}")
+            ax.text(col, row, text, ha="center", va="center", fontsize=7,
+                    color="white" if shade[row, col] > 0.75 else "black")
+        for col in range(len(conditions)):
+            column = badness.iloc[:, col]
+            if column.notna().any():
+                best = strategies.index(column.idxmin())
+                ax.add_patch(matplotlib.patches.Rectangle((col - 0.5, best - 0.5), 1, 1,
+                                                          fill=False, lw=2, color="tab:green"))
+        ax.set_xticks(range(len(conditions)), conditions, rotation=40, ha="right", fontsize=8)
+        ax.set_yticks(range(len(strategies)), strategies if index % columns == 0 else [],
+                      fontsize=8)
+        ax.set_title(f"{what}\n({'higher' if higher_better else 'lower'} is better)", fontsize=9)
+    fig.suptitle(title or "which strategy wins where (green frame: best per condition)")
+    return fig
+
+
+def restart_losses(losses: Mapping[str, pd.DataFrame], *, title: str | None = None) -> Figure:
+    """Connections lost or delayed per restart, one group of bars per design.
+
+    ``losses`` maps a design ("shared socket", "reuseport", ...) to
+    :func:`acceptlab.restarts.restart_losses`'s table.  Bars are the mean per
+    restart; the whiskers the range over the restarts.
+    """
+    kinds = [("refused", "tab:red"), ("reset", "tab:orange"), ("delayed", "tab:grey")]
+    fig = Figure(figsize=(7, 3.2), layout="constrained")
+    ax = fig.subplots()
+    width = 0.8 / len(kinds)
+    for offset, (kind, colour) in enumerate(kinds):
+        for position, (design, table) in enumerate(losses.items()):
+            values = table[kind].to_numpy(dtype=float) if len(table) else np.array([0.0])
+            ax.bar(position + (offset - 1) * width, values.mean(), width, color=colour,
+                   label=kind if position == 0 else None,
+                   yerr=[[values.mean() - values.min()], [values.max() - values.mean()]],
+                   capsize=3)
+    ax.set_xticks(range(len(losses)), list(losses))
+    ax.set_ylabel("connections per restart")
+    ax.legend()
+    _title(ax, title, "what one restart cost the clients")
     return fig

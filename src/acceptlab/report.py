@@ -9,26 +9,29 @@
    that hashing connections to per-worker queues gives a slow worker.
 
 It writes every run (``runs/<label>/``), a summary table (``summary.csv`` and
-``summary.md``) and PNG figures, and returns the paths it wrote.
+``summary.md``) and PNG figures, and returns a :class:`Comparison` naming the
+files and holding the tables.  It prints nothing and leaves the matplotlib
+backend to its caller (the CLI picks the file-only ``Agg``; a notebook keeps
+its inline one).
 """
 
 from __future__ import annotations
 
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")  # files only: no window, works headless
+from . import analysis, plots
+from .experiment import Run, compare
+from .strategies import STRATEGIES
+from .support import Unavailable, strategy_support
 
-from . import analysis, plots  # noqa: E402
-from .experiment import Run, compare  # noqa: E402
-from .strategies import STRATEGIES, Unavailable, strategy_support  # noqa: E402
+__all__ = ["write_comparison", "summary_table", "Comparison", "SLOW_WORKER"]
 
-__all__ = ["write_comparison", "summary_table", "SLOW_WORKER"]
-
-SLOW_WORKER = dict(workers=3, connections=150, concurrency=12,
-                   work=["sleep:30", "sleep:10", "sleep:10"])
+SLOW_WORKER = analysis.SLOW_WORKER  # one slow worker among three: defined once, in analysis
 
 
 def available_strategies(kinds: Sequence[str]) -> list[str]:
@@ -37,24 +40,36 @@ def available_strategies(kinds: Sequence[str]) -> list[str]:
     return [name for name in STRATEGIES if any(support[name][kind] is None for kind in kinds)]
 
 
-COLUMNS = ["accepted", "busiest_share", "jain", "rr_score", "mean_rank", "nvcsw_per_accept",
-           "eagain_per_accept", "p50_ms", "p99_ms", "reconciled"]
+COLUMNS = ["accepted", "busiest_share", "jain", "rr_score", "mean_rank", "wakeups_per_accept",
+           "returns_per_accept", "eagain_per_accept", "p50_ms", "p99_ms", "reconciled"]
 
 
 def summary_table(runs: dict[str, Run]):
     """One row per run: accepted, busiest share, fairness, round robin, rank, wakeups, latency.
 
     ``mean_rank`` is the winner's wake-order rank (0: the longest waiter won,
-    1: the most recent one); ``nvcsw_per_accept`` the real wakeups per
-    connection, ``eagain_per_accept`` the ones a worker could see.
+    1: the most recent one); ``wakeups_per_accept`` the real wakeups (context
+    switches) per connection, ``returns_per_accept`` the waits that came back
+    to Python, ``eagain_per_accept`` the ones that found nothing to accept.
     """
     table = analysis.summarize_runs(runs)
     table.index.name = "run"
     return table[COLUMNS]
 
 
+@dataclass
+class Comparison:
+    """What :func:`write_comparison` produced: the files, and the tables to show a reader."""
+
+    written: list[Path] = field(default_factory=list)
+    table: pd.DataFrame | None = None  # one row per strategy/kind (light load)
+    slow_worker: pd.DataFrame | None = None  # blocking vs reuseport with one slow worker
+    interrupted: bool = False  # stopped early: the files hold the runs that completed
+
+
 def write_comparison(
     out: Path,
+    *,
     strategies: Sequence[str] | None = None,
     kinds: Sequence[str] = ("process", "thread"),
     workers: int = 4,
@@ -62,8 +77,26 @@ def write_comparison(
     protocol: str = "zen",
     slow_worker: bool = True,
     progress: bool = True,
-) -> list[Path]:
-    """Run the comparison, save runs, table and figures under ``out``; return the files written."""
+    stop: threading.Event | None = None,
+) -> Comparison:
+    """Run the comparison and save runs, tables and figures under ``out``.
+
+    Writing files (not showing them) because this is what ``make demo`` leaves
+    for a learner to open, and what the README's figures are made from.
+
+    Args:
+        out: the directory to write into (created if missing).
+        strategies: default: every strategy this machine runs for one of ``kinds``.
+        kinds: worker kinds to compare.
+        workers, connections, protocol: for every light-load run.
+        slow_worker: also run the one-slow-worker comparison (``SLOW_WORKER``).
+        progress: a progress bar over the runs.
+        stop: an Event that ends the comparison early; the runs that completed
+            (the last one marked interrupted) are still written.
+
+    Returns:
+        A :class:`Comparison`: the paths written and the summary tables.
+    """
     strategies = list(strategies or available_strategies(kinds))
     support = strategy_support()
     if not any(support[name][kind] is None for name in strategies for kind in kinds):
@@ -71,17 +104,20 @@ def write_comparison(
                           f"with {' or '.join(kinds)} workers (acceptlab doctor says why)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    runs = compare(strategies, kinds, progress=progress, workers=workers,
+    runs = compare(strategies, kinds, progress=progress, stop=stop, workers=workers,
                    connections=connections, protocol=protocol, gap=0.001)
-    written: list[Path] = []
+    result = Comparison(interrupted=_set(stop))
+    written = result.written
     for label, run in runs.items():
-        run.save(out / "runs" / label.replace("/", "-"))
+        written.append(run.save(out / "runs" / label.replace("/", "-")))
+    if not runs:
+        return result
 
-    table = summary_table(runs)
+    table = result.table = summary_table(runs)
     table.to_csv(out / "summary.csv")
-    (out / "summary.md").write_text(table.to_markdown(floatfmt=".2f") + "\n")
+    readable = table.astype(object).where(table.notna(), None)  # tabulate's "missing"
+    (out / "summary.md").write_text(readable.to_markdown(floatfmt=".2f", missingval="—") + "\n")
     written += [out / "summary.csv", out / "summary.md"]
-    print(table.to_string(float_format=lambda x: f"{x:.2f}"))
 
     for kind in kinds:
         of_kind = {label.split("/")[0]: (run.events, run.workers)
@@ -91,17 +127,20 @@ def write_comparison(
                                  out / f"compare-{kind}.png"))
     written.append(_save(plots.wakeups_by_strategy(table), out / "wakeups-per-connection.png"))
 
-    if slow_worker and "reuseport" in strategies and "process" in kinds:
-        slow = compare(["blocking", "reuseport"], ["process"], progress=progress,
+    if slow_worker and "reuseport" in strategies and "process" in kinds and not _set(stop):
+        slow = compare(["blocking", "reuseport"], ["process"], progress=progress, stop=stop,
                        protocol=protocol, **SLOW_WORKER)
         for label, run in slow.items():
-            run.save(out / "runs" / ("slowworker-" + label.replace("/", "-")))
+            written.append(run.save(out / "runs" / ("slowworker-" + label.replace("/", "-"))))
         written.append(_save(plots.latency_cdf({label: run.client for label, run in slow.items()}),
                              out / "slow-worker-latency.png"))
-        print()
-        print("one slow worker (30/10/10 ms per request), 12 clients:")
-        print(summary_table(slow).to_string(float_format=lambda x: f"{x:.2f}"))
-    return written
+        result.slow_worker = summary_table(slow)
+    result.interrupted = _set(stop)
+    return result
+
+
+def _set(stop: threading.Event | None) -> bool:
+    return stop is not None and stop.is_set()
 
 
 def _save(figure, path: Path) -> Path:

@@ -1,0 +1,266 @@
+"""The slide decks (`make slides`): every lesson's deck opens in a real browser, offline.
+
+What is checked:
+
+* every lesson's deck (``NN_slug.slides.html``, built from the notebooks as they are, without
+  executing them) loads in headless Chromium, reveal.js initialises (``.reveal`` is ``ready``,
+  the first slide is ``present``) and shows at least as many slides as the notebook was cut
+  into, and the page makes no network request (Chromium's net log) and links no script or
+  style sheet from another host; reveal.js comes from the ``reveal.js/`` folder beside it;
+* an executed lesson's figures are in its deck (a fixture notebook that draws one);
+* a notebook without slide metadata is cut at its headings, one with metadata where its author
+  said, and building never writes to the notebooks;
+* the render check fails on a deck whose reveal.js is missing (so it can fail at all);
+* one deck (06) is photographed into ``build/slides-screenshot.png`` for a person to look at.
+
+reveal.js comes from its npm package, installed once into ``build/.npm``.  Without npm and
+without that folder, the browser tests skip and say why; without Chromium, likewise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from html.parser import HTMLParser
+from pathlib import Path
+
+import nbformat
+import pytest
+from browser import NO_CHROMIUM, LoadedPage, chromium_path, load_page, remote_loads, run_chromium
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+
+import build_slides  # noqa: E402
+import notebook_runner as runner  # noqa: E402
+
+NOTEBOOKS = runner.notebook_paths()
+LESSONS = [path.stem for path in NOTEBOOKS]
+SCREENSHOT = ROOT / "build" / "slides-screenshot.png"
+SCREENSHOT_DECK = "06_"
+SETTLE_MS = 3000  # virtual time for reveal.js to lay the deck out
+
+pytestmark = pytest.mark.timeout(600)
+
+
+class DeckReader(HTMLParser):
+    """What the render check needs from a deck's DOM: reveal's state, slides, images, scripts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reveal_classes: set[str] = set()
+        self.sections = 0
+        self.present = 0
+        self.png_images = 0
+        self.scripts: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = {name: value or "" for name, value in attrs}
+        classes = set(attributes.get("class", "").split())
+        if tag == "div" and "reveal" in classes:
+            self.reveal_classes = classes
+        elif tag == "section":
+            self.sections += 1
+            self.present += "present" in classes
+        elif tag == "img" and attributes.get("src", "").startswith("data:image/png;base64,"):
+            self.png_images += 1
+        elif tag == "script" and attributes.get("src"):
+            self.scripts.append(attributes["src"])
+
+
+def read_deck(dom: str) -> DeckReader:
+    reader = DeckReader()
+    reader.feed(dom)
+    reader.close()
+    return reader
+
+
+def render_problems(page: LoadedPage, *, slides: int) -> list[str]:
+    """Why a deck did not render as a presenter needs it, or [] if it did."""
+    deck = read_deck(page.dom)
+    problems = []
+    if "ready" not in deck.reveal_classes:
+        problems.append(f"reveal.js did not initialise (.reveal classes: "
+                        f"{sorted(deck.reveal_classes) or 'no .reveal element'})")
+    if deck.sections < slides:
+        problems.append(f"{deck.sections} <section>s for {slides} slides")
+    if not deck.present:
+        problems.append("no slide is shown (no section is 'present')")
+    if page.remote_requests:
+        problems.append(f"network requests: {page.remote_requests[:3]}")
+    not_local = [src for src in deck.scripts if "//" in src or src.startswith("/")]
+    if not_local:
+        problems.append(f"scripts not loaded from beside the deck: {not_local}")
+    return problems
+
+
+# -- fixtures ----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    binary = chromium_path()
+    if binary is None:
+        pytest.skip(NO_CHROMIUM)
+    return binary
+
+
+@pytest.fixture(scope="session")
+def reveal() -> Path:
+    """The unpacked reveal.js npm package (installed once into build/.npm)."""
+    try:
+        return build_slides.npm_reveal()
+    except build_slides.SlidesError as exc:
+        pytest.skip(f"THE SLIDE DECKS WERE NOT TESTED: {exc}")
+
+
+def _digest(paths: list[Path]) -> dict[str, str]:
+    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in paths}
+
+
+@pytest.fixture(scope="session")
+def decks(reveal: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Every lesson's deck, from the notebooks as committed (no outputs: fast)."""
+    if not NOTEBOOKS:
+        pytest.skip("no notebooks/NN_*.ipynb yet")
+    out = tmp_path_factory.mktemp("slides")
+    before = _digest(NOTEBOOKS)
+    ok = build_slides.build(out, NOTEBOOKS, book=None, execute=False, reveal=reveal)
+    assert ok
+    assert _digest(NOTEBOOKS) == before, "building the slides changed a notebook"
+    slides = {}
+    for path in NOTEBOOKS:
+        notebook = nbformat.read(path, as_version=4)
+        if not build_slides.has_slide_metadata(notebook):
+            build_slides.tag_by_headings(notebook)
+        slides[path.stem] = build_slides.count_slides(notebook)
+    return {"path": out, "slides": slides}
+
+
+@pytest.fixture(scope="session")
+def loaded_decks(chromium: str, decks: dict) -> dict[str, LoadedPage]:
+    urls = [(decks["path"] / f"{lesson}.slides.html").resolve().as_uri() for lesson in LESSONS]
+    with ThreadPoolExecutor(max_workers=3) as browsers:
+        found = list(browsers.map(lambda url: load_page(chromium, url, settle_ms=SETTLE_MS), urls))
+    return dict(zip(LESSONS, found))
+
+
+# -- the lessons' decks ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("lesson", LESSONS)
+def test_each_deck_renders_offline(lesson: str, decks: dict,
+                                   loaded_decks: dict[str, LoadedPage]) -> None:
+    page = loaded_decks[lesson]
+    problems = render_problems(page, slides=decks["slides"][lesson])
+    assert not problems, f"{lesson}.slides.html: " + "; ".join(problems)
+    source = (decks["path"] / f"{lesson}.slides.html").read_text(encoding="utf-8")
+    assert not remote_loads(source), f"{lesson}: loads from the network: {remote_loads(source)}"
+    assert 'src="reveal.js/dist/reveal.js"' in source
+
+
+def test_the_decks_are_listed_in_course_order(decks: dict) -> None:
+    index = (decks["path"] / "index.html").read_text(encoding="utf-8")
+    listed = re.findall(r'href="([^"]+)\.slides\.html"', index)
+    assert listed == LESSONS
+
+
+def test_a_screenshot_of_one_deck(chromium: str, decks: dict) -> None:
+    """Photograph deck 06's first slide for a person to look at: build/slides-screenshot.png."""
+    lesson = next((name for name in LESSONS if name.startswith(SCREENSHOT_DECK)), LESSONS[0])
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        shot = Path(tmp) / "deck.png"
+        run_chromium(chromium, "--window-size=1280,800", f"--virtual-time-budget={SETTLE_MS}",
+                     f"--screenshot={shot}",
+                     (decks["path"] / f"{lesson}.slides.html").resolve().as_uri())
+        assert shot.exists() and shot.stat().st_size > 10_000, "the screenshot is missing or blank"
+        shutil.copyfile(shot, SCREENSHOT)
+
+
+def test_the_render_check_fails_without_reveal(chromium: str, decks: dict,
+                                               tmp_path: Path) -> None:
+    """A deck copied away from its reveal.js folder does not initialise, and the check says so."""
+    lesson = LESSONS[0]
+    shutil.copyfile(decks["path"] / f"{lesson}.slides.html", tmp_path / "alone.slides.html")
+    page = load_page(chromium, (tmp_path / "alone.slides.html").as_uri(), settle_ms=SETTLE_MS)
+    problems = render_problems(page, slides=decks["slides"][lesson])
+    assert any("did not initialise" in problem for problem in problems), problems
+
+
+# -- cutting and executing, on fixture notebooks ----------------------------------------------------
+
+def _notebook(*cells: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    notebook = nbformat.v4.new_notebook(cells=list(cells))
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                       "language": "python"}
+    return notebook
+
+
+def _slide_types(notebook: nbformat.NotebookNode) -> list[str]:
+    return [cell.metadata.slideshow.slide_type for cell in notebook.cells]
+
+
+def test_an_untagged_notebook_is_cut_at_its_headings() -> None:
+    md, code = nbformat.v4.new_markdown_cell, nbformat.v4.new_code_cell
+    notebook = _notebook(md("intro without a heading"), md("# Title\n\ntext"), code("x = 1"),
+                         md("## Part\n\nmore"), md("### Detail"), md("#### small"),
+                         md("text with a # inside"), code("# a comment, not a heading"))
+    assert not build_slides.has_slide_metadata(notebook)
+    assert build_slides.tag_by_headings(notebook) == 3
+    assert _slide_types(notebook) == ["slide", "slide", "-", "slide", "subslide", "-", "-", "-"]
+
+
+def test_an_authors_tags_are_kept(reveal: Path, tmp_path: Path) -> None:
+    md = nbformat.v4.new_markdown_cell
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    notebook = _notebook(
+        md("# One", metadata={"slideshow": {"slide_type": "slide"}}),
+        md("## not a cut: the author said so", metadata={"slideshow": {"slide_type": "-"}}),
+        md("Two", metadata={"slideshow": {"slide_type": "slide"}}),
+        md("speaker only", metadata={"slideshow": {"slide_type": "notes"}}),
+        md("never shown", metadata={"slideshow": {"slide_type": "skip"}}))
+    nbformat.write(notebook, folder / "00_tagged.ipynb")
+    build_slides.build(tmp_path / "slides", runner.notebook_paths(folder), execute=False,
+                       reveal=reveal)
+    deck = (tmp_path / "slides" / "00_tagged.slides.html").read_text(encoding="utf-8")
+    assert deck.count("<section") == 4  # two slides, each a stack of one
+    assert '<aside class="notes">' in deck and "never shown" not in deck
+
+
+@pytest.mark.timeout(180)
+def test_an_executed_lessons_figure_is_in_its_deck(chromium: str, reveal: Path,
+                                                   tmp_path: Path) -> None:
+    md, code = nbformat.v4.new_markdown_cell, nbformat.v4.new_code_cell
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    nbformat.write(_notebook(
+        md("# A figure\n\n**Goal:** draw."),
+        code("import matplotlib\nmatplotlib.use('agg')\nimport matplotlib.pyplot as plt\n"
+             "%matplotlib inline\nplt.plot([0, 1], [1, 0]); plt.show()")),
+        folder / "00_figure.ipynb")
+    assert build_slides.build(tmp_path / "slides", runner.notebook_paths(folder), book=None,
+                              execute=True, reveal=reveal)
+    page = load_page(chromium, (tmp_path / "slides" / "00_figure.slides.html").as_uri(),
+                     settle_ms=SETTLE_MS)
+    assert not render_problems(page, slides=1)
+    assert read_deck(page.dom).png_images >= 1, "the executed figure is not in the deck"
+
+
+def test_without_npm_the_build_says_what_to_install(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    """No npm and no reveal.js yet: one line naming the fix, exit code 2, no traceback."""
+    monkeypatch.setattr(build_slides, "NPM_CACHE", tmp_path / "empty-cache")
+    monkeypatch.setattr(build_slides.shutil, "which", lambda name: None)
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    nbformat.write(_notebook(nbformat.v4.new_markdown_cell("# One")), folder / "00_one.ipynb")
+    code = build_slides.main(["--notebooks", str(folder), "--out", str(tmp_path / "slides"),
+                              "--no-execute"])
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(errors) == 1, errors
+    assert "apt-get install npm" in errors[0] and "--reveal" in errors[0]
