@@ -160,7 +160,8 @@ def test_an_http_status_line_is_told_by_its_first_five_bytes():
 
 def test_a_zen_answer_after_right_ones_is_still_a_mismatch_for_its_question():
     conversation, _ = talk(ZEN, [b"Ugly.", b"HTTP/1.0 400 Bad Request\r\n\r\n"])
-    assert (conversation.error, conversation.likely, conversation.replies) == ("mismatch", "http", 2)
+    assert (conversation.error, conversation.likely) == ("mismatch", "http")
+    assert conversation.replies == 2
 
 
 # -- silence: the probe ------------------------------------------------------------------------
@@ -242,7 +243,8 @@ def test_recognise_names_each_protocol_by_its_own_words_only():
 
 
 def test_printable_shows_one_short_escaped_line():
-    assert printable(b"HTTP/1.0 400 Bad Request\r\nServer: x\r\n\r\n") == "'HTTP/1.0 400 Bad Request'..."
+    shown = printable(b"HTTP/1.0 400 Bad Request\r\nServer: x\r\n\r\n")
+    assert shown == "'HTTP/1.0 400 Bad Request'..."
     assert printable(b"Ugly.") == "'Ugly.'"
     shown = printable(b"\x00\x1b[31m" + b"x" * 100)
     assert "\x1b" not in shown and "\x00" not in shown and shown.endswith("...")

@@ -26,6 +26,7 @@ import threading
 import time
 from types import SimpleNamespace
 
+import pandas as pd
 import pytest
 
 from acceptlab.client_conversation import PROBE_WAIT
@@ -380,9 +381,14 @@ def test_the_open_loop_keeps_its_rate_within_ten_percent_and_its_gaps_are_poisso
     assert client["ok"].all() and len(client) == connections
     wanted = seeded_schedule_rate(rate, connections, seed)
     assert achieved_rate(client) == pytest.approx(wanted, rel=0.10)
-    # Exponential gaps have a coefficient of variation of 1; evenly paced ones would have ~0.
-    gaps = client["t_start_ns"].sort_values().diff().dropna() / 1e9
-    assert 0.75 < gaps.std() / gaps.mean() < 1.25
+    # Exponential gaps have a median of ln 2 = 0.69 times their mean; evenly paced ones 1.0.
+    # (The median and the mean, unlike the standard deviation once used here, shrug off the
+    # few gaps a busy machine stretches: a late start shortens the next gap by as much, since
+    # the schedule is absolute.)  Compared with the seeded schedule's own ratio:
+    gaps = client["t_start_ns"].sort_values().diff().dropna()
+    pace = random.Random(seed)
+    asked = pd.Series([pace.expovariate(rate) for _ in range(connections)][1:])
+    assert gaps.median() / gaps.mean() == pytest.approx(asked.median() / asked.mean(), abs=0.1)
 
 
 def test_the_open_loop_does_not_wait_for_a_slow_server():

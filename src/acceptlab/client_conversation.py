@@ -49,7 +49,7 @@ MAX_REPLY = 1 << 20
 (1 MiB: the kit's own replies are under 200 bytes; any real page a test might fetch fits.)"""
 
 PROBE = b"\r\n\r\n"
-"""Sent to a silent server after a timeout: the end of an HTTP request head (see the module notes)."""
+"""Sent to a silent server after a timeout: the blank line that ends an HTTP request head."""
 
 PROBE_WAIT = 0.25
 """Seconds to wait for an answer to :data:`PROBE`.  An HTTP server on loopback answers a complete

@@ -81,6 +81,7 @@ stuck, and then waiting longer would only break the promise of the duration."""
 _GRACE_NS = int(GRACE * 1e9)
 
 _SLICE = 0.1  # a client thread blocked in recv() looks at the stop flag this often (seconds)
+_NEVER = 1 << 62  # a now() no load reaches (146 years of nanoseconds)
 _RETURN_SLACK = 0.3  # seconds after the cut for client processes to hand in their records
 
 
@@ -249,54 +250,60 @@ def one_connection(address: tuple[str, int], protocol: Protocol, *, conn: int = 
 
 class _Waits:
     """The waits of one threaded connection: each at most ``timeout``, none past ``cut_ns``,
-    and none long after ``stop`` is set (a blocked ``recv`` wakes every :data:`_SLICE` to look)."""
+    and none long after ``stop`` is set (a blocked ``recv`` wakes every :data:`_SLICE` to look).
+
+    The cut is read once and again only when a slice of a wait ends empty, so a
+    conversation that goes well pays one clock reading per wait, no more.
+    """
+
+    __slots__ = ("timeout", "cut", "stop", "slice")
 
     def __init__(self, timeout: float, cut_ns: int | None, stop: _Stop | None) -> None:
-        self.timeout, self.cut_ns, self.stop = timeout, cut_ns, stop
+        self.timeout, self.stop = timeout, stop
+        self.cut = _NEVER if cut_ns is None else cut_ns
+        self.slice = _SLICE if stop is not None else timeout
+        self.look()
 
-    def _cut(self) -> int | None:
-        """The ``now()`` at which this connection is cut: the duration's, or an earlier stop's."""
+    def look(self) -> None:
+        """Take an earlier cut from the stop flag, if it has been set."""
         stopped = self.stop.value if self.stop is not None else 0
-        if stopped and (self.cut_ns is None or stopped < self.cut_ns):
-            return stopped
-        return self.cut_ns
+        if stopped and stopped < self.cut:
+            self.cut = stopped
 
     def over(self) -> bool:
         """Has the load ended (cut, or stopped) for this connection?"""
-        cut = self._cut()
-        return cut is not None and now() >= cut
+        self.look()
+        return now() >= self.cut
 
-    def _limit(self, seconds: float) -> float:
-        """``seconds``, shortened to end at the cut; TimeoutError if the load is over."""
-        cut = self._cut()
-        if cut is not None:
-            left = (cut - now()) / 1e9
-            if left <= 0:
-                raise TimeoutError("the load is over")
-            seconds = min(seconds, left)
-        return seconds
+    def _left(self) -> float:
+        """Seconds until the cut; TimeoutError if it has come."""
+        left = (self.cut - now()) / 1e9
+        if left <= 0:
+            raise TimeoutError("the load is over")
+        return left
 
     def connect(self, sock: socket.socket, address: tuple[str, int]) -> None:
-        sock.settimeout(self._limit(self.timeout))
+        sock.settimeout(min(self.timeout, self._left()))
         sock.connect(address)
 
     def sendall(self, sock: socket.socket, data: bytes) -> None:
-        sock.settimeout(self._limit(self.timeout))
+        sock.settimeout(min(self.timeout, self._left()))
         sock.sendall(data)
 
     def recv(self, sock: socket.socket, seconds: float) -> bytes | None:
         """What arrives within ``seconds``; None if nothing did (TimeoutError if the load ended)."""
         end = now() + int(seconds * 1e9)
         while True:
-            left = (end - now()) / 1e9
+            left = (min(end, self.cut) - now()) / 1e9
             if left <= 0:
+                if self.over():
+                    raise TimeoutError("the load is over")
                 return None
-            sock.settimeout(min(self._limit(left), _SLICE) if self.stop is not None
-                            else self._limit(left))
+            sock.settimeout(min(left, self.slice))
             try:
                 return sock.recv(RECV_SIZE)
             except TimeoutError:
-                continue  # a slice ended: look at the clock and the stop flag again
+                self.look()  # a slice ended empty: has the load been stopped meanwhile?
 
 
 def _with_retries(address: tuple[str, int], protocol: Protocol, conn: int, share: "_Share",
