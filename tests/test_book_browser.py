@@ -45,8 +45,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from browser import (NO_CHROMIUM, LoadedPage, chromium_path, load_page, plays, remote_loads,
-                     run_chromium)
+from browser import LoadedPage, load_page, plays, remote_loads, run_chromium
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
@@ -174,14 +173,6 @@ def expected_images(book: Path) -> dict[str, int]:
 
 
 # -- fixtures --------------------------------------------------------------------------------
-
-@pytest.fixture(scope="session")
-def chromium() -> str:
-    binary = chromium_path()
-    if binary is None:
-        pytest.skip(NO_CHROMIUM)
-    return binary
-
 
 @pytest.fixture(scope="session")
 def book(chromium: str, tmp_path_factory: pytest.TempPathFactory) -> dict:

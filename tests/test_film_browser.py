@@ -14,20 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from browser import NO_CHROMIUM, chromium_path, frames_of, load_page, plays, remote_loads, shown_images
+from browser import frames_of, load_page, plays, remote_loads, shown_images
 
 from acceptlab.experiment import Run
 from acceptlab.film import offline_html, replay
 
 ROOT = Path(__file__).resolve().parent.parent
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    binary = chromium_path()
-    if binary is None:
-        pytest.skip(NO_CHROMIUM)
-    return binary
-
-
 @pytest.mark.parametrize("strategy", ["blocking", "epoll-exclusive", "poll"])
 def test_a_film_of_a_recorded_run_plays_offline(chromium: str, tmp_path: Path, strategy: str):
     run = Run.load(ROOT / "data" / f"trace-{strategy}-process-light")
