@@ -29,7 +29,7 @@ $(DEV): pyproject.toml $(CORE)
 	$(BIN)/python -m pip install -e '.[dev]'
 	touch $(DEV)
 
-setup: $(DEV)
+setup: $(READY)
 
 demo: $(CORE)
 	$(BIN)/acceptlab compare --out out/demo --force

@@ -139,7 +139,7 @@ def test_node_round_robin_takes_strict_turns_even_back_to_back():
     from acceptlab import analysis
 
     best = _best_of_three("node-rr", lambda run: analysis.round_robin_score(
-        run.accepted()["worker"].tolist(), 4))
+        analysis.accepted(run.events)["worker"].tolist(), 4))
     assert best >= 0.9
 
 
@@ -155,8 +155,10 @@ def test_nginx_accept_mutex_one_worker_takes_most_under_light_load():
 def test_nginx_exclusive_hands_out_in_runs():
     """EPOLLEXCLUSIVE wakes one worker; nginx >= 1.21.6 moves it to the back every 16 accepts
     (ngx_reorder_accept_events), so the accept sequence comes in long runs (measured 16)."""
+    from acceptlab import analysis
+
     def median_run(run) -> float:
-        order = run.accepted()["worker"].tolist()
+        order = analysis.accepted(run.events)["worker"].tolist()
         runs, length = [], 1
         for before, after in zip(order, order[1:]):
             if before == after:

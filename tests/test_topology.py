@@ -115,3 +115,19 @@ def test_a_process_we_may_not_read_gives_a_partial_answer():
     assert any(item.startswith(f"/proc/{pid}/fd") for item in document["unreadable"])
     assert any("/syscall" in item for item in document["unreadable"])
     assert document["processes"] and document["processes"][0]["cmd"]  # what is public still is
+
+
+def test_a_thread_pool_is_found_beside_an_unrelated_child():
+    """A child of the inspected process that holds no listener is not a worker, even when a
+    locked pool of threads has only one thread on the listener (the others wait in flock)."""
+    import subprocess
+
+    helper = subprocess.Popen(["sleep", "30"])  # our own child, ended by its pid below
+    try:
+        with WorkerPool(workers=3, kind="thread", strategy="locked") as pool:
+            found = _settled(pool, "locked")
+            assert found.workers == [os.getpid()], topo.format_topology(found)
+            assert found.strategy == "locked"
+    finally:
+        helper.kill()
+        helper.wait()

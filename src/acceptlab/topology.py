@@ -116,7 +116,8 @@ class Topology:
 
         The processes below the inspected one that hold a listener.  If none
         does: the inspected process itself when it has no children or several
-        of its threads wait for the listener (a pool of threads), else every
+        of its threads wait for the listener (a pool of threads; for a locked
+        pool, one waits on it and the others in ``flock``), else every
         process below it (Node's round robin: only the master holds the
         listener and hands connections down).
         """
@@ -126,8 +127,10 @@ class Topology:
             return sorted(holders)
         root = self.process(self.pid)
         waiting = [thread for thread in root.threads if thread.listener_inode is not None]
-        if not below or len(waiting) > 1:  # a pool of threads (a helper child is no worker)
-            return [self.pid]
+        # A locked pool of threads has one waiter on the listener and the rest in flock.
+        queued = [thread for thread in root.threads if thread.syscall == "flock"]
+        if not below or len(waiting) > 1 or (waiting and queued):  # a pool of threads (a
+            return [self.pid]                                       # helper child is no worker)
         return sorted(process.pid for process in below)
 
     def process(self, pid: int) -> ProcessView:
