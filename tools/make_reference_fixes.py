@@ -1,6 +1,6 @@
 """Regenerate the reference data of notebook 10 ("The fixes"): the sweep and the restart comparison.
 
-    .venv/bin/python tools/make_reference_fixes.py [--out data] [--only sweep|restarts]
+    .venv/bin/python tools/make_reference_fixes.py [--out data] [--only sweep|restarts|notebook]
 
 * ``<out>/sweep/``: ``sweep.csv`` (``acceptlab.sweep.run_sweep()`` over the
   default ``GRID``: every strategy this machine runs, one row per
@@ -12,6 +12,10 @@
   reuseport with ``net.ipv4.tcp_migrate_req=1``), as written by ``Run.save``.
   Each design runs in a private network namespace, so this part needs root;
   without it the designs that cannot run are named and left as they were.
+* ``<out>/fixes/<name>/``: the small runs of notebook 10's sections (:data:`NOTEBOOK_RUNS`),
+  which the notebook shows under a banner where this machine cannot run one live (not
+  Linux, or a strategy it lacks).  The ``reuseport-cpu`` runs pin this process (and so the
+  client) to one CPU, as the notebook does.
 
 A failed or interrupted part keeps the old data: a directory is replaced only
 once its new contents exist.
@@ -30,11 +34,31 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from acceptlab.experiment import machine
+from acceptlab.experiment import machine, run_experiment
 from acceptlab.restarts import restart_losses
 from acceptlab.sweep import GRID, compare_restarts, run_sweep
 
 SECONDS = 1.5  # each sweep cell's bound (run_sweep's default, as `acceptlab sweep`)
+
+_LIGHT = dict(workers=4, connections=64, gap=0.001)
+_BUSY = dict(workers=2, kind="hybrid", threads=3, connections=40, concurrency=2, work="sleep:15")
+_BACK_TO_BACK = dict(workers=4, connections=80)
+_LONG = dict(workers=2, kind="hybrid", threads=3, connections=4, concurrency=4, work="sleep:200")
+_BY_CPU = dict(workers=4, connections=40)
+NOTEBOOK_RUNS: dict[str, tuple[dict, int | None]] = {
+    # name: (run_experiment keywords, the CPU to pin the client to, or None)
+    "reorder-light": (dict(strategy="reorder", **_LIGHT), None),
+    "epoll-exclusive-light": (dict(strategy="epoll-exclusive", **_LIGHT), None),
+    "blocking-hybrid-busy": (dict(strategy="blocking", **_BUSY), None),
+    "busy-sleep-hybrid-busy": (dict(strategy="busy-sleep", **_BUSY), None),
+    "blocking-back-to-back": (dict(strategy="blocking", **_BACK_TO_BACK), None),
+    "handoff-back-to-back": (dict(strategy="handoff", **_BACK_TO_BACK), None),
+    "blocking-hybrid-long": (dict(strategy="blocking", **_LONG), None),
+    "exact-hybrid-long": (dict(strategy="exact", **_LONG), None),
+    "reuseport-cpu-cpu0": (dict(strategy="reuseport-cpu", **_BY_CPU), 0),
+    "reuseport-cpu-cpu1": (dict(strategy="reuseport-cpu", **_BY_CPU), 1),
+}
+"""Notebook 10's live runs, as the notebook makes them with its default parameters."""
 
 
 def slug(design: str) -> str:
@@ -111,15 +135,34 @@ def make_restarts(out: Path) -> None:
                   f"delayed {losses['delayed'].sum()} -> {target}/")
 
 
+def make_notebook_runs(out: Path) -> None:
+    for name, (options, cpu) in tqdm(NOTEBOOK_RUNS.items(), unit="run", desc="notebook"):
+        saved = os.sched_getaffinity(0)
+        try:
+            if cpu is not None:
+                os.sched_setaffinity(0, {cpu})  # this thread, and the client thread it starts
+            run = run_experiment(label=name, **options)
+        finally:
+            os.sched_setaffinity(0, saved)
+        run.meta["command"] = "python tools/make_reference_fixes.py --only notebook"
+        run.meta["machine"] = machine()
+        if cpu is not None:
+            run.meta["client_cpu"] = cpu
+        target = out / "fixes" / name
+        replace(target, run.save(target.with_name(name + ".new")))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="data", type=Path)
-    parser.add_argument("--only", choices=["sweep", "restarts"], default=None)
+    parser.add_argument("--only", choices=["sweep", "restarts", "notebook"], default=None)
     args = parser.parse_args()
     if args.only in (None, "sweep"):
         make_sweep(args.out)
     if args.only in (None, "restarts"):
         make_restarts(args.out)
+    if args.only in (None, "notebook"):
+        make_notebook_runs(args.out)
 
 
 if __name__ == "__main__":
