@@ -51,7 +51,7 @@ def fire_run(port: int, seconds: float, mode: dict) -> ClientRun:
     # client processes are our children (reaped when fire() returns); threads run in this process
     who = resource.RUSAGE_CHILDREN if mode["processes"] > 1 else resource.RUSAGE_SELF
     before = _cpu(who)
-    client = fire(("127.0.0.1", port), "http", connections=500_000, duration=seconds, **mode)
+    client = fire(("127.0.0.1", port), protocol="http", connections=500_000, duration=seconds, **mode)
     cpu = _cpu(who) - before
     ok = int(client["ok"].sum())
     span = float(client["t_done_ns"].max() - client["t_start_ns"].min()) / 1e9

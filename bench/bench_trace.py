@@ -67,7 +67,7 @@ def one_round(strategy: str, traced: bool, connections: int) -> dict:
         tracer = KernelTrace(tids=pids, port=pool.address[1]).start() if traced else None
         try:
             cpu_before, own_before = _cpu_of(pids), _own_cpu()
-            client = fire(pool.address, "zen", connections=connections, concurrency=4)
+            client = fire(pool.address, protocol="zen", connections=connections, concurrency=4)
             seconds = (client["t_done_ns"].max() - client["t_start_ns"].min()) / 1e9
             cpu = _cpu_of(pids) - cpu_before + _own_cpu() - own_before
             read_started = time.perf_counter()

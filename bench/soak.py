@@ -193,11 +193,11 @@ def soak(kind: str = "process", duration: float = 60.0, workers: int = 4,
             Server(kind, workers, log_dir) as server:
         load = dict(connections=max_connections, concurrency=concurrency,
                     processes=client_processes, timeout=5)
-        warm = fire(server.address, "zen", duration=warmup, **load)
+        warm = fire(server.address, protocol="zen", duration=warmup, **load)
         pids = server.measured_pids()
         before = [Snapshot.of(pid) for pid in pids]
         started = time.monotonic()
-        client = fire(server.address, "zen", duration=duration, **load)
+        client = fire(server.address, protocol="zen", duration=duration, **load)
         seconds = time.monotonic() - started
         time.sleep(0.2)  # let the workers finish recording the last conversations
         after = [Snapshot.of(pid) for pid in pids]

@@ -110,3 +110,44 @@ def load_page(binary: str, url: str, *, settle_ms: int = 0) -> LoadedPage:
 def remote_loads(html_text: str) -> list[str]:
     """Tags in a page's source that would load something from another host."""
     return REMOTE_LOAD.findall(html_text)
+
+
+# -- films: matplotlib's jshtml players ------------------------------------------------------------
+
+PRESS_PLAY = ("<script>addEventListener('load', () => setTimeout(() => {"
+              "for (const name of Object.keys(window))"
+              "  if (/^anim[0-9a-f]{32}$/.test(name)) window[name].play_animation();"
+              "}, 50));</script>")
+FRAME = re.compile(r'frames\[(\d+)\] = "(data:image/png;base64,[^"]*)"', re.S)
+
+
+def frames_of(html: str) -> list[str]:
+    """The embedded frames of every film player in ``html``, in order."""
+    flat = html.replace("\\\n", "")  # jshtml continues long string literals with backslashes
+    return [data for _, data in FRAME.findall(flat)]
+
+
+def shown_images(dom: str) -> list[str]:
+    """What each film player's <img> shows now."""
+    shown = []
+    for tag in re.findall(r'<img\b[^>]*\bid="_anim_img[0-9a-f]+"[^>]*>', dom):
+        source = re.search(r'\bsrc="([^"]*)"', tag)  # nbconvert may reorder the attributes
+        shown.append(source.group(1) if source else "")
+    return shown
+
+
+def plays(binary: str, page: Path) -> tuple[bool, list[str]]:
+    """Load ``page`` with play pressed on every film; (every player moved past frame 0, remote requests).
+
+    A minute of Chromium's virtual time passes, so a film of a few dozen frames has moved on.
+    """
+    html = page.read_text(encoding="utf-8")
+    frames = frames_of(html)
+    assert len(frames) >= 2, f"{page.name}: no film with frames in it"
+    played = page.with_name(page.stem + "-played.html")
+    played.write_text(html.replace("</body>", PRESS_PLAY + "</body>")
+                      if "</body>" in html else html + PRESS_PLAY, encoding="utf-8")
+    loaded = load_page(binary, played.as_uri(), settle_ms=60_000)
+    shown = shown_images(loaded.dom)
+    moved = bool(shown) and all(src != frames[0] and src in frames for src in shown)
+    return moved, loaded.remote_requests

@@ -45,7 +45,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from browser import NO_CHROMIUM, LoadedPage, chromium_path, load_page, remote_loads, run_chromium
+from browser import LoadedPage, load_page, plays, remote_loads, run_chromium
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
@@ -173,14 +173,6 @@ def expected_images(book: Path) -> dict[str, int]:
 
 
 # -- fixtures --------------------------------------------------------------------------------
-
-@pytest.fixture(scope="session")
-def chromium() -> str:
-    binary = chromium_path()
-    if binary is None:
-        pytest.skip(NO_CHROMIUM)
-    return binary
-
 
 @pytest.fixture(scope="session")
 def book(chromium: str, tmp_path_factory: pytest.TempPathFactory) -> dict:
@@ -359,3 +351,18 @@ def test_the_page_check_catches_errors_and_spares_intended_ones() -> None:
     assert read_page(cell("OSError: [Errno 98] Address already in use")).errors("05_x")
     assert not read_page(cell("a harmless progress line")).errors("05_x")
     assert not read_page(cell(crash, INTENDED_ERROR_TAG)).errors("05_x")
+
+
+FILMS = ["02_many_workers_one_socket", "05_thundering_herd", "06_when_round_robin_breaks"]
+
+
+@pytest.mark.parametrize("lesson", FILMS)
+def test_the_wait_queue_films_play_in_the_book(lesson: str, chromium: str, book: dict,
+                                                tmp_path: Path) -> None:
+    """Each lesson with a film: its page holds a player, and pressing play moves it, offline."""
+    page = tmp_path / f"{lesson}.html"
+    page.write_text((book["path"] / f"{lesson}.html").read_text(encoding="utf-8"),
+                    encoding="utf-8")
+    moved, remote = plays(chromium, page)
+    assert moved, f"{lesson}: the film did not move past its first frame"
+    assert not remote, f"{lesson}: the film asked the network for {remote}"

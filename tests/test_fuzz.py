@@ -4,8 +4,9 @@ Part 1, property-based fuzzing (hypothesis), thousands of examples per test
 (``ACCEPTLAB_FUZZ_EXAMPLES``, default 2000): the request splitter, each
 protocol's ``answer`` (zen, lancelot, http), the ``served by`` parser, the
 server's request reader (:func:`acceptlab.conversation.converse`, which is
-the HTTP request reader too) and the client's reply reader
-(:func:`acceptlab.conversation.recv_until`).  Inputs mix random bytes with
+the HTTP request reader too), the book client's reply reader
+(:func:`acceptlab.conversation.recv_until`) and the load's client conversation
+(:class:`acceptlab.client_conversation.ClientConversation`).  Inputs mix random bytes with
 the protocols' own questions and terminators, so that both the happy paths
 and the odd ones are hit.  The reader is fed through a scripted socket that
 cuts the byte stream at arbitrary points, since TCP may deliver any split.
@@ -39,6 +40,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from acceptlab.client_conversation import ERRORS, ClientConversation
 from acceptlab.conversation import Limits, converse, recv_until
 from acceptlab.load import one_connection
 from acceptlab.pool import WorkerPool
@@ -54,6 +56,8 @@ WHO = served_by(3, 4242, 4243)
 # -- generators ------------------------------------------------------------------------------
 
 PIECES = sorted({q for p in PROTOCOLS.values() for q in p.questions} | {
+    a for p in PROTOCOLS.values() for a in (*p.table.values(), p.unknown_reply)} | {
+    b"HTTP/1.0 200 OK\r\n\r\n", b"HTTP/1.1 404 Not Found\r\n\r\n", b"<!DOCTYPE HTML>",
     b"?", b".", b"\r\n", b"\r\n\r\n", b"\n", b"\x00", b"GET ", b"HEAD ", b"POST ",
     b" HTTP/1.0", b" HTTP/1.1", b"GET / HTTP/1.0\r\n\r\n", b"HEAD /x HTTP/1.1\r\n\r\n",
     b"DELETE / HTTP/1.0\r\n\r\n", b"GET / HTTP/9.9\r\n\r\n", b"Host: a\r\n",
@@ -276,6 +280,38 @@ def test_reply_reader_reads_exactly_to_the_end_mark_or_says_why_not(stream, size
         assert data.endswith(end) and stream.startswith(data)
 
 
+# -- the load's client conversation, fed what a server might send --------------------------------
+
+def client_talk(protocol: Protocol, pieces: list[bytes], close: bool) -> tuple:
+    """Feed ``pieces`` (then the close, if ``close``); return the verdict and what was sent."""
+    conversation = ClientConversation(protocol)
+    sent = [conversation.start()]
+    for piece in [*pieces, *([b""] if close else [])]:
+        if conversation.ended:
+            break
+        sent.append(conversation.receive(piece))
+    return (conversation.ended, conversation.error, conversation.likely, conversation.worker,
+            conversation.received), b"".join(sent)
+
+
+@FUZZ
+@given(stream=streams(), sizes=cuts(), close=st.booleans(),
+       protocol=st.sampled_from([ZEN, LANCELOT, HTTP]))
+def test_client_conversation_gives_one_verdict_however_the_reply_is_cut(
+        stream, sizes, close, protocol):
+    """Whole, at arbitrary cuts, byte by byte: the same end, error, protocol and worker;
+    never an exception; questions sent in order, each at most once; a known error word."""
+    (ended, error, likely, worker, received), sent = client_talk(
+        protocol, [stream] if stream else [], close)
+    assert ended or not close
+    assert error in ERRORS or error == ""
+    assert b"".join(protocol.questions).startswith(sent)
+    assert (error == "mismatch") == bool(received) and received in stream
+    for pieces in (list(chop(stream, sizes)), [stream[i:i + 1] for i in range(len(stream))]):
+        verdict, _ = client_talk(protocol, pieces, close)
+        assert verdict[:4] == (ended, error, likely, worker)
+
+
 # -- part 2: misbehaving clients against live pools -------------------------------------------
 
 IDLE = 0.5  # the pools' idle timeout, seconds: short, so that the idle case is quick
@@ -430,7 +466,7 @@ def still_accepting(pool: WorkerPool, slot: int, generation: int) -> bool:
 
 def good_client(pool: WorkerPool) -> None:
     """The next good client gets the right answers."""
-    record = one_connection(pool.address, PROTOCOLS[pool.protocol], 0, timeout=5)
+    record = one_connection(pool.address, PROTOCOLS[pool.protocol], timeout=5)
     assert record.ok, f"a good client after the bad one failed: {record.error}"
 
 

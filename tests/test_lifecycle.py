@@ -128,16 +128,16 @@ SCRIPT = textwrap.dedent("""
     if __name__ == "__main__":
         processes = WorkerPool(workers=2, kind="process", start_method=sys.argv[1]).start()
         with WorkerPool(workers=2, kind="thread") as threads:
-            assert one_connection(processes.address, ZEN, 0).ok
-            assert one_connection(threads.address, ZEN, 1).ok
+            assert one_connection(processes.address, ZEN, conn=0).ok
+            assert one_connection(threads.address, ZEN, conn=1).ok
             print(json.dumps({"ports": [processes.address[1], threads.address[1]],
                               "workers": processes.pids}), flush=True)
             deadline = time.monotonic() + 20
             for n in range(100_000):
                 if time.monotonic() > deadline:
                     break
-                one_connection(processes.address, ZEN, n, timeout=2)
-                one_connection(threads.address, ZEN, n, timeout=2)
+                one_connection(processes.address, ZEN, conn=n, timeout=2)
+                one_connection(threads.address, ZEN, conn=n, timeout=2)
                 time.sleep(0.002)
 """)
 
@@ -402,7 +402,7 @@ def test_interrupting_a_kernel_during_a_long_load_stops_the_cells_pools(kernel):
                               "ports": [p.address[1] for p in pools],
                               "workers": [pid for p in pools if p.kind == "process"
                                           for pid in p.pids]}}), flush=True)
-            fire(pools[1].address, "zen", connections=20_000, concurrency=2, gap=0.001,
+            fire(pools[1].address, connections=20_000, concurrency=2, gap=0.001,
                  duration=30, timeout=2)
         print("the load finished before the interrupt")
     """)
@@ -470,7 +470,7 @@ def test_restarting_the_kernel_leaves_no_worker_and_frees_the_ports(kernel, meth
         from acceptlab import WorkerPool, fire
         pools = [WorkerPool(workers=2, kind="thread").start(),
                  WorkerPool(workers=2, kind="process", start_method={method!r}).start()]
-        client = fire(pools[1].address, "zen", connections=200, concurrency=2, timeout=2)
+        client = fire(pools[1].address, connections=200, concurrency=2, timeout=2)
         assert client["ok"].all()
         print(json.dumps({{"kernel": os.getpid(), "ports": [p.address[1] for p in pools],
                           "workers": pools[1].pids}}), flush=True)

@@ -1,26 +1,43 @@
-"""The load generator: every mode keeps the same records, the lean path included.
+"""The load generator over real loopback sockets: both engines, the duration, the mismatch.
 
-``fire(processes >= 2)`` with a closed loop runs the lean epoll loop (one per
-client process) instead of a thread per client.  It is the throughput mode
-(bench/ compares it with wrk), so it must keep the promises of the other
-modes: one row per attempt, every connection number accounted for, errors
-named by cause, retries, and bounds on count and time.  These tests hold it to
-them against real loopback servers.
+``fire(processes >= 2)`` with a closed loop runs the epoll engine
+(:mod:`acceptlab.lean_client`, one per client process) instead of a thread per
+client.  It is the throughput mode (bench/ compares it with wrk), so it must
+keep the promises of the other modes: one row per attempt, every connection
+number accounted for, errors named by cause, retries, the same table as the
+threads for the same server, and bounds on count and time.  Both engines hold
+their conversations through the same ClientConversation (tested without
+sockets in test_client_conversation.py); these tests hold the engines to it.
+
+Time bounds: the duration is promised "within a second" (issue 11); the kit
+aims at GRACE (0.25 s) plus the time to hand the rows back, so asserting the
+promised second leaves a margin over what the code aims at, not the budget.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
+import re
 import socket
+import subprocess
+import sys
+import threading
 import time
+from types import SimpleNamespace
 
+import pandas as pd
 import pytest
 
-from acceptlab.load import _LEAN, CLIENT_COLUMNS, check_reply, fire
+from acceptlab.client_conversation import PROBE_WAIT
+from acceptlab.lean_client import LEAN
+from acceptlab.load import (CLIENT_COLUMNS, CLIENT_NULLABLE, GRACE, TIMEOUT, ProtocolMismatch,
+                            describe_errors, fire)
 from acceptlab.pool import WorkerPool
-from acceptlab.protocol import get_protocol
+from helpers import wait_until
 
-lean_only = pytest.mark.skipif(not _LEAN, reason="the lean path needs epoll (Linux)")
+lean_only = pytest.mark.skipif(not LEAN, reason="the epoll engine needs epoll (Linux)")
+PROMISE = 1.0  # seconds past the duration within which fire() must return (issue 11)
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +52,45 @@ def http_pool():
         yield pool
 
 
+@contextlib.contextmanager
+def holding_server(greeting: bytes = b""):
+    """A loopback server that accepts every connection, sends ``greeting`` at once (b'': never
+    says a word) and holds the connection open until the end; it counts what it accepted."""
+    listener = socket.create_server(("127.0.0.1", 0), backlog=512)
+    listener.settimeout(0.02)
+    held: list[socket.socket] = []
+    done = threading.Event()
+
+    def serve() -> None:
+        while not done.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            held.append(conn)
+            if greeting:
+                with contextlib.suppress(OSError):
+                    conn.sendall(greeting)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield SimpleNamespace(address=listener.getsockname(), accepted=lambda: len(held))
+    finally:
+        done.set()
+        thread.join(5)
+        for conn in held:
+            conn.close()
+        listener.close()
+
+
+def closed_port() -> int:
+    """A loopback port nobody listens on (bound then closed: refused until someone takes it)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def assert_every_connection_once(client, connections: int) -> None:
     assert list(client.columns) == list(CLIENT_COLUMNS)
     assert sorted(client["conn"]) == list(range(connections))
@@ -45,91 +101,259 @@ def assert_every_connection_once(client, connections: int) -> None:
     assert (client["t_reply_ns"] <= client["t_done_ns"]).all()
 
 
+def timed(**kwargs):
+    """fire(**kwargs), and the seconds it took."""
+    started = time.monotonic()
+    client = fire(**kwargs)
+    return client, time.monotonic() - started
+
+
+# -- the same table from both engines ----------------------------------------------------------
+
+def comparable(client):
+    """What must be equal between two loads of the same server: everything but the clock
+    readings, the ports and which worker served (the kernel's choice), whose presence must
+    be equal though."""
+    rows = client.sort_values(["conn", "attempt"]).reset_index(drop=True)
+    shape = rows[["conn", "attempt", "ok", "error"]].copy()
+    for name in CLIENT_NULLABLE:
+        shape[f"has_{name}"] = rows[name].notna()
+    return shape
+
+
+def assert_same_table(lean, threads) -> None:
+    assert list(lean.columns) == list(threads.columns) == list(CLIENT_COLUMNS)
+    assert list(lean.dtypes) == list(threads.dtypes)
+    assert comparable(lean).equals(comparable(threads)), (
+        comparable(lean).compare(comparable(threads)))
+
+
 @lean_only
-def test_the_lean_path_records_every_connection_once(zen_pool):
-    client = fire(zen_pool.address, "zen", connections=300, concurrency=8, processes=2)
+@pytest.mark.parametrize("pool_name", ["zen_pool", "http_pool"])
+def test_the_epoll_engine_and_the_threads_give_the_same_table(pool_name, request):
+    pool = request.getfixturevalue(pool_name)
+    common = dict(protocol=pool.protocol, connections=60, concurrency=4)
+    lean = fire(pool.address, processes=2, **common)
+    threads = fire(pool.address, processes=1, **common)
+    assert_every_connection_once(threads, 60)
+    assert_same_table(lean, threads)
+    if pool.protocol == "http":
+        assert set(lean["worker"]) | set(threads["worker"]) <= {0, 1}
+
+
+@lean_only
+def test_both_engines_give_the_same_table_for_a_refusing_and_a_silent_server():
+    refusing = dict(address=("127.0.0.1", closed_port()), connections=6, concurrency=3,
+                    retries=2)
+    assert_same_table(fire(processes=2, **refusing), fire(processes=1, **refusing))
+    with holding_server() as silent:
+        quiet = dict(address=silent.address, connections=4, concurrency=2, timeout=0.3)
+        lean, threads = fire(processes=2, **quiet), fire(processes=1, **quiet)
+    assert_same_table(lean, threads)
+    assert (lean["error"] == "timeout").all()
+
+
+@lean_only
+def test_the_epoll_engine_records_every_connection_once(zen_pool):
+    client = fire(zen_pool.address, connections=300, concurrency=8, processes=2)
     assert_every_connection_once(client, 300)
     assert (client["attempt"] == 1).all()
 
 
 @lean_only
-def test_the_lean_path_and_the_threads_give_the_same_table(zen_pool):
-    lean = fire(zen_pool.address, "zen", connections=40, concurrency=4, processes=2)
-    threads = fire(zen_pool.address, "zen", connections=40, concurrency=4, processes=1)
-    assert list(lean.dtypes) == list(threads.dtypes)
-    assert_every_connection_once(threads, 40)
-
-
-@lean_only
-def test_the_lean_path_reads_the_serving_worker_from_http_replies(http_pool):
-    client = fire(http_pool.address, "http", connections=100, concurrency=4, processes=2)
+def test_the_epoll_engine_reads_the_serving_worker_from_http_replies(http_pool):
+    client = fire(http_pool.address, protocol="http", connections=100, concurrency=4,
+                  processes=2)
     assert_every_connection_once(client, 100)
-    assert set(client["worker"].dropna()) <= {0, 1}
-    assert client["worker"].notna().all()
+    assert client["worker"].notna().all() and set(client["worker"]) <= {0, 1}
 
 
-@lean_only
-def test_the_server_log_joins_the_lean_clients_rows(zen_pool):
-    """Every client row's local port is a connection some worker accepted (none invented)."""
-    before = set(zen_pool.events()["peer_port"].dropna())
-    client = fire(zen_pool.address, "zen", connections=100, concurrency=8, processes=2)
-    time.sleep(0.1)  # the last conversations finish their log rows
-    accepted = set(zen_pool.events()["peer_port"].dropna()) - before
-    assert set(client["local_port"]) <= accepted | before
-    assert len(set(client["local_port"]) - before) >= 95  # ports are reused across runs at most
+@pytest.mark.parametrize("processes", [1, pytest.param(2, marks=lean_only)])
+def test_the_server_log_accepted_exactly_the_clients_connections(processes):
+    """A pool of its own (its log holds this load only): the ports the client recorded are
+    exactly the peers the workers accepted, one for one."""
+    with WorkerPool(workers=2, kind="thread", protocol="zen") as pool:
+        client = fire(pool.address, connections=100, concurrency=8, processes=processes)
+        assert_every_connection_once(client, 100)
+
+        def accepted():
+            events = pool.events()
+            return events.loc[events["outcome"] == "accepted", "peer_port"]
+
+        assert wait_until(lambda: len(accepted()) >= 100, timeout=5) is not None
+        ports = accepted()
+    assert len(ports) == 100 and ports.is_unique
+    assert set(ports) == set(client["local_port"])
 
 
-def closed_port() -> int:
-    """A loopback port nobody listens on (bound then closed: refused until someone takes it)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+# -- failures are rows ---------------------------------------------------------------------------
 
-
-@lean_only
-def test_refused_connections_are_rows_with_their_cause_and_every_retry_is_a_row():
-    client = fire(("127.0.0.1", closed_port()), "zen", connections=10, concurrency=3,
-                  processes=2, retries=2)
+@pytest.mark.parametrize("processes", [1, pytest.param(2, marks=lean_only)])
+def test_refused_connections_are_rows_with_their_cause_and_every_retry_is_a_row(processes):
+    port = closed_port()
+    client = fire(("127.0.0.1", port), connections=10, concurrency=3, processes=processes,
+                  retries=2)
     assert len(client) == 10 * 3
     assert (client["error"] == "refused").all() and not client["ok"].any()
     assert sorted(client.groupby("conn")["attempt"].max()) == [3] * 10
+    assert describe_errors(client) == {"refused": f"30 (nothing listens on 127.0.0.1:{port})"}
 
 
-@lean_only
-def test_a_server_that_never_answers_times_out_within_the_bound():
-    """A listener that never accepts: the handshake completes (backlog), the reply never comes."""
-    with socket.socket() as silent:
-        silent.bind(("127.0.0.1", 0))
-        silent.listen(64)
-        started = time.monotonic()
-        client = fire(silent.getsockname(), "zen", connections=4, concurrency=4, processes=2,
-                      timeout=0.3)
-        took = time.monotonic() - started
+@pytest.mark.parametrize("processes", [1, pytest.param(2, marks=lean_only)])
+def test_a_server_that_never_answers_times_out_after_timeout_and_one_probe(processes):
+    """timeout, then the probe's wait; the load is over long before its 60 s duration."""
+    with holding_server() as silent:
+        client, took = timed(address=silent.address, connections=4, concurrency=4,
+                             processes=processes, timeout=0.3)
     assert (client["error"] == "timeout").all() and len(client) == 4
-    assert took < 10  # two client processes start in ~1 s; the waits themselves take 0.3 s
+    assert took < 0.3 + PROBE_WAIT + 3  # + starting two client processes on a busy machine
 
+
+def test_a_client_that_cannot_even_make_a_socket_gets_a_failed_row(monkeypatch):
+    """Out of file descriptors (EMFILE): the attempt is a row with its cause, not an exception."""
+    import errno
+
+    from acceptlab import load
+
+    def no_more_files(*args, **kwargs):
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(load.socket, "socket", no_more_files)
+    client = fire(("127.0.0.1", 9), connections=3, retries=1)
+    assert len(client) == 6 and not client["ok"].any()
+    assert (client["error"] == "OSError").all()
+
+
+# -- the duration is a promise -------------------------------------------------------------------
 
 @pytest.mark.parametrize("processes", [1, 2])
 def test_the_duration_bounds_a_load_whatever_its_count(zen_pool, processes):
-    started = time.monotonic()
-    client = fire(zen_pool.address, "zen", connections=10_000_000, concurrency=2,
-                  processes=processes, duration=0.5)
-    took = time.monotonic() - started
-    assert 0 < len(client) < 10_000_000
-    assert took < 8, f"a 0.5 s load took {took:.1f} s"
+    """Starting client processes counts against the duration (about 0.3-1 s each here, more
+    on a busy machine), so only the bound is asserted for them, not how much they fired."""
+    client, took = timed(address=zen_pool.address, connections=10_000_000, concurrency=2,
+                         processes=processes, duration=2.0)
+    assert len(client) < 10_000_000 and client["ok"].all()
+    assert took < 2.0 + PROMISE, f"a 2 s load took {took:.2f} s"
+    if processes == 1:
+        assert len(client) > 0
 
 
-def test_an_http_200_from_any_server_is_a_good_reply():
-    http = get_protocol("http")
-    assert check_reply(http, b"GET / HTTP/1.0\r\n\r\n", b"HTTP/1.1 200 OK\r\n\r\n")  # nginx
-    assert check_reply(http, b"GET / HTTP/1.0\r\n\r\n", b"HTTP/1.0 200 OK\r\n\r\n")  # the kit
-    assert not check_reply(http, b"GET / HTTP/1.0\r\n\r\n", b"HTTP/1.1 404 Not Found\r\n\r\n")
+@pytest.mark.parametrize("processes", [1, pytest.param(2, marks=lean_only), 8])
+def test_the_duration_holds_against_a_server_that_accepts_and_never_answers(processes):
+    """8 client processes, a timeout far past the duration: the duration still ends it.
+
+    What is in flight at the end is cut and recorded as ``unfinished``, never
+    waited for; a client process still starting when the time is up (spawn
+    is slow on a busy machine) hands in nothing, and ``late_processes`` says so.
+    """
+    duration = 2.0
+    with holding_server() as silent:
+        client, took = timed(address=silent.address, connections=1000, concurrency=2,
+                             processes=processes, duration=duration, timeout=30)
+    assert took < duration + PROMISE, f"a {duration} s load took {took:.2f} s"
+    assert (client["error"] == "unfinished").all(), client["error"].value_counts()
+    handed_in = processes - client.attrs["late_processes"]
+    # Each process's two clients, cut in their first wait (none, if it started too late).
+    assert len(client) <= 2 * handed_in and len(client) % 2 == 0
+    if processes == 1:
+        assert len(client) == 2
+    print(f"\n{processes} client processes: {handed_in} handed in, {took:.2f} s")
 
 
-def test_a_wrong_answer_is_a_failure_not_a_success():
-    zen = get_protocol("zen")
-    assert check_reply(zen, b"Beautiful is better than?", b"Ugly.")
-    assert not check_reply(zen, b"Beautiful is better than?", b"Pretty.")
+@pytest.mark.parametrize("processes", [1, pytest.param(2, marks=lean_only)])
+def test_a_stop_event_ends_the_load_early_and_keeps_its_rows(processes):
+    """The CLI sets ``stop`` on Ctrl-C: the load ends GRACE later, rows and all."""
+    stop = threading.Event()
+    with holding_server() as silent:
+        timer = threading.Timer(1.5, stop.set)  # after the client processes have started
+        timer.start()
+        try:
+            client, took = timed(address=silent.address, connections=100, concurrency=2,
+                                 processes=processes, duration=60, timeout=30, stop=stop)
+        finally:
+            timer.cancel()
+    assert took < 1.5 + GRACE + PROMISE
+    assert client.attrs["stopped"] and (client["error"] == "unfinished").all()
+
+
+# -- the wrong protocol: one connection, one line ------------------------------------------------
+
+@pytest.mark.parametrize("processes", [1, pytest.param(2, marks=lean_only)])
+def test_an_http_client_at_a_zen_server_is_told_at_once(zen_pool, processes):
+    with pytest.raises(ProtocolMismatch) as caught:
+        fire(zen_pool.address, protocol="http", connections=50, processes=processes)
+    message = str(caught.value)
+    assert "'Error: unknown aphorism.'" in message and message.endswith("try --protocol zen")
+    assert "\n" not in message and isinstance(caught.value, ValueError)
+
+
+@pytest.mark.parametrize("processes", [1, pytest.param(2, marks=lean_only)])
+def test_a_zen_client_at_an_http_server_is_told_after_one_timeout(http_pool, processes):
+    """An HTTP server waits for a blank line that zen never sends: after the timeout the
+    probe makes it answer ('400 Bad Request'), which names it."""
+    with pytest.raises(ProtocolMismatch, match=r"'HTTP/1.0 400 .*try --protocol http$"):
+        fire(http_pool.address, connections=50, concurrency=4, processes=processes,
+             timeout=0.5)
+
+
+@pytest.mark.parametrize("processes, concurrency", [(1, 1), (1, 4), pytest.param(2, 4,
+                                                                               marks=lean_only)])
+def test_the_load_stops_after_the_first_connection_that_shows_a_mismatch(processes, concurrency):
+    """A server answering HTTP at once: no connection starts after the first mismatch, so the
+    server sees at most the connections already in flight, not the 200 asked for."""
+    with holding_server(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n") as http_like:
+        with pytest.raises(ProtocolMismatch, match="try --protocol http$"):
+            fire(http_like.address, connections=200, concurrency=concurrency,
+                 processes=processes)
+        time.sleep(0.1)  # let the server's accept loop catch up with the kernel's queue
+        assert 1 <= http_like.accepted() <= processes * concurrency
+
+
+def test_garbage_is_a_mismatch_with_no_protocol_to_suggest():
+    with holding_server(b"\x16\x03\x01\x00\xa5\x01\x00") as garbled:
+        with pytest.raises(ProtocolMismatch, match="no protocol the kit knows") as caught:
+            fire(garbled.address, connections=5)
+    assert caught.value.likely == "" and caught.value.received.startswith(b"\x16\x03")
+
+
+def test_the_issue_11_case_a_zen_load_at_python_http_server_stops_with_one_line(tmp_path):
+    """``python3 -m http.server`` used to cost 5 s per connection and end in timeouts; now the
+    first connection's timeout (2 s) and probe name it."""
+    server = subprocess.Popen([sys.executable, "-u", "-m", "http.server", "--bind", "127.0.0.1",
+                               "0"], cwd=tmp_path, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = server.stdout.readline()
+        port = int(re.search(r"port (\d+)", line).group(1))
+        started = time.monotonic()
+        with pytest.raises(ProtocolMismatch) as caught:
+            fire(("127.0.0.1", port), connections=50, concurrency=1)
+        took = time.monotonic() - started
+    finally:
+        server.terminate()
+        server.wait(5)
+    # What it sends depends on the Python version: "HTTP/1.0 400 ..." or, treating the
+    # version-less request line as HTTP/0.9, an HTML error page with no status line.
+    assert str(caught.value).endswith("try --protocol http"), caught.value
+    assert took < TIMEOUT + PROBE_WAIT + 1.0, f"took {took:.2f} s"
+
+
+def test_protocol_and_the_options_are_keywords():
+    with pytest.raises(TypeError):
+        fire(("127.0.0.1", closed_port()), "zen", 10)  # the old positional call
+
+
+# -- the progress bar ----------------------------------------------------------------------------
+
+def test_the_progress_rate_is_over_the_loads_wall_time(zen_pool, capsys):
+    """tqdm's default rate is a moving average of the last updates, which once showed 352462
+    conn/s for 20 connections; the bar's rate must not exceed connections over the time they
+    took (the bar runs from before the first start to after the last end)."""
+    client = fire(zen_pool.address, connections=20, progress=True)
+    rates = re.findall(r"([\d.]+)conn/s", capsys.readouterr().err)
+    assert rates, "no rate in the progress bar"
+    span = (client["t_done_ns"].max() - client["t_start_ns"].min()) / 1e9
+    assert float(rates[-1]) <= 20 / span * 1.01, (rates[-1], 20 / span)
 
 
 # -- the open loop ------------------------------------------------------------------------------
@@ -153,13 +377,18 @@ def achieved_rate(client) -> float:
 
 def test_the_open_loop_keeps_its_rate_within_ten_percent_and_its_gaps_are_poisson(zen_pool):
     rate, connections, seed = 300.0, 300, 7
-    client = fire(zen_pool.address, "zen", connections=connections, rate=rate, seed=seed)
+    client = fire(zen_pool.address, connections=connections, rate=rate, seed=seed)
     assert client["ok"].all() and len(client) == connections
     wanted = seeded_schedule_rate(rate, connections, seed)
     assert achieved_rate(client) == pytest.approx(wanted, rel=0.10)
-    # Exponential gaps have a coefficient of variation of 1; evenly paced ones would have ~0.
-    gaps = client["t_start_ns"].sort_values().diff().dropna() / 1e9
-    assert 0.75 < gaps.std() / gaps.mean() < 1.25
+    # Exponential gaps have a median of ln 2 = 0.69 times their mean; evenly paced ones 1.0.
+    # (The median and the mean, unlike the standard deviation once used here, shrug off the
+    # few gaps a busy machine stretches: a late start shortens the next gap by as much, since
+    # the schedule is absolute.)  Compared with the seeded schedule's own ratio:
+    gaps = client["t_start_ns"].sort_values().diff().dropna()
+    pace = random.Random(seed)
+    asked = pd.Series([pace.expovariate(rate) for _ in range(connections)][1:])
+    assert gaps.median() / gaps.mean() == pytest.approx(asked.median() / asked.mean(), abs=0.1)
 
 
 def test_the_open_loop_does_not_wait_for_a_slow_server():
@@ -170,8 +399,7 @@ def test_the_open_loop_does_not_wait_for_a_slow_server():
     """
     rate, connections, seed = 150.0, 60, 11
     with WorkerPool(workers=2, kind="thread", work="sleep:20") as slow:
-        client = fire(slow.address, "zen", connections=connections, rate=rate, seed=seed,
-                      timeout=10)
+        client = fire(slow.address, connections=connections, rate=rate, seed=seed, timeout=10)
     assert client["ok"].all()
     assert achieved_rate(client) == pytest.approx(seeded_schedule_rate(rate, connections, seed),
                                                   rel=0.10)
@@ -183,19 +411,4 @@ def test_the_open_loop_does_not_wait_for_a_slow_server():
 @pytest.mark.parametrize("bad", [dict(retries=-1), dict(rate=0), dict(rate=-5), dict(timeout=0)])
 def test_fire_refuses_settings_that_would_silently_do_something_else(bad):
     with pytest.raises(ValueError):
-        fire(("127.0.0.1", closed_port()), "zen", connections=1, **bad)
-
-
-def test_a_client_that_cannot_even_make_a_socket_gets_a_failed_row(monkeypatch):
-    """Out of file descriptors (EMFILE): the attempt is a row with its cause, not an exception."""
-    import errno
-
-    from acceptlab import load
-
-    def no_more_files(*args, **kwargs):
-        raise OSError(errno.EMFILE, "Too many open files")
-
-    monkeypatch.setattr(load.socket, "socket", no_more_files)
-    client = fire(("127.0.0.1", 9), "zen", connections=3, retries=1)
-    assert len(client) == 6 and not client["ok"].any()
-    assert (client["error"] == "OSError").all()
+        fire(("127.0.0.1", closed_port()), connections=1, **bad)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from browser import NO_CHROMIUM, LoadedPage, chromium_path, load_page, remote_loads, run_chromium
+from browser import LoadedPage, load_page, remote_loads, run_chromium
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
@@ -99,14 +99,6 @@ def render_problems(page: LoadedPage, *, slides: int) -> list[str]:
 
 
 # -- fixtures ----------------------------------------------------------------------------------
-
-@pytest.fixture(scope="session")
-def chromium() -> str:
-    binary = chromium_path()
-    if binary is None:
-        pytest.skip(NO_CHROMIUM)
-    return binary
-
 
 @pytest.fixture(scope="session")
 def reveal() -> Path:

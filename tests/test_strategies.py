@@ -29,7 +29,7 @@ WORKERS = 4
 def sequential_run(kind, strategy, connections=100, **pool_options):
     """4 workers, `connections` sequential zen connections 1 ms apart; return the events."""
     with WorkerPool(workers=WORKERS, kind=kind, strategy=strategy, **pool_options) as pool:
-        client = fire(pool.address, "zen", connections, gap=0.001)
+        client = fire(pool.address, connections=connections, gap=0.001)
     assert client["ok"].all(), client.loc[~client["ok"], "error"].value_counts()
     return pool.events()
 

@@ -16,7 +16,8 @@ from acceptlab.support import (KINDS, Feature, Unavailable, check_strategy, feat
 
 FEATURE_NAMES = (
     "python", "platform", "kernel", "cpu_count", "start_method", "start_methods",
-    "epoll", "EPOLLEXCLUSIVE", "SO_REUSEPORT", "TCP_INFO", "RUSAGE_THREAD", "/proc/net/tcp",
+    "epoll", "EPOLLEXCLUSIVE", "SO_REUSEPORT", "SO_ATTACH_REUSEPORT_CBPF", "SO_INCOMING_CPU",
+    "TCP_INFO", "RUSAGE_THREAD", "/proc/net/tcp",
 )
 
 

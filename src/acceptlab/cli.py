@@ -548,7 +548,9 @@ def _cmd_serve(args: argparse.Namespace, stop: threading.Event) -> int:
     with pool:
         print(f"listening on {show_address(*pool.address[:2])}", flush=True)
         while not stop.wait(0.5):
-            pass
+            states = pool.status()
+            if all(slot.state == "down" for slot in states):  # nobody left to serve
+                raise states[0].error  # one line, exit code 2 (a RuntimeError)
     print(_show_table(analysis.per_worker(pool.events(), _slots(args))))
     return 0
 
@@ -742,8 +744,130 @@ def _cmd_doctor(args: argparse.Namespace, stop: threading.Event) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+# -------------------------------------------------------- real servers (inspect, observe, real)
+# Each command is one _add_* (which names its handler with set_defaults) and one _cmd_*(args,
+# stop).
+
+
+@_command
+def _add_inspect(commands: argparse._SubParsersAction) -> None:
+    inspect_ = commands.add_parser("inspect", help="any server's accept topology, from /proc")
+    inspect_.add_argument("pid", type=int, help="a master or any worker process")
+    inspect_.add_argument("--json", action="store_true", help="print one JSON object")
+    inspect_.set_defaults(handler=_cmd_inspect)
+
+
+def _cmd_inspect(args: argparse.Namespace, stop: threading.Event) -> int:
+    """Print a server's listeners, how each thread waits, the matching strategy and prediction."""
+    from .topology import format_topology, topology
+
+    try:
+        found = topology(args.pid)
+    except ProcessLookupError as exc:
+        raise UsageError(str(exc)) from None
+    print(json.dumps(found.to_json()) if args.json else format_topology(found))
+    return 0
+
+
+@_command
+def _add_observe(commands: argparse._SubParsersAction) -> None:
+    observe = commands.add_parser("observe", help="load any running server and attribute each "
+                                                  "connection to the worker that accepted it")
+    observe.add_argument("pid", type=int, help="the server's master process")
+    observe.add_argument("--port", type=int, help="default: the one port the server listens on")
+    observe.add_argument("--host", default="127.0.0.1",
+                         help="the server's loopback address (default: 127.0.0.1)")
+    observe.add_argument("--protocol", choices=tuple(PROTOCOLS), default="http",
+                         help="what the server speaks (default: http)")
+    _add_load_options(observe, connections=200)
+    observe.add_argument("--no-baseline", action="store_true",
+                         help="skip the second, unobserved pass (switches and latency without "
+                              "attribution)")
+    observe.add_argument("--out", help="directory for the run's files")
+    observe.set_defaults(handler=_cmd_observe)
+
+
+def _cmd_observe(args: argparse.Namespace, stop: threading.Event) -> int:
+    """Observe a running server under load: who accepted what, switches, coverage."""
+    from . import analysis
+    from .observe import observe
+
+    if args.processes != 1 or args.retries:
+        raise UsageError("observe fires from one client process without retries "
+                         "(--processes 1, --retries 0)")
+    if not _is_loopback(args.host):
+        raise UsageError(f"{args.host} is not a loopback address: the kit only loads this machine")
+    try:
+        run = observe(args.pid, port=args.port, host=args.host, protocol=args.protocol,
+                      connections=args.connections, concurrency=args.concurrency,
+                      rate=args.rate, duration=args.duration, gap=args.gap,
+                      baseline=not args.no_baseline)
+    except ProcessLookupError as exc:
+        raise UsageError(str(exc)) from None
+    out = run.save(args.out) if args.out else None
+    table = analysis.per_worker(run.events, run.workers)
+    table.insert(0, "pid", run.meta["worker_pids"])
+    table = table[["pid", "accepts", "share", "wakeups"]]
+    covered = run.meta["coverage"]
+    baseline = run.meta.get("baseline", {})
+    switches = analysis.cost_per_accept(run.events)["wakeups_per_accept"]
+    summary = {"strategy": run.meta["strategy"] or None,
+               "per_worker": table["accepts"].astype(int).tolist(),
+               "worker_pids": run.meta["worker_pids"], **covered,
+               "switches_per_connection": switches,
+               "baseline_switches_per_connection": baseline.get("switches_per_connection"),
+               "p50_ms": analysis.latency(run.client).iloc[0]["p50_ms"],
+               "baseline_p50_ms": baseline.get("p50_ms"), "out": str(out) if out else None}
+    if args.json:
+        print(json.dumps({key: _plain(value) for key, value in summary.items()}))
+        return 0
+    print(f"{args.pid}: {run.meta['strategy'] or 'no strategy matched'} - {run.meta['prediction']}")
+    print(table.to_string())
+    print(f"attributed {covered['attributed']}/{covered['connections']} connections "
+          f"({covered['coverage']:.1%}); the reply named a pid for {covered['named']}: "
+          f"{covered['agree']} agree, {covered['disagree']} disagree")
+    print(f"voluntary context switches per connection: "
+          f"{summary['switches_per_connection']:.2f} observed"
+          + (f", {baseline['switches_per_connection']:.2f} unobserved" if baseline else ""))
+    if out:
+        print(f"run written to {out}/")
+    return 0
+
+
+@_command
+def _add_real(commands: argparse._SubParsersAction) -> None:
+    from .real import SERVERS
+
+    real = commands.add_parser("real", help="start a real server (gunicorn, uvicorn, nginx, node) "
+                                            "on a free loopback port until Ctrl-C")
+    real.add_argument("name", choices=tuple(SERVERS), metavar="NAME",
+                      help=", ".join(SERVERS))
+    real.add_argument("--workers", "-n", type=int, default=4, help="how many (default: 4)")
+    real.add_argument("--slow-ms", type=float, default=0.0,
+                      help="every reply waits this long (not nginx)")
+    real.set_defaults(handler=_cmd_real)
+
+
+def _cmd_real(args: argparse.Namespace, stop: threading.Event) -> int:
+    """Start a real server, print where it listens and what inspect sees, stop it on Ctrl-C."""
+    from .basics import show_address
+    from .real import ServerMissing, real_server, reference_run_path
+    from .topology import format_topology, settled_topology
+
+    try:
+        server = real_server(args.name, workers=args.workers, slow_ms=args.slow_ms)
+    except ServerMissing as exc:
+        reference = reference_run_path(args.name, "sequential")
+        raise UsageError(f"{exc}; its reference run: {reference}" if reference.exists()
+                         else str(exc)) from None
+    with server:
+        print(f"{server.version} listening on http://{show_address(*server.address)}/  "
+              f"(master pid {server.pid}; Ctrl-C stops it)", flush=True)
+        print(format_topology(settled_topology(server.pid)), flush=True)
+        while not stop.wait(0.5) and server.process.poll() is None:
+            pass
+    return 0
+
 
 
 # -- replay (and run --trace's one line) ---------------------------------------------------------
@@ -883,3 +1007,7 @@ def _sweep_restarts(out: Path, stop: threading.Event) -> dict:
             ["refused", "reset", "other_errors", "delayed"]].sum()))
         plots.restart_losses(losses).savefig(out / "restart-losses.png", dpi=110)
     return notes
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -5,6 +5,12 @@ The server side is the book's ``handle_conversation``: read a request, answer
 it, repeat until the client closes.  It adds the defences a server facing real
 clients needs: a size limit, an idle timeout, and no exception escaping for a
 client that resets the connection or sends garbage.
+
+The client side here is the book's client, as a lesson types it: :func:`ask`
+and :func:`recv_until`, blocking and trusting.  The load generator's client,
+which checks every answer and notices a server of another protocol, holds its
+conversations through :class:`acceptlab.client_conversation.ClientConversation`;
+both stop reading at the same :data:`~acceptlab.client_conversation.MAX_REPLY`.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import socket
 from dataclasses import dataclass
 from typing import Callable
 
+from .client_conversation import MAX_REPLY
 from .protocol import Problem, Protocol, split_requests
 
 __all__ = ["Limits", "converse", "ask", "recv_until"]
@@ -83,7 +90,7 @@ def _complain(conn: socket.socket, protocol: Protocol, problem: Problem) -> str:
     return problem.name.lower()
 
 
-def recv_until(sock: socket.socket, end: bytes | None, limit: int = 1 << 20) -> bytes:
+def recv_until(sock: socket.socket, end: bytes | None, limit: int = MAX_REPLY) -> bytes:
     """Read until the data ends with ``end`` (or, for ``end=None``, until the peer closes).
 
     Raises ``ConnectionError`` when the peer closes before ``end`` arrives,

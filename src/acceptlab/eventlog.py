@@ -73,6 +73,11 @@ class EventWriter:
     Per wait: :meth:`begin_wait` when the worker starts waiting, :meth:`woke`
     when the wait returns, and :meth:`done` when a connection's conversation
     is over.  Each costs a ``struct.pack_into`` or two into shared memory.
+
+    Args:
+        path: the file (see :func:`log_path`); created, or emptied if it exists.
+        worker: the slot, written into every record.
+        generation: the slot's generation, written into every record.
     """
 
     def __init__(self, path: str | os.PathLike, worker: int, generation: int) -> None:
@@ -177,6 +182,10 @@ def read_events(directory: str | os.PathLike, **constants: object) -> pd.DataFra
     conversation cut short, counter unavailable) are ``<NA>``.  A row whose
     outcome is ``waiting`` is a wait that had not ended when the worker
     stopped or died: not a wakeup, but it says since when the worker waited.
+
+    Args:
+        directory: the pool's ``log_dir``.
+        **constants: columns with one value for every row (``run``, ``kind``, ``strategy``).
     """
     # Imported here, not at the top: workers write events and must not pay for numpy and pandas.
     import numpy as np

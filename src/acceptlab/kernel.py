@@ -118,6 +118,9 @@ def accept_queue(sock: socket.socket) -> QueueDepth:
     When it fails: :class:`Unsupported` off Linux (macOS has no such view of
     a listener); ``ValueError`` if ``sock`` is not listening, since those two
     fields then mean something else; ``OSError`` if the socket is closed.
+
+    Args:
+        sock: a listening TCP socket this process holds.
     """
     _require_linux("TCP_INFO on a listening socket")
     if sock.fileno() < 0:
@@ -188,6 +191,9 @@ def listen_queues(port: int) -> list[ListenQueue]:
     When it fails: :class:`Unsupported` off Linux, or when ``/proc/net/tcp``
     cannot be read (a sandbox without /proc).  A missing ``tcp6`` (IPv6
     disabled) is simply skipped.
+
+    Args:
+        port: the local port to look for.
     """
     _require_linux("/proc/net/tcp")
     wanted = f"{port:04X}"
@@ -257,6 +263,13 @@ class QueueSampler:
 
     Cost: a TCP_INFO read is one system call; a /proc read formats every TCP
     socket of the machine, so on a busy host prefer a longer interval.
+
+    Args:
+        sockets: listening sockets this process holds.
+        port: a port whose listeners, in any process, are read from /proc.
+        interval: seconds between samples.
+        max_seconds: stop sampling after this long.
+        max_rows: stop after this many rows (``truncated`` then says so).
     """
 
     def __init__(

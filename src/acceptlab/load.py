@@ -17,45 +17,72 @@ One Python process tops out far below what a server on the same machine can
 take (kernel-notes.md has figures), so any mode can be spread over several
 client processes (``processes=K``).  A closed loop spread over several
 processes (``processes >= 2``, no ``gap``) is the throughput mode: each process
-then runs the lean event loop at the end of this module instead of a thread
-per client (same records, same errors; see "The lean path" there).
+then runs the epoll engine of :mod:`acceptlab.lean_client` instead of a thread
+per client.  Both engines hold each conversation through the same
+:class:`~acceptlab.client_conversation.ClientConversation`, which frames and
+checks the replies, so they give the same records and the same errors.
 
-Every run is bounded by a connection count and a duration.  Every connection
+Every run is bounded by a connection count and a duration, and the duration
+is a promise: no connection starts after it, and whatever is still in flight
+:data:`GRACE` seconds later is cut (``error='unfinished'``), however many
+client processes there are and however silent the server.  Every connection
 becomes one :class:`ConnectionRecord`; :func:`fire` returns them as a pandas
 DataFrame (columns in ``CLIENT_COLUMNS``).  A failed connection is a record
-with ``ok=False`` and its cause in ``error``, never an exception.
+with ``ok=False`` and its cause in ``error``, never an exception, with one
+exception: a server that speaks another protocol stops the load at once
+(:class:`ProtocolMismatch`), since every further connection would fail alike.
 """
 
 from __future__ import annotations
 
-import collections
-import errno
 import itertools
 import multiprocessing
 import operator
-import os
 import random
-import select
+import signal
 import socket
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterator
 
-from .conversation import RECV_SIZE, recv_until
-from .protocol import Protocol, get_protocol, parse_served_by
+from .basics import address_family, missing_as_na, now, show_address
+from .client_conversation import (ERRORS, PROBE_WAIT, ClientConversation, error_name,
+                                  printable)
+from .conversation import RECV_SIZE
+from .lean_client import LEAN, closed_loop
+from .protocol import PROTOCOLS, Protocol, get_protocol
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["ConnectionRecord", "CLIENT_COLUMNS", "CLIENT_NULLABLE", "one_connection", "fire",
-           "check_reply"]
+__all__ = ["ConnectionRecord", "CLIENT_COLUMNS", "CLIENT_NULLABLE", "ProtocolMismatch",
+           "TIMEOUT", "GRACE", "one_connection", "fire", "describe_errors"]
 
-now = time.monotonic_ns
 CLIENT_COLUMNS = ("conn", "local_port", "t_start_ns", "t_connected_ns", "t_reply_ns",
                   "t_done_ns", "ok", "error", "worker", "attempt")
 # Columns that may have no value (-1 in a record, <NA> in the table): integers with gaps.
 CLIENT_NULLABLE = ("local_port", "t_connected_ns", "t_reply_ns", "t_done_ns", "worker")
+
+TIMEOUT = 2.0
+"""Default seconds any single wait of a client may last (connect, send, or one reply).
+
+Loopback only: a healthy server on this machine answers in well under a
+millisecond, and the slowest lessons' waits stay near one second (the
+reference run with one slow worker under SO_REUSEPORT has the worst, 1.1 s,
+from queueing behind that worker).  Two seconds keeps those, while a server
+that will never answer costs two seconds, not a minute.  Pass ``timeout=`` for
+deliberately slow servers."""
+
+GRACE = 0.25
+"""Seconds after the duration (or a stop) that connections in flight get to finish before they
+are cut: on loopback a conversation under way ends within milliseconds, unless the server is
+stuck, and then waiting longer would only break the promise of the duration."""
+_GRACE_NS = int(GRACE * 1e9)
+
+_SLICE = 0.1  # a client thread blocked in recv() looks at the stop flag this often (seconds)
+_NEVER = 1 << 62  # a now() no load reaches (146 years of nanoseconds)
+_RETURN_SLACK = 0.3  # seconds after the cut for client processes to hand in their records
 
 
 @dataclass
@@ -69,185 +96,360 @@ class ConnectionRecord:
     t_reply_ns: int = -1  # the first reply arrived
     t_done_ns: int = -1
     ok: bool = False
-    error: str = ""  # '' when ok, else one word: refused, reset, timeout, closed, bad-reply, ...
+    error: str = ""  # '' when ok, else one word of client_conversation.ERRORS (or an exception's)
     worker: int = -1  # the worker named in the reply (http), else -1
     attempt: int = 1  # 2, 3, ... for the retries of connection number ``conn``
+    # Not a column: when error == 'mismatch', (what was received, the likely protocol).
+    mismatch: tuple[bytes, str] | None = field(default=None, repr=False)
 
 
 # A record as a plain tuple in CLIENT_COLUMNS order (dataclasses.astuple deep-copies: 10 x slower).
 _as_row = operator.attrgetter(*CLIENT_COLUMNS)
 
 
-def check_reply(protocol: Protocol, question: bytes, reply: bytes) -> bool:
-    """Is ``reply`` the right answer to ``question``?  (A wrong one is an error, not a success.)"""
-    if protocol.reply_end is None:  # http: any 200 will do (nginx answers HTTP/1.1 200)
-        return reply.startswith((b"HTTP/1.0 200", b"HTTP/1.1 200"))
-    return reply == protocol.table.get(question, protocol.unknown_reply)
+class ProtocolMismatch(ValueError):
+    """The server answered in another protocol (or in bytes no protocol the kit knows sends).
+
+    Raised by :func:`fire` after the first such connection: every other one
+    would fail the same way.  ``received`` holds the bytes (at most 200),
+    ``likely`` the protocol they belong to (``''``: none the kit knows).
+    """
+
+    def __init__(self, address: tuple[str, int], protocol: str, received: bytes,
+                 likely: str) -> None:
+        self.address, self.protocol, self.received, self.likely = (
+            address, protocol, received, likely)
+        said = f"{show_address(*address[:2])} answered {printable(received)}"
+        if likely:
+            super().__init__(f"{said}, which is {likely}, not {protocol}: try --protocol {likely}")
+        else:
+            super().__init__(f"{said}, which is no protocol the kit knows (not {protocol}): is "
+                             f"that the right port? (--protocol: {', '.join(PROTOCOLS)})")
 
 
-def _classify(exc: BaseException) -> str:
-    """Name the cause of a failed connection in one word, for counting."""
-    if isinstance(exc, ConnectionRefusedError):
-        return "refused"
-    if isinstance(exc, ConnectionResetError):
-        return "reset"
-    if isinstance(exc, (TimeoutError, socket.timeout)):
-        return "timeout"
-    if isinstance(exc, ConnectionError):  # includes the server closing mid-reply
-        return "closed"
-    return type(exc).__name__
+class _Stop:
+    """The stop flag of a load within one process (across processes: a ``RawValue('q')``).
+
+    ``value`` is 0 while the load runs, else the ``now()`` at which the
+    connections still in flight are cut; no connection starts once it is set.
+    A protocol mismatch sets it to "now".  The caller's ``stop`` Event (the
+    CLI sets one on Ctrl-C) counts as a stop :data:`GRACE` seconds ahead, so
+    that conversations under way get the same grace as at the end of the duration.
+    """
+
+    __slots__ = ("_value", "event")
+
+    def __init__(self, event: threading.Event | None = None) -> None:
+        self._value, self.event = 0, event
+
+    @property
+    def value(self) -> int:
+        if not self._value and self.event is not None and self.event.is_set():
+            self._value = now() + _GRACE_NS
+        return self._value
+
+    @value.setter
+    def value(self, moment: int) -> None:
+        self._value = moment
 
 
-def one_connection(address: tuple[str, int], protocol: Protocol, conn: int,
-                   timeout: float = 5.0) -> ConnectionRecord:
+class _Together:
+    """What every client thread (and, with processes, every client process) of one load shares.
+
+    ``counter``: connections finished, for the progress bar.  ``stop``: a flag
+    that ends the load early (a protocol mismatch, an interrupt).  ``start_line``:
+    where client processes wait for each other so that they start firing together;
+    ``started``: how many of them got past it (the parent need not wait for the others).
+    """
+
+    def __init__(self, counter, stop, start_line=None, started=None) -> None:
+        self.counter, self.stop, self.start_line, self.started = counter, stop, start_line, started
+
+    def report(self, done: int) -> None:
+        """Add ``done`` finished connections to the progress counter."""
+        if self.counter is not None and done:
+            with self.counter.get_lock():
+                self.counter.value += done
+
+
+_IN_CHILD: _Together | None = None  # set in a client process by _start_client_process
+
+
+def _start_client_process(counter, stop, start_line, started) -> None:
+    """Pool initializer: keep the parent's shared objects (they cross only at start-up).
+
+    A client process ignores Ctrl-C: the terminal sends it to the whole process
+    group, and it is the parent's to handle (it stops its client processes
+    itself), so no child prints a traceback of its own.
+    """
+    global _IN_CHILD
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _IN_CHILD = _Together(counter, stop, start_line, started)
+
+
+# -- the threaded engine: one blocking socket per client thread ----------------------------------
+
+def one_connection(address: tuple[str, int], protocol: Protocol, *, conn: int = 0,
+                   timeout: float = TIMEOUT, cut_ns: int | None = None,
+                   stop: _Stop | None = None) -> ConnectionRecord:
     """Open one connection, ask the protocol's questions, check the answers, close.
 
     Never raises for a network problem: the record says what went wrong.
+    The conversation's rules (framing, checks, mismatch, size limit) are
+    :class:`ClientConversation`'s; this function only moves the bytes.
+
+    Args:
+        address: the server's ``(host, port)``.
+        protocol: what to ask and how to check the answers.
+        conn: the connection number to record.
+        timeout: seconds any single wait may last.
+        cut_ns: past this ``now()`` the connection is given up as ``unfinished``.
+        stop: the load's stop flag (see :class:`_Stop`): past the moment it holds, the
+            connection is given up as ``unfinished`` within a tenth of a second.
     """
     record = ConnectionRecord(conn, t_start_ns=now())
+    talk = ClientConversation(protocol)
+    waits = _Waits(timeout, cut_ns, stop)
     try:
-        sock = socket.socket(_family(address), socket.SOCK_STREAM)
+        sock = socket.socket(address_family(address[0]), socket.SOCK_STREAM)
     except OSError as exc:  # out of file descriptors, say: a failed attempt like any other
-        record.error, record.t_done_ns = _classify(exc), now()
-        return record
-    with sock:
-        sock.settimeout(timeout)
-        try:
-            sock.connect(address)
-            record.t_connected_ns = now()
-            record.local_port = sock.getsockname()[1]
-            for question in protocol.questions:
-                sock.sendall(question)
-                reply = recv_until(sock, protocol.reply_end)
-                if record.t_reply_ns < 0:
-                    record.t_reply_ns = now()
-                if not check_reply(protocol, question, reply):
-                    record.error = "bad-reply"
-                    break
-                served = parse_served_by(reply)
-                record.worker = -1 if served is None else served
-            record.ok = not record.error
-        except (OSError, ValueError) as exc:
-            record.error = _classify(exc)
-        if record.local_port < 0:
+        sock = None
+        talk.fail(error_name(exc))
+    if sock is not None:
+        with sock:
             try:
+                waits.connect(sock, address)
+                record.t_connected_ns = now()
                 record.local_port = sock.getsockname()[1]
-            except OSError:
-                pass
+                outgoing, wait = talk.start(), timeout
+                while not talk.ended:
+                    if outgoing:
+                        waits.sendall(sock, outgoing)
+                    data = waits.recv(sock, wait)
+                    if data is None:  # the wait ran out: a probe to send, or the end
+                        outgoing, wait = talk.timed_out(), PROBE_WAIT
+                        continue
+                    outgoing = talk.receive(data)
+                    if record.t_reply_ns < 0 and talk.replies:
+                        record.t_reply_ns = now()
+            except TimeoutError:
+                talk.fail("unfinished" if waits.over() else "timeout")
+            except OSError as exc:
+                talk.fail(error_name(exc))
+            if record.local_port < 0:
+                try:
+                    record.local_port = sock.getsockname()[1]
+                except OSError:
+                    pass
+    record.ok, record.error, record.worker = not talk.error, talk.error, talk.worker
+    if talk.error == "mismatch":
+        record.mismatch = (talk.received, talk.likely)
     record.t_done_ns = now()
     return record
 
 
-def _family(address: tuple[str, int]) -> socket.AddressFamily:
-    """IPv6 for an address like '::1', IPv4 otherwise."""
-    return socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+class _Waits:
+    """The waits of one threaded connection: each at most ``timeout``, none past ``cut_ns``,
+    and none long after ``stop`` is set (a blocked ``recv`` wakes every :data:`_SLICE` to look).
+
+    The cut is read once and again only when a slice of a wait ends empty, so a
+    conversation that goes well pays one clock reading per wait, no more.
+    """
+
+    __slots__ = ("timeout", "cut", "stop", "slice")
+
+    def __init__(self, timeout: float, cut_ns: int | None, stop: _Stop | None) -> None:
+        self.timeout, self.stop = timeout, stop
+        self.cut = _NEVER if cut_ns is None else cut_ns
+        self.slice = _SLICE if stop is not None else timeout
+        self.look()
+
+    def look(self) -> None:
+        """Take an earlier cut from the stop flag, if it has been set."""
+        stopped = self.stop.value if self.stop is not None else 0
+        if stopped and stopped < self.cut:
+            self.cut = stopped
+
+    def over(self) -> bool:
+        """Has the load ended (cut, or stopped) for this connection?"""
+        self.look()
+        return now() >= self.cut
+
+    def _left(self) -> float:
+        """Seconds until the cut; TimeoutError if it has come."""
+        left = (self.cut - now()) / 1e9
+        if left <= 0:
+            raise TimeoutError("the load is over")
+        return left
+
+    def connect(self, sock: socket.socket, address: tuple[str, int]) -> None:
+        sock.settimeout(min(self.timeout, self._left()))
+        sock.connect(address)
+
+    def sendall(self, sock: socket.socket, data: bytes) -> None:
+        sock.settimeout(min(self.timeout, self._left()))
+        sock.sendall(data)
+
+    def recv(self, sock: socket.socket, seconds: float) -> bytes | None:
+        """What arrives within ``seconds``; None if nothing did (TimeoutError if the load ended)."""
+        end = now() + int(seconds * 1e9)
+        while True:
+            left = (min(end, self.cut) - now()) / 1e9
+            if left <= 0:
+                if self.over():
+                    raise TimeoutError("the load is over")
+                return None
+            sock.settimeout(min(left, self.slice))
+            try:
+                return sock.recv(RECV_SIZE)
+            except TimeoutError:
+                self.look()  # a slice ended empty: has the load been stopped meanwhile?
 
 
-def _with_retries(address: tuple[str, int], protocol: Protocol, conn: int, timeout: float,
-                  retries: int) -> list[ConnectionRecord]:
+def _with_retries(address: tuple[str, int], protocol: Protocol, conn: int, share: "_Share",
+                  together: _Together) -> list[ConnectionRecord]:
     """:func:`one_connection`, tried again up to ``retries`` times if it fails.
 
     Every attempt is a connection of its own and gets its own record: a
     failed attempt may still have been accepted by a worker (one killed
-    mid-conversation, say), and the event log will show it.
+    mid-conversation, say), and the event log will show it.  No retry starts
+    after the duration, nor after a mismatch (it would fail alike).
     """
     records = []
-    for attempt in range(1, retries + 2):
-        record = one_connection(address, protocol, conn, timeout)
+    for attempt in range(1, share.retries + 2):
+        record = one_connection(address, protocol, conn=conn, timeout=share.timeout,
+                                cut_ns=share.cut_ns, stop=together.stop)
         record.attempt = attempt
         records.append(record)
-        if record.ok:
+        if record.error == "mismatch":
+            together.stop.value = now()  # the others end at once: they would fail alike
+        if record.ok or not _going(share, together):
             break
-    _report(1)  # one connection number done, however many attempts it took
+    together.report(1)  # one connection number done, however many attempts it took
     return records
 
 
+def _going(share: "_Share", together: _Together) -> bool:
+    """May a new connection (or retry) start now?"""
+    return now() < share.stop_ns and not together.stop.value
+
+
+def _pause_until(moment_ns: int, share: "_Share", together: _Together) -> None:
+    """Sleep until ``moment_ns``, but no later than the end of the duration or a stop."""
+    while _going(share, together):
+        left = (min(moment_ns, share.stop_ns) - now()) / 1e9
+        if left <= 0:
+            return
+        time.sleep(min(left, _SLICE))
+
+
 def _client_loop(address: tuple[str, int], protocol: Protocol, numbers: Iterator[int],
-                 stop_at: float, gap: float, timeout: float, retries: int,
-                 out: list[ConnectionRecord]) -> None:
+                 share: "_Share", together: _Together, out: list[ConnectionRecord]) -> None:
     """One closed-loop client: take the next connection number, run it, pause ``gap``, repeat."""
     for conn in numbers:
-        if time.monotonic() >= stop_at or _stopped():
+        if not _going(share, together):
             return
-        out.extend(_with_retries(address, protocol, conn, timeout, retries))
-        if gap:
-            _pause(gap)
+        out.extend(_with_retries(address, protocol, conn, share, together))
+        if share.gap:
+            _pause_until(now() + int(share.gap * 1e9), share, together)
 
 
-def _open_loop(address: tuple[str, int], protocol: Protocol, numbers: range, rate: float,
-               stop_at: float, timeout: float, retries: int, seed: int | None,
-               out: list[ConnectionRecord], max_in_flight: int = 256) -> None:
+def _open_loop(address: tuple[str, int], protocol: Protocol, share: "_Share",
+               together: _Together, out: list[ConnectionRecord],
+               max_in_flight: int = 256) -> list[threading.Thread]:
     """Start connections at Poisson times, ``rate`` per second, each in its own thread.
 
     ``max_in_flight`` bounds the threads: past it, arrivals wait (and the
     achieved rate falls below the target, which the caller can see).
+    Returns the threads started, for the caller to join.
     """
-    pace = random.Random(seed)
+    pace = random.Random(share.seed)
     slots = threading.BoundedSemaphore(max_in_flight)
     threads = []
-    next_start = time.monotonic()
+    next_start = now()
 
     def run(conn: int) -> None:
         try:
-            out.extend(_with_retries(address, protocol, conn, timeout, retries))
+            out.extend(_with_retries(address, protocol, conn, share, together))
         finally:
             slots.release()
 
-    for conn in numbers:
-        next_start += pace.expovariate(rate)  # exponential gaps make Poisson arrivals
-        delay = next_start - time.monotonic()
-        if delay > 0:
-            _pause(delay)
-        if time.monotonic() >= stop_at or _stopped():
+    for conn in share.numbers:
+        next_start += int(pace.expovariate(share.rate) * 1e9)  # exponential gaps: Poisson
+        _pause_until(next_start, share, together)
+        while _going(share, together) and not slots.acquire(timeout=_SLICE):
+            pass
+        if not _going(share, together):
             break
-        slots.acquire()
         thread = threading.Thread(target=run, args=(conn,), daemon=True)
         thread.start()
         threads.append(thread)
-    deadline = _last_word(stop_at, timeout, retries)
-    for thread in threads:
-        thread.join(max(0.0, deadline - time.monotonic()))
+    return threads
 
 
-def _last_word(stop_at: float, timeout: float, retries: int) -> float:
-    """When the last connection started before ``stop_at`` has surely ended, retries and all."""
-    return stop_at + timeout * (retries + 2)
+@dataclass(frozen=True)
+class _Share:
+    """One client process's part of a load (plain values: it travels to a spawned process)."""
+
+    address: tuple[str, int]
+    protocol: str
+    numbers: range
+    concurrency: int
+    rate: float | None
+    gap: float
+    timeout: float
+    retries: int
+    seed: int | None
+    lean: bool
+    stop_ns: int  # no connection starts at or after this now()
+    cut_ns: int  # connections still going at this now() are cut
 
 
-def _fire_in_process(address: tuple[str, int], protocol_name: str, numbers: range,
-                     concurrency: int, rate: float | None, duration: float, gap: float,
-                     timeout: float, retries: int, seed: int | None,
-                     lean: bool = False) -> list[tuple]:
-    """Run a share of the load in this process; return plain tuples (cheap to pickle)."""
-    protocol = get_protocol(protocol_name)
-    if _start_line is not None:  # several client processes: start firing together
+def _fire_in_process(share: _Share,
+                     together: _Together | None = None) -> tuple[list[tuple], tuple | None]:
+    """Run a share of the load in this process.
+
+    Returns plain tuples (cheap to pickle) and, if the server spoke another
+    protocol, ``(received, likely)`` from the first reply that showed it.
+    """
+    together = together or _IN_CHILD
+    protocol = get_protocol(share.protocol)
+    if together.start_line is not None:  # several client processes: start firing together
         try:
-            _start_line.wait(timeout=30)
+            together.start_line.wait(timeout=max(0.001, (share.stop_ns - now()) / 1e9))
         except threading.BrokenBarrierError:
-            pass  # a sibling failed to start: fire anyway, the records show when
+            pass  # a sibling started too late: fire anyway, the duration still holds
+        with together.started.get_lock():
+            together.started.value += 1  # counted before the clock is read: see the parent
+    if share.lean:
+        return closed_loop(share.address, protocol, share.numbers,
+                           concurrency=share.concurrency, stop_ns=share.stop_ns,
+                           cut_ns=share.cut_ns, timeout=share.timeout, retries=share.retries,
+                           report=together.report, stop=together.stop)
     out: list[ConnectionRecord] = []
-    stop_at = time.monotonic() + duration
-    if rate:
-        _open_loop(address, protocol, numbers, rate, stop_at, timeout, retries, seed, out)
-    elif lean:
-        return _lean_closed_loop(address, protocol, numbers, concurrency, stop_at, timeout,
-                                 retries)
+    if share.rate:
+        threads = _open_loop(share.address, protocol, share, together, out)
     else:
-        shared = iter(numbers)  # next() on a range iterator is atomic under the GIL
+        numbers = iter(share.numbers)  # next() on a range iterator is atomic under the GIL
         threads = [threading.Thread(target=_client_loop, daemon=True,
-                                    args=(address, protocol, shared, stop_at, gap, timeout,
-                                          retries, out))
-                   for _ in range(concurrency)]
+                                    args=(share.address, protocol, numbers, share, together, out))
+                   for _ in range(share.concurrency)]
         for thread in threads:
             thread.start()
-        deadline = _last_word(stop_at, timeout, retries)
-        for thread in threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-    return [_as_row(record) for record in out]
+    try:
+        for thread in threads:  # every wait ends by the cut, so these joins do too
+            thread.join(max(0.0, (share.cut_ns - now()) / 1e9 + _SLICE))
+    except BaseException:  # Ctrl-C: let the threads go at once, and say so upwards
+        together.stop.value = now()
+        raise
+    records = list(out)  # a copy: a thread still running past its join appends no more here
+    mismatch = next((r.mismatch for r in records if r.mismatch is not None), None)
+    return [_as_row(record) for record in records], mismatch
 
 
 def fire(
     address: tuple[str, int],
+    *,
     protocol: str = "zen",
     connections: int = 100,
     concurrency: int = 1,
@@ -255,32 +457,54 @@ def fire(
     processes: int = 1,
     duration: float = 60.0,
     gap: float = 0.0,
-    timeout: float = 5.0,
+    timeout: float = TIMEOUT,
     retries: int = 0,
     seed: int | None = None,
     progress: bool = False,
-    stop: "threading.Event | None" = None,
+    stop: threading.Event | None = None,
 ) -> "pd.DataFrame":
     """Fire up to ``connections`` connections at ``address`` for at most ``duration`` seconds.
 
-    ``concurrency=C`` is a closed loop of C clients *per client process*
-    (``concurrency=1``, one process: sequential); ``rate=R`` an open loop of
-    Poisson arrivals at R per second *in all* (``concurrency`` is then
-    ignored).  ``processes=K`` splits the connections over K client
-    processes, each running the same mode: ``processes=2, concurrency=16``
-    keeps 32 connections in flight, ``processes=2, rate=100`` fires 50/s from
-    each.  ``gap`` pauses each client between connections; ``retries``
-    retries a failed connection; ``timeout`` bounds every single wait.
     Returns one row per connection *attempt* (numbered in ``attempt``; a
     connection number with no ``ok`` row was lost), ordered by start time.
+    ``frame.attrs`` holds the ``address`` (as text), ``protocol``, ``timeout``,
+    ``duration``, the load's wall-clock bounds ``t_begin_ns``/``t_end_ns`` and
+    ``late_processes`` (client processes that had not handed in their records
+    by the end of the duration, whose rows are missing): what a summary needs
+    to explain its errors (:func:`describe_errors`) and to give rates over the
+    time the load really took.
 
     Throughput: a closed loop over ``processes >= 2`` (no ``rate``, no ``gap``)
-    runs the lean event loop, one per client process (Linux; elsewhere the
+    runs the epoll engine, one per client process (Linux; elsewhere the
     threads).  On two cores, ``processes=2, concurrency=16`` is the fastest.
 
-    ``stop``: an Event the caller sets to end the load early (Ctrl-C in the
-    CLI).  No new connection starts once it is set; those in flight finish,
-    and the rows of everything that ended are returned as usual.
+    Args:
+        address: the server's ``(host, port)``; loopback, as every load of the kit.
+        protocol: ``"zen"``, ``"lancelot"`` or ``"http"``.
+        connections: how many connection numbers to fire at most.
+        concurrency: a closed loop of this many clients *per client process*
+            (``1`` with one process: sequential).  Ignored with ``rate``.
+        rate: an open loop of Poisson arrivals at this many per second *in all*.
+        processes: client processes to split the connections over, each running
+            the same mode: ``processes=2, concurrency=16`` keeps 32 connections
+            in flight, ``processes=2, rate=100`` fires 50/s from each.
+        duration: seconds from this call after which no connection starts;
+            whatever is still going :data:`GRACE` s later is cut (``unfinished``),
+            and ``fire`` returns well within a second after the duration.
+            Starting client processes counts against it.
+        gap: seconds each client pauses between connections.
+        timeout: seconds any single wait may last (:data:`TIMEOUT`: short, for loopback).
+        retries: times a failed connection is tried again (each attempt is a row).
+        seed: makes the open loop's arrival times repeatable.
+        progress: show a progress bar (tqdm) whose rate is over the load's wall time.
+        stop: an Event the caller may set (the CLI does on Ctrl-C) to end the load early,
+            as if its duration ran out then: no new connection, :data:`GRACE` s for those
+            in flight, and the rows of all attempts so far returned as usual
+            (``frame.attrs['stopped']`` is then true).
+
+    Raises:
+        ProtocolMismatch: a reply cannot belong to ``protocol`` (the load stops at once).
+        ValueError: a setting no load can honour (negative counts, a zero timeout...).
     """
     import pandas as pd
 
@@ -290,79 +514,103 @@ def fire(
         raise ValueError("fire() needs connections >= 0, concurrency >= 1, processes >= 1, "
                          "duration > 0, timeout > 0, retries >= 0, gap >= 0 and, if given, "
                          "rate > 0")
-    shares = [range(k, connections, processes) for k in range(processes)]
-    share_rate = rate / processes if rate is not None else None
-    lean = _LEAN and processes > 1 and not rate and not gap
-    args = [(address, protocol, numbers, concurrency, share_rate, duration, gap, timeout,
-             retries, None if seed is None else seed + k, lean)
-            for k, numbers in enumerate(shares)]
+    began = now()
+    stop_ns = began + int(duration * 1e9)
+    lean = LEAN and processes > 1 and not rate and not gap
+    shares = [_Share(tuple(address), protocol, range(k, connections, processes), concurrency,
+                     rate / processes if rate is not None else None, gap, timeout, retries,
+                     None if seed is None else seed + k, lean, stop_ns,
+                     stop_ns + int(GRACE * 1e9))
+              for k in range(processes)]
     with _Progress(connections, progress, shared=processes > 1) as bar:
         if processes == 1:
-            _set_stop_flag(stop)
-            try:
-                rows = _fire_in_process(*args[0])
-            finally:
-                _set_stop_flag(None)
+            results = [_fire_in_process(shares[0], _Together(bar.counter, _Stop(stop)))]
         else:
-            # spawn: a clean interpreter per client, safe from a threaded parent (a notebook)
-            spawn = multiprocessing.get_context("spawn")
-            start_line = spawn.Barrier(processes)
-            flag = spawn.Event() if stop is not None else None  # stop, as processes see it
-            with spawn.Pool(processes, initializer=_count_finished,
-                            initargs=(bar.counter, start_line, flag)) as clients:
-                pending = clients.starmap_async(_fire_in_process, args)
-                while not pending.ready():
-                    pending.wait(0.05)
-                    if flag is not None and stop.is_set():
-                        flag.set()
-                rows = list(itertools.chain.from_iterable(pending.get()))
-    frame = pd.DataFrame(rows, columns=list(CLIENT_COLUMNS))
-    for name in CLIENT_NULLABLE:
-        frame[name] = frame[name].astype("Int64").mask(frame[name] < 0)
-    return frame.sort_values("t_start_ns", kind="stable").reset_index(drop=True)
+            results = _fire_in_processes(shares, bar.counter, stop)
+    late = processes - len(results)
+    rows = list(itertools.chain.from_iterable(rows for rows, _ in results))
+    mismatch = next((found for _, found in results if found is not None), None)
+    if mismatch is not None:
+        raise ProtocolMismatch(address, protocol, *mismatch)
+    frame = missing_as_na(pd.DataFrame(rows, columns=list(CLIENT_COLUMNS)), CLIENT_NULLABLE)
+    frame = frame.sort_values("t_start_ns", kind="stable").reset_index(drop=True)
+    frame.attrs.update(address=show_address(*address[:2]), protocol=protocol, timeout=timeout,
+                       duration=duration, t_begin_ns=began, t_end_ns=now(), late_processes=late,
+                       stopped=stop is not None and stop.is_set())
+    return frame
 
 
-# How many connections this process has finished, for the progress bar; set per process.
-_finished: "multiprocessing.sharedctypes.Synchronized | None" = None
-# In a client process: the barrier all client processes wait at before they start firing.
-_start_line: "multiprocessing.synchronize.Barrier | None" = None
+def _fire_in_processes(shares: list[_Share], counter,
+                       event: threading.Event | None) -> list[tuple[list[tuple], tuple | None]]:
+    """Run each share in a client process of its own; what each hands in by the deadline.
+
+    spawn: a clean interpreter per client, safe from a threaded parent (a
+    notebook).  Starting one takes a few tenths of a second, more on a busy
+    machine, and counts against the duration.  Once no connection may start
+    (the duration is over, or the load was stopped), a client process that
+    never got past the start line has nothing to hand in: it is not waited
+    for.  One that fired but has not handed in its records :data:`_RETURN_SLACK`
+    s after the cut is stopped too and its share is missing from the table:
+    the duration is the promise kept.
+    """
+    spawn = multiprocessing.get_context("spawn")
+    stop = spawn.RawValue("q", 0)  # _Stop's value, shared: one aligned word, no lock needed
+    start_line = spawn.Barrier(len(shares))
+    started = spawn.Value("i", 0)  # client processes past the start line
+    stop_ns, deadline = shares[0].stop_ns, shares[0].cut_ns + int(_RETURN_SLACK * 1e9)
+    with spawn.Pool(len(shares), initializer=_start_client_process,
+                    initargs=(counter, stop, start_line, started)) as clients:
+        try:
+            jobs = [clients.apply_async(_fire_in_process, (share,)) for share in shares]
+            while now() < deadline:
+                waiting = [job for job in jobs if not job.ready()]
+                if not waiting:
+                    break
+                # A process counts itself started before it reads the clock, so once none may
+                # start, every one that could have fired is counted: those are awaited.
+                if ((now() >= stop_ns or stop.value)
+                        and len(jobs) - len(waiting) >= started.value):
+                    break
+                waiting[0].wait(_SLICE / 2)  # a short wait: the caller's Event is polled too
+                if event is not None and event.is_set() and not stop.value:
+                    stop.value = now() + _GRACE_NS
+                    deadline = min(deadline, stop.value + int(_RETURN_SLACK * 1e9))
+        except BaseException:  # a second Ctrl-C: the pool's exit stops the client processes
+            stop.value = now()
+            raise
+        return [job.get() for job in jobs if job.ready()]
 
 
-def _count_finished(counter: "multiprocessing.sharedctypes.Synchronized | None",
-                    start_line: "multiprocessing.synchronize.Barrier | None" = None,
-                    stop_flag: "multiprocessing.synchronize.Event | None" = None) -> None:
-    """Pool initializer: share the parent's counter, start line and stop flag (sync objects
-    cross only at start-up)."""
-    global _finished, _start_line
-    _finished, _start_line = counter, start_line
-    _set_stop_flag(stop_flag)
+def describe_errors(client: "pd.DataFrame") -> dict[str, str]:
+    """Each kind of failed attempt in ``client``: ``{error: "N (what it means)"}``, most first.
 
+    A summary that says ``refused: 10`` leaves the reader guessing where; this
+    one says ``10 (nothing listens on 127.0.0.1:1060)``.  The words come from
+    :data:`~acceptlab.client_conversation.ERRORS`, one place for what each means.
 
-# -- stopping early (fire's ``stop``) -----------------------------------------------------
-# Set while the caller wants the load to end now: every loop checks it beside its deadline.
-_stop_flag: "threading.Event | multiprocessing.synchronize.Event | None" = None
-
-
-def _set_stop_flag(flag: "threading.Event | multiprocessing.synchronize.Event | None") -> None:
-    global _stop_flag
-    _stop_flag = flag
-
-
-def _stopped() -> bool:
-    """Has the caller asked the load to stop early?"""
-    return _stop_flag is not None and _stop_flag.is_set()
-
-
-def _pause(seconds: float) -> None:
-    """Sleep, but wake at once if the caller asks the load to stop."""
-    if _stop_flag is None:
-        time.sleep(seconds)
-    else:
-        _stop_flag.wait(seconds)
+    Args:
+        client: a table from :func:`fire`; the ``address`` and ``timeout`` it
+            leaves in ``client.attrs`` fill in the explanations (a table read
+            back from a file has no attrs, and then says "the server's address").
+    """
+    counts = client.loc[~client["ok"].astype(bool), "error"].value_counts()
+    address = client.attrs.get("address", "the server's address")
+    timeout = client.attrs.get("timeout", "?")
+    described = {}
+    for error, count in counts.items():
+        meaning = ERRORS.get(error, "an error of the client's own machine")
+        described[error] = f"{count} ({meaning.format(address=address, timeout=timeout)})"
+    return described
 
 
 class _Progress:
-    """A tqdm bar fed by a shared counter that every client thread and process bumps."""
+    """A tqdm bar fed by a shared counter that every client thread and process bumps.
+
+    Its rate is connections over the wall time since the load began
+    (``smoothing=0``), the figure a summary gives too: tqdm's default, a moving
+    average of the latest updates, divides a burst by the few milliseconds
+    between two updates and shows rates no client reached.
+    """
 
     def __init__(self, total: int, enabled: bool, shared: bool) -> None:
         self.total, self.enabled = total, enabled
@@ -374,16 +622,17 @@ class _Progress:
         self._done = threading.Event()
 
     def __enter__(self) -> "_Progress":
-        _count_finished(self.counter)
         if self.enabled:
-            self._thread = threading.Thread(target=self._show, daemon=True)
+            from tqdm.auto import tqdm
+
+            # Made here, before the first connection, so that its clock covers the whole load.
+            bar = tqdm(total=self.total, unit="conn", desc="connections", smoothing=0)
+            self._thread = threading.Thread(target=self._show, args=(bar,), daemon=True)
             self._thread.start()
         return self
 
-    def _show(self) -> None:
-        from tqdm.auto import tqdm
-
-        with tqdm(total=self.total, unit="conn", desc="connections") as bar:
+    def _show(self, bar) -> None:
+        with bar:
             while not self._done.wait(0.1):
                 bar.update(self.counter.value - bar.n)
             bar.update(self.counter.value - bar.n)
@@ -392,187 +641,3 @@ class _Progress:
         self._done.set()
         if self.enabled:
             self._thread.join()
-        _count_finished(None)
-
-
-# --------------------------------------------------------------------------------------
-# The lean path: a closed loop as ONE epoll loop per client process (Linux)
-# --------------------------------------------------------------------------------------
-# Why it is shaped so.  A Python client is slow because of Python, not the kernel:
-# a thread per client queues for the GIL, settimeout() adds a poll() before every
-# recv and send, and a dataclass per connection costs more than the connection's
-# system calls.  wrk, the yardstick, runs one event loop per core.  So here each
-# client process holds its `concurrency` connections in one thread and one epoll:
-# * sockets are created non-blocking (SOCK_NONBLOCK: no extra ioctl);
-# * the first question is sent right after connect(): on loopback the handshake
-#   has finished by the time connect() returns, so no epoll round trip is needed
-#   (if it has not, EAGAIN says so and we wait for "writable" instead);
-# * a socket leaves the epoll by being closed (close() removes it), not by a call;
-# * timeouts are found by a scan every few milliseconds, not a timer per call;
-# * each record is born a plain tuple, and the progress counter, whose lock is
-#   shared across processes, is bumped once per batch.
-# What stays the same: every record's fields, what an error is called
-# (:func:`_classify`), retries (a failed attempt is started again; every attempt
-# is a row), and ``timeout`` (any single wait longer than it fails).
-_LEAN = hasattr(select, "epoll") and hasattr(socket, "SOCK_NONBLOCK")
-_SCAN_NS = 5_000_000  # how often (ns) to look for connections past their timeout
-_BATCH = 256  # connections per bump of the shared progress counter
-
-
-class _Flight:
-    """One connection in flight on the lean path (``__slots__``: one is made per attempt)."""
-
-    __slots__ = ("sock", "conn", "attempt", "t_start", "t_connected", "t_reply", "step",
-                 "pending", "data", "deadline", "worker")
-
-
-def _lean_closed_loop(address: tuple[str, int], protocol: Protocol, numbers: range,
-                      concurrency: int, stop_at: float, timeout: float,
-                      retries: int) -> list[tuple]:
-    """Keep ``concurrency`` connections in flight until ``numbers`` or the time runs out."""
-    family, kind = _family(address), socket.SOCK_STREAM | socket.SOCK_NONBLOCK
-    questions, reply_end = protocol.questions, protocol.reply_end
-    timeout_ns = int(timeout * 1e9)
-    poller = select.epoll()
-    flights: dict[int, _Flight] = {}  # by file descriptor
-    starts = collections.deque((conn, 1) for conn in itertools.islice(iter(numbers), concurrency))
-    todo = iter(numbers[len(starts):])
-    rows: list[tuple] = []
-    unreported = 0
-
-    def start(conn: int, attempt: int) -> None:
-        flight = _Flight()
-        flight.conn, flight.attempt, flight.step, flight.data = conn, attempt, 0, b""
-        flight.t_connected = flight.t_reply = flight.worker = -1
-        flight.t_start, flight.sock = now(), None
-        try:
-            flight.sock = sock = socket.socket(family, kind)
-        except OSError as exc:  # out of file descriptors, say: a failed attempt like any other
-            return finish(flight, exc)
-        flights[sock.fileno()] = flight
-        flight.deadline = flight.t_start + timeout_ns
-        code = sock.connect_ex(address)
-        if code not in (0, errno.EINPROGRESS):
-            return finish(flight, OSError(code, os.strerror(code)))
-        flight.pending = questions[0]
-        try:
-            if send(flight):
-                flight.t_connected = now()
-        except OSError as exc:
-            return finish(flight, exc)
-        poller.register(sock.fileno(), select.EPOLLOUT if flight.pending else select.EPOLLIN)
-
-    def send(flight: _Flight) -> bool:
-        """Send what is pending, as much as fits; False if the socket cannot take any yet."""
-        try:
-            sent = flight.sock.send(flight.pending)
-        except BlockingIOError:  # still connecting (or the send buffer is full)
-            return False
-        flight.pending = flight.pending[sent:]
-        return True
-
-    def writable(flight: _Flight) -> None:
-        if send(flight):  # raises if the connection failed, e.g. refused
-            if flight.t_connected < 0:
-                flight.t_connected = now()
-            if not flight.pending:
-                poller.modify(flight.sock.fileno(), select.EPOLLIN)
-
-    def readable(flight: _Flight) -> None:
-        """Read what has arrived; on a whole reply, check it and ask the next question."""
-        sock = flight.sock
-        while True:
-            try:
-                chunk = sock.recv(RECV_SIZE)
-            except BlockingIOError:
-                return  # all read for now
-            if chunk:
-                flight.data += chunk
-                if len(flight.data) > 1 << 20:
-                    raise ValueError("reply longer than 1 MiB")  # the same limit as recv_until
-                if reply_end is None or not flight.data.endswith(reply_end):
-                    continue
-            elif reply_end is not None:
-                raise ConnectionError("server closed before the reply ended")
-            reply, flight.data = flight.data, b""  # a whole reply
-            if flight.t_reply < 0:
-                flight.t_reply = now()
-            if not check_reply(protocol, questions[flight.step], reply):
-                return finish(flight, "bad-reply")
-            served = parse_served_by(reply)
-            flight.worker = -1 if served is None else served
-            flight.step += 1
-            if flight.step == len(questions):
-                return finish(flight, "")
-            flight.pending = questions[flight.step]  # the next question, at once
-            send(flight)
-            if flight.pending:
-                poller.modify(sock.fileno(), select.EPOLLOUT)
-                return
-
-    def finish(flight: _Flight, error: str | BaseException) -> None:
-        """Record a connection attempt that ended; queue its retry or the next connection."""
-        nonlocal unreported, stop_at
-        sock, port = flight.sock, -1
-        if sock is not None:  # None: the socket could not even be created
-            del flights[sock.fileno()]
-            try:
-                port = sock.getsockname()[1]
-            except OSError:
-                pass
-            sock.close()  # also takes it out of the epoll
-        if not isinstance(error, str):
-            error = _classify(error)
-        rows.append((flight.conn, port, flight.t_start, flight.t_connected, flight.t_reply,
-                     now(), not error, error, flight.worker, flight.attempt))
-        if error and flight.attempt <= retries:  # every attempt is a row of its own
-            starts.append((flight.conn, flight.attempt + 1))
-            return
-        unreported += 1  # a connection number is done
-        if unreported == _BATCH:
-            unreported = _report(unreported)
-            if _stopped():  # checked here too: failing connections never reach the scan
-                stop_at = 0.0
-        if time.monotonic() < stop_at:
-            conn = next(todo, None)
-            if conn is not None:
-                starts.append((conn, 1))
-
-    next_scan = now() + _SCAN_NS
-    try:
-        while True:
-            while starts:  # started here, not inside finish(): no recursion when all fail
-                start(*starts.popleft())
-            if not flights:
-                break
-            for fd, _ in poller.poll(_SCAN_NS / 1e9):
-                flight = flights[fd]
-                flight.deadline = now() + timeout_ns
-                try:
-                    if flight.pending:
-                        writable(flight)
-                    else:
-                        readable(flight)
-                except (OSError, ValueError) as exc:
-                    finish(flight, exc)
-            moment = now()
-            if moment >= next_scan:  # fail the connections that waited longer than timeout
-                next_scan = moment + _SCAN_NS
-                if _stopped():
-                    stop_at = 0.0  # start nothing new: finish() reads it
-                for flight in [f for f in flights.values() if f.deadline < moment]:
-                    finish(flight, TimeoutError("timed out"))
-    finally:
-        for flight in flights.values():
-            flight.sock.close()
-        poller.close()
-        _report(unreported)
-    return rows
-
-
-def _report(done: int) -> int:
-    """Add ``done`` finished connections to the shared progress counter; return 0."""
-    if _finished is not None and done:
-        with _finished.get_lock():
-            _finished.value += done
-    return 0

@@ -82,7 +82,7 @@ import weakref
 from dataclasses import dataclass, replace
 from multiprocessing.connection import wait as wait_for_any
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Protocol, Sequence
 
 from .basics import address_family, now, show_address
 from .conversation import Limits
@@ -117,9 +117,9 @@ class WorkerBootError(RuntimeError):
 
     def __init__(self, slot: int, attempts: int, exit: str, last_line: str, hint: str = "") -> None:
         self.slot, self.attempts, self.exit, self.last_line = slot, attempts, exit, last_line
-        words = f": {last_line}" if last_line else " (it wrote nothing to stderr)"
-        super().__init__(f"worker {slot} died while starting, {attempts} time"
-                         f"{'s' if attempts > 1 else ''} in a row ({exit}){words}; "
+        times = f", {attempts} times in a row" if attempts > 1 else ""
+        words = f": {last_line}" if last_line else ""
+        super().__init__(f"worker {slot} died while starting{times} ({exit}){words}; "
                          f"slot {slot} is left down{hint}")
 
 
@@ -208,6 +208,53 @@ class SlotStatus:
 
 
 # -- the two kinds of worker, one interface --------------------------------------------------
+
+class _Worker(Protocol):
+    """What the pool may ask of any worker, thread or process (uvicorn's ``Process`` has the same).
+
+    ``ident`` is how the kernel names the worker (pid, or native thread id);
+    ``pid`` the process it runs in.
+    """
+
+    ident: int
+    pid: int
+
+    def is_ready(self) -> bool:
+        """Has it said it is about to wait for its first connection?"""
+
+    def wait_ready(self, timeout: float) -> None:
+        """Sleep until it is ready or dead, at most ``timeout`` seconds."""
+
+    def ask_to_stop(self) -> None:
+        """Stop now (SIGTERM, or the flag and a shutdown of its sockets)."""
+
+    def force(self) -> None:
+        """The last resort after :meth:`ask_to_stop` (SIGKILL for a process)."""
+
+    def retire(self) -> None:
+        """Take no new connection, finish the one in hand, exit: a graceful restart."""
+
+    def crash(self) -> None:
+        """Die as a bug would (SIGKILL, or :class:`InjectedCrash` at the next connection)."""
+
+    def join(self, timeout: float) -> None:
+        """Wait until it has ended, at most ``timeout`` seconds."""
+
+    def is_alive(self) -> bool:
+        """Still running?"""
+
+    def exit_description(self) -> str:
+        """How it ended: ``'exit code -9 (SIGKILL)'``, ``'crashed: InjectedCrash'``..."""
+
+    def last_words(self) -> str:
+        """The error line it left on stderr, if it could leave one ('' otherwise)."""
+
+    def asked_to_stop(self) -> bool:
+        """Did someone ask it to stop (so the supervisor must not replace it)?"""
+
+    def close(self) -> None:
+        """Release what the pool holds for it (its readiness pipe)."""
+
 
 class _ThreadWorker:
     """A thread running :func:`serve`, and the :class:`Control` the pool uses to steer it.
@@ -415,9 +462,6 @@ class _ProcessWorker:
 
     def close(self) -> None:
         self._ready_pipe.close()
-
-
-_Worker = _ThreadWorker | _ProcessWorker
 
 
 @dataclass
@@ -664,7 +708,11 @@ class WorkerPool:
 
         A process gets SIGKILL at once.  A thread cannot be killed from outside
         in Python, so it is told to crash: it raises :class:`InjectedCrash` on
-        the next connection it accepts (which that client then loses).
+        the next connection it accepts (which that client then loses).  The
+        supervisor then replaces it, as it would any dead worker.
+
+        Args:
+            slot: which slot's worker dies.
         """
         with self._lock:
             self._raise_boot_error()
@@ -732,7 +780,9 @@ class WorkerPool:
                 logger.warning("worker %d (%d) was asked to stop (SIGTERM); not replacing it",
                                slot, worker.ident)
             else:
-                self._next_generation(slot, worker.exit_description(), now())
+                words = worker.last_words()  # its stderr is in a file: quote the error line
+                self._next_generation(slot, worker.exit_description()
+                                      + (f": {words}" if words else ""), now())
         return entry.state
 
     def _boot_failed(self, slot: int, entry: _Slot) -> None:
@@ -745,16 +795,18 @@ class WorkerPool:
         entry.t_failed_ns = now()
         exit, words = worker.exit_description(), worker.last_words()
         entry.error_exit = exit
+        # While start() runs, its caller gets the error, which counts the attempts: no log lines.
+        log = logger.log if self._supervisor is not None else _quiet
         if entry.boot_failures >= self.boot_attempts:
             entry.state = "down"
             entry.error = WorkerBootError(slot, entry.boot_failures, exit, words,
                                           self._why_a_worker_cannot_start())
-            logger.error("%s", entry.error)
+            log(logging.ERROR, "%s", entry.error)
         else:
             entry.state = "retrying"
             entry.retry_at = time.monotonic() + _BACKOFF * 2 ** (entry.boot_failures - 1)
-            logger.warning("worker %d died while starting (%s)%s; retrying", slot, exit,
-                           f": {words}" if words else "")
+            log(logging.WARNING, "worker %d died while starting (%s)%s; retrying", slot, exit,
+                f": {words}" if words else "")
 
     def _next_generation(self, slot: int, why: str, t_detected_ns: int) -> None:
         """Start slot ``slot``'s next generation and record the replacement.  Hold ``_lock``."""
@@ -769,10 +821,12 @@ class WorkerPool:
         self.replacements.append(Replacement(slot, entry.generation - 1, old.ident, why,
                                              t_detected_ns, fresh.ident, now()))
         # A restart asked for is news only to a debugger; a death or a failed boot is a warning.
+        # While start() runs, its caller gets any error, which counts the attempts: no lines.
         level = logging.INFO if why.startswith("restarted") else logging.WARNING
-        logger.log(level, "worker %d (%d) %s; started generation %d as %d", slot, old.ident,
-                   why if why.startswith(("restarted", "failed")) else f"died with {why}",
-                   entry.generation, fresh.ident)
+        log = logger.log if self._supervisor is not None else _quiet  # as in _boot_failed
+        log(level, "worker %d (%d) %s; started generation %d as %d", slot, old.ident,
+            why if why.startswith(("restarted", "failed")) else f"died with {why}",
+            entry.generation, fresh.ident)
 
     # -- stopping ----------------------------------------------------------------------
     def stop(self, *, timeout: float = 1.0) -> None:
@@ -847,6 +901,10 @@ def _sweep_abandoned_logs() -> None:
             continue  # removed by someone else meanwhile
         if not process_alive(int(owner)):
             shutil.rmtree(path, ignore_errors=True)
+
+
+def _quiet(*args: object) -> None:
+    """A log call that says nothing (see :meth:`WorkerPool._boot_failed`)."""
 
 
 def _shut(sock: socket.socket) -> None:

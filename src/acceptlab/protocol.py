@@ -190,7 +190,10 @@ HTTP = HttpProtocol(
     name="http",
     request_end=b"\r\n\r\n",
     reply_end=None,
-    questions=(b"GET / HTTP/1.0\r\nHost: acceptlab\r\n\r\n",),
+    # "/?" (the root, with an empty query) is "/" to any HTTP server, but a zen or lancelot
+    # server reads up to the "?" and answers its "unknown question" error at once: the client
+    # then knows in one round trip that it is talking to the wrong protocol.
+    questions=(b"GET /? HTTP/1.0\r\nHost: acceptlab\r\n\r\n",),
     one_request_per_connection=True,
 )
 

@@ -11,7 +11,10 @@ How a worker talks to its pool
   (a :class:`threading.Event` for a thread, one byte down a pipe for a
   process).  The pool starts the next worker only then, so the kernel queues
   the waiters in slot order, and a replacement that dies before this point
-  failed to *boot* (see :class:`acceptlab.pool.WorkerBootError`).
+  failed to *boot* (see :class:`acceptlab.pool.WorkerBootError`).  "Just
+  before" is microseconds, unless the worker is a thread that must first win
+  the GIL back (up to the interpreter's 5 ms switch interval): so the order
+  is nearly always, not always, the slot order.
 * **Stop now**: ``control.stopping`` for a thread (the pool then shuts its
   sockets to wake it); SIGTERM for a process.
 * **Retire** (a graceful restart): ``control.retiring``: take no new
@@ -211,15 +214,20 @@ def process_main(listener: socket.socket, spec: WorkerSpec, ready: Connection) -
         spec: what this worker is (see :class:`WorkerSpec`).
         ready: the write end of the pipe on which the worker says it is ready.
     """
+    _settle_in(listener, spec)
+    control = Control(ready=_PipeFlag(ready))
+    signal.signal(RETIRE_SIGNAL, lambda signum, frame: _retire(control))
+    serve(listener, spec, control)
+
+
+def _settle_in(listener: socket.socket, spec: WorkerSpec) -> None:
+    """What every worker process does first (see :func:`process_main` for why each)."""
     _stderr_into(stderr_path(spec.log_dir, spec.slot, spec.generation))
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     mark = stop_mark(spec.log_dir, spec.slot, spec.generation)
     signal.signal(signal.SIGTERM, lambda signum, frame: _exit_asked(mark))
-    control = Control(ready=_PipeFlag(ready))
-    signal.signal(RETIRE_SIGNAL, lambda signum, frame: _retire(control))
     _drop_inherited_sockets(keep=listener.fileno())
     _watch_pool(spec.parent_pid)
-    serve(listener, spec, control)
 
 
 def hybrid_main(listener: socket.socket, spec: WorkerSpec, ready: Connection,
@@ -245,16 +253,11 @@ def hybrid_main(listener: socket.socket, spec: WorkerSpec, ready: Connection,
         ready: the pipe on which the process says all its threads are ready.
         threads: how many threads serve in this process.
     """
-    _stderr_into(stderr_path(spec.log_dir, spec.slot, spec.generation))
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    mark = stop_mark(spec.log_dir, spec.slot, spec.generation)
-    signal.signal(signal.SIGTERM, lambda signum, frame: _exit_asked(mark))
+    _settle_in(listener, spec)
     all_ready = _Countdown(threads, _PipeFlag(ready))
     controls = [Control(ready=all_ready) for _ in range(threads)]
     retiring = threading.Event()
     signal.signal(RETIRE_SIGNAL, lambda signum, frame: _retire_all(controls, retiring))
-    _drop_inherited_sockets(keep=listener.fileno())
-    _watch_pool(spec.parent_pid)
     workers = [threading.Thread(target=serve, daemon=True, name=f"acceptlab-worker-{spec.slot}.{t}",
                                 args=(listener, replace(spec, slot=spec.slot * threads + t),
                                       control))

@@ -1,0 +1,43 @@
+"""The wait-queue film plays in a real browser, offline (issue: the kernel's account, item 3).
+
+A film is matplotlib's ``to_jshtml`` player with every frame embedded as a
+PNG.  "It plays" is checked from what Chromium shows: after the page loads, a
+script presses play on every player on the page, Chromium runs a minute of
+virtual time, and the player's ``<img>`` must then show a later frame than the
+first.  "Offline" is checked from Chromium's own net log: the page makes no
+request to another host.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from browser import frames_of, load_page, plays, remote_loads, shown_images
+
+from acceptlab.experiment import Run
+from acceptlab.film import offline_html, replay
+
+ROOT = Path(__file__).resolve().parent.parent
+@pytest.mark.parametrize("strategy", ["blocking", "epoll-exclusive", "poll"])
+def test_a_film_of_a_recorded_run_plays_offline(chromium: str, tmp_path: Path, strategy: str):
+    run = Run.load(ROOT / "data" / f"trace-{strategy}-process-light")
+    page = tmp_path / f"{strategy}.html"
+    page.write_text(f"<!DOCTYPE html><html><body>{offline_html(replay(run, max_connections=6))}"
+                    f"</body></html>")
+    assert not remote_loads(page.read_text())
+    moved, remote = plays(chromium, page)
+    assert moved, f"the {strategy} film did not move past its first frame"
+    assert not remote, f"the film asked the network for {remote}"
+
+
+def test_the_check_notices_a_film_that_does_not_play(chromium: str, tmp_path: Path):
+    """Without the play button pressed the player stays on frame 0: the check must say so."""
+    run = Run.load(ROOT / "data" / "trace-blocking-process-light")
+    html = offline_html(replay(run, max_connections=4))
+    page = tmp_path / "still.html"
+    page.write_text(f"<!DOCTYPE html><html><body>{html}</body></html>")
+    loaded = load_page(chromium, page.as_uri(), settle_ms=5_000)
+    shown = shown_images(loaded.dom)
+    assert shown and shown[0] == frames_of(html)[0]
