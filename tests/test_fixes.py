@@ -57,16 +57,7 @@ def test_handoff_least_busy_prefers_an_idle_process():
                     work="sleep:200") as pool:
         client = fire(pool.address, connections=4, concurrency=4)
     assert client["ok"].all()
-    assert _open_per_process(pool.events(), threads=3) == [2, 2]
-
-
-def _open_per_process(events, threads: int) -> list[int]:
-    """How many connections each process held right after the last one was accepted."""
-    accepted = analysis.accepted(events)
-    moment = accepted["t_accept_ns"].max()
-    still_open = accepted[accepted["t_done_ns"].astype("float64") > moment]
-    groups = (still_open["worker"].astype(int) // threads).value_counts()
-    return [int(groups.get(group, 0)) for group in range(events["worker"].max() // threads + 1)]
+    assert analysis.open_per_process(pool.events(), threads=3) == [2, 2]
 
 
 def test_exact_balance_admits_only_the_least_busy_process():
@@ -82,25 +73,9 @@ def test_exact_balance_admits_only_the_least_busy_process():
         with WorkerPool(2, kind="hybrid", threads=3, strategy=strategy, work="sleep:200") as pool:
             client = fire(pool.address, connections=4, concurrency=4)
         assert client["ok"].all()
-        counts[strategy] = _open_per_process(pool.events(), threads=3)
+        counts[strategy] = analysis.open_per_process(pool.events(), threads=3)
     print("open connections per process:", counts)
     assert max(counts["exact"]) - min(counts["exact"]) <= 1, counts
-
-
-def _doubled_up(events, threads: int) -> float:
-    """Share of accepts that landed in a process already serving one while another process was idle."""
-    accepted = analysis.accepted(events)
-    start = accepted["t_accept_ns"].to_numpy(dtype=float)
-    end = accepted["t_done_ns"].to_numpy(dtype=float)
-    group = accepted["worker"].to_numpy(dtype=int) // threads
-    processes = range(group.max() + 1)
-    bad = 0
-    for i in range(len(accepted)):
-        open_now = [int(((group == g) & (start < start[i]) & (end > start[i])).sum())
-                    for g in processes]
-        if open_now[group[i]] >= 1 and min(open_now) == 0:
-            bad += 1
-    return bad / max(1, len(accepted))
 
 
 def test_busy_sleep_sends_work_to_the_idle_process():
@@ -115,7 +90,7 @@ def test_busy_sleep_sends_work_to_the_idle_process():
         with WorkerPool(2, kind="hybrid", threads=3, strategy="busy-sleep",
                         work="sleep:15") as pool:
             client = fire(pool.address, connections=80, concurrency=2)
-        share = _doubled_up(pool.events(), threads=3)
+        share = analysis.busy_while_idle(pool.events(), threads=3)
         return client["ok"].all() and share <= 0.05, round(share, 3)
 
     ok, shares = _best_of(3, attempt)
@@ -213,3 +188,32 @@ def test_cpu_program_is_the_selftests_three_instructions():
     steps = [np.frombuffer(code[k:k + 8], dtype="<u2,u1,u1,<u4")[0] for k in range(0, 24, 8)]
     assert [int(step[0]) for step in steps] == [0x20, 0x94, 0x16]
     assert int(steps[1][3]) == 4
+
+
+def _accepts(rows: list[tuple[int, int, int | None]]):
+    """A minimal event log: (worker, t_accept_ms, t_done_ms or None) per accepted connection."""
+    import pandas as pd
+
+    ms = 1_000_000
+    return pd.DataFrame({
+        "worker": [w for w, _, _ in rows],
+        "outcome": ["accepted"] * len(rows),
+        "t_accept_ns": [a * ms for _, a, _ in rows],
+        "t_done_ns": pd.array([None if d is None else d * ms for _, _, d in rows], dtype="Int64"),
+    })
+
+
+def test_open_per_process_counts_what_each_process_holds_after_the_last_accept():
+    # 2 processes x 3 threads: slots 0-2 are process 0, 3-5 process 1
+    events = _accepts([(0, 0, 50), (1, 1, 50), (2, 2, 3), (3, 4, 50)])
+    assert analysis.open_per_process(events, threads=3) == [2, 1]  # slot 2 finished at 3 ms
+    assert analysis.open_per_process(events, threads=1) == [1, 1, 0, 1]
+
+
+def test_busy_while_idle_counts_accepts_into_a_busy_process_while_another_is_idle():
+    # process 0 = slots 0, 1; process 1 = slots 2, 3
+    events = _accepts([(0, 0, 10),   # nothing open anywhere: fine
+                       (1, 2, 10),   # process 0 busy (slot 0), process 1 idle: doubled up
+                       (2, 3, 10),   # process 1 was idle: fine
+                       (3, 4, 10)])  # both busy: no idle process to prefer
+    assert analysis.busy_while_idle(events, threads=2) == 0.25

@@ -77,6 +77,8 @@ __all__ = [
     "unpack_run",
     "single_value",
     "SLOW_WORKER",
+    "open_per_process",
+    "busy_while_idle",
 ]
 
 # The strategies of strategies.py, grouped by what they predict under light load.
@@ -807,6 +809,54 @@ def expected_share(strategy: str, workers: int, connections: int) -> Prediction:
                           "one-worker")
     known = ", ".join(TAKE_TURNS + HASHED + HERD + ONE_WORKER + IN_BLOCKS + BY_CPU)
     raise ValueError(f"no prediction for strategy {strategy!r}; known: {known}")
+
+
+def open_per_process(events: pd.DataFrame, *, threads: int) -> list[int]:
+    """How many connections each worker process held open right after the last accept.
+
+    Why: a fix for long-lived connections (Envoy's exact balance, a
+    least-busy dealer) promises even *open* counts per process, not even
+    accept totals; with ``kind='hybrid'`` a process is ``threads`` slots
+    (slot ``p * threads + t`` is thread ``t`` of process ``p``).
+
+    Args:
+        events: a run's event log.
+        threads: threads per process (1 for ``kind='process'``).
+    """
+    taken = accepted(events)
+    if taken.empty:
+        return []
+    moment = taken["t_accept_ns"].max()
+    still_open = taken[_ns(taken["t_done_ns"]) > moment]
+    groups = (still_open["worker"].astype(int) // threads).value_counts()
+    processes = int(events["worker"].max()) // threads + 1
+    return [int(groups.get(group, 0)) for group in range(processes)]
+
+
+def busy_while_idle(events: pd.DataFrame, *, threads: int) -> float:
+    """The share of accepts that went to a process already serving while another process sat idle.
+
+    Why: in a server of processes x threads (gunicorn gthread, Puma) an idle
+    thread of a busy process takes a connection as readily as a thread of an
+    idle process; the request then shares a CPU (and a GIL) it need not
+    share.  Puma's busy sleep exists to bring this share down.
+
+    Args:
+        events: a run's event log (``kind='hybrid'``).
+        threads: threads per process.
+    """
+    taken = accepted(events)
+    if taken.empty:
+        return float("nan")
+    start = _ns(taken["t_accept_ns"])
+    end = _ns(taken["t_done_ns"])
+    group = taken["worker"].to_numpy(dtype=int) // threads
+    processes = range(int(events["worker"].max()) // threads + 1)
+    doubled = 0
+    for moment, own in zip(start, group):
+        open_now = [int(((group == g) & (start < moment) & (end > moment)).sum()) for g in processes]
+        doubled += open_now[own] >= 1 and min(open_now) == 0
+    return doubled / len(taken)
 
 
 # --------------------------------------------------------------------------- one line per run
