@@ -93,9 +93,10 @@ def _draw_prediction(ax: Axes, strategy: str | None, workers: int, connections: 
         ax.plot([], [], " ", label=f"no prediction for {strategy}")
         return 0
     mean = connections / workers
+    gist = guess.note.split(":")[0]  # "taking turns", "blocks of 16 in turn", ...: for small panels
     if guess.kind == "exact":
         ax.axhline(mean, color="black", linestyle="--", linewidth=1,
-                   label="predicted: take turns" if short else f"predicted: {guess.note}")
+                   label=f"predicted: {gist}" if short else f"predicted: {guess.note}")
         return guess.high
     if guess.kind in ("binomial", "racy"):
         # zorder 0 puts the band behind the bars, so the bars keep their colours.
@@ -106,7 +107,7 @@ def _draw_prediction(ax: Axes, strategy: str | None, workers: int, connections: 
                    label="_nolegend_" if short else f"even share: {mean:g}")
         return guess.high
     # One worker takes most: there is no per-worker line to draw, only the words.
-    ax.plot([], [], " ", label=f"predicted: {guess.note}")
+    ax.plot([], [], " ", label=f"predicted: {gist if short else guess.note}")
     return 0
 
 

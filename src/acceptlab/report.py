@@ -144,9 +144,6 @@ def _set(stop: threading.Event | None) -> bool:
 
 
 def _save(figure, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    figure.savefig(path, dpi=110)  # plots make Figure objects without pyplot: nothing to close
     return path
 
