@@ -189,6 +189,18 @@ def _start_client_process(counter, stop, start_line, started) -> None:
 
 # -- the threaded engine: one blocking socket per client thread ----------------------------------
 
+def client_socket(address: tuple[str, int], talk: ClientConversation) -> socket.socket | None:
+    """A TCP socket for ``address``, or None once ``talk`` has been told why none could be made.
+
+    Out of file descriptors, say: a failed attempt like any other, recorded, never raised.
+    """
+    try:
+        return socket.socket(address_family(address[0]), socket.SOCK_STREAM)
+    except OSError as exc:
+        talk.fail(error_name(exc))
+        return None
+
+
 def one_connection(address: tuple[str, int], protocol: Protocol, *, conn: int = 0,
                    timeout: float = TIMEOUT, cut_ns: int | None = None,
                    stop: _Stop | None = None) -> ConnectionRecord:
@@ -210,11 +222,7 @@ def one_connection(address: tuple[str, int], protocol: Protocol, *, conn: int = 
     record = ConnectionRecord(conn, t_start_ns=now())
     talk = ClientConversation(protocol)
     waits = _Waits(timeout, cut_ns, stop)
-    try:
-        sock = socket.socket(address_family(address[0]), socket.SOCK_STREAM)
-    except OSError as exc:  # out of file descriptors, say: a failed attempt like any other
-        sock = None
-        talk.fail(error_name(exc))
+    sock = client_socket(address, talk)
     if sock is not None:
         with sock:
             try:

@@ -47,21 +47,20 @@ import itertools
 import os
 import random
 import re
-import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pandas as pd
 
 from . import analysis, eventlog, procfs
-from .basics import address_family, missing_as_na, now
+from .basics import missing_as_na, now
 from .client_conversation import PROBE_WAIT, ClientConversation, error_name
 from .conversation import RECV_SIZE
 from .experiment import Run, machine
 from .kernel import QUEUE_COLUMNS
 from .load import (CLIENT_COLUMNS, CLIENT_NULLABLE, TIMEOUT, ConnectionRecord, ProtocolMismatch,
-                   fire)
+                   client_socket, fire)
 from .protocol import get_protocol
 from .topology import Topology, settled_topology
 
@@ -182,11 +181,7 @@ def _one_connection(address: tuple[str, int], protocol, conn: int, attributor: A
     """
     observed = _Observed(ConnectionRecord(conn, t_start_ns=now()))
     record, talk, received = observed.record, ClientConversation(protocol), []
-    try:
-        sock = socket.socket(address_family(address[0]), socket.SOCK_STREAM)
-    except OSError as exc:  # out of file descriptors, say: a failed attempt like any other
-        sock = None
-        talk.fail(error_name(exc))
+    sock = client_socket(address, talk)
     if sock is not None:
         with sock:
             sock.settimeout(timeout)
