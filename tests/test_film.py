@@ -12,7 +12,7 @@ from matplotlib.animation import FuncAnimation
 from PIL import Image
 
 from acceptlab.experiment import Run
-from acceptlab.film import offline_html, replay, save_film, script
+from acceptlab.film import replay, save_film, script
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 

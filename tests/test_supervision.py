@@ -19,7 +19,7 @@ import pytest
 
 from acceptlab.conversation import recv_until
 from acceptlab.kernel import listen_queues
-from acceptlab.pool import PortInUse, WorkerBootError, WorkerPool
+from acceptlab.pool import PortInUse, WorkerPool
 from acceptlab.protocol import ZEN
 from helpers import port_is_free, process_gone, wait_until, zen_round_trip
 

@@ -13,7 +13,6 @@ import sys
 import textwrap
 import threading
 import time
-import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -21,7 +20,7 @@ import pytest
 
 from acceptlab.basics import now
 from acceptlab.experiment import Run, run_experiment
-from acceptlab.tracing import (KernelTrace, TracingUnavailable, TracingUnavailableWarning,
+from acceptlab.tracing import (KernelTrace, TracingUnavailable,
                                agreement, cross_check, find_instances, parse_trace,
                                tracefs_root)
 
