@@ -21,8 +21,12 @@ def planned(target: str, where: Path) -> list[str]:
     """The commands ``make <target>`` would run in ``where``."""
     if shutil.which("make") is None:
         pytest.skip("make is not installed: the Makefile cannot be checked")
-    result = subprocess.run(["make", "-n", target], cwd=where, capture_output=True, text=True,
-                            timeout=30)
+    # Under `make test` this runs inside a make: without --no-print-directory and a clean
+    # MAKEFLAGS/MAKELEVEL, the inner make would add "Entering directory" lines of its own.
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    result = subprocess.run(["make", "--no-print-directory", "-n", target], cwd=where, env=env,
+                            capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     return result.stdout.splitlines()
 
