@@ -383,3 +383,33 @@ def test_playground_shows_the_traceback_when_asked(tmp_path):
     text, errors = _playground_probe(tmp_path, 'playground(work="sleep 10", connections=10, debug=True)')
     assert not errors
     assert "Traceback (most recent call last)" in text, text
+
+
+# -- every lesson ends with its sources, openable in one click ---------------------------------
+
+def test_every_lesson_ends_with_its_sources_linked_directly():
+    """The last cell lists each cited source with its own links (tools/lesson_sources.py)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, str(ROOT / "tools" / "lesson_sources.py"), "--check"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for path in NOTEBOOKS:
+        last = nbformat.read(path, as_version=4).cells[-1]
+        assert "sources" in last.metadata.get("tags", []), f"{path.name}: no sources cell last"
+        outside = [url for url in LINK.findall(last.source) if url.startswith("https://")]
+        assert outside, f"{path.name}: its sources cell links nothing a learner can open"
+
+
+def test_the_sources_check_notices_a_citation_without_its_entry():
+    """A cited anchor missing from the list makes the check fail (the check can fail)."""
+    from tools import lesson_sources  # the repository's root is on the test path
+
+    known = lesson_sources.entries(SOURCES.read_text())
+    notebook = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("Cloudflare saw it ([post](../docs/sources.md#cloudflare-2017)).")])
+    assert lesson_sources.cited(notebook) == ["cloudflare-2017"]
+    assert lesson_sources.sources_cell([], known) != lesson_sources.sources_cell(
+        lesson_sources.cited(notebook), known)
+    assert "blog.cloudflare.com" in lesson_sources.sources_cell(["cloudflare-2017"], known)
