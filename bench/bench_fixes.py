@@ -39,11 +39,10 @@ import statistics
 from contextlib import ExitStack
 
 from . import RESULTS
-from .rounds import alternate
 from .rows import Figure, banner, loud_skip, write_csv
 from .servers import KitServer
 from .stats import Spread, ratios
-from .wrk import Sample, measure
+from .wrk import Sample, wrk_rounds
 
 STEP = "fixes"
 WORKERS = 4
@@ -79,12 +78,9 @@ def run(min_rounds: int = 5, max_rounds: int = 8, budget: float = 150,
         servers = {name: stack.enter_context(PoolServer(WORKERS, strategy=name,
                                                         label=f"kit {name}"))
                    for name in ("blocking", *fixes)}
-        for server in servers.values():  # warm-up, not counted
-            measure(server, 1, CONNECTIONS, THREADS)
-        contestants = {name: (lambda server=server: measure(server, seconds, CONNECTIONS, THREADS))
-                       for name, server in servers.items()}
-        rounds = alternate(contestants, min_rounds, max_rounds, budget, show=_show,
-                           mirrored=True)
+        rounds = wrk_rounds(servers, seconds=seconds, connections=CONNECTIONS, threads=THREADS,
+                            min_rounds=min_rounds, max_rounds=max_rounds, budget=budget,
+                            show=_show)
     write_csv(RESULTS / "fixes.csv", rounds.rows("server"))
     kept = rounds.kept()
     samples = {name: [r[name] for r in kept] for name in servers}
@@ -169,12 +165,9 @@ def node_cluster(min_rounds: int, max_rounds: int, budget: float,
             real_server("node-none", workers=WORKERS) as none:
         servers = {"node-rr": NodeServer(rr, "node SCHED_RR"),
                    "node-none": NodeServer(none, "node SCHED_NONE")}
-        for server in servers.values():
-            measure(server, 1, CONNECTIONS, THREADS)
-        contestants = {name: (lambda server=server: measure(server, seconds, CONNECTIONS, THREADS))
-                       for name, server in servers.items()}
-        rounds = alternate(contestants, min_rounds, max_rounds, budget, show=_show,
-                           mirrored=True)
+        rounds = wrk_rounds(servers, seconds=seconds, connections=CONNECTIONS, threads=THREADS,
+                            min_rounds=min_rounds, max_rounds=max_rounds, budget=budget,
+                            show=_show)
     write_csv(RESULTS / "fixes-node.csv", rounds.rows("server"))
     kept = rounds.kept()
     rate = {name: [r[name].rate for r in kept] for name in servers}

@@ -24,11 +24,10 @@ import statistics
 
 from . import RESULTS
 from .nginx import Nginx
-from .rounds import alternate
 from .rows import Figure, banner, check, write_csv
 from .servers import KitServer, MinimalServer
 from .stats import Spread, ratios
-from .wrk import Sample, measure
+from .wrk import Sample, wrk_rounds
 
 STEP = "servers"
 CONNECTIONS = 32  # wrk -c: connections in flight (each one new per request)
@@ -42,12 +41,9 @@ def run(min_rounds: int = 5, max_rounds: int = 10, budget: float = 70,
     with Nginx(workers=2) as nginx, KitServer(record=True) as on, \
             KitServer(record=False) as off, MinimalServer(workers=2) as minimal:
         servers = {"nginx": nginx, "on": on, "off": off, "minimal": minimal}
-        for server in servers.values():  # warm-up, not counted
-            measure(server, 1, CONNECTIONS, THREADS)
-        contestants = {key: (lambda server=server: measure(server, seconds, CONNECTIONS, THREADS))
-                       for key, server in servers.items()}
-        rounds = alternate(contestants, min_rounds, max_rounds, budget, show=_show,
-                           mirrored=True)
+        rounds = wrk_rounds(servers, seconds=seconds, connections=CONNECTIONS, threads=THREADS,
+                            min_rounds=min_rounds, max_rounds=max_rounds, budget=budget,
+                            show=_show)
     write_csv(RESULTS / "servers.csv", rounds.rows("server"))
     kept = rounds.kept()
     samples = {key: [r[key] for r in kept] for key in ("nginx", "on", "off", "minimal")}

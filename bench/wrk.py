@@ -124,3 +124,19 @@ def measure(server, duration: int, connections: int, threads: int = 2) -> Sample
     return Sample(server.label, result.rate, result.requests, result.errors, result.seconds,
                   (user + system) / n * 1e6, user / n * 1e6, system / n * 1e6,
                   (result.cpu_user + result.cpu_sys) / n * 1e6, ours)
+
+
+def wrk_rounds(servers: dict, *, seconds: int, connections: int, threads: int,
+               min_rounds: int, max_rounds: int, budget: float, show=None):
+    """The servers side by side under wrk: a warm-up each, then mirrored alternating rounds.
+
+    ``servers`` maps a name to a running server (``url``, ``label``, ``worker_pids()``).
+    Returns the :class:`bench.rounds.Rounds`; the warm-up runs are not in it.
+    """
+    from .rounds import alternate
+
+    for server in servers.values():  # warm-up: first connections, page cache, CPU frequency
+        measure(server, 1, connections, threads)
+    contestants = {name: (lambda server=server: measure(server, seconds, connections, threads))
+                   for name, server in servers.items()}
+    return alternate(contestants, min_rounds, max_rounds, budget, show=show, mirrored=True)
