@@ -288,19 +288,20 @@ class Reorder(EpollExclusive):
         return wake
 
 
-class _Counted(Blocking):
-    """Blocking ``accept()``, keeping this process's count of open connections in shared memory.
+class _Counted:
+    """Mixin: this process's count of open connections, in memory every worker shares.
 
     ``setting.in_flight`` holds one integer per worker process (a
     ``multiprocessing.Array`` the pool made, which every worker maps), with
-    one lock for the whole array.  The count goes up when a connection is
-    accepted and down in :meth:`finished`.
+    one lock for the whole array.  The strategy counts up when it takes a
+    connection; :meth:`finished` counts down when the conversation ends.
+    Put it first among the bases: ``class X(_Counted, Poll)``.
     """
 
     counts_in_flight = True
 
     def __init__(self, listener: socket.socket, setting: Setting) -> None:
-        super().__init__(listener, setting)
+        super().__init__(listener, setting)  # the waiting part: Poll, Handoff, ...
         self.counts, self.group = setting.in_flight, setting.group
 
     def finished(self) -> None:
@@ -321,8 +322,8 @@ class BusySleep(_Counted, Poll):
     """
 
     def __init__(self, listener: socket.socket, setting: Setting) -> None:
-        Poll.__init__(self, listener, setting)
-        self.counts, self.group, self.pause = setting.in_flight, setting.group, setting.busy_sleep
+        super().__init__(listener, setting)
+        self.pause = setting.busy_sleep
 
     def wait(self) -> Wakeup:
         self.poller.poll()
@@ -350,10 +351,6 @@ class Exact(_Counted, Poll):
     """
 
     _DECLINE_PAUSE = 0.0005  # seconds: let the least busy process's worker reach the lock
-
-    def __init__(self, listener: socket.socket, setting: Setting) -> None:
-        Poll.__init__(self, listener, setting)
-        self.counts, self.group = setting.in_flight, setting.group
 
     def wait(self) -> Wakeup:
         self.poller.poll()
@@ -393,16 +390,11 @@ class Handoff(Blocking):
         return Wakeup("accepted", t_wake, t_wake, conn, conn.getpeername()[1])
 
 
-class HandoffLeastBusy(Handoff):
-    """As :class:`Handoff`, but the acceptor deals to the process with the fewest open connections."""
+class HandoffLeastBusy(_Counted, Handoff):
+    """As :class:`Handoff`, but the acceptor deals to the process with the fewest open connections.
 
-    counts_in_flight = True
-
-    def __init__(self, listener: socket.socket, setting: Setting) -> None:
-        super().__init__(listener, setting)
-        self.counts, self.group = setting.in_flight, setting.group
-
-    finished = _Counted.finished  # the acceptor counts up when it deals; the worker counts down
+    The acceptor counts up when it deals; the worker counts down in :meth:`finished`.
+    """
 
 
 class Acceptor:
