@@ -186,14 +186,18 @@ def winners(table: pd.DataFrame) -> pd.DataFrame:
     "cheapest" the least server CPU per connection.  Ties go to the first in
     the table's order.  Cells that served nothing are ignored.
     """
+    def best(cells: pd.DataFrame, column: str, highest: bool) -> str:
+        values = cells[column]
+        if not values.notna().any():
+            return "—"
+        return cells.loc[values.idxmax() if highest else values.idxmin(), "strategy"]
+
     rows = {}
     for condition, cells in table.groupby("condition", sort=False):
         served = cells[cells["client_ok"] > 0]
-        pick = lambda column, best: (served.loc[getattr(served[column], best)(), "strategy"]  # noqa: E731
-                                     if served[column].notna().any() else "—")
-        rows[condition] = {"fairest": pick("jain", "idxmax"),
-                           "best tail (p99)": pick("p99_ms", "idxmin"),
-                           "cheapest (CPU/conn)": pick("cpu_us_per_conn", "idxmin")}
+        rows[condition] = {"fairest": best(served, "jain", highest=True),
+                           "best tail (p99)": best(served, "p99_ms", highest=False),
+                           "cheapest (CPU/conn)": best(served, "cpu_us_per_conn", highest=False)}
     frame = pd.DataFrame.from_dict(rows, orient="index")
     frame.index.name = "condition"
     return frame
