@@ -638,11 +638,11 @@ def _cmd_run(args: argparse.Namespace, stop: threading.Event) -> int:
         raise
     _say_if_untraced(run)
     run.save(out.path)
-    table = analysis.per_worker(run.events, _slots(args))
+    table = analysis.per_worker(run.events, run.workers)
     client = _load_summary(run.client)
     losses = _restart_losses(run)
     if args.json:
-        summary = analysis.summary(run.events, run.client, _slots(args))
+        summary = analysis.summary(run.events, run.client, run.workers)
         summary.update(per_worker=table["accepts"].astype(int).tolist(),
                        client_errors=len(run.client) - int(summary["client_ok"]),
                        client_errors_by_kind=client["errors"], max_ms=client["max_ms"],

@@ -26,7 +26,7 @@ observed ones (``meta["baseline"]``).
 
 The result is a :class:`~acceptlab.experiment.Run` like any other:
 ``events`` has one ``accepted`` row per attributed connection (``worker`` is
-the index of the worker's pid in ``meta["workers"]``) and one ``waiting`` row
+the index of the worker's pid in ``meta["worker_pids"]``) and one ``waiting`` row
 per worker at the end carrying that worker's voluntary context switches over
 the run (summed over its threads: the herd, seen from outside); ``client``,
 ``queue`` (every listener on the port, from ``/proc``) and ``meta`` (with the
