@@ -159,3 +159,13 @@ def test_the_arrows_point_one_way_experiment_does_not_import_analysis():
 def test_report_neither_prints_nor_picks_a_matplotlib_backend():
     calls = _calls("report")
     assert "print" not in calls and "matplotlib.use" not in calls, calls
+
+
+def test_a_runs_slots_count_every_thread_of_a_hybrid_pool():
+    import pandas as pd
+
+    empty = pd.DataFrame()
+    assert Run(empty, empty, meta={"workers": 2, "kind": "hybrid", "threads": 3}).workers == 6
+    assert Run(empty, empty, meta={"workers": 4, "kind": "process", "threads": 1}).workers == 4
+    # an observed server's meta lists its threads: its slots are its worker processes
+    assert Run(empty, empty, meta={"workers": 4, "threads": [{"pid": 1, "tid": 1}]}).workers == 4

@@ -73,7 +73,8 @@ class Run:
     @property
     def workers(self) -> int:
         """How many worker slots the run had: one per thread of a hybrid pool's processes."""
-        return int(self.meta["workers"]) * int(self.meta.get("threads") or 1)
+        threads = int(self.meta.get("threads") or 1) if self.meta.get("kind") == "hybrid" else 1
+        return int(self.meta["workers"]) * threads
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write the run as CSV files plus ``meta.json`` into ``directory``; return it."""
