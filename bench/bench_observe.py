@@ -1,27 +1,40 @@
 """Does observing change what it measures?  And the kit's http server against real servers.
 
-    PYTHONPATH=src python bench/bench_observe.py [--rounds 5] [--seconds 2] [--out FILE.csv]
+    .venv/bin/python -m bench.bench_observe [--min-rounds 7] [--seconds 2] [--only observer]
 
-Needs: the kit (imported from src/ or installed) and the standard library only; nginx
-(Debian: nginx-light) for part 1, gunicorn and uvicorn (``pip install 'acceptlab[servers]'``)
-for part 2.  A part whose server is missing is skipped with a one-line reason.  Linux only.
+Needs the kit; nginx (Debian: nginx-light) for part 1, gunicorn and uvicorn
+(``pip install 'acceptlab[servers]'``) for part 2.  A part whose server is missing is
+skipped with a loud reason.  Linux only (it reads /proc).
 
-Part 1, observer overhead.  One nginx (acceptlab.real, default configuration, 2 workers).  The
-load is the kit's throughput client: ``fire(processes=2, concurrency=16)`` (HTTP/1.0, a new
-connection per request) for a fixed time.  Each round runs it twice alone (A) and twice while
-``acceptlab.observe`` watches the same nginx (B: a sequential attributed load, 1 ms apart,
-plus its /proc and sock_diag reads and queue sampling), in the order A B B A, so a drift of the
-machine's load hits both alike.  The figure is nginx's connections/s under the load in B over
-A, within each round (the observer's own few hundred connections are not counted in B: a
-conservative ratio); the median and range over the rounds are printed.  The issue's bar is a
-median of at least 0.95.  On a shared 2-core machine the observer's own CPU competes with nginx
-and the load, so the script also prints nginx's CPU per connection (its workers' utime + stime
-from /proc over every connection they served in the window, the observer's included), alone
-and observed: what attribution could change in the server itself.
+Part 1, what observing costs nginx.  One nginx (:mod:`acceptlab.real`, default configuration,
+2 workers) under a throughput load, the kit's fastest client (``fire(processes=2,
+concurrency=16)``: HTTP/1.0, a new connection per request) for a fixed time, with beside it:
 
-Part 2, the same load against the kit's ``http`` server (WorkerPool, blocking, 2 process
-workers), gunicorn sync and uvicorn (2 workers each, acceptlab.real's one-line app), in
-alternating rounds (K G U U G K); each server's connections/s over the kit's within a round.
+* ``alone``: nothing else;
+* ``plain``: a sequential load, one connection at a time 1 ms apart, from the plain client
+  (:func:`acceptlab.load.fire`): what any second client costs;
+* ``observed``: the same sequential load fired by :func:`acceptlab.observe.observe`, every
+  connection attributed to its worker (``attribution="auto"``: after the reply, since
+  nginx keeps an HTTP/1.1 connection open), with its accept-queue sampling.
+
+nginx's connections/s is every connection it served in the throughput load's window: the
+throughput load's and the sequential load's.  The figures are ratios taken within a round
+(mirrored rotating rounds, :func:`bench.rounds.alternate`: A P O O P A, then the next
+order), median and range over the rounds:
+
+* ``observed / plain``: the cost of observing, the same load attributed or not.  The
+  issue's bar (nginx keeps >= 95 % of its connections/s while observed) is read here;
+* ``observed / alone``: the observer's whole cost, its own load included.  On this 2-core
+  machine nginx and the throughput load already fill both cores, so every microsecond the
+  sequential client spends comes out of nginx's share: this ratio is about the machine as
+  much as about observing, and is reported beside the bar, not instead of it;
+* the same over the throughput load's connections only (the most conservative reading);
+* nginx's CPU per connection (its workers' user + system time over every connection they
+  served), observed / plain: what attribution changes in the server itself.
+
+Part 2, the kit's ``http`` server (WorkerPool, blocking, 2 process workers) against gunicorn
+sync and uvicorn (2 workers each, acceptlab.real's one-line app) under the same throughput
+load, in mirrored rotating rounds; each server's connections/s over the kit's.
 
 Every server listens on 127.0.0.1 and is stopped by acceptlab.real / the pool on exit; every
 load is bounded by a count and a duration.
@@ -30,9 +43,8 @@ load is bounded by a count and a duration.
 from __future__ import annotations
 
 import argparse
-import csv
-import os
-import statistics
+import math
+import resource
 import sys
 import threading
 import time
@@ -44,170 +56,225 @@ from acceptlab.observe import observe
 from acceptlab.pool import WorkerPool
 from acceptlab.real import missing_reason, real_server
 
+from .procfs import cpu_times
+from .rounds import alternate
+from .rows import Figure, banner, check, loud_skip, markdown_table, write_csv
+from .stats import Spread, ratios
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU seconds the processes ``pids`` have used so far (/proc/PID/stat)."""
-    total = 0
-    for pid in pids:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rpartition(")")[2].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
-    return total / os.sysconf("SC_CLK_TCK")
+GAP = 0.001  # the sequential load: notebook 09's "sequential", one connection 1 ms apart
+LEAD = 0.5  # seconds the sequential load runs before the throughput window opens
+TARGET = ">= 0.95"
+
+
+def _own_cpu() -> float:
+    """CPU seconds of this process (the sequential client's threads) and its reaped children
+    (the throughput load's client processes)."""
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    return total
 
 
 @dataclass
-class Measured:
-    """One throughput run: connections/s of the load, and what the server's workers used."""
+class Window:
+    """One throughput run, with whatever ran beside it, seen from nginx's side."""
 
-    rate: float
-    served: int  # the load's ok connections
-    cpu: float  # the workers' CPU seconds over the whole call (0 when not asked)
-    start_ns: int  # the call's window, for counting an observer's connections inside it
-    end_ns: int
+    load: int  # the throughput load's ok connections in the window
+    side: int  # the sequential load's ok connections that started in the window
+    seconds: float  # the window: the throughput load's first start to its last end
+    nginx_cpu: float  # CPU seconds nginx's workers used over the whole run
+    nginx_served: int  # every connection nginx served over the whole run (for nginx_cpu)
+    coverage: float  # the observer's attributed / total (nan when not observed)
+    ours_cpu_s: float  # CPU seconds of nginx's workers and our clients (for bench.rounds)
+    others_cores: float = 0.0
 
-    def cpu_per_connection(self, extra: int = 0) -> float:
-        """Microseconds of server CPU per connection served (``extra``: others' connections)."""
-        return self.cpu / max(self.served + extra, 1) * 1e6
+    @property
+    def rate(self) -> float:
+        """Every connection nginx served in the window, per second."""
+        return (self.load + self.side) / self.seconds if self.seconds else 0.0
+
+    @property
+    def load_rate(self) -> float:
+        """The throughput load's connections only, per second."""
+        return self.load / self.seconds if self.seconds else 0.0
+
+    @property
+    def cpu_us(self) -> float:
+        """nginx's CPU per connection it served, microseconds."""
+        return self.nginx_cpu / self.nginx_served * 1e6 if self.nginx_served else 0.0
+
+    def merge(self, other: "Window") -> "Window":
+        """Two runs of one condition as one: counts and times added."""
+        seconds = self.seconds + other.seconds
+        return Window(self.load + other.load, self.side + other.side, seconds,
+                      self.nginx_cpu + other.nginx_cpu, self.nginx_served + other.nginx_served,
+                      min(self.coverage, other.coverage), self.ours_cpu_s + other.ours_cpu_s,
+                      (self.others_cores * self.seconds + other.others_cores * other.seconds)
+                      / seconds if seconds else 0.0)
 
 
-def connections_per_second(address: tuple[str, int], seconds: float,
-                           workers: list[int] = ()) -> Measured:
-    """The throughput load for ``seconds``: ok connections over the span from first start to
-    last end (the client processes' start-up is outside that span), and, given the server's
-    ``workers``, the CPU they used during the call."""
-    start, before = time.monotonic_ns(), cpu_seconds(list(workers))
-    client = fire(address, protocol="http", connections=10**6, concurrency=16, processes=2,
-                  duration=seconds, timeout=5.0)
-    cpu, end = cpu_seconds(list(workers)) - before, time.monotonic_ns()
+def _throughput(address: tuple[str, int], seconds: float):
+    return fire(address, protocol="http", connections=10**6, concurrency=16, processes=2,
+                duration=seconds, timeout=5.0)
+
+
+def one_run(server, condition: str, seconds: float) -> Window:
+    """The throughput load for ``seconds`` with ``condition`` beside it (see the docstring)."""
+    side: list = []
+
+    def sequential() -> None:
+        span = seconds + 2 * LEAD + 1.0  # outlasts the throughput window on both sides
+        if condition == "plain":
+            side.append(fire(server.address, protocol="http", connections=10**6, gap=GAP,
+                             duration=span))
+        else:
+            run = observe(server.pid, port=server.address[1], connections=10**6, gap=GAP,
+                          duration=span, baseline=False)
+            side.append(run.client)
+            side.append(run.meta["coverage"]["coverage"])
+
+    workers = server.workers
+    cpu0, own0 = sum(cpu_times(workers)), _own_cpu()
+    thread = None
+    if condition != "alone":
+        thread = threading.Thread(target=sequential, name=f"bench-{condition}", daemon=True)
+        thread.start()
+        time.sleep(LEAD)
+    client = _throughput(server.address, seconds)
+    if thread is not None:
+        thread.join()
+    cpu, own = sum(cpu_times(workers)) - cpu0, _own_cpu() - own0
     ok = client[client["ok"]]
-    span = (ok["t_done_ns"].max() - ok["t_start_ns"].min()) / 1e9
-    return Measured(len(ok) / span if span > 0 else 0.0, len(ok), cpu, start, end)
+    start, end = int(ok["t_start_ns"].min()), int(ok["t_done_ns"].max())
+    inside, served, coverage = 0, len(ok), math.nan
+    if side:
+        others = side[0][side[0]["ok"]]
+        if others["t_start_ns"].min() > start or others["t_done_ns"].max() < end:
+            raise RuntimeError(f"the {condition} load did not cover the throughput window "
+                               "(raise LEAD)")
+        inside = int(others["t_start_ns"].between(start, end).sum())
+        served += len(others)
+        coverage = side[1] if len(side) > 1 else math.nan
+    return Window(len(ok), inside, (end - start) / 1e9, cpu, served, coverage, cpu + own)
 
 
-def with_observer(pid: int, address: tuple[str, int], seconds: float,
-                  workers: list[int]) -> tuple[Measured, int, float]:
-    """The throughput load while observe() attributes a sequential load to nginx's workers.
-
-    Returns the load's measurement, how many of the observer's connections nginx served
-    inside the load's window, and the observer's coverage."""
-    runs = []
-
-    def watch() -> None:
-        runs.append(observe(pid, port=address[1], connections=10**6, gap=0.001,
-                            duration=seconds + 1.5, baseline=False))
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    time.sleep(0.2)  # the observer has inspected the server and is firing
-    measured = connections_per_second(address, seconds, workers)
-    watcher.join()
-    client = runs[0].client
-    inside = client["ok"] & client["t_start_ns"].between(measured.start_ns, measured.end_ns)
-    return measured, int(inside.sum()), runs[0].meta["coverage"]["coverage"]
+def _show(round_: int, condition: str, run: Window) -> None:
+    extra = f", coverage {run.coverage:.1%}" if not math.isnan(run.coverage) else ""
+    print(f"  round {round_} {condition:8s}: {run.rate:7.0f} conn/s ({run.load_rate:.0f} from "
+          f"the throughput load), nginx {run.cpu_us:.1f} us/conn, others "
+          f"{run.others_cores:.2f} cores{extra}", flush=True)
 
 
-def summarise(name: str, ratios: list[float]) -> str:
-    return (f"{name}: median {statistics.median(ratios):.3f} "
-            f"(range {min(ratios):.3f}-{max(ratios):.3f}, {len(ratios)} rounds)")
-
-
-def observer_overhead(rounds: int, seconds: float, rows: list[dict]) -> None:
+def observer_overhead(min_rounds: int, max_rounds: int, seconds: float, budget: float,
+                      results: Path) -> list[Figure]:
     reason = missing_reason("nginx")
     if reason:
-        print(f"part 1 skipped: {reason}")
-        return
-    ratios, cpu_ratios = [], []
+        loud_skip("observer overhead", reason)
+        return []
     with real_server("nginx", workers=2) as server:
-        workers = server.workers
-        for number in range(rounds):
-            alone, watched, cpu_alone, cpu_watched, coverage = [], [], [], [], []
-            for step in ("A", "B", "B", "A"):
-                if step == "A":
-                    measured = connections_per_second(server.address, seconds, workers)
-                    alone.append(measured.rate)
-                    cpu_alone.append(measured.cpu_per_connection())
-                else:
-                    measured, extra, covered = with_observer(server.pid, server.address,
-                                                             seconds, workers)
-                    watched.append(measured.rate)
-                    cpu_watched.append(measured.cpu_per_connection(extra))
-                    coverage.append(covered)
-            ratio = statistics.mean(watched) / statistics.mean(alone)
-            cpu_ratio = statistics.mean(cpu_watched) / statistics.mean(cpu_alone)
-            ratios.append(ratio)
-            cpu_ratios.append(cpu_ratio)
-            rows.append({"part": "observer", "round": number, "alone": statistics.mean(alone),
-                         "observed": statistics.mean(watched), "ratio": ratio,
-                         "cpu_us_alone": statistics.mean(cpu_alone),
-                         "cpu_us_observed": statistics.mean(cpu_watched),
-                         "cpu_ratio": cpu_ratio, "observer_coverage": min(coverage)})
-            print(f"  round {number}: alone {statistics.mean(alone):.0f}/s, observed "
-                  f"{statistics.mean(watched):.0f}/s, ratio {ratio:.3f}; nginx CPU per "
-                  f"connection {statistics.mean(cpu_alone):.0f} -> "
-                  f"{statistics.mean(cpu_watched):.0f} us ({cpu_ratio:.3f}); observer coverage "
-                  f"{min(coverage):.1%}", flush=True)
-    print(summarise(f"nginx ({server.version}) connections/s while observed / alone", ratios))
-    print(summarise("nginx CPU per connection while observed / alone", cpu_ratios))
+        banner(f"observing nginx {server.version}: {max_rounds}-round budget, {seconds:g} s runs")
+        one_run(server, "observed", 1.0)  # warm-up: first connections, caches, the inspection
+        rounds = alternate({condition: (lambda c=condition: one_run(server, c, seconds))
+                            for condition in ("alone", "plain", "observed")},
+                           min_rounds, max_rounds, budget, show=_show, mirrored=True)
+    write_csv(results / "observe.csv", [
+        {"round": i + 1, "quiet": quiet, "condition": name, "rate": run.rate,
+         "load_rate": run.load_rate, "nginx_cpu_us": run.cpu_us, "coverage": run.coverage,
+         "others_cores": run.others_cores}
+        for i, (runs, quiet) in enumerate(zip(rounds.runs, rounds.quiet))
+        for name, run in runs.items()])
+    kept = rounds.kept()
+
+    def of(condition: str, field: str) -> list[float]:
+        return [getattr(r[condition], field) for r in kept]
+
+    note = rounds.note()
+    figures = [
+        Figure("observe", "nginx conn/s, observed / plain sequential load",
+               ratios(of("observed", "rate"), of("plain", "rate")), target=TARGET, note=note),
+        Figure("observe", "nginx conn/s, observed / alone",
+               ratios(of("observed", "rate"), of("alone", "rate")), note=note),
+        Figure("observe", "throughput load's conn/s, observed / alone",
+               ratios(of("observed", "load_rate"), of("alone", "load_rate")), note=note),
+        Figure("observe", "nginx conn/s, plain sequential load / alone",
+               ratios(of("plain", "rate"), of("alone", "rate")), note=note),
+        Figure("observe", "nginx CPU per connection, observed / plain",
+               ratios(of("observed", "cpu_us"), of("plain", "cpu_us")), note=note),
+        Figure("observe", "observer coverage (lowest run)",
+               Spread(of("observed", "coverage")), digits=4, note=note),
+    ]
+    for figure in figures:
+        if figure.target:
+            figure.met = check(figure.spread, figure.target)
+    return figures
 
 
-def kit_against_real(rounds: int, seconds: float, rows: list[dict]) -> None:
+def kit_against_real(min_rounds: int, max_rounds: int, seconds: float, budget: float,
+                     results: Path) -> list[Figure]:
     names = [name for name in ("gunicorn-sync", "uvicorn") if not missing_reason(name)]
     for name in ("gunicorn-sync", "uvicorn"):
         if name not in names:
-            print(f"part 2: {missing_reason(name)}; compared without it")
+            loud_skip(f"{name} against the kit", missing_reason(name))
+    if not names:
+        return []
+    banner("the kit's http server, gunicorn sync and uvicorn under the same load")
     servers = [real_server(name, workers=2) for name in names]
-    ratios: dict[str, list[float]] = {name: [] for name in names}
     try:
-        with WorkerPool(workers=2, kind="process", strategy="blocking", protocol="http") as pool:
-            contestants = [("kit", pool.address)] + [(s.name, s.address) for s in servers]
-            for number in range(rounds):
-                turn = number % len(contestants)
-                order = contestants[turn:] + contestants[:turn]
-                rates: dict[str, list[float]] = {name: [] for name, _ in contestants}
-                for name, address in order + order[::-1]:
-                    rates[name].append(connections_per_second(address, seconds).rate)
-                kit = statistics.mean(rates["kit"])
-                line = [f"kit {kit:.0f}/s"]
-                for name in names:
-                    ratio = statistics.mean(rates[name]) / kit
-                    ratios[name].append(ratio)
-                    line.append(f"{name} {statistics.mean(rates[name]):.0f}/s ({ratio:.3f})")
-                    rows.append({"part": "servers", "round": number, "alone": kit,
-                                 "observed": statistics.mean(rates[name]), "ratio": ratio,
-                                 "server": name})
-                print(f"  round {number}: " + ", ".join(line), flush=True)
+        with WorkerPool(2, kind="process", strategy="blocking", protocol="http") as pool:
+            addresses = {"kit": pool.address, **{s.name: s.address for s in servers}}
+            pids = {"kit": pool.pids, **{s.name: s.workers for s in servers}}
+
+            def measured(name: str) -> Window:
+                cpu0, own0 = sum(cpu_times(pids[name])), _own_cpu()
+                client = _throughput(addresses[name], seconds)
+                cpu = sum(cpu_times(pids[name])) - cpu0
+                ok = client[client["ok"]]
+                span = (int(ok["t_done_ns"].max()) - int(ok["t_start_ns"].min())) / 1e9
+                return Window(len(ok), 0, span, cpu, len(ok), math.nan,
+                              cpu + _own_cpu() - own0)
+
+            rounds = alternate({name: (lambda n=name: measured(n)) for name in addresses},
+                               min_rounds, max_rounds, budget, show=_show, mirrored=True)
     finally:
         for server in servers:
             server.stop()
-    for name in names:
-        print(summarise(f"{name} connections/s / the kit's http server", ratios[name]))
+    write_csv(results / "observe-servers.csv", [
+        {"round": i + 1, "quiet": quiet, "server": name, "rate": run.rate,
+         "cpu_us": run.cpu_us, "others_cores": run.others_cores}
+        for i, (runs, quiet) in enumerate(zip(rounds.runs, rounds.quiet))
+        for name, run in runs.items()])
+    kept = rounds.kept()
+    return [Figure("servers", f"{name} conn/s / the kit's http server",
+                   ratios([r[name].rate for r in kept], [r["kit"].rate for r in kept]),
+                   note=rounds.note()) for name in names]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--seconds", type=float, default=2.0, help="per load run")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "observe.csv"))
+    parser.add_argument("--min-rounds", type=int, default=7)
+    parser.add_argument("--max-rounds", type=int, default=10)
+    parser.add_argument("--seconds", type=float, default=2.0, help="per throughput run")
+    parser.add_argument("--budget", type=float, default=240.0, help="seconds per part")
+    parser.add_argument("--results", default=str(Path(__file__).parent / "results"))
     parser.add_argument("--only", choices=("observer", "servers"))
     args = parser.parse_args(argv)
     if not sys.platform.startswith("linux"):
         print("bench_observe: Linux only (it reads /proc)")
         return 0
-    rows: list[dict] = []
+    results, figures = Path(args.results), []
     if args.only in (None, "observer"):
-        print("part 1: nginx's throughput, alone and while observed")
-        observer_overhead(args.rounds, args.seconds, rows)
+        figures += observer_overhead(args.min_rounds, args.max_rounds, args.seconds,
+                                     args.budget, results)
     if args.only in (None, "servers"):
-        print("part 2: the same load at the kit's http server, gunicorn sync and uvicorn")
-        kit_against_real(args.rounds, args.seconds, rows)
-    if rows:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with out.open("w", newline="") as file:
-            writer = csv.DictWriter(file, fieldnames=sorted({key for row in rows for key in row}))
-            writer.writeheader()
-            writer.writerows(rows)
-        print(f"written to {out}")
+        figures += kit_against_real(args.min_rounds, args.max_rounds, args.seconds,
+                                    args.budget, results)
+    banner("summary")
+    rows = [{"figure": f.name, "median (range, n)": f.spread.fmt(f.digits),
+             "target": f.target, "met": {None: "", True: "yes", False: "NO"}[f.met],
+             "rounds": f.note} for f in figures]
+    print(markdown_table(rows))
+    write_csv(results / "observe-summary.csv", [f.row() for f in figures])
     return 0
 
 

@@ -22,9 +22,9 @@ HTTP_REPLY = HTTP.answer(HTTP.questions[0], served_by(3, 4242, 4243))
 RIGHT = {"zen": ZEN_REPLIES, "lancelot": LANCELOT_REPLIES, "http": HTTP_REPLY}
 
 
-def talk(protocol, pieces, *, close=True):
+def talk(protocol, pieces, *, close=True, keep_alive=False):
     """Feed ``pieces`` one by one (then the server's close); return (conversation, sent)."""
-    conversation = ClientConversation(protocol)
+    conversation = ClientConversation(protocol, keep_alive=keep_alive)
     sent = [conversation.start()]
     for piece in [*pieces, *([b""] if close else [])]:
         if conversation.ended:
@@ -88,6 +88,61 @@ def test_right_answers_at_any_cut_end_well(sizes, protocol):
 def test_zen_and_lancelot_do_not_end_before_the_last_answer():
     conversation, _ = talk(ZEN, [b"Ugly.", b"Implicit."], close=False)
     assert not conversation.ended and conversation.replies == 2
+
+
+# -- who still holds the connection at the end (what acceptlab.observe looks at) ---------------
+
+KEPT = (b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 9\r\n"
+        b"Content-Type: text/plain\r\n\r\npid 4242\n")
+
+
+def test_zen_and_lancelot_servers_hold_the_connection_after_the_last_answer():
+    for protocol in (ZEN, LANCELOT):
+        conversation, _ = talk(protocol, [RIGHT[protocol.name]], close=False)
+        assert (conversation.ended, conversation.error, conversation.held_open) == (True, "", True)
+
+
+def test_keep_alive_asks_in_http_1_1_and_ends_at_the_length_without_a_close():
+    for pieces in ([KEPT], bytewise(KEPT), cut(KEPT, [7, 1, 30])):
+        conversation, sent = talk(HTTP, pieces, close=False, keep_alive=True)
+        assert sent == HTTP.questions[0].replace(b"HTTP/1.0", b"HTTP/1.1")
+        assert (conversation.ended, conversation.error, conversation.held_open) == (True, "", True)
+    # not one byte early: the body's last byte ends it
+    conversation, _ = talk(HTTP, [KEPT[:-1]], close=False, keep_alive=True)
+    assert not conversation.ended
+
+
+@pytest.mark.parametrize("reply", [
+    KEPT.replace(b"Server: nginx", b"Connection: close"),
+    KEPT.replace(b"Server: nginx", b"connection: Close"),
+    KEPT.replace(b"HTTP/1.1", b"HTTP/1.0"),  # an HTTP/1.0 server closes after answering
+    HTTP_REPLY,  # the kit's own http server: HTTP/1.0 and Connection: close
+], ids=["close", "close-lowercase", "http-1.0", "kit"])
+def test_a_server_that_says_it_will_close_does_not_hold_the_connection(reply):
+    conversation, _ = talk(HTTP, [reply], close=False, keep_alive=True)
+    assert (conversation.ended, conversation.error, conversation.held_open) == (True, "", False)
+
+
+def test_a_reply_without_a_length_is_read_to_the_close_even_with_keep_alive():
+    reply = KEPT.replace(b"Content-Length: 9\r\n", b"")
+    conversation, _ = talk(HTTP, [reply], close=False, keep_alive=True)
+    assert not conversation.ended
+    conversation, _ = talk(HTTP, [reply], keep_alive=True)
+    assert (conversation.ended, conversation.error, conversation.held_open) == (True, "", False)
+
+
+def test_without_keep_alive_http_is_read_to_the_close_and_never_held_open():
+    conversation, sent = talk(HTTP, [KEPT], close=False)
+    assert not conversation.ended and sent == HTTP.questions[0]
+    conversation, _ = talk(HTTP, [KEPT])
+    assert (conversation.ended, conversation.error, conversation.held_open) == (True, "", False)
+
+
+def test_a_wrong_status_with_keep_alive_is_still_a_bad_reply():
+    reply = KEPT.replace(b"200 OK", b"404 Not Found")
+    conversation, _ = talk(HTTP, [reply], close=False, keep_alive=True)
+    assert (conversation.ended, conversation.error, conversation.held_open) == (
+        True, "bad-reply", False)
 
 
 # -- wrong answers in the right protocol ---------------------------------------------------

@@ -37,6 +37,7 @@ conversation that was going well.  The other way round needs no probe: the
 
 from __future__ import annotations
 
+import re
 import socket
 
 from .protocol import PROTOCOLS, Protocol, parse_served_by
@@ -103,6 +104,8 @@ for _p in PROTOCOLS.values():
             _ANSWERS[_answer] = _p.name
 _LONGEST_ANSWER = max(map(len, _ANSWERS))
 _HTTP_HEAD = b"HTTP/"
+_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)", re.IGNORECASE)
+_CLOSING = re.compile(rb"\r\nconnection:[^\r\n]*\bclose\b", re.IGNORECASE)
 # A page with no status line: an HTTP server answering a request line without a version as
 # HTTP/0.9 did (Python's http.server does so for zen's question and the probe).
 _HTML_HEADS = (b"<!doctype", b"<html")
@@ -170,27 +173,44 @@ class ClientConversation:
       of :data:`ERRORS`;
     * ``replies``: whole replies received so far (the engine notes the time of the first);
     * ``worker``: the worker named in the last right reply (``http``), else -1;
+    * ``held_open``: after a good end, True if the server still holds its side of the
+      connection, waiting for more (zen and lancelot always do until the client
+      closes; an HTTP server does when asked ``keep_alive`` and its reply gave
+      its length and did not say ``Connection: close``);
     * ``received``, ``likely``: when ``error == 'mismatch'``, the bytes that gave it away
       and the protocol they belong to (``''`` when none the kit knows).
     """
 
-    __slots__ = ("protocol", "step", "buffer", "replies", "worker", "ended", "error",
-                 "probing", "received", "likely")
+    __slots__ = ("protocol", "keep_alive", "step", "buffer", "replies", "worker", "ended",
+                 "error", "held_open", "probing", "received", "likely")
 
-    def __init__(self, protocol: Protocol) -> None:
+    def __init__(self, protocol: Protocol, *, keep_alive: bool = False) -> None:
+        """Args:
+            protocol: the protocol to speak.
+            keep_alive: for ``http``, ask in HTTP/1.1 (whose connections persist
+                unless the server says otherwise) and end the conversation
+                as soon as the reply's ``Content-Length`` has arrived, instead
+                of at the server's close.  A server that replies without a
+                length, or says ``Connection: close``, is then read to its
+                close as usual.  The other protocols ignore it.
+        """
         self.protocol = protocol
+        self.keep_alive = keep_alive and protocol.reply_end is None
         self.step = 0  # the question being answered
         self.buffer = b""  # bytes of the reply being read
         self.replies = 0
         self.worker = -1
         self.ended = False
         self.error = ""
+        self.held_open = False
         self.probing = False  # the probe has gone out: waiting for the server to give itself away
         self.received = b""
         self.likely = ""
 
     def start(self) -> bytes:
         """The first bytes to send: the protocol's first question."""
+        if self.keep_alive:
+            return self.protocol.questions[0].replace(b" HTTP/1.0\r\n", b" HTTP/1.1\r\n", 1)
         return self.protocol.questions[0]
 
     def receive(self, data: bytes) -> bytes:
@@ -214,6 +234,8 @@ class ClientConversation:
             self.buffer = buffer
             if self.replies == 0 and not buffer.startswith(_HTTP_HEAD):
                 self._check_partial(buffer, data)  # judge the status line as soon as it shows
+            elif self.keep_alive:
+                self._end_by_length(buffer)
             return b""
         outgoing = b""
         while True:
@@ -227,6 +249,7 @@ class ClientConversation:
                 return b""
             self.step += 1
             if self.step == len(self.protocol.questions):
+                self.held_open = True  # the server answers until the client closes
                 return self._end("")
             outgoing += self.protocol.questions[self.step]
         self.buffer = buffer
@@ -298,6 +321,25 @@ class ClientConversation:
             return
         if likely is not None:
             self._mismatch(buffer, likely)
+
+    def _end_by_length(self, buffer: bytes) -> None:
+        """``keep_alive`` http: end once the head and ``Content-Length`` bytes of body are in."""
+        head_end = buffer.find(b"\r\n\r\n")
+        if head_end < 0:
+            return
+        head = buffer[:head_end + 2]  # the last header line keeps its \r\n for the patterns
+        length = _CONTENT_LENGTH.search(head)
+        if length is None:
+            return  # no length given: the reply ends when the server closes
+        reply_end = head_end + 4 + int(length.group(1))
+        if len(buffer) < reply_end:
+            return
+        self.replies = 1
+        if self._judge(buffer[:reply_end], buffer):
+            # HTTP/1.1 connections persist unless a side says otherwise; an HTTP/1.0 reply
+            # to our HTTP/1.1 question means the server will close.
+            self.held_open = head.startswith(b"HTTP/1.1") and _CLOSING.search(head) is None
+            self._end("")
 
     def _closed(self) -> bytes:
         """The server closed: for http the reply is complete; otherwise it ended too soon."""

@@ -6,23 +6,35 @@ From outside, without the server's help, the answer is still there: while the
 client holds a connection open, the server's side of it is a socket with an
 inode, and exactly one worker process has a descriptor on that inode.
 
-How one connection is attributed (:class:`Attributor`):
+How one connection is attributed (:class:`Attributor`): the kit asks the
+kernel's ``sock_diag`` table for the server's side of this very connection
+(looked up by its four addresses; about ten microseconds), and the worker
+whose ``/proc/PID/fd`` holds that socket's inode is the one.  The look-up has
+to happen while the server still holds its side, and when depends on the
+server (``attribution``, chosen by one unrecorded trial connection first):
 
-1. the client connects and, before it sends its request, asks the kernel's
-   ``sock_diag`` table for the server's side of this very connection (looked
-   up by the four addresses; tens of microseconds);
-2. inode 0 means the connection still waits in the accept queue: ask again,
-   backing off from 20 µs to 1 ms, until a worker has accepted it;
-3. the worker whose ``/proc/PID/fd`` holds that inode is the one;
-4. then the request goes out; where the reply names a pid (``pid 4242``: the
-   kit's real servers and its own ``http`` server do) the two are compared.
+* ``after-reply``, for a server that keeps a connection open after
+  answering (zen and lancelot always do until the client closes; nginx,
+  uvicorn, Node and gunicorn's gthread worker do for an HTTP/1.1 request,
+  so this client asks in HTTP/1.1 and reads the reply by its
+  ``Content-Length``): converse as any client would, then look once before
+  closing.  The server answers without delay; the price is the close, which
+  it now sees while waiting for a next request (one more wakeup).
+* ``before-request``, for a server that closes as soon as it has answered
+  (gunicorn's sync worker, the kit's own ``http`` server, both HTTP/1.0):
+  connect, then hold the request back and look, backing off from 20 µs to
+  1 ms while the socket's inode is 0 (still in the accept queue), until a
+  worker has accepted it; only then send.  A worker that reads at once
+  after accept() sleeps once more than it would have, and the look-ups cost
+  the client several times what ``after-reply``'s one does.
 
-Holding the request back until step 3 costs each connection the time of the
-look-up, and a worker that reads at once after accept() sleeps once more than
-it would have.  So :func:`observe` also fires the same load a second time
-with the plain client (:func:`acceptlab.load.fire`), no attribution, and
-records the context switches and latency of that unobserved pass beside the
-observed ones (``meta["baseline"]``).
+Either way the server does a little more than for a plain client, so
+:func:`observe` also fires the same load a second time with the plain
+client (:func:`acceptlab.load.fire`), no attribution, and records the
+context switches and latency of that unobserved pass beside the observed
+ones (``meta["baseline"]``).  Where an HTTP reply names a pid (``pid
+4242``: the kit's real servers and its own ``http`` server do), the two are
+compared.
 
 The result is a :class:`~acceptlab.experiment.Run` like any other:
 ``events`` has one ``accepted`` row per attributed connection (``worker`` is
@@ -32,8 +44,9 @@ the run (summed over its threads: the herd, seen from outside); ``client``,
 ``queue`` (every listener on the port, from ``/proc``) and ``meta`` (with the
 inspection, coverage and pid cross-check) as usual.  What is not known from
 outside is said in the columns: ``t_wait_ns``, ``t_wake_ns`` and
-``t_accept_ns`` are all the moment the socket was first seen in the worker
-(the accept happened at most one poll interval before), ``tid`` is the
+``t_accept_ns`` are all the moment the socket was seen in the worker (the
+accept happened before: by at most one poll interval for ``before-request``,
+by the reply's round trip for ``after-reply``), ``tid`` is the
 worker's pid (the thread is not visible in its descriptors), and the per
 connection ``nvcsw`` is ``<NA>``.
 
@@ -64,7 +77,10 @@ from .load import (CLIENT_COLUMNS, CLIENT_NULLABLE, TIMEOUT, ConnectionRecord, P
 from .protocol import get_protocol
 from .topology import Topology, settled_topology
 
-__all__ = ["Attributor", "observe", "coverage", "reply_pid"]
+__all__ = ["Attributor", "observe", "coverage", "reply_pid", "ATTRIBUTIONS"]
+
+ATTRIBUTIONS = ("auto", "after-reply", "before-request")
+"""When a connection is attributed (see the module's docstring); ``auto`` lets a trial decide."""
 
 _PID_IN_REPLY = re.compile(rb"\bpid[ =:]*(\d+)")
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -171,16 +187,17 @@ class _Observed:
 
 
 def _one_connection(address: tuple[str, int], protocol, conn: int, attributor: Attributor,
-                    timeout: float) -> _Observed:
-    """Connect, attribute while holding the request back, then converse.
+                    timeout: float, after: bool) -> _Observed:
+    """One connection, attributed ``after`` the reply (one look) or before the request.
 
     The conversation's rules (framing, checks, protocol mismatch, size limit)
     are :class:`~acceptlab.client_conversation.ClientConversation`'s, as for
-    the kit's load; this engine only adds the pause for attribution between
-    ``connect()`` and the first question.
+    the kit's load; this engine only adds the look-up, and for ``after`` asks
+    the conversation to leave the connection open (``keep_alive``).
     """
     observed = _Observed(ConnectionRecord(conn, t_start_ns=now()))
-    record, talk, received = observed.record, ClientConversation(protocol), []
+    record, received = observed.record, []
+    talk = ClientConversation(protocol, keep_alive=after)
     sock = client_socket(address, talk)
     if sock is not None:
         with sock:
@@ -190,8 +207,9 @@ def _one_connection(address: tuple[str, int], protocol, conn: int, attributor: A
                 record.t_connected_ns = now()
                 client = sock.getsockname()
                 record.local_port = client[1]
-                observed.holder, observed.seen_ns = attributor.attribute(
-                    client, deadline=time.monotonic() + timeout)
+                if not after:  # hold the request back until a worker holds the connection
+                    observed.holder, observed.seen_ns = attributor.attribute(
+                        client, deadline=time.monotonic() + timeout)
                 outgoing = talk.start()
                 while not talk.ended:
                     if outgoing:
@@ -206,6 +224,9 @@ def _one_connection(address: tuple[str, int], protocol, conn: int, attributor: A
                     outgoing = talk.receive(data)
                     if record.t_reply_ns < 0 and talk.replies:
                         record.t_reply_ns = now()
+                if after and talk.held_open:  # answered and still held: one look
+                    observed.holder, observed.seen_ns = attributor.attribute(
+                        client, deadline=time.monotonic())
             except OSError as exc:
                 talk.fail(error_name(exc))
     record.ok, record.error = not talk.error, talk.error
@@ -215,6 +236,18 @@ def _one_connection(address: tuple[str, int], protocol, conn: int, attributor: A
         observed.named = reply_pid(b"".join(received[-2:]))  # the pid is in the last reply
     record.t_done_ns = now()
     return observed
+
+
+def _choose_attribution(address: tuple[str, int], protocol, attributor: Attributor,
+                        timeout: float) -> str:
+    """``after-reply`` if a trial connection is still held by a worker after its reply.
+
+    The trial is a connection like the load's, asking the server to keep it
+    open; it is not recorded.  A server that closes (or errs) gets
+    ``before-request``, which works for every server.
+    """
+    trial = _one_connection(address, protocol, -1, attributor, timeout, after=True)
+    return "after-reply" if trial.holder is not None else "before-request"
 
 
 def _drive(run_one, *, connections: int, concurrency: int, rate: float | None, duration: float,
@@ -311,7 +344,7 @@ def observe(pid: int, *, port: int | None = None, host: str = "127.0.0.1",
             rate: float | None = None, duration: float = 60.0, gap: float = 0.0,
             timeout: float = TIMEOUT, seed: int | None = None, baseline: bool = True,
             queue_interval: float = 0.005, label: str | None = None,
-            server: dict | None = None) -> Run:
+            server: dict | None = None, attribution: str = "auto") -> Run:
     """Fire a load at the running server ``pid`` and attribute each connection to its worker.
 
     Inspects the server first (:func:`acceptlab.topology.topology`), then
@@ -335,12 +368,17 @@ def observe(pid: int, *, port: int | None = None, host: str = "127.0.0.1",
         label: the run's name (default: the server's matched strategy).
         server: facts about the server to keep in ``meta`` (a
             :meth:`acceptlab.real.RealServer.meta`).
+        attribution: ``after-reply``, ``before-request`` (see the module's
+            docstring) or ``auto``: one trial connection first, not recorded,
+            tells whether the server keeps a connection open after answering.
     """
     chosen = get_protocol(protocol)
     if connections < 1 or concurrency < 1 or duration <= 0 or timeout <= 0 or gap < 0 or (
             rate is not None and rate <= 0):
         raise ValueError("observe() needs connections >= 1, concurrency >= 1, duration > 0, "
                          "timeout > 0, gap >= 0 and, if given, rate > 0")
+    if attribution not in ATTRIBUTIONS:
+        raise ValueError(f"attribution is one of {', '.join(ATTRIBUTIONS)}, not {attribution!r}")
     if host not in _LOOPBACK:
         raise ValueError(f"{host} is not a loopback address: the kit only loads this machine")
     host = "127.0.0.1" if host == "localhost" else host
@@ -353,12 +391,20 @@ def observe(pid: int, *, port: int | None = None, host: str = "127.0.0.1",
         raise PermissionError(f"cannot attribute connections: {hidden[0]} (another user's "
                               "process? run observe as that user or as root)")
     address = (host, port)
-    started, wall = now(), time.time()
     attributor = Attributor(workers, address)
+    if attribution == "auto":
+        try:
+            attribution = _choose_attribution(address, chosen, attributor, timeout)
+        except BaseException:
+            attributor.close()
+            raise
+    after = attribution == "after-reply"
+    started, wall = now(), time.time()
     sampler, queue_note = _start_queue_sampler(port, queue_interval)
     before = _switches(workers)
     try:
-        observed = _drive(lambda conn: _one_connection(address, chosen, conn, attributor, timeout),
+        observed = _drive(lambda conn: _one_connection(address, chosen, conn, attributor, timeout,
+                                                       after),
                           connections=connections, concurrency=concurrency, rate=rate,
                           duration=duration, gap=gap, seed=seed)
     finally:
@@ -381,7 +427,7 @@ def observe(pid: int, *, port: int | None = None, host: str = "127.0.0.1",
             "workers": len(workers), "worker_pids": workers, "pid": pid, "port": port,
             "protocol": protocol, "connections": connections, "concurrency": concurrency,
             "rate": rate, "gap": gap, "duration": duration, "timeout": timeout,
-            "started": wall, "seconds": (ended - started) / 1e9, "queue": queue_note,
+            "attribution": attribution, "started": wall, "seconds": (ended - started) / 1e9, "queue": queue_note,
             "inspection": found.to_json(), "prediction": found.prediction,
             "coverage": _coverage(observed, workers),
             "threads": [{"pid": p, "tid": t, "switches": after[(p, t)] - before.get((p, t), 0)}

@@ -4,7 +4,8 @@
 // ACCEPTLAB_WORKERS, ACCEPTLAB_HOST, ACCEPTLAB_PORT say how many and where;
 // Every reply waits the milliseconds written in the file ACCEPTLAB_SLOW_FILE (re-read at most
 // every 50 ms, so a running server can be made slow and fast again).  The primary prints "ready" once every worker listens,
-// and on SIGTERM stops its workers before it exits.
+// and on SIGTERM stops its workers before it exits.  No Connection header: an HTTP/1.0 request
+// (the kit's load) is closed after its reply, an HTTP/1.1 one (acceptlab.observe) kept open.
 'use strict';
 const cluster = require('node:cluster');
 const http = require('node:http');
@@ -44,8 +45,7 @@ if (cluster.isPrimary) {
 } else {
   const body = `pid ${process.pid}\n`;
   const reply = (res) => {
-    res.writeHead(200, { 'Content-Type': 'text/plain', 'Content-Length': body.length,
-      Connection: 'close' });
+    res.writeHead(200, { 'Content-Type': 'text/plain', 'Content-Length': body.length });
     res.end(body);
   };
   http.createServer((req, res) => {

@@ -6,6 +6,11 @@
 else.  Every request sleeps for the milliseconds written in the file named by
 ``ACCEPTLAB_SLOW_FILE`` (read again at most every 50 ms, so a running server can be made slow
 and fast again: the "slow request" load of notebook 09); no file, no sleep.
+
+No ``Connection`` header: the server closes after answering an HTTP/1.0 request (the kit's
+load asks in HTTP/1.0, so every request is a new connection) and keeps an HTTP/1.1
+connection open for the next request, as it would for any client (what
+:mod:`acceptlab.observe` relies on to attribute a connection after its reply).
 """
 
 from __future__ import annotations
@@ -36,13 +41,12 @@ def _body() -> bytes:
 
 
 def wsgi(environ: dict, start_response) -> list[bytes]:
-    """WSGI: ``200 OK``, ``pid N``, and the connection closed after it."""
+    """WSGI: ``200 OK`` and ``pid N``."""
     slow = _slowness()
     if slow:
         time.sleep(slow)
     body = _body()
-    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body))),
-                              ("Connection", "close")])
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
 
 
@@ -62,6 +66,5 @@ async def asgi(scope: dict, receive, send) -> None:
     body = _body()
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"text/plain"),
-                            (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+                            (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
