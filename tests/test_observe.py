@@ -48,6 +48,9 @@ def test_attribution_matches_the_pools_own_log(load, protocol, tmp_path):
         assert truth[port] == pid, f"client port {port}: observe says {pid}, the pool {truth[port]}"
     if protocol == "http":  # the kit's http reply names the pid too
         assert covered["named"] == covered["attributed"] and covered["disagree"] == 0
+    # zen's server answers until the client closes: looked at after the reply; the kit's
+    # http server (HTTP/1.0) closes once it has answered: looked at before the request
+    assert run.meta["attribution"] == {"zen": "after-reply", "http": "before-request"}[protocol]
     assert analysis.reconcile(run.client, run.events).ok
     # The run is an ordinary Run: saved, loaded, analysed as any other.
     again = Run.load(run.save(tmp_path / "run"))
@@ -55,6 +58,32 @@ def test_attribution_matches_the_pools_own_log(load, protocol, tmp_path):
     assert int(table["accepts"].sum()) == covered["attributed"]
     assert (table["wakeups"] > 0).all()  # every worker slept and was woken at least once
     assert again.meta["inspection"]["strategy"] == "blocking"
+
+
+@pytest.mark.parametrize("attribution", ["before-request", "after-reply"])
+def test_either_attribution_can_be_asked_for_and_agrees_with_the_log(attribution):
+    with WorkerPool(workers=3, kind="process", strategy="blocking", protocol="zen") as pool:
+        run = observe(os.getpid(), port=pool.address[1], protocol="zen", connections=100,
+                      gap=0.001, baseline=False, attribution=attribution)
+    truth = pool.events()
+    truth = truth[truth["outcome"] == "accepted"].set_index("peer_port")["pid"]
+    seen = run.events[run.events["outcome"] == "accepted"]
+    assert run.meta["attribution"] == attribution and len(seen) >= 99
+    assert all(truth[port] == pid for port, pid in zip(seen["peer_port"], seen["pid"]))
+
+
+def test_after_reply_attributes_nothing_where_the_server_closes_and_auto_knows_it():
+    """The kit's http server closes after answering: a forced after-reply look finds nothing
+    held (coverage 0, said, no error), which is why auto tries one connection first."""
+    with WorkerPool(workers=2, kind="process", strategy="blocking", protocol="http") as pool:
+        forced = observe(os.getpid(), port=pool.address[1], connections=20, baseline=False,
+                         attribution="after-reply")
+        chosen = observe(os.getpid(), port=pool.address[1], connections=20, baseline=False)
+    assert forced.meta["coverage"]["ok"] == 20 and forced.meta["coverage"]["attributed"] == 0
+    assert chosen.meta["attribution"] == "before-request"
+    assert chosen.meta["coverage"]["attributed"] == 20
+    with pytest.raises(ValueError, match="attribution is one of"):
+        observe(os.getpid(), port=pool.address[1], connections=1, attribution="later")
 
 
 def test_the_wrong_port_and_a_missing_process_are_refused():
@@ -83,6 +112,10 @@ def test_observe_a_real_server(name, load):
     assert covered["named"] == covered["attributed"] and covered["disagree"] == 0, covered
     assert analysis.reconcile(run.client, run.events).ok
     assert run.meta["server"]["server"] == name
+    # gunicorn's sync worker closes after every reply (HTTP/1.0 style); the others keep an
+    # HTTP/1.1 connection open, so the cheaper look after the reply is chosen for them
+    expected = "before-request" if name == "gunicorn-sync" else "after-reply"
+    assert run.meta["attribution"] == expected
 
 
 def test_observe_from_the_command_line(capsys, tmp_path):

@@ -75,7 +75,7 @@ def _line(run, name: str, load: str) -> str:
     return (f"{name:<19} {load:<10} {run.meta['strategy']:<16} {counts} "
             f"switches/conn {summary['wakeups_per_accept']:.2f} observed "
             f"{base['switches_per_connection']:.2f} unobserved  "
-            f"coverage {run.meta['coverage']['coverage']:.1%}  "
+            f"coverage {run.meta['coverage']['coverage']:.1%} {run.meta['attribution']}  "
             f"p50 {base['p50_ms']:.2f} ms unobserved")
 
 

@@ -780,6 +780,11 @@ def _add_observe(commands: argparse._SubParsersAction) -> None:
     observe.add_argument("--protocol", choices=tuple(PROTOCOLS), default="http",
                          help="what the server speaks (default: http)")
     _add_load_options(observe, connections=200)
+    observe.add_argument("--attribution", choices=("auto", "after-reply", "before-request"),
+                         default="auto",
+                         help="look at a connection after its reply (servers that keep it "
+                              "open) or hold its request back until a worker holds it; auto "
+                              "(default) tries one connection to choose")
     observe.add_argument("--no-baseline", action="store_true",
                          help="skip the second, unobserved pass (switches and latency without "
                               "attribution)")
@@ -801,7 +806,7 @@ def _cmd_observe(args: argparse.Namespace, stop: threading.Event) -> int:
         run = observe(args.pid, port=args.port, host=args.host, protocol=args.protocol,
                       connections=args.connections, concurrency=args.concurrency,
                       rate=args.rate, duration=args.duration, gap=args.gap,
-                      baseline=not args.no_baseline)
+                      baseline=not args.no_baseline, attribution=args.attribution)
     except ProcessLookupError as exc:
         raise UsageError(str(exc)) from None
     out = run.save(args.out) if args.out else None
@@ -813,7 +818,8 @@ def _cmd_observe(args: argparse.Namespace, stop: threading.Event) -> int:
     switches = analysis.cost_per_accept(run.events)["wakeups_per_accept"]
     summary = {"strategy": run.meta["strategy"] or None,
                "per_worker": table["accepts"].astype(int).tolist(),
-               "worker_pids": run.meta["worker_pids"], **covered,
+               "worker_pids": run.meta["worker_pids"], "attribution": run.meta["attribution"],
+               **covered,
                "switches_per_connection": switches,
                "baseline_switches_per_connection": baseline.get("switches_per_connection"),
                "p50_ms": analysis.latency(run.client).iloc[0]["p50_ms"],
@@ -824,7 +830,8 @@ def _cmd_observe(args: argparse.Namespace, stop: threading.Event) -> int:
     print(f"{args.pid}: {run.meta['strategy'] or 'no strategy matched'} - {run.meta['prediction']}")
     print(table.to_string())
     print(f"attributed {covered['attributed']}/{covered['connections']} connections "
-          f"({covered['coverage']:.1%}); the reply named a pid for {covered['named']}: "
+          f"({covered['coverage']:.1%}, {run.meta['attribution']}); "
+          f"the reply named a pid for {covered['named']}: "
           f"{covered['agree']} agree, {covered['disagree']} disagree")
     print(f"voluntary context switches per connection: "
           f"{summary['switches_per_connection']:.2f} observed"

@@ -398,13 +398,13 @@ def observe(pid: int, *, port: int | None = None, host: str = "127.0.0.1",
         except BaseException:
             attributor.close()
             raise
-    after = attribution == "after-reply"
+    after_reply = attribution == "after-reply"
     started, wall = now(), time.time()
     sampler, queue_note = _start_queue_sampler(port, queue_interval)
     before = _switches(workers)
     try:
         observed = _drive(lambda conn: _one_connection(address, chosen, conn, attributor, timeout,
-                                                       after),
+                                                       after_reply),
                           connections=connections, concurrency=concurrency, rate=rate,
                           duration=duration, gap=gap, seed=seed)
     finally:
@@ -427,7 +427,8 @@ def observe(pid: int, *, port: int | None = None, host: str = "127.0.0.1",
             "workers": len(workers), "worker_pids": workers, "pid": pid, "port": port,
             "protocol": protocol, "connections": connections, "concurrency": concurrency,
             "rate": rate, "gap": gap, "duration": duration, "timeout": timeout,
-            "attribution": attribution, "started": wall, "seconds": (ended - started) / 1e9, "queue": queue_note,
+            "attribution": attribution, "started": wall, "seconds": (ended - started) / 1e9,
+            "queue": queue_note,
             "inspection": found.to_json(), "prediction": found.prediction,
             "coverage": _coverage(observed, workers),
             "threads": [{"pid": p, "tid": t, "switches": after[(p, t)] - before.get((p, t), 0)}
