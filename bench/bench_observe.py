@@ -162,7 +162,7 @@ def one_run(server, condition: str, seconds: float) -> Window:
 def _show(round_: int, condition: str, run: Window) -> None:
     extra = f", coverage {run.coverage:.1%}" if not math.isnan(run.coverage) else ""
     print(f"  round {round_} {condition:8s}: {run.rate:7.0f} conn/s ({run.load_rate:.0f} from "
-          f"the throughput load), nginx {run.cpu_us:.1f} us/conn, others "
+          f"the throughput load), server CPU {run.cpu_us:.1f} us/conn, others "
           f"{run.others_cores:.2f} cores{extra}", flush=True)
 
 

@@ -111,6 +111,7 @@ def test_live_sockets_epoll_and_sock_diag():
         with procfs.SockDiag() as diag, socket.create_connection(("127.0.0.1", port)) as client:
             (row,) = [entry for entry in diag.listeners() if entry.port == port]
             assert (row.inode, row.queue, row.backlog) == (inode, 1, 77)
+            assert diag.listeners(port=port) == [row]  # only this port's, asked of the kernel
             client_port = client.getsockname()[1]
             waiting = diag.find(("127.0.0.1", port), ("127.0.0.1", client_port))
             assert waiting is not None and waiting.inode == 0  # queued: no file yet

@@ -464,7 +464,7 @@ class _ListenerSampler:
         while not self._stopping.is_set() and len(self.rows) < self.max_rows:
             moment = now()
             self.rows += [(moment, f"inode:{entry.inode}", entry.queue, entry.backlog)
-                          for entry in self._diag.listeners() if entry.port == self.port]
+                          for entry in self._diag.listeners(port=self.port)]
             self._stopping.wait(self.interval)
 
     def stop(self) -> None:

@@ -475,19 +475,22 @@ class SockDiag:
             if done or not flags & _NLM_F_DUMP:
                 return found
 
-    def listeners(self, *, families: Iterable[int] = (socket.AF_INET, socket.AF_INET6)
-                  ) -> list[DiagSocket]:
+    def listeners(self, *, families: Iterable[int] = (socket.AF_INET, socket.AF_INET6),
+                  port: int = 0) -> list[DiagSocket]:
         """Every listening TCP socket, with queue length and backlog.
 
         Args:
             families: the address families to dump (IPv4 and IPv6 by default).
+            port: only the listeners on this port (0: all).  The kernel skips
+                the others itself (``inet_diag`` compares a dump's source
+                port), so a sampler that asks often pays only for its own.
         """
-        empty = bytes(_SOCKID_SIZE - _SOCKID_TAIL.size) + _SOCKID_TAIL.pack(0, _NO_COOKIE,
-                                                                            _NO_COOKIE)
+        sockid = (_SOCKID_PORTS.pack(port, 0) + bytes(_SOCKID_SIZE - _SOCKID_TAIL.size - 4)
+                  + _SOCKID_TAIL.pack(0, _NO_COOKIE, _NO_COOKIE))
         found = []
         for family in families:
-            found += self._ask(family, 1 << TCP_LISTEN, empty, _NLM_F_DUMP)
-        return found
+            found += self._ask(family, 1 << TCP_LISTEN, sockid, _NLM_F_DUMP)
+        return [entry for entry in found if not port or entry.port == port]
 
     def find(self, local: tuple[str, int], remote: tuple[str, int]) -> DiagSocket | None:
         """The socket whose own address is ``local`` and whose peer is ``remote``, or None.
