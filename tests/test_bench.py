@@ -87,3 +87,18 @@ def test_run_all_reports_a_failed_step_and_runs_the_others(monkeypatch, tmp_path
     assert "Failed: servers (OSError: nginx would not start)" in summary
     assert "3. a figure" in summary and "2.00 (1.00–3.00, n=3)" in summary
     assert "FAILED servers" in capsys.readouterr().out
+
+
+def test_an_observer_window_counts_both_loads_and_merges_by_time():
+    from bench.bench_observe import Window
+
+    one = Window(load=900, side=100, seconds=1.0, nginx_cpu=0.03, nginx_served=1000,
+                 coverage=1.0, ours_cpu_s=2.0, others_cores=0.1)
+    two = Window(load=1800, side=200, seconds=3.0, nginx_cpu=0.06, nginx_served=2000,
+                 coverage=0.99, ours_cpu_s=6.0, others_cores=0.3)
+    assert (one.rate, one.load_rate) == (1000.0, 900.0) and one.cpu_us == pytest.approx(30.0)
+    both = one.merge(two)
+    assert (both.rate, both.load_rate, both.coverage) == (750.0, 675.0, 0.99)
+    assert both.others_cores == pytest.approx(0.25)  # weighted by each run's seconds
+    empty = Window(0, 0, 0.0, 0.0, 0, float("nan"), 0.0)
+    assert (empty.rate, empty.load_rate, empty.cpu_us) == (0.0, 0.0, 0.0)
