@@ -32,6 +32,7 @@ machine reports every wait as ``other``).
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import platform
 import re
@@ -370,6 +371,7 @@ _MESSAGE_HEAD = struct.Struct("=BBBB")  # family, state, timer, retrans (then a 
 _MESSAGE_TAIL = struct.Struct("=IIIII")  # expires, rqueue, wqueue, uid, inode
 _SOCKID_SIZE = 4 + 16 + 16 + _SOCKID_TAIL.size
 _NO_COOKIE = 0xFFFFFFFF
+_ANY_SOCKET = _SOCKID_TAIL.pack(0, _NO_COOKIE, _NO_COOKIE)  # any interface, no cookie
 
 
 @dataclass(frozen=True)
@@ -394,10 +396,13 @@ class DiagSocket:
     inode: int
 
 
+# Cached: an observer looks up thousands of connections between the same two addresses.
+@functools.lru_cache(maxsize=1024)
 def _pack_address(family: int, host: str) -> bytes:
     return socket.inet_pton(family, host).ljust(16, b"\0")
 
 
+@functools.lru_cache(maxsize=1024)
 def _unpack_address(family: int, raw: bytes) -> str:
     return socket.inet_ntop(family, raw[:4] if family == socket.AF_INET else raw)
 
@@ -486,7 +491,7 @@ class SockDiag:
                 port), so a sampler that asks often pays only for its own.
         """
         sockid = (_SOCKID_PORTS.pack(port, 0) + bytes(_SOCKID_SIZE - _SOCKID_TAIL.size - 4)
-                  + _SOCKID_TAIL.pack(0, _NO_COOKIE, _NO_COOKIE))
+                  + _ANY_SOCKET)
         found = []
         for family in families:
             found += self._ask(family, 1 << TCP_LISTEN, sockid, _NLM_F_DUMP)
@@ -504,8 +509,7 @@ class SockDiag:
         """
         family = socket.AF_INET6 if ":" in local[0] else socket.AF_INET
         sockid = (_SOCKID_PORTS.pack(local[1], remote[1]) + _pack_address(family, local[0])
-                  + _pack_address(family, remote[0]) + _SOCKID_TAIL.pack(0, _NO_COOKIE,
-                                                                         _NO_COOKIE))
+                  + _pack_address(family, remote[0]) + _ANY_SOCKET)
         for found in self._ask(family, 0xFFF, sockid, 0):
             # No such connection: the kernel's lookup falls back to the listener; not ours.
             if found.state != TCP_LISTEN and found.remote_port == remote[1]:
