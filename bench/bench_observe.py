@@ -1,6 +1,7 @@
 """Does observing change what it measures?  And the kit's http server against real servers.
 
-    .venv/bin/python -m bench.bench_observe [--min-rounds 7] [--seconds 2] [--only observer]
+    .venv/bin/python -m bench.bench_observe [--min-rounds 7] [--seconds 2]
+                                            [--only observer|client|servers]
 
 Needs the kit; nginx (Debian: nginx-light) for part 1, gunicorn and uvicorn
 (``pip install 'acceptlab[servers]'``) for part 2.  A part whose server is missing is
@@ -31,6 +32,11 @@ order), median and range over the rounds:
 * the same over the throughput load's connections only (the most conservative reading);
 * nginx's CPU per connection (its workers' user + system time over every connection they
   served), observed / plain: what attribution changes in the server itself.
+
+Part 1b (``--only client``), what the observer spends: the sequential load's client CPU (this
+process, user + system) per connection, for the plain client and for ``observe`` in each of
+its two attributions, 2,000 connections 1 ms apart at the same nginx, nothing else running,
+in rotating rounds; median and range of each, and each observer's ratio to the plain client.
 
 Part 2, the kit's ``http`` server (WorkerPool, blocking, 2 process workers) against gunicorn
 sync and uvicorn (2 workers each, acceptlab.real's one-line app) under the same throughput
@@ -210,6 +216,60 @@ def observer_overhead(min_rounds: int, max_rounds: int, seconds: float, budget: 
     return figures
 
 
+@dataclass
+class ClientCost:
+    """One sequential load: the client's CPU per connection (for bench.rounds)."""
+
+    cpu_us: float
+    ours_cpu_s: float
+    others_cores: float = 0.0
+
+
+def client_cost(min_rounds: int, max_rounds: int, budget: float, results: Path,
+                connections: int = 2000) -> list[Figure]:
+    reason = missing_reason("nginx")
+    if reason:
+        loud_skip("observer client cost", reason)
+        return []
+    with real_server("nginx", workers=2) as server:
+        banner(f"the sequential client's CPU per connection, plain and observing "
+               f"({connections} connections {GAP * 1000:g} ms apart)")
+
+        def measured(how: str) -> ClientCost:
+            cpu0, nginx0 = _own_cpu(), sum(cpu_times(server.workers))
+            if how == "plain":
+                served = len(fire(server.address, protocol="http", connections=connections,
+                                  gap=GAP))
+            else:
+                served = len(observe(server.pid, connections=connections, gap=GAP,
+                                     baseline=False, attribution=how).client)
+            cpu = _own_cpu() - cpu0
+            return ClientCost(cpu / served * 1e6,
+                              cpu + sum(cpu_times(server.workers)) - nginx0)
+
+        def show(round_: int, how: str, cost: ClientCost) -> None:
+            print(f"  round {round_} {how:15s}: {cost.cpu_us:6.1f} us/conn, others "
+                  f"{cost.others_cores:.2f} cores", flush=True)
+
+        measured("after-reply")  # warm-up
+        rounds = alternate({how: (lambda h=how: measured(h))
+                            for how in ("plain", "after-reply", "before-request")},
+                           min_rounds, max_rounds, budget, show=show)
+    write_csv(results / "observe-client.csv", [
+        {"round": i + 1, "quiet": quiet, "client": name, "cpu_us": cost.cpu_us,
+         "others_cores": cost.others_cores}
+        for i, (runs, quiet) in enumerate(zip(rounds.runs, rounds.quiet))
+        for name, cost in runs.items()])
+    kept, note = rounds.kept(), rounds.note()
+    figures = [Figure("client", f"{how} client CPU per connection",
+                      Spread([r[how].cpu_us for r in kept]), unit="us", digits=0, note=note)
+               for how in ("plain", "after-reply", "before-request")]
+    figures += [Figure("client", f"{how} / plain client CPU per connection",
+                       ratios([r[how].cpu_us for r in kept], [r["plain"].cpu_us for r in kept]),
+                       note=note) for how in ("after-reply", "before-request")]
+    return figures
+
+
 def kit_against_real(min_rounds: int, max_rounds: int, seconds: float, budget: float,
                      results: Path) -> list[Figure]:
     names = [name for name in ("gunicorn-sync", "uvicorn") if not missing_reason(name)]
@@ -257,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=2.0, help="per throughput run")
     parser.add_argument("--budget", type=float, default=240.0, help="seconds per part")
     parser.add_argument("--results", default=str(Path(__file__).parent / "results"))
-    parser.add_argument("--only", choices=("observer", "servers"))
+    parser.add_argument("--only", choices=("observer", "client", "servers"))
     args = parser.parse_args(argv)
     if not sys.platform.startswith("linux"):
         print("bench_observe: Linux only (it reads /proc)")
@@ -266,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.only in (None, "observer"):
         figures += observer_overhead(args.min_rounds, args.max_rounds, args.seconds,
                                      args.budget, results)
+    if args.only in (None, "client"):
+        figures += client_cost(args.min_rounds, args.max_rounds, args.budget, results)
     if args.only in (None, "servers"):
         figures += kit_against_real(args.min_rounds, args.max_rounds, args.seconds,
                                     args.budget, results)
