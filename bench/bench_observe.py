@@ -184,7 +184,7 @@ def observer_overhead(min_rounds: int, max_rounds: int, seconds: float, budget: 
         rounds = alternate({condition: (lambda c=condition: one_run(server, c, seconds))
                             for condition in ("alone", "plain", "observed")},
                            min_rounds, max_rounds, budget, show=_show, mirrored=True)
-    write_csv(results / "observe.csv", [
+    write_csv(results / "observe-observer.csv", [
         {"round": i + 1, "quiet": quiet, "condition": name, "rate": run.rate,
          "load_rate": run.load_rate, "nginx_cpu_us": run.cpu_us, "coverage": run.coverage,
          "others_cores": run.others_cores}
@@ -323,20 +323,24 @@ def main(argv: list[str] | None = None) -> int:
         print("bench_observe: Linux only (it reads /proc)")
         return 0
     results, figures = Path(args.results), []
-    if args.only in (None, "observer"):
-        figures += observer_overhead(args.min_rounds, args.max_rounds, args.seconds,
-                                     args.budget, results)
-    if args.only in (None, "client"):
-        figures += client_cost(args.min_rounds, args.max_rounds, args.budget, results)
-    if args.only in (None, "servers"):
-        figures += kit_against_real(args.min_rounds, args.max_rounds, args.seconds,
-                                    args.budget, results)
+    parts = {
+        "observer": lambda: observer_overhead(args.min_rounds, args.max_rounds, args.seconds,
+                                              args.budget, results),
+        "client": lambda: client_cost(args.min_rounds, args.max_rounds, args.budget, results),
+        "servers": lambda: kit_against_real(args.min_rounds, args.max_rounds, args.seconds,
+                                            args.budget, results),
+    }
+    for part, measure in parts.items():
+        if args.only in (None, part):
+            found = measure()
+            if found:  # each part's own summary file: running one part keeps the others'
+                write_csv(results / f"observe-{part}-summary.csv", [f.row() for f in found])
+            figures += found
     banner("summary")
     rows = [{"figure": f.name, "median (range, n)": f.spread.fmt(f.digits),
              "target": f.target, "met": {None: "", True: "yes", False: "NO"}[f.met],
              "rounds": f.note} for f in figures]
     print(markdown_table(rows))
-    write_csv(results / "observe-summary.csv", [f.row() for f in figures])
     return 0
 
 
