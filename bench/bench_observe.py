@@ -127,18 +127,17 @@ def _throughput(address: tuple[str, int], seconds: float):
 
 def one_run(server, condition: str, seconds: float) -> Window:
     """The throughput load for ``seconds`` with ``condition`` beside it (see the docstring)."""
-    side: list = []
+    side: dict = {}  # the sequential load's client table, and the observer's coverage
 
     def sequential() -> None:
         span = seconds + 2 * LEAD + 1.0  # outlasts the throughput window on both sides
         if condition == "plain":
-            side.append(fire(server.address, protocol="http", connections=10**6, gap=GAP,
-                             duration=span))
+            side["client"] = fire(server.address, protocol="http", connections=10**6, gap=GAP,
+                                  duration=span)
         else:
             run = observe(server.pid, port=server.address[1], connections=10**6, gap=GAP,
                           duration=span, baseline=False)
-            side.append(run.client)
-            side.append(run.meta["coverage"]["coverage"])
+            side["client"], side["coverage"] = run.client, run.meta["coverage"]["coverage"]
 
     workers = server.workers
     cpu0, own0 = sum(cpu_times(workers)), _own_cpu()
@@ -155,13 +154,13 @@ def one_run(server, condition: str, seconds: float) -> Window:
     start, end = int(ok["t_start_ns"].min()), int(ok["t_done_ns"].max())
     inside, served, coverage = 0, len(ok), math.nan
     if side:
-        others = side[0][side[0]["ok"]]
+        others = side["client"][side["client"]["ok"]]
         if others["t_start_ns"].min() > start or others["t_done_ns"].max() < end:
             raise RuntimeError(f"the {condition} load did not cover the throughput window "
                                "(raise LEAD)")
         inside = int(others["t_start_ns"].between(start, end).sum())
         served += len(others)
-        coverage = side[1] if len(side) > 1 else math.nan
+        coverage = side.get("coverage", math.nan)
     return Window(len(ok), inside, (end - start) / 1e9, cpu, served, coverage, cpu + own)
 
 

@@ -169,6 +169,10 @@ class Attributor:
             time.sleep(pause)
             pause = min(pause * 2, 1e-3)
 
+    def look(self, client: tuple[str, int]) -> tuple[int | None, int]:
+        """One look, no waiting: :meth:`attribute` for a connection already answered."""
+        return self.attribute(client, deadline=0.0)
+
     def close(self) -> None:
         with self._lock:
             for diag in self._opened:
@@ -225,8 +229,7 @@ def _one_connection(address: tuple[str, int], protocol, conn: int, attributor: A
                     if record.t_reply_ns < 0 and talk.replies:
                         record.t_reply_ns = now()
                 if after and talk.held_open:  # answered and still held: one look
-                    observed.holder, observed.seen_ns = attributor.attribute(
-                        client, deadline=time.monotonic())
+                    observed.holder, observed.seen_ns = attributor.look(client)
             except OSError as exc:
                 talk.fail(error_name(exc))
     record.ok, record.error = not talk.error, talk.error
