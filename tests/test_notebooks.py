@@ -1,4 +1,4 @@
-"""Every lesson runs top to bottom in a fresh kernel, draws its figure, and stays within its time.
+"""Every lesson runs top to bottom in a fresh kernel and draws its figure.
 
 The notebooks are tested for errors and for their shape only (a goal, a
 parameters cell, at least one plot); what they measure is checked by the
@@ -7,9 +7,11 @@ Each notebook runs through ``tools/notebook_runner.py``, the same code
 ``tools/build_book.py`` uses, so "the tests pass" and "the book builds" mean
 the same run.
 
-Budgets (with default parameters): 30 s per notebook, 120 s for the course,
-kernel start-up included.  The times are written to ``build/notebook-times.csv``
-and printed at the end of the session.
+How long the lessons take is a benchmark, not a test (``python -m bench.run_all
+--only notebooks`` reports it against its goals): a time budget asserted here
+would pass on one machine and fail on a slower or busier one.  The times of
+this session are still written to ``build/notebook-times.csv`` and printed at
+the end, for information.
 """
 
 from __future__ import annotations
@@ -120,15 +122,3 @@ def test_notebook_runs_without_error_and_draws_a_figure(path, results):
     assert result.error is None, f"{path.name} failed:\n{runner.failure_report(result)}"
     assert not result.error_outputs, f"{path.name} has error outputs: {result.error_outputs}"
     assert result.images >= 1, f"{path.name} drew no image/png output"
-    assert result.seconds <= runner.NOTEBOOK_BUDGET, (
-        f"{path.name} took {result.seconds:.1f} s (budget {runner.NOTEBOOK_BUDGET:.0f} s)")
-
-
-def test_the_whole_course_fits_its_time_budget(results):
-    """Runs last in this file: the total of every notebook executed above."""
-    if len(results) < len(NOTEBOOKS):
-        pytest.skip("not every notebook ran in this session (run the whole file)")
-    total = sum(result.seconds for result in results.values())
-    assert total <= runner.COURSE_BUDGET, (
-        f"the course took {total:.1f} s (budget {runner.COURSE_BUDGET:.0f} s):\n"
-        + runner.format_times([results[name] for name in sorted(results)]))
