@@ -14,7 +14,7 @@ from __future__ import annotations
 import resource
 from dataclasses import dataclass
 
-from acceptlab.load import fire
+from acceptlab.client.load import fire
 
 from . import RESULTS
 from .nginx import Nginx

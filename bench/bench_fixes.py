@@ -1,6 +1,6 @@
 """Issue 15, item 5: what each fix for the uneven split costs, against plain blocking accept().
 
-Every fix of ``acceptlab.strategies`` (nginx's ``reorder``, Puma's ``busy-sleep``,
+Every fix of ``acceptlab.server.strategies`` (nginx's ``reorder``, Puma's ``busy-sleep``,
 Envoy's ``exact``, Node's ``handoff`` and its least-busy variant, and the two
 CPU-aware ``SO_REUSEPORT`` strategies) runs as the kit's server with 4 process
 workers and the ``http`` protocol, beside ``blocking`` with the same pool, for
@@ -19,7 +19,7 @@ Cited, not measured here: nginx #322 measured its reordering at 62,058 -> 56,610
 requests/s (a ratio of 0.91) with ``pts/nginx`` on a 48-core server
 (docs/sources.md#nginx-322); the step prints it beside ``reorder``'s ratio.
 
-Node's cluster: with :mod:`acceptlab.real` (the real-servers module) and Node
+Node's cluster: with :mod:`acceptlab.real.servers` (the real-servers module) and Node
 installed, Node's own two modes run under the same wrk load in their own rounds,
 ``SCHED_RR`` (the primary accepts and deals, the same extra hop as ``handoff``)
 against ``SCHED_NONE`` (the workers accept on the shared socket), so Node's
@@ -62,7 +62,7 @@ class PoolServer(KitServer):
 
 def run(min_rounds: int = 5, max_rounds: int = 8, budget: float = 150,
         seconds: int = 1) -> list[Figure]:
-    from acceptlab.support import Unavailable, check_strategy
+    from acceptlab.linux.support import Unavailable, check_strategy
 
     banner(f"{STEP}: each fix vs blocking, {WORKERS} process workers, http, wrk -t{THREADS} "
            f"-c{CONNECTIONS} -d{seconds}s -H 'Connection: close', >= {min_rounds} mirrored rounds")
@@ -132,7 +132,7 @@ def summarise(samples: dict[str, list[Sample]], rounds_note: str) -> list[Figure
 
 
 class NodeServer:
-    """A running :func:`acceptlab.real.real_server`, shaped as the bench's servers are."""
+    """A running :func:`acceptlab.real.servers.real_server`, shaped as the bench's servers are."""
 
     def __init__(self, server, label: str) -> None:
         self.server, self.label = server, label
@@ -151,9 +151,9 @@ def node_cluster(min_rounds: int, max_rounds: int, budget: float,
     """Node's SCHED_RR against SCHED_NONE, under the same wrk load (skipped loudly if absent)."""
     what = f"{STEP}: Node cluster SCHED_RR vs SCHED_NONE (handoff's hop beside Node's)"
     try:
-        from acceptlab.real import missing_reason, real_server
+        from acceptlab.real.servers import missing_reason, real_server
     except ImportError:
-        loud_skip(what, "acceptlab.real (the real-servers module, branch realservers) is not "
+        loud_skip(what, "acceptlab.real.servers (the real-servers module, branch realservers) is not "
                         "in this checkout, so there is no Node cluster server to start")
         return []
     absent = missing_reason("node-rr")

@@ -7,14 +7,14 @@ Needs the kit; nginx (Debian: nginx-light) for part 1, gunicorn and uvicorn
 (``pip install 'acceptlab[servers]'``) for part 2.  A part whose server is missing is
 skipped with a loud reason.  Linux only (it reads /proc).
 
-Part 1, what observing costs nginx.  One nginx (:mod:`acceptlab.real`, default configuration,
+Part 1, what observing costs nginx.  One nginx (:mod:`acceptlab.real.servers`, default configuration,
 2 workers) under a throughput load, the kit's fastest client (``fire(processes=2,
 concurrency=16)``: HTTP/1.0, a new connection per request) for a fixed time, with beside it:
 
 * ``alone``: nothing else;
 * ``plain``: a sequential load, one connection at a time 1 ms apart, from the plain client
-  (:func:`acceptlab.load.fire`): what any second client costs;
-* ``observed``: the same sequential load fired by :func:`acceptlab.observe.observe`, every
+  (:func:`acceptlab.client.load.fire`): what any second client costs;
+* ``observed``: the same sequential load fired by :func:`acceptlab.real.observe.observe`, every
   connection attributed to its worker (``attribution="auto"``: after the reply, since
   nginx keeps an HTTP/1.1 connection open), with its accept-queue sampling.
 
@@ -39,10 +39,10 @@ its two attributions, 2,000 connections 1 ms apart at the same nginx, nothing el
 in rotating rounds; median and range of each, and each observer's ratio to the plain client.
 
 Part 2, the kit's ``http`` server (WorkerPool, blocking, 2 process workers) against gunicorn
-sync and uvicorn (2 workers each, acceptlab.real's one-line app) under the same throughput
+sync and uvicorn (2 workers each, acceptlab.real.servers's one-line app) under the same throughput
 load, in mirrored rotating rounds; each server's connections/s over the kit's.
 
-Every server listens on 127.0.0.1 and is stopped by acceptlab.real / the pool on exit; every
+Every server listens on 127.0.0.1 and is stopped by acceptlab.real.servers / the pool on exit; every
 load is bounded by a count and a duration.
 """
 
@@ -57,10 +57,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from acceptlab.load import fire
-from acceptlab.observe import observe
-from acceptlab.pool import WorkerPool
-from acceptlab.real import missing_reason, real_server
+from acceptlab.client.load import fire
+from acceptlab.real.observe import observe
+from acceptlab.server.pool import WorkerPool
+from acceptlab.real.servers import missing_reason, real_server
 
 from .procfs import cpu_times
 from .rounds import alternate

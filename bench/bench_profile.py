@@ -103,10 +103,10 @@ def micro_costs(repeat: int = 50_000) -> list[dict]:
     import socket
     import threading
 
-    from acceptlab.eventlog import EventWriter
-    from acceptlab.kernel import voluntary_switches
-    from acceptlab.protocol import HTTP, served_by, split_requests
-    from acceptlab.strategies import Wakeup
+    from acceptlab.server.eventlog import EventWriter
+    from acceptlab.linux.kernel import voluntary_switches
+    from acceptlab.server.protocol import HTTP, served_by, split_requests
+    from acceptlab.server.strategies import Wakeup
 
     now = time.monotonic_ns
     tid = threading.get_native_id()

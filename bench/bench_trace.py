@@ -35,9 +35,9 @@ import sys
 import time
 from pathlib import Path
 
-from acceptlab.load import fire
-from acceptlab.pool import WorkerPool
-from acceptlab.tracing import KernelTrace, TracingUnavailable, tracefs_root
+from acceptlab.client.load import fire
+from acceptlab.server.pool import WorkerPool
+from acceptlab.linux.tracing import KernelTrace, TracingUnavailable, tracefs_root
 
 TICK = os.sysconf("SC_CLK_TCK")
 

@@ -23,7 +23,7 @@ import threading
 from pathlib import Path
 
 import acceptlab
-from acceptlab.pool import WorkerPool
+from acceptlab.server.pool import WorkerPool
 
 
 def main() -> int:

@@ -44,9 +44,10 @@ from pathlib import Path
 import pandas as pd
 
 import acceptlab
-from acceptlab import analysis, eventlog
-from acceptlab.eventlog import read_events
-from acceptlab.load import fire
+from acceptlab import analysis
+from acceptlab.server import eventlog
+from acceptlab.server.eventlog import read_events
+from acceptlab.client.load import fire
 
 ANON_GROWTH_LIMIT = 2 * 1024 * 1024  # bytes of heap a worker may add over a soak, after warm-up
 # One event-log record, as the event log defines it (it has no public name for it yet).
@@ -122,7 +123,7 @@ class SoakResult:
 
 SERVER = """
 import json, os, sys
-from acceptlab.pool import WorkerPool
+from acceptlab.server.pool import WorkerPool
 kind, workers, log_dir = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 with WorkerPool(workers=workers, kind=kind, strategy="blocking", protocol="zen",
                 log_dir=log_dir) as pool:

@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 
 from acceptlab import analysis
-from acceptlab.conversation import ask
-from acceptlab.protocol import ZEN
+from acceptlab.server.conversation import ask
+from acceptlab.server.protocol import ZEN
 
 
 def zen_round_trip(address: tuple[str, int]) -> list[bytes]:
@@ -72,7 +72,7 @@ def stop_and_time(pool, caplog) -> float:
     would be, with a warning), and the stop took well under that 0.5 s
     grace (a worker unwinding slowly would not).
     """
-    caplog.set_level(logging.WARNING, logger="acceptlab.pool")
+    caplog.set_level(logging.WARNING, logger="acceptlab.server.pool")
     started = time.monotonic()
     pool.stop()
     took = time.monotonic() - started

@@ -1,4 +1,4 @@
-"""Tests of acceptlab.analysis on hand-built tables whose right answers we know.
+"""Tests of acceptlab.views.analysis on hand-built tables whose right answers we know.
 
 The synthetic runs (``synth_events``, ``synth_client`` and the three
 sequences, in tests/helpers.py) write the tables a real run would write, so
@@ -497,7 +497,7 @@ def test_queue_owners_of_the_reference_slow_worker_run_names_the_slow_worker():
     # so worker 0's queue is the one that fills.  The longest queue must be worker 0's.
     from pathlib import Path
 
-    from acceptlab.experiment import Run
+    from acceptlab.lab.experiment import Run
 
     run = Run.load(Path(__file__).resolve().parents[1] / "data" / "reuseport-process-slowworker")
     owners = analysis.queue_owners(run.queue, run.events)

@@ -24,7 +24,7 @@ outside).  Then we check what the issue promises:
   open while a worker was dying (from our signal to the supervisor seeing the
   death), and such failures are counted;
 * **with retries no request is lost**: every connection number has an ok row;
-* **the books reconcile exactly** (:func:`acceptlab.analysis.reconcile`): every
+* **the books reconcile exactly** (:func:`acceptlab.views.analysis.reconcile`): every
   ok attempt joins exactly one accepted event, no event is claimed twice, and
   every accepted event belongs to an ok attempt or to a failed one, including
   events of workers killed after they accepted.
@@ -51,8 +51,8 @@ import pandas as pd
 import pytest
 
 from acceptlab import analysis
-from acceptlab.load import fire
-from acceptlab.pool import WorkerPool
+from acceptlab.client.load import fire
+from acceptlab.server.pool import WorkerPool
 from helpers import wait_until
 
 START_METHODS = multiprocessing.get_all_start_methods()

@@ -11,8 +11,8 @@ import threading
 
 import pytest
 
-from acceptlab.conversation import ask, recv_until
-from acceptlab.protocol import LANCELOT
+from acceptlab.server.conversation import ask, recv_until
+from acceptlab.server.protocol import LANCELOT
 from helpers import port_is_free
 
 ACCEPTLAB = [sys.executable, "-m", "acceptlab"]
@@ -255,7 +255,7 @@ def test_serve_with_nothing_served_shows_dashes_not_nan():
 def _pool_can_join() -> bool:
     import inspect
 
-    from acceptlab.pool import WorkerPool
+    from acceptlab.server.pool import WorkerPool
 
     return "join" in inspect.signature(WorkerPool).parameters
 

@@ -33,7 +33,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from acceptlab.pool import WorkerPool
+from acceptlab.server.pool import WorkerPool
 from helpers import linux, wait_until
 
 pytestmark = pytest.mark.skipif(not linux(), reason="the leftover check reads /proc (Linux)")

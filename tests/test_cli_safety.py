@@ -37,8 +37,8 @@ import pytest
 
 import acceptlab
 from acceptlab.cli import BOOK_PORT, build_parser
-from acceptlab.conversation import recv_until
-from acceptlab.pool import WorkerPool
+from acceptlab.server.conversation import recv_until
+from acceptlab.server.pool import WorkerPool
 from helpers import port_is_free
 
 ACCEPTLAB = [sys.executable, "-m", "acceptlab"]
@@ -99,7 +99,7 @@ def test_the_commands_default_to_loopback_and_only_serve_uses_the_books_port():
 
 
 def test_run_serves_on_an_ephemeral_loopback_port():
-    from acceptlab.experiment import run_experiment
+    from acceptlab.lab.experiment import run_experiment
 
     run = run_experiment(workers=1, kind="thread", connections=3)
     low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()) \

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from acceptlab.client_conversation import (MAX_REPLY, PROBE, ClientConversation, check_reply,
+from acceptlab.client.conversation import (MAX_REPLY, PROBE, ClientConversation, check_reply,
                                            printable, recognise)
-from acceptlab.protocol import HTTP, LANCELOT, PROTOCOLS, ZEN, Problem, served_by
+from acceptlab.server.protocol import HTTP, LANCELOT, PROTOCOLS, ZEN, Problem, served_by
 
 ZEN_REPLIES = b"Ugly." b"Implicit." b"Complex."
 LANCELOT_REPLIES = b"My name is Sir Lancelot of Camelot." b"To seek the Holy Grail." b"Blue."
@@ -90,7 +90,7 @@ def test_zen_and_lancelot_do_not_end_before_the_last_answer():
     assert not conversation.ended and conversation.replies == 2
 
 
-# -- who still holds the connection at the end (what acceptlab.observe looks at) ---------------
+# -- who still holds the connection at the end (what acceptlab.real.observe looks at) ---------------
 
 KEPT = (b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 9\r\n"
         b"Content-Type: text/plain\r\n\r\npid 4242\n")

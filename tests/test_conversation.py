@@ -5,8 +5,8 @@ import threading
 
 import pytest
 
-from acceptlab.conversation import Limits, ask, converse, recv_until
-from acceptlab.protocol import HTTP, LANCELOT, ZEN
+from acceptlab.server.conversation import Limits, ask, converse, recv_until
+from acceptlab.server.protocol import HTTP, LANCELOT, ZEN
 
 
 @pytest.fixture

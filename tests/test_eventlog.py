@@ -5,7 +5,7 @@ import os
 import signal
 import time
 
-from acceptlab.eventlog import EventWriter, log_path, read_events
+from acceptlab.server.eventlog import EventWriter, log_path, read_events
 
 
 def test_records_round_trip_with_missing_values_as_na(tmp_path):

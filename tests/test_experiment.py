@@ -11,7 +11,7 @@ import pytest
 
 import acceptlab
 from acceptlab import analysis
-from acceptlab.experiment import Run, compare, run_experiment
+from acceptlab.lab.experiment import Run, compare, run_experiment
 
 
 def test_thousands_of_connections_reconcile_exactly():

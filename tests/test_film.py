@@ -11,8 +11,8 @@ import pytest
 from matplotlib.animation import FuncAnimation
 from PIL import Image
 
-from acceptlab.experiment import Run
-from acceptlab.film import replay, save_film, script
+from acceptlab.lab.experiment import Run
+from acceptlab.views.film import replay, save_film, script
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
@@ -78,8 +78,8 @@ def test_the_html_plays_offline_and_the_gif_has_every_frame(tmp_path):
 
 def test_the_library_neither_uses_pyplot_nor_picks_a_backend():
     code = ("import sys, matplotlib\n"
-            "from acceptlab.experiment import Run\n"
-            "from acceptlab.film import replay, offline_html\n"
+            "from acceptlab.lab.experiment import Run\n"
+            "from acceptlab.views.film import replay, offline_html\n"
             f"offline_html(replay(Run.load({str(DATA / 'blocking-process-light')!r}), "
             "max_connections=2))\n"
             "print('matplotlib.pyplot' in sys.modules)\n")

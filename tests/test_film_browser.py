@@ -16,8 +16,8 @@ import pytest
 
 from browser import frames_of, load_page, plays, remote_loads, shown_images
 
-from acceptlab.experiment import Run
-from acceptlab.film import offline_html, replay
+from acceptlab.lab.experiment import Run
+from acceptlab.views.film import offline_html, replay
 
 ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.parametrize("strategy", ["blocking", "epoll-exclusive", "poll"])

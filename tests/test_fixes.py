@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from acceptlab import WorkerPool, analysis, fire
-from acceptlab.support import Unavailable, check_strategy
+from acceptlab.linux.support import Unavailable, check_strategy
 
 
 def _need(strategy: str, kind: str = "process") -> None:
@@ -181,7 +181,7 @@ def test_hybrid_graceful_restart_finishes_the_conversation_in_hand():
 
 
 def test_cpu_program_is_the_selftests_three_instructions():
-    from acceptlab.strategies import cpu_program
+    from acceptlab.server.strategies import cpu_program
 
     code = cpu_program(4)
     assert len(code) == 3 * 8

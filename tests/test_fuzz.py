@@ -3,10 +3,10 @@
 Part 1, property-based fuzzing (hypothesis), thousands of examples per test
 (``ACCEPTLAB_FUZZ_EXAMPLES``, default 2000): the request splitter, each
 protocol's ``answer`` (zen, lancelot, http), the ``served by`` parser, the
-server's request reader (:func:`acceptlab.conversation.converse`, which is
+server's request reader (:func:`acceptlab.server.conversation.converse`, which is
 the HTTP request reader too), the book client's reply reader
-(:func:`acceptlab.conversation.recv_until`) and the load's client conversation
-(:class:`acceptlab.client_conversation.ClientConversation`).  Inputs mix random bytes with
+(:func:`acceptlab.server.conversation.recv_until`) and the load's client conversation
+(:class:`acceptlab.client.conversation.ClientConversation`).  Inputs mix random bytes with
 the protocols' own questions and terminators, so that both the happy paths
 and the odd ones are hit.  The reader is fed through a scripted socket that
 cuts the byte stream at arbitrary points, since TCP may deliver any split.
@@ -40,11 +40,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from acceptlab.client_conversation import ERRORS, ClientConversation
-from acceptlab.conversation import Limits, converse, recv_until
-from acceptlab.load import one_connection
-from acceptlab.pool import WorkerPool
-from acceptlab.protocol import (HTTP, LANCELOT, PROTOCOLS, ZEN, Problem, Protocol,
+from acceptlab.client.conversation import ERRORS, ClientConversation
+from acceptlab.server.conversation import Limits, converse, recv_until
+from acceptlab.client.load import one_connection
+from acceptlab.server.pool import WorkerPool
+from acceptlab.server.protocol import (HTTP, LANCELOT, PROTOCOLS, ZEN, Problem, Protocol,
                                 parse_served_by, served_by, split_requests)
 from helpers import wait_until
 

@@ -1,4 +1,4 @@
-"""Tests for acceptlab.kernel, over real loopback sockets on 127.0.0.1, port 0."""
+"""Tests for acceptlab.linux.kernel, over real loopback sockets on 127.0.0.1, port 0."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from acceptlab import kernel
-from acceptlab.kernel import (
+from acceptlab.linux.kernel import (
     QueueSampler,
     Unsupported,
     accept_queue,

@@ -40,7 +40,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from acceptlab.pool import WorkerPool
+from acceptlab.server.pool import WorkerPool
 from helpers import port_is_free, process_gone, wait_until, zen_round_trip
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
@@ -121,9 +121,9 @@ SCRIPT = textwrap.dedent("""
     # A learner's script: a process pool started without `with`, a thread pool with it,
     # and a load against both until the script is stopped (at most 20 s).
     import json, os, sys, time
-    from acceptlab.load import one_connection
-    from acceptlab.pool import WorkerPool
-    from acceptlab.protocol import ZEN
+    from acceptlab.client.load import one_connection
+    from acceptlab.server.pool import WorkerPool
+    from acceptlab.server.protocol import ZEN
 
     if __name__ == "__main__":
         processes = WorkerPool(workers=2, kind="process", start_method=sys.argv[1]).start()

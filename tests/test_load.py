@@ -1,7 +1,7 @@
 """The load generator over real loopback sockets: both engines, the duration, the mismatch.
 
 ``fire(processes >= 2)`` with a closed loop runs the epoll engine
-(:mod:`acceptlab.lean_client`, one per client process) instead of a thread per
+(:mod:`acceptlab.client.lean`, one per client process) instead of a thread per
 client.  It is the throughput mode (bench/ compares it with wrk), so it must
 keep the promises of the other modes: one row per attempt, every connection
 number accounted for, errors named by cause, retries, the same table as the
@@ -29,11 +29,11 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from acceptlab.client_conversation import PROBE_WAIT
-from acceptlab.lean_client import LEAN
-from acceptlab.load import (CLIENT_COLUMNS, CLIENT_NULLABLE, GRACE, TIMEOUT, ProtocolMismatch,
+from acceptlab.client.conversation import PROBE_WAIT
+from acceptlab.client.lean import LEAN
+from acceptlab.client.load import (CLIENT_COLUMNS, CLIENT_NULLABLE, GRACE, TIMEOUT, ProtocolMismatch,
                             describe_errors, fire)
-from acceptlab.pool import WorkerPool
+from acceptlab.server.pool import WorkerPool
 from helpers import wait_until
 
 lean_only = pytest.mark.skipif(not LEAN, reason="the epoll engine needs epoll (Linux)")
@@ -213,7 +213,7 @@ def test_a_client_that_cannot_even_make_a_socket_gets_a_failed_row(monkeypatch):
     """Out of file descriptors (EMFILE): the attempt is a row with its cause, not an exception."""
     import errno
 
-    from acceptlab import load
+    from acceptlab.client import load
 
     def no_more_files(*args, **kwargs):
         raise OSError(errno.EMFILE, "Too many open files")

@@ -10,7 +10,7 @@ import pytest
 
 import acceptlab
 
-from acceptlab.netns import NoPrivilege, read_sysctl, run_isolated
+from acceptlab.linux.netns import NoPrivilege, read_sysctl, run_isolated
 
 MIGRATE = "net.ipv4.tcp_migrate_req"
 
@@ -63,7 +63,7 @@ def test_without_privilege_it_says_so(tmp_path):
         return
     script = ("import os\n"
               "import multiprocessing.connection, multiprocessing.popen_fork  # before losing /root\n"
-              "from acceptlab.netns import run_isolated, NoPrivilege\n"
+              "from acceptlab.linux.netns import run_isolated, NoPrivilege\n"
               "os.setgid(65534); os.setuid(65534)  # nobody: no capabilities left\n"
               "try:\n    run_isolated(os.getpid, timeout=20)\n"
               "except NoPrivilege as exc:\n    print('NoPrivilege:', exc)\n")

@@ -14,10 +14,11 @@ import sys
 
 import pytest
 
-from acceptlab import analysis, real
-from acceptlab.experiment import Run
-from acceptlab.observe import observe, reply_pid
-from acceptlab.pool import WorkerPool
+from acceptlab import analysis
+from acceptlab.real import servers as real
+from acceptlab.lab.experiment import Run
+from acceptlab.real.observe import observe, reply_pid
+from acceptlab.server.pool import WorkerPool
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads Linux's /proc")
 
@@ -137,7 +138,7 @@ def test_observe_from_the_command_line(capsys, tmp_path):
 
 
 def test_the_wrong_protocol_is_named_as_fire_names_it():
-    from acceptlab.load import ProtocolMismatch
+    from acceptlab.client.load import ProtocolMismatch
 
     with WorkerPool(workers=2, kind="process", protocol="zen") as pool:
         with pytest.raises(ProtocolMismatch, match="zen"):

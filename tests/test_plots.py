@@ -1,4 +1,4 @@
-"""Every figure of acceptlab.plots renders, on small synthetic runs of several strategies.
+"""Every figure of acceptlab.views.plots renders, on small synthetic runs of several strategies.
 
 These tests check that a figure is drawn and labelled, not what it looks
 like: the numbers behind it are tested in test_analysis.py.
@@ -265,7 +265,7 @@ def test_queue_depth_finds_the_owners_in_the_events_when_given_them():
     # the reference run of lesson 06: the slow worker 0's socket is the one that fills
     from pathlib import Path
 
-    from acceptlab.experiment import Run
+    from acceptlab.lab.experiment import Run
 
     run = Run.load(Path(__file__).resolve().parents[1] / "data" / "reuseport-process-slowworker")
     labels = queue_legend(plots.queue_depth(run.queue, events=run.events))

@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from acceptlab.pool import PortInUse, WorkerPool
+from acceptlab.server.pool import PortInUse, WorkerPool
 from helpers import (STOP_MARGIN, port_is_free, process_gone, stop_and_time, wait_until,
                      zen_round_trip)
 
@@ -80,7 +80,7 @@ def test_supervisor_replaces_a_crashed_thread():
 
 
 def test_unsupported_combination_is_refused_before_anything_starts():
-    from acceptlab.support import Unavailable
+    from acceptlab.linux.support import Unavailable
 
     with pytest.raises(Unavailable, match="shared-epoll.*kind='thread'"):
         WorkerPool(kind="process", strategy="shared-epoll")
@@ -88,7 +88,7 @@ def test_unsupported_combination_is_refused_before_anything_starts():
 
 PARENT = textwrap.dedent("""
     import sys, time
-    from acceptlab.pool import WorkerPool
+    from acceptlab.server.pool import WorkerPool
     if __name__ == "__main__":
         pool = WorkerPool(workers=3, kind="process", start_method=sys.argv[1]).start()
         print(pool.address[1], *pool.idents, flush=True)

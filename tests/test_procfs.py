@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from acceptlab import procfs
+from acceptlab.linux import procfs
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads Linux's /proc")
 

@@ -3,7 +3,7 @@
 import pytest
 from hypothesis import given, strategies as st
 
-from acceptlab.protocol import (HTTP, LANCELOT, ZEN, Problem, get_protocol, parse_served_by,
+from acceptlab.server.protocol import (HTTP, LANCELOT, ZEN, Problem, get_protocol, parse_served_by,
                                 served_by, split_requests)
 
 # The 3rd edition's conversation, written out from the bytes the issue gives.

@@ -5,6 +5,7 @@ that started it is killed outright.  A server that is not installed here is skip
 from __future__ import annotations
 
 import os
+from pathlib import Path
 import signal
 import subprocess
 import sys
@@ -13,8 +14,8 @@ import textwrap
 import pytest
 from helpers import port_is_free, wait_until
 
-from acceptlab import real
-from acceptlab.load import fire
+from acceptlab.real import servers as real
+from acceptlab.client.load import fire
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux servers")
 
@@ -37,7 +38,7 @@ def _alive(pids) -> list[int]:
 
 @pytest.mark.parametrize("name", list(EXPECTED))
 def test_each_server_starts_answers_is_inspected_and_leaves_nothing(name):
-    from acceptlab.topology import settled_topology
+    from acceptlab.real.topology import settled_topology
 
     _need(name)
     with real.real_server(name, workers=3) as server:
@@ -57,7 +58,7 @@ def test_each_server_starts_answers_is_inspected_and_leaves_nothing(name):
 
 
 def _sockets_on(port: int) -> list[str]:
-    from acceptlab.procfs import tcp_table
+    from acceptlab.linux.procfs import tcp_table
 
     return [f"state {row.state:#x} {row.local}:{row.port} -> {row.remote}:{row.remote_port} "
             f"uid {row.uid} inode {row.inode}" for row in tcp_table() if row.port == port]
@@ -69,12 +70,12 @@ def test_killing_the_python_that_started_it_stops_the_server():
     _need(name)
     script = textwrap.dedent(f"""
         import sys, time
-        from acceptlab.real import real_server
+        from acceptlab.real.servers import real_server
         server = real_server({name!r}, workers=2)
         print(server.pid, server.address[1], server.directory, flush=True)
         time.sleep(60)
     """)
-    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(real.__file__))}
+    env = {**os.environ, "PYTHONPATH": str(Path(real.__file__).parents[2])}
     parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
                               env=env)
     try:
@@ -124,7 +125,7 @@ def test_unknown_and_missing_servers_are_one_line():
 # the margins are far from what this 2-core VM measured (in brackets), not at its edge.
 
 def _best_of_three(name: str, measure) -> float:
-    from acceptlab.observe import observe
+    from acceptlab.real.observe import observe
 
     _need(name)
     values = []
@@ -201,7 +202,7 @@ def test_a_notebook_kernel_restart_leaves_no_server(tmp_path):
         kernel.start()
         printed = kernel.run(f"""
             import json, os
-            from acceptlab.real import real_server
+            from acceptlab.real.servers import real_server
             server = real_server({name!r}, workers=2)
             print(json.dumps({{"group": server.group(), "port": server.address[1]}}))
         """)
@@ -218,7 +219,7 @@ def test_a_notebook_kernel_restart_leaves_no_server(tmp_path):
 def test_real_from_the_command_line_stops_on_ctrl_c():
     name = "nginx" if not real.missing_reason("nginx") else "gunicorn-sync"
     _need(name)
-    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(real.__file__))}
+    env = {**os.environ, "PYTHONPATH": str(Path(real.__file__).parents[2])}
     command = subprocess.Popen([sys.executable, "-m", "acceptlab", "real", name, "-n", "2"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:

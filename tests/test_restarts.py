@@ -14,9 +14,9 @@ import os
 import pandas as pd
 import pytest
 
-from acceptlab import sweep
-from acceptlab.netns import read_sysctl
-from acceptlab.restarts import restart_losses
+from acceptlab.lab import sweep
+from acceptlab.linux.netns import read_sysctl
+from acceptlab.lab.restarts import restart_losses
 
 MIGRATE = "net.ipv4.tcp_migrate_req"
 

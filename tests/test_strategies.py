@@ -15,10 +15,10 @@ import sys
 import pytest
 
 from acceptlab import analysis
-from acceptlab.load import fire
-from acceptlab.pool import WorkerPool
-from acceptlab.strategies import STRATEGIES
-from acceptlab.support import Unavailable, check_strategy
+from acceptlab.client.load import fire
+from acceptlab.server.pool import WorkerPool
+from acceptlab.server.strategies import STRATEGIES
+from acceptlab.linux.support import Unavailable, check_strategy
 from helpers import port_is_free, stop_and_time, STOP_MARGIN, zen_round_trip
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),

@@ -17,10 +17,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from acceptlab.conversation import recv_until
-from acceptlab.kernel import listen_queues
-from acceptlab.pool import PortInUse, WorkerPool
-from acceptlab.protocol import ZEN
+from acceptlab.server.conversation import recv_until
+from acceptlab.linux.kernel import listen_queues
+from acceptlab.server.pool import PortInUse, WorkerPool
+from acceptlab.server.protocol import ZEN
 from helpers import port_is_free, process_gone, wait_until, zen_round_trip
 
 LINUX = sys.platform.startswith("linux")
@@ -35,7 +35,7 @@ CRASH_LOOP = textwrap.dedent("""
     if __name__ == "__mp_main__" and os.path.exists(FLAG):
         raise RuntimeError("this main module refuses to be imported again")
     if __name__ == "__main__":
-        from acceptlab.pool import WorkerBootError, WorkerPool
+        from acceptlab.server.pool import WorkerBootError, WorkerPool
         from helpers import zen_round_trip
         pool = WorkerPool(workers=2, kind="process", start_method="spawn", interval=0.05).start()
         open(FLAG, "w").close()
@@ -89,7 +89,7 @@ def test_a_replacement_that_cannot_boot_is_retried_three_times_then_left_down(tm
 
 def test_a_pool_whose_workers_cannot_boot_fails_to_start_after_its_attempts(tmp_path):
     code = textwrap.dedent("""
-        from acceptlab.pool import WorkerPool
+        from acceptlab.server.pool import WorkerPool
         if __name__ == "__main__":
             WorkerPool(workers=1, start_method="spawn", boot_attempts=2).start()
     """)

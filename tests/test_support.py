@@ -1,4 +1,4 @@
-"""acceptlab.support: one set of probes, so the doctor and the pool cannot disagree."""
+"""acceptlab.linux.support: one set of probes, so the doctor and the pool cannot disagree."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import sys
 import pytest
 
 from acceptlab import support
-from acceptlab.pool import WorkerPool
-from acceptlab.strategies import STRATEGIES
-from acceptlab.support import (KINDS, Feature, Unavailable, check_strategy, feature_report,
+from acceptlab.server.pool import WorkerPool
+from acceptlab.server.strategies import STRATEGIES
+from acceptlab.linux.support import (KINDS, Feature, Unavailable, check_strategy, feature_report,
                                features, format_report, strategy_support)
 
 FEATURE_NAMES = (

@@ -17,9 +17,9 @@ import time
 
 import pytest
 
-from acceptlab import topology as topo
-from acceptlab.pool import WorkerPool
-from acceptlab.support import Unavailable, check_strategy
+from acceptlab.real import topology as topo
+from acceptlab.server.pool import WorkerPool
+from acceptlab.linux.support import Unavailable, check_strategy
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads Linux's /proc")
 

@@ -19,8 +19,8 @@ import pandas as pd
 import pytest
 
 from acceptlab.basics import now
-from acceptlab.experiment import Run, run_experiment
-from acceptlab.tracing import (KernelTrace, TracingUnavailable,
+from acceptlab.lab.experiment import Run, run_experiment
+from acceptlab.linux.tracing import (KernelTrace, TracingUnavailable,
                                agreement, cross_check, find_instances, parse_trace,
                                tracefs_root)
 
@@ -44,7 +44,7 @@ def _child(code: str, **kwargs) -> subprocess.Popen:
 def _starts_a_trace(how: str) -> str:
     """A child's code: make a trace of its own pid, then do ``how`` with it."""
     return ("import os, sys, time\n"
-            "from acceptlab.tracing import KernelTrace\n"
+            "from acceptlab.linux.tracing import KernelTrace\n"
             "trace = KernelTrace(tids=[os.getpid()], port=1)\n" + textwrap.dedent(how))
 
 
@@ -176,7 +176,7 @@ def test_without_root_the_run_goes_on_untraced_with_one_warning():
         pytest.skip("needs root, to run a child as an unprivileged user")
     child = _child("""
         import os, warnings
-        from acceptlab.experiment import run_experiment
+        from acceptlab.lab.experiment import run_experiment
         run_experiment(workers=2, connections=2)  # as root, untraced: loads every lazy import
         os.setgid(65534)
         os.setuid(65534)
@@ -289,7 +289,7 @@ def test_reference_traces_one_wakeup_where_the_kernel_wakes_one_and_nvcsw_agrees
 
 
 def test_a_traced_film_flashes_the_whole_herd_for_poll():
-    from acceptlab.film import script
+    from acceptlab.views.film import script
 
     frames = script(_reference_traces()["trace-poll-process-light"], max_connections=12)
     woken = [len(frame.woken) for frame in frames if frame.phase == "wakes"]
@@ -301,7 +301,7 @@ def test_ctrl_c_during_a_traced_run_leaves_no_instance():
     root = _root()
     child = _child("""
         import os
-        from acceptlab.experiment import run_experiment
+        from acceptlab.lab.experiment import run_experiment
         print(os.getpid(), flush=True)
         run_experiment(workers=2, connections=100000, gap=0.005, duration=60, trace=True)
     """)

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from acceptlab.work import Work, parse_work
+from acceptlab.server.work import Work, parse_work
 
 
 def test_parse_work_accepts_the_three_models():

@@ -17,8 +17,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from acceptlab import analysis, real
-from acceptlab.observe import observe
+from acceptlab import analysis
+from acceptlab.real import servers as real
+from acceptlab.real.observe import observe
 
 # The loads of notebook 09: sequential 1 ms apart; 16 closed-loop clients; the same clients
 # with every reply 10 ms slow (nginx's one-line reply cannot be slowed: no slow run for it).

@@ -22,10 +22,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from acceptlab.analysis import SLOW_WORKER
-from acceptlab.experiment import run_experiment
-from acceptlab.strategies import STRATEGIES
-from acceptlab.support import Unavailable, check_strategy
+from acceptlab.views.analysis import SLOW_WORKER
+from acceptlab.lab.experiment import run_experiment
+from acceptlab.server.strategies import STRATEGIES
+from acceptlab.linux.support import Unavailable, check_strategy
 
 LOADS = {
     "light": dict(workers=4, connections=200, gap=0.001),

@@ -2,13 +2,13 @@
 
     .venv/bin/python tools/make_reference_fixes.py [--out data] [--only sweep|restarts|notebook]
 
-* ``<out>/sweep/``: ``sweep.csv`` (``acceptlab.sweep.run_sweep()`` over the
+* ``<out>/sweep/``: ``sweep.csv`` (``acceptlab.lab.sweep.run_sweep()`` over the
   default ``GRID``: every strategy this machine runs, one row per
   strategy x condition) and ``meta.json`` (the machine, the conditions, each
   run's bound in seconds, the wall time the sweep took, the load average
   before and after it, the date, the strategies left out and why).
 * ``<out>/restarts/<design>-<graceful|killed>/``: one run per restart design
-  of ``acceptlab.sweep.compare_restarts`` (shared socket; reuseport;
+  of ``acceptlab.lab.sweep.compare_restarts`` (shared socket; reuseport;
   reuseport with ``net.ipv4.tcp_migrate_req=1``), as written by ``Run.save``.
   Each design runs in a private network namespace, so this part needs root;
   without it the designs that cannot run are named and left as they were.
@@ -34,9 +34,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from acceptlab.experiment import machine, run_experiment
-from acceptlab.restarts import restart_losses
-from acceptlab.sweep import GRID, compare_restarts, run_sweep
+from acceptlab.lab.experiment import machine, run_experiment
+from acceptlab.lab.restarts import restart_losses
+from acceptlab.lab.sweep import GRID, compare_restarts, run_sweep
 
 SECONDS = 1.5  # each sweep cell's bound (run_sweep's default, as `acceptlab sweep`)
 

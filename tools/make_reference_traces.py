@@ -5,10 +5,10 @@
 Each run is ``run_experiment(trace=True)`` written by ``Run.save`` into
 ``<out>/trace-<strategy>-process-light/``: the usual ``events.csv``,
 ``client.csv``, ``queue.csv`` and ``meta.json``, plus ``trace.csv`` (columns in
-``acceptlab.tracing``).  The load is light and short, so each connection's
+``acceptlab.linux.tracing``).  The load is light and short, so each connection's
 wakeups can be told apart and the film of it is short: 4 process workers,
 40 sequential connections 1 ms apart.  The script prints the agreement table
-of the two accounts (``acceptlab.tracing.agreement``) at the end.
+of the two accounts (``acceptlab.linux.tracing.agreement``) at the end.
 
 A run is replaced only once its new recording succeeded, and only if the
 trace lost no events; without root the script stops with one line.
@@ -21,9 +21,9 @@ import shutil
 import sys
 from pathlib import Path
 
-from acceptlab.experiment import run_experiment
-from acceptlab.strategies import STRATEGIES, Unavailable, check_strategy
-from acceptlab.tracing import TracingUnavailable, agreement, tracefs_root
+from acceptlab.lab.experiment import run_experiment
+from acceptlab.server.strategies import STRATEGIES, Unavailable, check_strategy
+from acceptlab.linux.tracing import TracingUnavailable, agreement, tracefs_root
 
 LIGHT = dict(kind="process", workers=4, gap=0.001)
 

@@ -21,22 +21,29 @@ if os.name != "posix":  # the one place the kit says so (pyproject.toml's classi
 
 __version__ = "0.1.0"
 
+# Each lazy name and the module it lives in; a name mapped to None is itself a module.
 _WHERE = {
-    "WorkerPool": "pool",
-    "PortInUse": "pool",
-    "fire": "load",
-    "run_experiment": "experiment",
-    "compare": "experiment",
-    "Run": "experiment",
-    "Limits": "conversation",
-    "STRATEGIES": "strategies",
-    "Unavailable": "support",
-    "analysis": None,
-    "plots": None,
-    "kernel": None,
+    "WorkerPool": "server.pool",
+    "PortInUse": "server.pool",
+    "fire": "client.load",
+    "run_experiment": "lab.experiment",
+    "compare": "lab.experiment",
+    "Run": "lab.experiment",
+    "Limits": "server.conversation",
+    "STRATEGIES": "server.strategies",
+    "Unavailable": "linux.support",
+}
+# Modules a lesson imports by their short name: ``from acceptlab import analysis, plots``.
+_MODULES = {
+    "analysis": "views.analysis",
+    "plots": "views.plots",
+    "kernel": "linux.kernel",
+    "support": "linux.support",
+    "tracing": "linux.tracing",
+    "strategies": "server.strategies",
 }
 
-__all__ = ["__version__", *_WHERE]
+__all__ = ["__version__", *_WHERE, *_MODULES]
 
 
 def __dir__() -> list[str]:
@@ -45,10 +52,9 @@ def __dir__() -> list[str]:
 
 
 def __getattr__(name: str) -> Any:
-    """Import ``acceptlab.<module>`` when one of its names is first asked for (PEP 562)."""
-    if name not in _WHERE:
-        raise AttributeError(f"module 'acceptlab' has no attribute {name!r}")
-    module = _WHERE[name]
-    if module is None:
-        return importlib.import_module(f".{name}", __name__)
-    return getattr(importlib.import_module(f".{module}", __name__), name)
+    """Import the module that defines ``name`` when it is first asked for (PEP 562)."""
+    if name in _MODULES:
+        return importlib.import_module(f".{_MODULES[name]}", __name__)
+    if name in _WHERE:
+        return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    raise AttributeError(f"module 'acceptlab' has no attribute {name!r}")

@@ -31,10 +31,10 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 from . import __version__
 from .basics import show_address
-from .conversation import Limits
-from .protocol import PROTOCOLS
-from .strategies import STRATEGIES
-from .support import Unavailable
+from .server.conversation import Limits
+from .server.protocol import PROTOCOLS
+from .server.strategies import STRATEGIES
+from .linux.support import Unavailable
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -186,7 +186,7 @@ def _errors_by_kind(client: "pd.DataFrame") -> dict[str, int]:
 
 def _load_summary(client: "pd.DataFrame") -> dict:
     """Throughput, latency percentiles and errors by cause from a client table."""
-    from . import analysis
+    from .views import analysis
 
     ok = int(client["ok"].sum())
     span = (client["t_done_ns"].max() - client["t_start_ns"].min()) / 1e9 if len(client) else 0
@@ -537,8 +537,8 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
 
 def _cmd_serve(args: argparse.Namespace, stop: threading.Event) -> int:
     """Serve until Ctrl-C or SIGTERM, then stop the pool and print per-worker counts."""
-    from . import analysis
-    from .pool import WorkerPool
+    from .views import analysis
+    from .server.pool import WorkerPool
 
     _check_host(args.host, args.allow_remote)
     pool = WorkerPool(workers=args.workers, kind=args.kind, strategy=args.strategy,
@@ -574,7 +574,7 @@ def _add_load(commands: argparse._SubParsersAction) -> None:
 
 def _cmd_load(args: argparse.Namespace, stop: threading.Event) -> int:
     """Fire load at any server and print connections/s, latency and errors by cause."""
-    from .load import fire
+    from .client.load import fire
 
     if not _is_loopback(args.host):
         raise UsageError(f"{args.host} is not a loopback address: the kit only loads this machine")
@@ -619,8 +619,8 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
 
 def _cmd_run(args: argparse.Namespace, stop: threading.Event) -> int:
     """Serve, fire, stop; save the run under --out and print the per-worker table."""
-    from . import analysis
-    from .experiment import run_experiment
+    from .views import analysis
+    from .lab.experiment import run_experiment
 
     out = OutputDirectory(args.out, "out/run", args.force)
     try:
@@ -668,7 +668,7 @@ def _restart_losses(run) -> "pd.DataFrame | None":
     """What each restart of ``run --restart-every`` cost, or None for a run without restarts."""
     if "restarts" not in run.meta:
         return None
-    from .restarts import restart_losses
+    from .lab.restarts import restart_losses
 
     return restart_losses(run.client, run.meta["restarts"])
 
@@ -701,7 +701,7 @@ def _cmd_compare(args: argparse.Namespace, stop: threading.Event) -> int:
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no window, works headless
-    from .report import write_comparison
+    from .lab.report import write_comparison
 
     out = OutputDirectory(args.out, "out/compare", args.force)
     try:
@@ -738,7 +738,7 @@ def _add_doctor(commands: argparse._SubParsersAction) -> None:
 
 def _cmd_doctor(args: argparse.Namespace, stop: threading.Event) -> int:
     """Print what this machine supports, and which strategies run for which kind."""
-    from .support import format_report
+    from .linux.support import format_report
 
     print(format_report())
     return 0
@@ -759,7 +759,7 @@ def _add_inspect(commands: argparse._SubParsersAction) -> None:
 
 def _cmd_inspect(args: argparse.Namespace, stop: threading.Event) -> int:
     """Print a server's listeners, how each thread waits, the matching strategy and prediction."""
-    from .topology import format_topology, topology
+    from .real.topology import format_topology, topology
 
     try:
         found = topology(args.pid)
@@ -794,8 +794,8 @@ def _add_observe(commands: argparse._SubParsersAction) -> None:
 
 def _cmd_observe(args: argparse.Namespace, stop: threading.Event) -> int:
     """Observe a running server under load: who accepted what, switches, coverage."""
-    from . import analysis
-    from .observe import observe
+    from .views import analysis
+    from .real.observe import observe
 
     if args.processes != 1 or args.retries:
         raise UsageError("observe fires from one client process without retries "
@@ -843,7 +843,7 @@ def _cmd_observe(args: argparse.Namespace, stop: threading.Event) -> int:
 
 @_command
 def _add_real(commands: argparse._SubParsersAction) -> None:
-    from .real import SERVERS
+    from .real.servers import SERVERS
 
     real = commands.add_parser("real", help="start a real server (gunicorn, uvicorn, nginx, node) "
                                             "on a free loopback port until Ctrl-C")
@@ -858,8 +858,8 @@ def _add_real(commands: argparse._SubParsersAction) -> None:
 def _cmd_real(args: argparse.Namespace, stop: threading.Event) -> int:
     """Start a real server, print where it listens and what inspect sees, stop it on Ctrl-C."""
     from .basics import show_address
-    from .real import ServerMissing, real_server, reference_run_path
-    from .topology import format_topology, settled_topology
+    from .real.servers import ServerMissing, real_server, reference_run_path
+    from .real.topology import format_topology, settled_topology
 
     try:
         server = real_server(args.name, workers=args.workers, slow_ms=args.slow_ms)
@@ -901,8 +901,8 @@ def _add_replay(commands: argparse._SubParsersAction) -> None:
 
 def _cmd_replay(args: argparse.Namespace, stop: threading.Event) -> int:
     """Write a saved run's film as offline HTML or a GIF."""
-    from .experiment import Run
-    from .film import replay, save_film
+    from .lab.experiment import Run
+    from .views.film import replay, save_film
 
     source = Path(args.run_dir)
     if not (source / "meta.json").is_file():
@@ -950,8 +950,8 @@ def _cmd_sweep(args: argparse.Namespace, stop: threading.Event) -> int:
     matplotlib.use("Agg")  # files only
     from tqdm.auto import tqdm
 
-    from . import plots
-    from .sweep import GRID, QUICK, run_sweep, winners
+    from .views import plots
+    from .lab.sweep import GRID, QUICK, run_sweep, winners
 
     if args.seconds is not None and args.seconds <= 0:
         raise UsageError(f"--seconds {args.seconds}: must be more than 0")
@@ -993,9 +993,9 @@ def _sweep_restarts(out: Path, stop: threading.Event) -> dict:
     """The restart comparison of ``sweep --restarts``: a table, a figure, and notes."""
     import pandas as pd
 
-    from . import plots
-    from .restarts import restart_losses
-    from .sweep import compare_restarts
+    from .views import plots
+    from .lab.restarts import restart_losses
+    from .lab.sweep import compare_restarts
 
     runs = compare_restarts(graceful=True)
     losses, notes = {}, {}

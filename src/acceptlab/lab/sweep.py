@@ -32,9 +32,9 @@ from typing import Any, Callable, Iterable, Sequence
 
 import pandas as pd
 
-from . import analysis
+from ..views import analysis
 from .experiment import Run, run_experiment
-from .support import Unavailable, check_strategy
+from ..linux.support import Unavailable, check_strategy
 
 __all__ = ["Condition", "GRID", "QUICK", "METRICS", "run_sweep", "winners"]
 
@@ -46,7 +46,7 @@ class Condition:
     Args:
         name: short label for tables and heatmaps.
         question: what this condition asks, in one line.
-        load: keyword arguments for :func:`acceptlab.experiment.run_experiment`
+        load: keyword arguments for :func:`acceptlab.lab.experiment.run_experiment`
             (protocol, connections, concurrency, work, ...).
     """
 
@@ -129,7 +129,7 @@ def run_sweep(
     """Run every strategy under every condition; return one row per cell.
 
     Args:
-        strategies: names from :data:`acceptlab.strategies.STRATEGIES`; None
+        strategies: names from :data:`acceptlab.server.strategies.STRATEGIES`; None
             means every one that runs with process workers here.  One that
             cannot run here is left out and named in the table's
             ``attrs['skipped']``.
@@ -148,7 +148,7 @@ def run_sweep(
         A DataFrame with columns ``strategy``, ``condition`` and the
         :data:`METRICS` (plus ``accepted``, ``client_ok``, ``errors``).
     """
-    from .strategies import STRATEGIES
+    from ..server.strategies import STRATEGIES
 
     names = list(STRATEGIES) if strategies is None else list(strategies)
     runnable, skipped = [], []
@@ -234,7 +234,7 @@ def compare_restarts(
 
     ``tcp_migrate_req`` belongs to a network namespace, so each design runs in
     a private namespace of its own with the setting it needs
-    (:func:`acceptlab.netns.run_isolated`); the host's setting is never
+    (:func:`acceptlab.linux.netns.run_isolated`); the host's setting is never
     changed.  Without the privilege to make namespaces, the designs that do
     not need a setting different from the host's run here, and the others
     map to a one-line reason instead of a Run.
@@ -250,9 +250,9 @@ def compare_restarts(
 
     Returns:
         ``{design: Run}``; a Run's ``meta['restarts']`` lists the restarts and
-        :func:`acceptlab.restarts.restart_losses` counts what each cost.
+        :func:`acceptlab.lab.restarts.restart_losses` counts what each cost.
     """
-    from .netns import NoPrivilege, read_sysctl, run_isolated
+    from ..linux.netns import NoPrivilege, read_sysctl, run_isolated
 
     load = dict(workers=workers, concurrency=concurrency, work=work, duration=seconds,
                 connections=10**6, restart_every=every, graceful=graceful)

@@ -9,7 +9,7 @@ A protocol here is three small decisions:
    ``\\r\\n\\r\\n``.  :func:`split_requests` cuts a receive buffer at that mark.
 2. *What is the answer?*  :meth:`Protocol.answer` maps one whole request to
    one reply.  It never touches a socket, which is what makes it easy to test
-   (the same idea as h11: the I/O lives elsewhere, in :mod:`acceptlab.conversation`).
+   (the same idea as h11: the I/O lives elsewhere, in :mod:`acceptlab.server.conversation`).
 3. *Does the connection go on?*  ``zen`` and ``lancelot`` answer question after
    question until the client closes; ``http`` (HTTP/1.0) answers once and closes.
 
@@ -90,7 +90,7 @@ def split_requests(buffer: bytes, terminator: bytes) -> tuple[list[bytes], bytes
 class Protocol:
     """One conversation: how requests end, what each is answered, and when to close.
 
-    The server side (:mod:`acceptlab.conversation`) uses ``request_end``,
+    The server side (:mod:`acceptlab.server.conversation`) uses ``request_end``,
     :meth:`answer`, :meth:`complaint` and ``one_request_per_connection``.
     The client side uses ``questions`` (what the kit's client asks on each
     connection) and ``reply_end`` (how it knows a reply is complete; ``None``

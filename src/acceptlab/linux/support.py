@@ -14,7 +14,7 @@ So both read the same probes, here:
   worker, None if it runs here, else a one-line reason, derived from those probes;
 * :func:`format_report`: the doctor's text, both tables.
 
-:mod:`acceptlab.kernel` measures (queue depth, context switches); this module
+:mod:`acceptlab.linux.kernel` measures (queue depth, context switches); this module
 only asks whether a measurement or a strategy is possible.
 """
 
@@ -31,7 +31,7 @@ import sys
 from dataclasses import dataclass
 
 from .kernel import Unsupported, accept_queue, listen_queues, voluntary_switches
-from .strategies import SO_ATTACH_REUSEPORT_CBPF, SO_INCOMING_CPU, STRATEGIES, cpu_program
+from ..server.strategies import SO_ATTACH_REUSEPORT_CBPF, SO_INCOMING_CPU, STRATEGIES, cpu_program
 
 __all__ = ["Unavailable", "Feature", "feature_report", "features", "strategy_support",
            "check_strategy", "format_report", "KINDS"]
@@ -285,7 +285,7 @@ def check_strategy(name: str, kind: str) -> None:
     workers would fail once per worker, with a traceback each.
 
     Args:
-        name: a strategy (see :data:`acceptlab.strategies.STRATEGIES`).
+        name: a strategy (see :data:`acceptlab.server.strategies.STRATEGIES`).
         kind: ``'thread'``, ``'process'`` or ``'hybrid'``.
     """
     reason = _missing(name, kind)

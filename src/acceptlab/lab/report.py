@@ -24,10 +24,11 @@ from typing import Sequence
 
 import pandas as pd
 
-from . import analysis, plots
+from ..views import analysis
+from ..views import plots
 from .experiment import Run, compare
-from .strategies import STRATEGIES
-from .support import Unavailable, strategy_support
+from ..server.strategies import STRATEGIES
+from ..linux.support import Unavailable, strategy_support
 
 __all__ = ["write_comparison", "summary_table", "Comparison", "SLOW_WORKER"]
 

@@ -406,7 +406,7 @@ def latency_ms(client: pd.DataFrame) -> pd.Series:
     sat in the accept queue waiting for a free worker.  Only ``ok`` rows
     count (a refused connection has no meaningful latency).  The result is
     indexed like those rows; it is NaN where a time is missing.
-    :func:`latency` and the figures of :mod:`acceptlab.plots` both start
+    :func:`latency` and the figures of :mod:`acceptlab.views.plots` both start
     here, so a legend's p50 is the table's p50.
 
     Args:
@@ -768,7 +768,7 @@ def expected_share(strategy: str, workers: int, connections: int) -> Prediction:
     An unknown strategy raises ``ValueError``.
 
     Args:
-        strategy: the strategy's name, as in ``acceptlab.strategies.STRATEGIES``.
+        strategy: the strategy's name, as in ``acceptlab.server.strategies.STRATEGIES``.
         workers: the pool size.
         connections: how many connections were (or will be) accepted.
     """

@@ -17,7 +17,7 @@ callers fall back to a recorded run.
 Resource handling: the child is a forked process that this module starts,
 waits for, and kills (by its pid) if the caller's deadline passes.  Worker
 processes that the function starts inside the namespace are the child's own
-(the function must stop them; :class:`acceptlab.pool.WorkerPool` does).  Use
+(the function must stop them; :class:`acceptlab.server.pool.WorkerPool` does).  Use
 ``start_method='fork'`` (or ``'spawn'``) for pools inside: a forkserver started
 earlier in the parent lives in the parent's namespace, and workers it forks
 would land there.
@@ -72,7 +72,7 @@ def run_isolated(function: Callable[..., Any], *args: Any,
 
     Args:
         function: what to run; module-level, and its result must pickle
-            (a :class:`acceptlab.experiment.Run` does).
+            (a :class:`acceptlab.lab.experiment.Run` does).
         sysctls: per-namespace settings to write before ``function`` runs.
         timeout: seconds before the child is killed and ``TimeoutError`` raised.
 

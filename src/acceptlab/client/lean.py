@@ -1,9 +1,9 @@
 """The fast client engine: a closed loop as ONE epoll loop per client process (Linux).
 
-:func:`acceptlab.load.fire` runs this engine for a closed loop spread over
+:func:`acceptlab.client.load.fire` runs this engine for a closed loop spread over
 several client processes (``processes >= 2``, no ``rate``, no ``gap``); every
 other mode runs a thread per client.  Both engines hold each conversation
-through the same :class:`~acceptlab.client_conversation.ClientConversation`,
+through the same :class:`~acceptlab.client.conversation.ClientConversation`,
 so they frame, check and name errors alike and give the same table; this
 module only moves bytes and watches the clock.
 
@@ -35,10 +35,10 @@ import select
 import socket
 from typing import Callable
 
-from .basics import address_family, now
-from .client_conversation import PROBE_WAIT, ClientConversation, error_name
-from .conversation import RECV_SIZE
-from .protocol import Protocol
+from ..basics import address_family, now
+from .conversation import PROBE_WAIT, ClientConversation, error_name
+from ..server.conversation import RECV_SIZE
+from ..server.protocol import Protocol
 
 __all__ = ["LEAN", "closed_loop"]
 
@@ -77,7 +77,7 @@ def closed_loop(address: tuple[str, int], protocol: Protocol, numbers: range, *,
             the server speaks another protocol.
 
     Returns:
-        The rows (tuples in ``acceptlab.load.CLIENT_COLUMNS`` order) and, if a
+        The rows (tuples in ``acceptlab.client.load.CLIENT_COLUMNS`` order) and, if a
         server spoke another protocol, ``(received, likely)`` from the first such reply.
     """
     family, kind = address_family(address[0]), socket.SOCK_STREAM | socket.SOCK_NONBLOCK

@@ -53,7 +53,7 @@ the address for ``reuseport``, the shared counters, the acceptor's channels).  R
 epoll, its own socket, its lock file descriptor) and releases it in
 :meth:`close`; it never closes the shared listener.
 
-Which strategies THIS machine can run, and why not, is :mod:`acceptlab.support`'s
+Which strategies THIS machine can run, and why not, is :mod:`acceptlab.linux.support`'s
 job (the same probes ``acceptlab doctor`` prints).
 """
 
@@ -71,7 +71,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
-from .basics import address_family, now
+from ..basics import address_family, now
 
 __all__ = ["STRATEGIES", "Wakeup", "Setting", "make_waiter", "Preparation", "prepare", "Acceptor",
            "cpu_program"]

@@ -11,7 +11,7 @@ Two habits run through the module:
   chart, the raster, the timeline and its legend.
 * **The kit's vocabulary**: a *wakeup* is a voluntary context switch (the
   kernel woke a sleeping worker); a *return* is a wait that came back to
-  Python.  :mod:`acceptlab.analysis` explains why they differ.
+  Python.  :mod:`acceptlab.views.analysis` explains why they differ.
 * **Figures are made with** ``Figure(...)`` **rather than** ``plt.subplots()``.
   A figure made by pyplot is also remembered by pyplot: Jupyter would then
   draw it twice (once because pyplot has an open figure, once because the
@@ -148,7 +148,7 @@ def per_worker_bars(events: pd.DataFrame, workers: int, strategy: str | None = N
     """How many connections each worker accepted, against the strategy's prediction.
 
     One bar per worker slot (zeros included), in the worker's colour.  Over
-    the bars, what :func:`acceptlab.analysis.expected_share` predicts for
+    the bars, what :func:`acceptlab.views.analysis.expected_share` predicts for
     this strategy and this many connections: a dashed line where workers
     should take exact turns (``blocking``, ``locked``), a shaded band where
     the split is a fair die (``reuseport``: 99 % of counts fall inside) or a
@@ -363,7 +363,7 @@ def _replacements(events: pd.DataFrame) -> pd.DataFrame:
 def wakeups_by_strategy(summary_df: pd.DataFrame, *, title: str | None = None) -> Figure:
     """Wakeups per accepted connection, against the returns and EAGAINs a worker could see.
 
-    ``summary_df`` is :func:`acceptlab.analysis.summarize_runs`'s table, one
+    ``summary_df`` is :func:`acceptlab.views.analysis.summarize_runs`'s table, one
     row per run, labelled by its index (typically the strategy's name).
     Three bars per run:
 
@@ -443,7 +443,7 @@ def queue_depth(queue: pd.DataFrame, *, events: pd.DataFrame | None = None,
     worker has a socket of its own, which the queue table knows only by
     its inode; a learner wants to know whose it is.  Pass the run's
     ``events`` and each socket whose owner shows in the data (see
-    :func:`acceptlab.analysis.queue_owners`) is labelled by its worker and
+    :func:`acceptlab.views.analysis.queue_owners`) is labelled by its worker and
     drawn in that worker's colour; the others are numbered "socket 1 (worker
     not known)", … in inode order.  ``owners`` overrides that guess when
     the caller knows better.  With ``backlog_line`` the queue's limit (the
@@ -509,9 +509,9 @@ def latency_cdf(clients: Mapping[str, pd.DataFrame], *, title: str | None = None
     Each curve is a cumulative distribution: at x milliseconds it gives the
     fraction of successful connections that took at most x (from the
     client starting to connect to its last answer:
-    :func:`acceptlab.analysis.latency_ms`).  The x axis is logarithmic, so a
+    :func:`acceptlab.views.analysis.latency_ms`).  The x axis is logarithmic, so a
     long tail is visible next to a fast median.  Each label's p50 and p99
-    come from :func:`acceptlab.analysis.latency`, the same numbers its
+    come from :func:`acceptlab.views.analysis.latency`, the same numbers its
     table prints; the p99 is marked with a dot on the dotted 0.99 line:
     that is where a slow worker that keeps receiving connections
     (``reuseport``) shows.
@@ -570,7 +570,7 @@ def compare_strategies(runs: Mapping[str, Any], *, max_connections: int = ORDER_
 
     Args:
         runs: a label (usually the strategy's name) for each run, mapped to
-            the run in any shape :func:`acceptlab.analysis.unpack_run` reads.
+            the run in any shape :func:`acceptlab.views.analysis.unpack_run` reads.
         max_connections: how many of the first connections the rasters draw.
         title: the overall title; the default says what the panels show.
     """
@@ -618,11 +618,11 @@ def sweep_heatmaps(table: pd.DataFrame, metrics: Iterable[str] | None = None, *,
                    title: str | None = None) -> Figure:
     """One heatmap per metric: strategies down, conditions across, the best cell of each column framed.
 
-    ``table`` is :func:`acceptlab.sweep.run_sweep`'s.  Colours run from good
+    ``table`` is :func:`acceptlab.lab.sweep.run_sweep`'s.  Colours run from good
     (light) to bad (dark) for every metric, whichever way "good" points, so a
     dark row is a strategy that loses everywhere.  Each cell prints its value.
     """
-    from .sweep import METRICS
+    from ..lab.sweep import METRICS
 
     metrics = list(metrics or METRICS)
     strategies = list(dict.fromkeys(table["strategy"]))
@@ -664,7 +664,7 @@ def restart_losses(losses: Mapping[str, pd.DataFrame], *, title: str | None = No
     """Connections lost or delayed per restart, one group of bars per design.
 
     ``losses`` maps a design ("shared socket", "reuseport", ...) to
-    :func:`acceptlab.restarts.restart_losses`'s table.  Bars are the mean per
+    :func:`acceptlab.lab.restarts.restart_losses`'s table.  Bars are the mean per
     restart; the whiskers the range over the restarts.
     """
     kinds = [("refused", "tab:red"), ("reset", "tab:orange"), ("delayed", "tab:grey")]

@@ -2,7 +2,7 @@
 
 Why: the questions users ask ("why does one gunicorn worker take most of the
 load?") are about servers the kit did not write.  To look at them with the same
-lens (:mod:`acceptlab.topology`, :mod:`acceptlab.observe`) a lesson or a test
+lens (:mod:`acceptlab.real.topology`, :mod:`acceptlab.real.observe`) a lesson or a test
 needs one running, configured one way, for a few seconds, and then gone.
 
 :func:`real_server` is that context manager::
@@ -13,7 +13,7 @@ needs one running, configured one way, for a few seconds, and then gone.
     # every process it started is gone and the port is free again
 
 Each server runs a one-line app written for the kit (the reply is ``pid N``:
-:mod:`acceptlab.servers.pidapp` for gunicorn and uvicorn, ``servers/cluster.js``
+:mod:`acceptlab.real.apps.pidapp` for gunicorn and uvicorn, ``servers/cluster.js``
 for Node, a ``return 200`` in ``servers/nginx.conf.template`` for nginx).
 
 Resource handling: the server starts in a new session (its own process
@@ -44,9 +44,9 @@ from importlib import metadata, resources
 from pathlib import Path
 from typing import Callable
 
-from . import procfs
-from .basics import show_address
-from .support import Unavailable
+from ..linux import procfs
+from ..basics import show_address
+from ..linux.support import Unavailable
 
 __all__ = ["SERVERS", "ServerSpec", "RealServer", "ServerMissing", "PortTaken", "real_server",
            "missing_reason", "reference_run_path"]
@@ -159,7 +159,7 @@ class RealServer:
 
     @property
     def workers(self) -> list[int]:
-        """The worker processes' pids, as :mod:`acceptlab.topology` finds them."""
+        """The worker processes' pids, as :mod:`acceptlab.real.topology` finds them."""
         from .topology import topology
 
         return topology(self.pid).workers
@@ -337,15 +337,15 @@ def _command_line(spec: ServerSpec, host: str, port: int, workers: int,
                    "--log-level", "warning"]
         if "threads" in spec.options:
             command += ["--threads", str(spec.options["threads"])]
-        command.append("acceptlab.servers.pidapp:wsgi")
+        command.append("acceptlab.real.apps.pidapp:wsgi")
         return command, _python_env(slow), {**spec.options, "workers": workers}
     if spec.program == "uvicorn":
         command = [sys.executable, "-m", "uvicorn", "--host", host, "--port", str(port),
                    "--workers", str(workers), "--log-level", "warning", "--no-access-log",
-                   "--timeout-graceful-shutdown", "2", "acceptlab.servers.pidapp:asgi"]
+                   "--timeout-graceful-shutdown", "2", "acceptlab.real.apps.pidapp:asgi"]
         return command, _python_env(slow), {"workers": workers}
     if spec.program == "nginx":
-        template = resources.files("acceptlab.servers").joinpath("nginx.conf.template")
+        template = resources.files("acceptlab.real.apps").joinpath("nginx.conf.template")
         config = string.Template(template.read_text()).substitute(
             workers=workers, directory=directory, accept_mutex=spec.options["accept_mutex"],
             listen=bind, reuseport=" reuseport" if spec.options["reuseport"] else "",
@@ -356,7 +356,7 @@ def _command_line(spec: ServerSpec, host: str, port: int, workers: int,
                    "-e", str(directory / "error.log")]
         return command, dict(os.environ), {**spec.options, "workers": workers,
                                             "worker_connections": 1024}
-    script = resources.files("acceptlab.servers").joinpath("cluster.js")
+    script = resources.files("acceptlab.real.apps").joinpath("cluster.js")
     policy = "rr" if spec.options["schedulingPolicy"] == "SCHED_RR" else "none"
     env = {**os.environ, **slow, "ACCEPTLAB_POLICY": policy, "ACCEPTLAB_WORKERS": str(workers),
            "ACCEPTLAB_HOST": host, "ACCEPTLAB_PORT": str(port)}
@@ -364,8 +364,8 @@ def _command_line(spec: ServerSpec, host: str, port: int, workers: int,
 
 
 def _http_ok(address: tuple[str, int]) -> bool:
-    from .load import one_connection
-    from .protocol import HTTP
+    from ..client.load import one_connection
+    from ..server.protocol import HTTP
 
     return one_connection(address, HTTP, timeout=1.0).ok
 

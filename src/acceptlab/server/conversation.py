@@ -1,6 +1,6 @@
 """One connection's socket I/O, for the server side and the client side.
 
-:mod:`acceptlab.protocol` decides what the bytes mean; this module moves them.
+:mod:`acceptlab.server.protocol` decides what the bytes mean; this module moves them.
 The server side is the book's ``handle_conversation``: read a request, answer
 it, repeat until the client closes.  It adds the defences a server facing real
 clients needs: a size limit, an idle timeout, and no exception escaping for a
@@ -9,8 +9,8 @@ client that resets the connection or sends garbage.
 The client side here is the book's client, as a lesson types it: :func:`ask`
 and :func:`recv_until`, blocking and trusting.  The load generator's client,
 which checks every answer and notices a server of another protocol, holds its
-conversations through :class:`acceptlab.client_conversation.ClientConversation`;
-both stop reading at the same :data:`~acceptlab.client_conversation.MAX_REPLY`.
+conversations through :class:`acceptlab.client.conversation.ClientConversation`;
+both stop reading at the same :data:`~acceptlab.client.conversation.MAX_REPLY`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import socket
 from dataclasses import dataclass
 from typing import Callable
 
-from .client_conversation import MAX_REPLY
+from ..client.conversation import MAX_REPLY
 from .protocol import Problem, Protocol, split_requests
 
 __all__ = ["Limits", "converse", "ask", "recv_until"]

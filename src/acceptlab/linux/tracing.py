@@ -338,7 +338,7 @@ def trace_pool(pool: Any, *, buffer_kb: int = 8192) -> tuple[KernelTrace | None,
     ``(None, "unavailable: <reason>")`` after a :class:`TracingUnavailableWarning`.
 
     Args:
-        pool: a started :class:`~acceptlab.pool.WorkerPool` (its ``address``
+        pool: a started :class:`~acceptlab.server.pool.WorkerPool` (its ``address``
             and its workers' thread ids are used).
         buffer_kb: ring-buffer size per CPU.
     """
@@ -399,7 +399,7 @@ def cross_check(run: Any) -> "pd.DataFrame":
     per-thread counter), so neither account sees them.
 
     Args:
-        run: a :class:`~acceptlab.experiment.Run` with a ``trace`` table.
+        run: a :class:`~acceptlab.lab.experiment.Run` with a ``trace`` table.
     """
     import numpy as np
     import pandas as pd

@@ -20,7 +20,7 @@ Whether a worker was really *woken* is a different question: the per-thread
 count of voluntary context switches answers it (:func:`voluntary_switches`),
 including the wakeups whose ``accept()`` then failed with EAGAIN.
 
-Which of these this machine offers is :mod:`acceptlab.support`'s question
+Which of these this machine offers is :mod:`acceptlab.linux.support`'s question
 (``acceptlab doctor``); this module only measures.
 
 Nothing here is portable: off Linux the functions raise :class:`Unsupported`

@@ -26,7 +26,7 @@ A slot's life
 -------------
 Each slot runs one worker at a time, numbered by *generation*.  A new
 generation is ``starting`` until it says it is ready (just before its first
-wait; see :mod:`acceptlab.worker`), then ``serving``.  One that dies before
+wait; see :mod:`acceptlab.server.worker`), then ``serving``.  One that dies before
 it is ready failed to *boot*: it is retried after 0.1 s, 0.2 s, ... up to
 ``boot_attempts`` times in a row, then the slot is left ``down`` and
 :class:`WorkerBootError` says why (a crash loop must end: gunicorn halts on
@@ -44,7 +44,7 @@ Resource handling
 * Process workers are daemonic (``multiprocessing`` terminates them when the
   parent exits normally), ignore SIGINT (the pool decides what Ctrl-C means),
   and exit by themselves within a fraction of a second if the parent is
-  killed outright (see :func:`acceptlab.worker.process_main`).
+  killed outright (see :func:`acceptlab.server.worker.process_main`).
 * Event logs live in ``log_dir`` (a temporary directory unless given), one
   file per worker generation, beside each process's stderr; they outlive the
   workers, so :meth:`events` works after :meth:`stop`.  A temporary one is
@@ -55,7 +55,7 @@ Error handling
 --------------
 * A port that already has a listener raises :class:`PortInUse` naming it,
   even for ``reuseport`` (which the kernel would let join), unless ``join=True``.
-* A strategy this platform lacks raises :class:`acceptlab.support.Unavailable`
+* A strategy this platform lacks raises :class:`acceptlab.linux.support.Unavailable`
   before anything starts.
 * A worker that cannot boot makes :meth:`start` raise :class:`WorkerBootError`;
   later, a slot left down shows in :meth:`status` and :meth:`alive`, and
@@ -84,11 +84,11 @@ from multiprocessing.connection import wait as wait_for_any
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Protocol, Sequence
 
-from .basics import address_family, now, show_address
+from ..basics import address_family, now, show_address
 from .conversation import Limits
 from .eventlog import read_events
 from .strategies import STRATEGIES, Preparation, Setting, prepare
-from .support import check_strategy
+from ..linux.support import check_strategy
 from .work import parse_work
 from .worker import (RETIRE_SIGNAL, Control, InjectedCrash, WorkerSpec, hybrid_main,
                      process_alive, process_main, serve, stderr_path, stop_mark)
@@ -99,7 +99,7 @@ if TYPE_CHECKING:
 __all__ = ["WorkerPool", "PortInUse", "WorkerBootError", "Replacement", "SlotStatus",
            "open_listener"]
 
-logger = logging.getLogger("acceptlab.pool")
+logger = logging.getLogger("acceptlab.server.pool")
 
 _BACKOFF = 0.1  # seconds before the first boot retry; doubled for each further one
 
@@ -458,7 +458,7 @@ class _ProcessWorker:
         return lines[-1].strip() if lines else ""
 
     def asked_to_stop(self) -> bool:
-        return self.mark.exists()  # it got SIGTERM (see acceptlab.worker.stop_mark)
+        return self.mark.exists()  # it got SIGTERM (see acceptlab.server.worker.stop_mark)
 
     def close(self) -> None:
         self._ready_pipe.close()
@@ -487,7 +487,7 @@ class WorkerPool:
         kind: ``'process'``, ``'thread'``, or ``'hybrid'``: ``workers`` processes
             with ``threads`` threads each, all waiting on the socket (gunicorn's
             gthread workers, Puma's clustered mode).
-        strategy: how each worker waits (see :mod:`acceptlab.strategies`).
+        strategy: how each worker waits (see :mod:`acceptlab.server.strategies`).
         protocol: ``'zen'``, ``'lancelot'`` or ``'http'``.
         work: ``'none'``, ``'sleep:MS'``, ``'spin:MS'``, or a list giving each
             slot its own, e.g. ``['sleep:30', 'sleep:10', 'sleep:10']`` for one
@@ -699,7 +699,7 @@ class WorkerPool:
                 raise entry.error
 
     def events(self) -> "pd.DataFrame":
-        """Every worker's wakeups so far, one row each (see :mod:`acceptlab.eventlog`)."""
+        """Every worker's wakeups so far, one row each (see :mod:`acceptlab.server.eventlog`)."""
         return read_events(self.log_dir, run=self.label, kind=self.kind, strategy=self.strategy)
 
     # -- faults and restarts --------------------------------------------------------------

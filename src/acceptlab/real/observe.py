@@ -30,13 +30,13 @@ server (``attribution``, chosen by one unrecorded trial connection first):
 
 Either way the server does a little more than for a plain client, so
 :func:`observe` also fires the same load a second time with the plain
-client (:func:`acceptlab.load.fire`), no attribution, and records the
+client (:func:`acceptlab.client.load.fire`), no attribution, and records the
 context switches and latency of that unobserved pass beside the observed
 ones (``meta["baseline"]``).  Where an HTTP reply names a pid (``pid
 4242``: the kit's real servers and its own ``http`` server do), the two are
 compared.
 
-The result is a :class:`~acceptlab.experiment.Run` like any other:
+The result is a :class:`~acceptlab.lab.experiment.Run` like any other:
 ``events`` has one ``accepted`` row per attributed connection (``worker`` is
 the index of the worker's pid in ``meta["worker_pids"]``) and one ``waiting`` row
 per worker at the end carrying that worker's voluntary context switches over
@@ -66,15 +66,17 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from . import analysis, eventlog, procfs
-from .basics import missing_as_na, now
-from .client_conversation import PROBE_WAIT, ClientConversation, error_name
-from .conversation import RECV_SIZE
-from .experiment import Run, machine
-from .kernel import QUEUE_COLUMNS
-from .load import (CLIENT_COLUMNS, CLIENT_NULLABLE, TIMEOUT, ConnectionRecord, ProtocolMismatch,
+from ..views import analysis
+from ..server import eventlog
+from ..linux import procfs
+from ..basics import missing_as_na, now
+from ..client.conversation import PROBE_WAIT, ClientConversation, error_name
+from ..server.conversation import RECV_SIZE
+from ..lab.experiment import Run, machine
+from ..linux.kernel import QUEUE_COLUMNS
+from ..client.load import (CLIENT_COLUMNS, CLIENT_NULLABLE, TIMEOUT, ConnectionRecord, ProtocolMismatch,
                    client_socket, fire)
-from .protocol import get_protocol
+from ..server.protocol import get_protocol
 from .topology import Topology, settled_topology
 
 __all__ = ["Attributor", "observe", "coverage", "reply_pid", "ATTRIBUTIONS"]
@@ -195,7 +197,7 @@ def _one_connection(address: tuple[str, int], protocol, conn: int, attributor: A
     """One connection, attributed ``after`` the reply (one look) or before the request.
 
     The conversation's rules (framing, checks, protocol mismatch, size limit)
-    are :class:`~acceptlab.client_conversation.ClientConversation`'s, as for
+    are :class:`~acceptlab.client.conversation.ClientConversation`'s, as for
     the kit's load; this engine only adds the look-up, and for ``after`` asks
     the conversation to leave the connection open (``keep_alive``).
     """
@@ -350,7 +352,7 @@ def observe(pid: int, *, port: int | None = None, host: str = "127.0.0.1",
             server: dict | None = None, attribution: str = "auto") -> Run:
     """Fire a load at the running server ``pid`` and attribute each connection to its worker.
 
-    Inspects the server first (:func:`acceptlab.topology.topology`), then
+    Inspects the server first (:func:`acceptlab.real.topology.topology`), then
     runs the attributed load while sampling the port's accept queues, then
     (with ``baseline``) the same load unobserved.  See the module's docstring
     for how attribution works and what each table holds.
@@ -364,13 +366,13 @@ def observe(pid: int, *, port: int | None = None, host: str = "127.0.0.1",
         protocol: ``http`` (any HTTP server), ``zen`` or ``lancelot`` (the
             kit's own).
         connections, concurrency, rate, duration, gap, timeout, seed: the
-            load, as for :func:`acceptlab.load.fire` (one client process).
+            load, as for :func:`acceptlab.client.load.fire` (one client process).
         baseline: also fire the same load without attribution, to record
             switches and latency unobserved in ``meta["baseline"]``.
         queue_interval: seconds between accept-queue samples.
         label: the run's name (default: the server's matched strategy).
         server: facts about the server to keep in ``meta`` (a
-            :meth:`acceptlab.real.RealServer.meta`).
+            :meth:`acceptlab.real.servers.RealServer.meta`).
         attribution: ``after-reply``, ``before-request`` (see the module's
             docstring) or ``auto``: one trial connection first, not recorded,
             tells whether the server keeps a connection open after answering.
@@ -447,7 +449,7 @@ def observe(pid: int, *, port: int | None = None, host: str = "127.0.0.1",
 class _ListenerSampler:
     """Every listener on ``port``: queue length and backlog every ``interval`` s, via sock_diag.
 
-    Why not :class:`acceptlab.kernel.QueueSampler`: it reads ``/proc/net/tcp``,
+    Why not :class:`acceptlab.linux.kernel.QueueSampler`: it reads ``/proc/net/tcp``,
     which formats every TCP socket of the machine; after a few loads that is
     100,000 TIME_WAIT rows and most of a second per sample.  A ``sock_diag``
     dump of listeners only takes well under a millisecond.  Rows as

@@ -34,7 +34,7 @@ import struct
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .basics import missing_as_na
+from ..basics import missing_as_na
 
 if TYPE_CHECKING:
     import pandas as pd

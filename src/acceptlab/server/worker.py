@@ -3,7 +3,7 @@
 A worker does four things forever: wait for a connection (the strategy
 decides how), hold the conversation, record what happened, and go back to
 waiting.  The same function, :func:`serve`, runs in a thread or in a process;
-only how it is started and stopped differs (see :mod:`acceptlab.pool`).
+only how it is started and stopped differs (see :mod:`acceptlab.server.pool`).
 
 How a worker talks to its pool
 ------------------------------
@@ -11,7 +11,7 @@ How a worker talks to its pool
   (a :class:`threading.Event` for a thread, one byte down a pipe for a
   process).  The pool starts the next worker only then, so the kernel queues
   the waiters in slot order, and a replacement that dies before this point
-  failed to *boot* (see :class:`acceptlab.pool.WorkerBootError`).  "Just
+  failed to *boot* (see :class:`acceptlab.server.pool.WorkerBootError`).  "Just
   before" is microseconds, unless the worker is a thread that must first win
   the GIL back (up to the interpreter's 5 ms switch interval): so the order
   is nearly always, not always, the slot order.
@@ -24,7 +24,7 @@ How a worker talks to its pool
   :class:`InjectedCrash` on its next connection; a process just gets SIGKILL.
 
 Error handling: a client's misbehaviour ends its conversation, never the
-worker (:func:`acceptlab.conversation.converse` swallows it).  An ``accept()``
+worker (:func:`acceptlab.server.conversation.converse` swallows it).  An ``accept()``
 that fails for lack of resources (``EMFILE``: too many open files) is recorded
 as an ``error`` wakeup and retried after a pause instead of killing the loop.
 When the listening socket is shut down or closed under the worker, which is
@@ -45,10 +45,10 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Callable, Protocol
 
-from .basics import now
+from ..basics import now
 from .conversation import Limits, converse
 from .eventlog import EventWriter, NullWriter, log_path
-from .kernel import voluntary_switches
+from ..linux.kernel import voluntary_switches
 from .protocol import get_protocol, served_by
 from .strategies import Setting, make_waiter
 from .work import parse_work

@@ -1,8 +1,8 @@
 """The smallest app a real Python server can run for the kit: every reply names its process.
 
-``wsgi`` is for gunicorn (``acceptlab.servers.pidapp:wsgi``), ``asgi`` for uvicorn
-(``acceptlab.servers.pidapp:asgi``).  The body is ``pid 4242`` and a newline, so a client
-(and :mod:`acceptlab.observe`) can tell which worker answered without asking the server anything
+``wsgi`` is for gunicorn (``acceptlab.real.apps.pidapp:wsgi``), ``asgi`` for uvicorn
+(``acceptlab.real.apps.pidapp:asgi``).  The body is ``pid 4242`` and a newline, so a client
+(and :mod:`acceptlab.real.observe`) can tell which worker answered without asking the server anything
 else.  Every request sleeps for the milliseconds written in the file named by
 ``ACCEPTLAB_SLOW_FILE`` (read again at most every 50 ms, so a running server can be made slow
 and fast again: the "slow request" load of notebook 09); no file, no sleep.
@@ -10,7 +10,7 @@ and fast again: the "slow request" load of notebook 09); no file, no sleep.
 No ``Connection`` header: the server closes after answering an HTTP/1.0 request (the kit's
 load asks in HTTP/1.0, so every request is a new connection) and keeps an HTTP/1.1
 connection open for the next request, as it would for any client (what
-:mod:`acceptlab.observe` relies on to attribute a connection after its reply).
+:mod:`acceptlab.real.observe` relies on to attribute a connection after its reply).
 """
 
 from __future__ import annotations

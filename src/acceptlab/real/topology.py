@@ -2,7 +2,7 @@
 
 Why: the kit's own workers log every wakeup, but the servers people run
 (gunicorn, uvicorn, nginx, Node's cluster) do not.  Their *layout* is visible
-all the same (see :mod:`acceptlab.procfs`): which processes hold which
+all the same (see :mod:`acceptlab.linux.procfs`): which processes hold which
 listening socket, and how each thread waits for it right now.  That layout is
 one of the kit's strategies in disguise (gunicorn's sync workers sitting in
 ``select()`` on one shared socket are the ``poll`` strategy; nginx's
@@ -15,7 +15,7 @@ in the README).  Nothing here needs root for your own processes; what could not
 be read (another user's process) is listed in ``unreadable`` and the rest is
 still reported.
 
-The names of the prediction come from :func:`acceptlab.analysis.expected_share`
+The names of the prediction come from :func:`acceptlab.views.analysis.expected_share`
 ("taking turns", "fair die", "racy", "one worker takes most").
 """
 
@@ -25,7 +25,8 @@ import collections
 import time
 from dataclasses import dataclass, field
 
-from . import analysis, procfs
+from ..views import analysis
+from ..linux import procfs
 
 __all__ = ["ThreadWait", "ProcessView", "ListenerView", "Topology", "topology", "settled_topology",
            "match_strategy", "format_topology", "PREDICTIONS"]

@@ -4,7 +4,7 @@
 from the workers, ``client`` from the load generator, ``queue`` from the
 accept-queue sampler) and ``meta``, a dict saying how the run was made and on
 what machine; with ``trace=True`` (root, Linux) a fourth table, ``trace``, the
-kernel's own account (see :mod:`acceptlab.tracing`).  :meth:`Run.save` /
+kernel's own account (see :mod:`acceptlab.linux.tracing`).  :meth:`Run.save` /
 :meth:`Run.load` write and read the kit's format (``events.csv``,
 ``client.csv``, ``queue.csv``, ``meta.json``, and ``trace.csv`` when there is
 a trace; every column is described in ``data/README.md``).  :func:`compare` runs a grid of
@@ -16,7 +16,7 @@ leaves no worker behind.  A caller that wants to end a run early *and keep
 it* (the CLI on Ctrl-C) passes ``stop``, an Event: the load ends, the pool
 stops, and the run comes back with ``meta['interrupted'] = True``.
 
-This module sits below :mod:`acceptlab.analysis` in the layers and does not
+This module sits below :mod:`acceptlab.views.analysis` in the layers and does not
 import it: a :class:`Run` holds tables, analysis reads them.
 """
 
@@ -36,13 +36,14 @@ from typing import Iterable, Sequence
 
 import pandas as pd
 
-from . import __version__, eventlog
-from .conversation import Limits
-from .kernel import QUEUE_COLUMNS, QueueSampler, Unsupported
-from .load import CLIENT_COLUMNS, CLIENT_NULLABLE, fire
-from .pool import WorkerPool
+from .. import __version__
+from ..server import eventlog
+from ..server.conversation import Limits
+from ..linux.kernel import QUEUE_COLUMNS, QueueSampler, Unsupported
+from ..client.load import CLIENT_COLUMNS, CLIENT_NULLABLE, fire
+from ..server.pool import WorkerPool
 from .restarts import RollingRestart
-from .strategies import STRATEGIES
+from ..server.strategies import STRATEGIES
 
 __all__ = ["Run", "run_experiment", "compare", "machine"]
 
@@ -63,7 +64,7 @@ class Run:
     client: pd.DataFrame
     queue: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=QUEUE_COLUMNS))
     meta: dict = field(default_factory=dict)
-    trace: pd.DataFrame | None = None  # the kernel's account (acceptlab.tracing), if recorded
+    trace: pd.DataFrame | None = None  # the kernel's account (acceptlab.linux.tracing), if recorded
 
     @property
     def label(self) -> str:
@@ -83,7 +84,7 @@ class Run:
         self.events.to_csv(path / "events.csv", index=False)
         self.client.to_csv(path / "client.csv", index=False)
         self.queue.to_csv(path / "queue.csv", index=False)
-        if self.trace is not None:  # trace hook (acceptlab.tracing)
+        if self.trace is not None:  # trace hook (acceptlab.linux.tracing)
             self.trace.to_csv(path / "trace.csv", index=False)
         (path / "meta.json").write_text(json.dumps(self.meta, indent=2, default=str) + "\n")
         return path
@@ -119,8 +120,8 @@ class Run:
 
 
 def _load_trace(path: Path) -> pd.DataFrame | None:
-    """The run's ``trace.csv`` (trace hook, see :mod:`acceptlab.tracing`), or None without one."""
-    from .tracing import TRACE_COLUMNS, TRACE_NULLABLE
+    """The run's ``trace.csv`` (trace hook, see :mod:`acceptlab.linux.tracing`), or None without one."""
+    from ..linux.tracing import TRACE_COLUMNS, TRACE_NULLABLE
 
     file = path / "trace.csv"
     if not file.exists():
@@ -173,7 +174,7 @@ def run_experiment(
     restart_every: float | None = None,
     graceful: bool = True,
 ) -> Run:
-    """Start a :class:`~acceptlab.pool.WorkerPool`, fire a load at it, stop it, return a :class:`Run`.
+    """Start a :class:`~acceptlab.server.pool.WorkerPool`, fire a load at it, stop it, return a :class:`Run`.
 
     One call is one experiment because the three parts only mean something
     together: the events name the workers, the client rows name the
@@ -182,9 +183,9 @@ def run_experiment(
 
     Args:
         workers, kind, strategy, protocol, work, start_method, backlog, limits:
-            the pool, as :class:`~acceptlab.pool.WorkerPool` takes them.
+            the pool, as :class:`~acceptlab.server.pool.WorkerPool` takes them.
         connections, concurrency, rate, gap, duration, retries: the load, as
-            :func:`~acceptlab.load.fire` takes them.
+            :func:`~acceptlab.client.load.fire` takes them.
         client_processes: client processes firing the load (``fire``'s
             ``processes``).
         sample_queue: read the accept-queue depth every ``queue_interval``
@@ -195,16 +196,16 @@ def run_experiment(
         progress: show a progress bar while the load runs.
         trace: record the kernel's wakeups and TCP state changes into
             ``Run.trace`` (root and tracefs only; elsewhere a
-            :class:`~acceptlab.tracing.TracingUnavailableWarning` and
+            :class:`~acceptlab.linux.tracing.TracingUnavailableWarning` and
             ``meta['trace']`` say why, and the run goes on untraced).
         stop: an Event that ends the run early when set (the CLI sets it on
             Ctrl-C): the load stops starting connections, the pool stops, and
             the run holds what completed, with ``meta['interrupted']`` true.
         threads: threads per worker process for ``kind='hybrid'``.
         restart_every: restart one worker after another every this many
-            seconds while the load runs (:class:`~acceptlab.restarts.RollingRestart`);
+            seconds while the load runs (:class:`~acceptlab.lab.restarts.RollingRestart`);
             ``meta['restarts']`` lists them, and
-            :func:`~acceptlab.restarts.restart_losses` counts what each cost.
+            :func:`~acceptlab.lab.restarts.restart_losses` counts what each cost.
         graceful: restart by asking the worker to finish and leave (True) or
             by killing it (False).
 
@@ -225,7 +226,7 @@ def run_experiment(
     try:
         pool.start()
         if trace:  # trace hook: after start (the workers' ids are known), before the load
-            from .tracing import trace_pool
+            from ..linux.tracing import trace_pool
 
             tracer, trace_note = trace_pool(pool)
         if sample_queue:
@@ -289,7 +290,7 @@ def compare(
     ``meta['skipped_in_comparison']``.
 
     Args:
-        strategies: strategy names (see :mod:`acceptlab.strategies`).
+        strategies: strategy names (see :mod:`acceptlab.server.strategies`).
         kinds: ``'process'``, ``'thread'``, ...
         loads: keyword sets for :func:`run_experiment`, one column of the grid
             each (e.g. ``[{"connections": 200}, {"concurrency": 8}]``).
@@ -298,7 +299,7 @@ def compare(
             kept (interrupted), no further run starts.
         **common: keywords for every :func:`run_experiment` call.
     """
-    from .support import Unavailable, check_strategy
+    from ..linux.support import Unavailable, check_strategy
 
     loads = list(loads)
     grid = list(itertools.product(strategies, kinds, loads))

@@ -21,7 +21,7 @@ Where each thing comes from
   puts new sleepers at the head (LIFO); ``reuseport`` gives
   each worker its own listener and its own accept queue.
 * **Who was woken**: the kernel's ``sched_wakeup`` of waiting workers when the
-  run has a trace (:func:`acceptlab.tracing.cross_check`'s ``kernel_woken``),
+  run has a trace (:func:`acceptlab.linux.tracing.cross_check`'s ``kernel_woken``),
   else the waits that *returned* (accepted or EAGAIN): without a trace, a
   waiter woken and put back to sleep inside the kernel cannot be seen.
 
@@ -112,7 +112,7 @@ def _woken(run: Any, accepted: pd.DataFrame, arrival: np.ndarray) -> list[tuple[
     """Who was woken for each connection: the kernel's account if traced, else the returns."""
     trace = getattr(run, "trace", None)
     if trace is not None and len(trace):
-        from .tracing import cross_check
+        from ..linux.tracing import cross_check
 
         cross = cross_check(run).set_index("t_accept_ns")
         return [tuple(int(w) for w in str(cross.loc[t, "kernel_woken"]).split())
@@ -140,7 +140,7 @@ def script(run: Any, *, max_connections: int = 24) -> list[Frame]:
     looking at pixels.
 
     Args:
-        run: a :class:`~acceptlab.experiment.Run` (live or loaded from ``data/``).
+        run: a :class:`~acceptlab.lab.experiment.Run` (live or loaded from ``data/``).
         max_connections: how many connections, from the first accepted, to show.
     """
     events = run.events
@@ -214,7 +214,7 @@ def replay(
     ``data/``, so no root and no live server are needed.
 
     Args:
-        run: a :class:`~acceptlab.experiment.Run`; with a ``trace`` table the
+        run: a :class:`~acceptlab.lab.experiment.Run`; with a ``trace`` table the
             woken workers are the kernel's account.
         max_connections: how many connections (the first accepted) to show.
         interval: milliseconds per frame (four frames per connection).
@@ -354,7 +354,7 @@ def offline_html(animation: FuncAnimation, *, fps: float | None = None) -> str:
                                  animation.to_jshtml(fps=fps, default_mode="once"))
     if count != 1:  # matplotlib changed its template: fail loudly rather than ship a CDN link
         raise RuntimeError("matplotlib's jshtml no longer has the one font-awesome link "
-                           "acceptlab.film replaces; update offline_html")
+                           "acceptlab.views.film replaces; update offline_html")
     return html
 
 

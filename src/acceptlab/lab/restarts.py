@@ -27,12 +27,12 @@ import threading
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
-from .basics import now
+from ..basics import now
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .pool import WorkerPool
+    from ..server.pool import WorkerPool
 
 __all__ = ["Restart", "RollingRestart", "restart_losses"]
 
@@ -52,7 +52,7 @@ class RollingRestart:
     """Restart slot 0, then 1, ... (round and round) every ``every`` seconds, in a thread.
 
     Args:
-        pool: a started :class:`~acceptlab.pool.WorkerPool`.
+        pool: a started :class:`~acceptlab.server.pool.WorkerPool`.
         every: seconds between the start of one restart and the next.
         graceful: True: the worker stops accepting, finishes its conversation
             and exits (a deploy); False: it is killed (a crash, the OOM killer).

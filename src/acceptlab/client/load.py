@@ -17,9 +17,9 @@ One Python process tops out far below what a server on the same machine can
 take (kernel-notes.md has figures), so any mode can be spread over several
 client processes (``processes=K``).  A closed loop spread over several
 processes (``processes >= 2``, no ``gap``) is the throughput mode: each process
-then runs the epoll engine of :mod:`acceptlab.lean_client` instead of a thread
+then runs the epoll engine of :mod:`acceptlab.client.lean` instead of a thread
 per client.  Both engines hold each conversation through the same
-:class:`~acceptlab.client_conversation.ClientConversation`, which frames and
+:class:`~acceptlab.client.conversation.ClientConversation`, which frames and
 checks the replies, so they give the same records and the same errors.
 
 Every run is bounded by a connection count and a duration, and the duration
@@ -46,12 +46,12 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterator
 
-from .basics import address_family, missing_as_na, now, show_address
-from .client_conversation import (ERRORS, PROBE_WAIT, ClientConversation, error_name,
+from ..basics import address_family, missing_as_na, now, show_address
+from .conversation import (ERRORS, PROBE_WAIT, ClientConversation, error_name,
                                   printable)
-from .conversation import RECV_SIZE
-from .lean_client import LEAN, closed_loop
-from .protocol import PROTOCOLS, Protocol, get_protocol
+from ..server.conversation import RECV_SIZE
+from .lean import LEAN, closed_loop
+from ..server.protocol import PROTOCOLS, Protocol, get_protocol
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -594,7 +594,7 @@ def describe_errors(client: "pd.DataFrame") -> dict[str, str]:
 
     A summary that says ``refused: 10`` leaves the reader guessing where; this
     one says ``10 (nothing listens on 127.0.0.1:1060)``.  The words come from
-    :data:`~acceptlab.client_conversation.ERRORS`, one place for what each means.
+    :data:`~acceptlab.client.conversation.ERRORS`, one place for what each means.
 
     Args:
         client: a table from :func:`fire`; the ``address`` and ``timeout`` it

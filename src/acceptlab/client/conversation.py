@@ -1,7 +1,7 @@
 """The client's side of one conversation, with no I/O: bytes in, a verdict out.
 
-A client engine (the thread-per-client loop in :mod:`acceptlab.load`, the
-epoll loop in :mod:`acceptlab.lean_client`) owns the socket and the clock.
+A client engine (the thread-per-client loop in :mod:`acceptlab.client.load`, the
+epoll loop in :mod:`acceptlab.client.lean`) owns the socket and the clock.
 Everything else about a conversation lives here, once: where a reply ends,
 whether it is the right answer, which worker it names, how long it may grow,
 whether it comes from a server of another protocol, and the one word that
@@ -40,7 +40,7 @@ from __future__ import annotations
 import re
 import socket
 
-from .protocol import PROTOCOLS, Protocol, parse_served_by
+from ..server.protocol import PROTOCOLS, Protocol, parse_served_by
 
 __all__ = ["ClientConversation", "MAX_REPLY", "PROBE", "PROBE_WAIT", "ERRORS", "error_name",
            "check_reply", "recognise", "printable"]
