@@ -153,11 +153,11 @@ def _calls(module: str) -> set[str]:
 
 
 def test_the_arrows_point_one_way_experiment_does_not_import_analysis():
-    assert not {name for name in _imports("experiment") if "analysis" in name or "plots" in name}
+    assert not {name for name in _imports("lab/experiment") if "analysis" in name or "plots" in name}
 
 
 def test_report_neither_prints_nor_picks_a_matplotlib_backend():
-    calls = _calls("report")
+    calls = _calls("lab/report")
     assert "print" not in calls and "matplotlib.use" not in calls, calls
 
 
