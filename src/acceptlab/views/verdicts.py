@@ -1,0 +1,132 @@
+"""A lesson's answer, computed from the run it has just made.
+
+A lesson asks a question, explains the mechanism and states a prediction;
+then it runs an experiment.  What the run shows is not written in the prose,
+because on another machine, or on this one while it is busy, a run that
+depends on the scheduler can show something else.  Instead a cell hands the
+measurement and the prediction to :func:`verdict`, which prints the answer::
+
+    >>> band = Band(0.95, 1.0, "strict turns")
+    >>> print(verdict("round-robin", 0.62, band, held="the workers took turns",
+    ...               failed="returning workers jumped the queue"))
+    The answer: round-robin 0.62, outside 0.95–1.00 (strict turns) by 0.33: returning workers jumped the queue.
+
+A :class:`Band` always names where it comes from (a mechanism's exact
+prediction, a fair die's 99 % interval, the calibrated model's 90 % band,
+the range of reference runs), so a learner can tell a broken rule from a
+prediction that was only a guide.  A run's ``meta`` may say how busy the
+machine was while it ran (``machine_busy``, in cores used by other work); a
+verdict then says so, so that a learner does not take a crowded machine for
+a kernel that changed its rule.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping
+
+__all__ = ["Band", "Verdict", "verdict", "closest_session", "busy_note"]
+
+BUSY_NOTE_CORES = 0.25  # other work below this many cores is not worth a word
+
+
+@dataclass(frozen=True)
+class Band:
+    """The values a prediction allows, ``low`` to ``high`` inclusive, and which model says so.
+
+    Args:
+        low: the smallest value the prediction allows.
+        high: the largest.
+        source: the model, in a few words ("strict turns: the FIFO queue of
+            sleepers", "the calibrated model, 90 % of simulated runs").
+    """
+
+    low: float
+    high: float
+    source: str
+
+    def __post_init__(self) -> None:
+        if math.isnan(self.low) or math.isnan(self.high) or self.low > self.high:
+            raise ValueError(f"a band needs low <= high, not {self.low}..{self.high}")
+
+    def __contains__(self, value: float) -> bool:
+        return self.low <= value <= self.high
+
+    def distance(self, value: float) -> float:
+        """How far ``value`` lies outside the band (0 inside it)."""
+        return max(self.low - value, value - self.high, 0.0)
+
+    def describe(self, digits: int = 2) -> str:
+        """``'0.95–1.00 (strict turns)'``, or one number when the band is a point."""
+        if self.low == self.high:
+            return f"{self.low:.{digits}f} ({self.source})"
+        return f"{self.low:.{digits}f}–{self.high:.{digits}f} ({self.source})"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One answer: the measurement, the band it was held against, and the sentence to print."""
+
+    name: str
+    measured: float
+    band: Band
+    held: bool
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def verdict(name: str, measured: float, band: Band, *, held: str, failed: str,
+            digits: int = 2, meta: Mapping | None = None) -> Verdict:
+    """Hold ``measured`` against ``band`` and say, in one sentence, what that means.
+
+    Args:
+        name: what was measured, as the lesson calls it ("round-robin score").
+        measured: this run's value.
+        band: the prediction (see :class:`Band`).
+        held: what it means when the value is inside the band.
+        failed: what it means when it is not: say why that can happen and
+            what would show it, never only "the prediction failed".
+        digits: decimals to print.
+        meta: the run's ``meta``; when it records that other work kept the
+            machine busy (``machine_busy``), the sentence says so.
+    """
+    if math.isnan(measured):
+        text = f"The answer: no {name} could be measured in this run, so there is nothing to compare."
+        return Verdict(name, measured, band, False, text)
+    inside = measured in band
+    where = (f"inside {band.describe(digits)}" if inside else
+             f"outside {band.describe(digits)} by {band.distance(measured):.{digits}f}")
+    text = f"The answer: {name} {measured:.{digits}f}, {where}: {held if inside else failed}."
+    note = busy_note(meta)
+    if note:
+        text += f" ({note})"
+    return Verdict(name, measured, band, inside, text)
+
+
+def closest_session(value: float, sessions: Mapping[str, tuple[float, float]]) -> str:
+    """Which recorded machine state ``value`` resembles: the session whose range is nearest.
+
+    ``sessions`` maps a session's name ("quiet", "loaded") to the range its
+    reference runs took.  A value inside several ranges resembles the first.
+
+    Args:
+        value: this run's value.
+        sessions: each session's (low, high) range, in the order to prefer.
+    """
+    if not sessions:
+        raise ValueError("no sessions to compare with")
+    return min(sessions, key=lambda name: Band(*sessions[name], name).distance(value))
+
+
+def busy_note(meta: Mapping | None) -> str:
+    """One clause saying how much other work used the machine during a run ('' when little)."""
+    if not meta:
+        return ""
+    busy, cpus = meta.get("machine_busy"), meta.get("cpus")
+    if busy is None or (isinstance(busy, float) and math.isnan(busy)) or busy < BUSY_NOTE_CORES:
+        return ""
+    of = f" of {cpus}" if cpus else ""
+    return f"other work used {busy:.1f}{of} cores during this run, which can blur any race"

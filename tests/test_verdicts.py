@@ -1,0 +1,54 @@
+"""A lesson's answer is computed from its run: the verdict's sentence follows the measurement."""
+
+import math
+
+import pytest
+
+from acceptlab.views.verdicts import Band, busy_note, closest_session, verdict
+
+
+def test_a_value_inside_the_band_says_what_holding_means():
+    answer = verdict("round-robin score", 0.97, Band(0.95, 1.0, "strict turns"),
+                     held="the workers took turns", failed="a worker jumped the queue")
+    assert answer.held
+    assert str(answer) == ("The answer: round-robin score 0.97, inside 0.95–1.00 (strict turns): "
+                           "the workers took turns.")
+
+
+def test_a_value_outside_says_by_how_much_and_what_failing_means():
+    answer = verdict("busiest share", 0.62, Band(0.2, 0.3, "a fair die, 99 %"),
+                     held="even", failed="one worker took most")
+    assert not answer.held
+    assert "outside 0.20–0.30 (a fair die, 99 %) by 0.32: one worker took most." in str(answer)
+
+
+def test_the_band_edges_count_as_inside():
+    band = Band(1.0, 1.0, "exact")
+    assert 1.0 in band and band.distance(1.0) == 0
+    assert "inside 1.00 (exact)" in str(verdict("x", 1.0, band, held="h", failed="f"))
+
+
+def test_nothing_measured_is_said_plainly_and_never_counts_as_held():
+    answer = verdict("round-robin score", float("nan"), Band(0, 1, "any"), held="h", failed="f")
+    assert not answer.held and "no round-robin score could be measured" in str(answer)
+
+
+def test_a_busy_machine_is_named_in_the_answer_and_a_quiet_one_is_not():
+    band = Band(0.95, 1.0, "strict turns")
+    busy = verdict("score", 0.5, band, held="h", failed="f", meta={"machine_busy": 1.6, "cpus": 2})
+    assert "other work used 1.6 of 2 cores" in str(busy)
+    quiet = verdict("score", 0.5, band, held="h", failed="f", meta={"machine_busy": 0.05, "cpus": 2})
+    assert "other work" not in str(quiet)
+    assert busy_note(None) == busy_note({}) == busy_note({"machine_busy": math.nan}) == ""
+
+
+def test_a_band_must_run_upwards():
+    with pytest.raises(ValueError):
+        Band(0.9, 0.1, "backwards")
+
+
+def test_the_closest_recorded_session_is_named():
+    sessions = {"quiet": (0.82, 0.95), "loaded": (0.18, 0.31)}
+    assert closest_session(0.9, sessions) == "quiet"
+    assert closest_session(0.4, sessions) == "loaded"
+    assert closest_session(0.6, sessions) == "quiet"  # 0.22 below quiet's range, 0.29 above loaded's
