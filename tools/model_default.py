@@ -58,6 +58,7 @@ def squeezed(saved: calibration.Calibration, keep: int = 80) -> dict:
     for runs in data["herds"].values():
         for table in runs:
             table["ranks"] = quantiles(table["ranks"])
+    data["loaded_lag"] = tuple(quantiles(lags) for lags in data["loaded_lag"])
     data["source"] = "default"
     return data
 

@@ -137,6 +137,9 @@ class Calibration:
         worker_cpu_us: CPU time of the worker processes per connection.
         cores: how many cores the kit's own work got in a closed loop of 8
             clients: (client + worker CPU per connection) x connections per second.
+        loaded_lag: per closed-loop run, each worker's lag (its ``t_done`` less
+            its client's): how late a returning worker is when every core is
+            wanted (it waits for one while the client threads go on).
         pools: ``'process-busy'``, ``'process-idle'``, ``'thread-busy'``: the
             runs measured in each state, one :class:`Pool` each.
         herds: ``'poll-busy'``, ``'poll-idle'``, ``'epoll-busy'``,
@@ -153,6 +156,7 @@ class Calibration:
     client_cpu_us: float
     worker_cpu_us: float
     cores: float
+    loaded_lag: tuple[SAMPLES, ...]
     pools: Mapping[str, tuple[Pool, ...]]
     herds: Mapping[str, tuple[HerdTable, ...]]
     note: str = ""
@@ -186,6 +190,7 @@ class Calibration:
                    load_average=tuple(data["load_average"]), cpus=int(data["cpus"]),
                    cpu_share=float(data["cpu_share"]), client_cpu_us=float(data["client_cpu_us"]),
                    worker_cpu_us=float(data["worker_cpu_us"]), cores=float(data["cores"]),
+                   loaded_lag=tuple(tuple(lags) for lags in data["loaded_lag"]),
                    pools=pools, herds=herds, note=data.get("note", ""))
 
 
@@ -289,11 +294,31 @@ def measure_herd(run: Any, *, family: str, regime: str) -> HerdTable:
                      p_eagain=round(min(1.0, eagain / losers) if losers > 0 else 0.0, 4))
 
 
+def measure_lag(run: Any) -> SAMPLES:
+    """Each connection's worker lag (worker ``t_done`` - client ``t_done``, µs) in any run."""
+    from .. import analysis
+
+    joined = analysis.join_client_events(run.client, run.events)
+    return _kept(_us(joined["t_done_ns_event"]) - _us(joined["t_done_ns_client"]))
+
+
 def measure_rate(run: Any) -> float:
     """Connections per µs of a run: its ok connections over their span."""
     ok = run.client[run.client["ok"].astype(bool)]
     span = float(_us(ok["t_done_ns"]).max() - _us(ok["t_start_ns"]).min())
     return len(ok) / span if span > 0 else float("nan")
+
+
+def per_connection(use: list[tuple[int, float, float]]) -> tuple[float, float]:
+    """CPU µs per connection of the client and of the workers, from ``(connections, client s,
+    workers s)`` of runs of two or more sizes: the slope, so a pool's start and stop drop out
+    (a slope the noise made no larger than zero falls back to the plain ratio)."""
+    n = np.array([u[0] for u in use], dtype=float)
+    ratios = [float(np.sum([u[k] for u in use]) / n.sum() * 1e6) for k in (1, 2)]
+    if len(set(n)) < 2:
+        return ratios[0], ratios[1]
+    slopes = [float(np.polyfit(n, [u[k] for u in use], 1)[0] * 1e6) for k in (1, 2)]
+    return tuple(slope if slope > 0 else ratio for slope, ratio in zip(slopes, ratios))
 
 
 def _cpu_seconds() -> tuple[float, float]:
@@ -326,22 +351,25 @@ class CalibrationRun:
 
 
 CALIBRATION_RUNS: tuple[CalibrationRun, ...] = (
-    *[CalibrationRun("process-busy", dict(strategy="blocking", gap=0.0))] * 4,
+    *[CalibrationRun("process-busy", dict(strategy="blocking", gap=0.0))] * 2,
+    *[CalibrationRun("process-busy", dict(strategy="blocking", gap=0.0, connections=300))] * 2,
     *[CalibrationRun("process-idle", dict(strategy="blocking", gap=0.001))] * 3,
     *[CalibrationRun("thread-busy", dict(strategy="blocking", kind="thread", gap=0.0))] * 3,
     *[CalibrationRun("poll-busy", dict(strategy="poll", gap=0.0))] * 3,
     *[CalibrationRun("poll-idle", dict(strategy="poll", gap=0.001))] * 3,
     *[CalibrationRun("epoll-busy", dict(strategy="epoll", gap=0.0))] * 3,
     *[CalibrationRun("epoll-idle", dict(strategy="epoll", gap=0.001))] * 3,
-    CalibrationRun("client", dict(strategy="blocking", concurrency=8)),
-    CalibrationRun("cpu", dict(strategy="blocking", concurrency=8, work="spin:1",
-                               connections=32)),
+    *[CalibrationRun("client", dict(strategy="blocking", concurrency=8, connections=300))] * 2,
+    *[CalibrationRun("cpu", dict(strategy="blocking", concurrency=8, work="spin:1",
+                                 connections=32))] * 2,
 )
 """The live runs :func:`calibrate` makes, in order (4 process workers, loopback, ``zen``).
 
-Sequential ``blocking`` runs with and without a 1 ms gap give the time pools;
-``poll`` and ``epoll`` runs give the herd's race; a closed loop of 8 clients
-gives the client's cost per connection; ``spin`` work gives the cores' share."""
+Sequential ``blocking`` runs with and without a 1 ms gap give the time pools (the runs
+without a gap come in two sizes, so that the CPU per connection is the slope between
+them, without what starting and stopping a pool costs); ``poll`` and ``epoll`` runs give
+the herd's race; a closed loop of 8 clients gives the cores the kit's work gets; ``spin``
+work gives the share of a core a CPU-bound worker gets."""
 
 _SPIN_MS, _QUESTIONS = 1.0, 3  # the 'cpu' run's spin per request, zen's questions per connection
 
@@ -367,7 +395,7 @@ def calibrate(*, workers: int = 4, connections: int = 150, runs: tuple[Calibrati
         from ..experiment import run_experiment
     pools: dict[str, list[Pool]] = {}
     herds: dict[str, list[HerdTable]] = {}
-    rates, cpu_share, client_cpu, worker_cpu = [], [], [], []
+    rates, cpu_share, cpu_use, loaded_lag = [], [], [], []
     loads = []
     for done, spec in enumerate(runs, 1):
         options = {"workers": workers, "kind": "process", "connections": connections,
@@ -377,11 +405,11 @@ def calibrate(*, workers: int = 4, connections: int = 150, runs: tuple[Calibrati
         run = run_experiment(**options)
         after = _cpu_seconds()
         kind_regime = spec.name.split("-")
-        if spec.name == "process-busy":  # the client's CPU includes making the run's tables
-            client_cpu.append((after[0] - before[0]) / len(run.client) * 1e6)
-            worker_cpu.append((after[1] - before[1]) / len(run.client) * 1e6)
+        if spec.name == "process-busy":
+            cpu_use.append((len(run.client), after[0] - before[0], after[1] - before[1]))
         if spec.name == "client":
             rates.append(measure_rate(run))
+            loaded_lag.append(measure_lag(run))
         elif spec.name == "cpu":
             cpu_share.append(measure_cpu_share(run, spin_ms=_SPIN_MS, questions=_QUESTIONS))
         elif kind_regime[0] in ("poll", "epoll"):
@@ -392,11 +420,10 @@ def calibrate(*, workers: int = 4, connections: int = 150, runs: tuple[Calibrati
         if progress is not None:
             progress(done, len(runs), spec.name)
     facts = machine()
-    fallback = (default() if not (pools and herds and rates and cpu_share and client_cpu)
-                else None)
+    fallback = default() if not (pools and herds and rates and cpu_share and cpu_use) else None
     cpus = int(facts.get("cpus") or 1)
-    client_us = float(np.median(client_cpu)) if client_cpu else fallback.client_cpu_us
-    worker_us = float(np.median(worker_cpu)) if worker_cpu else fallback.worker_cpu_us
+    client_us, worker_us = (per_connection(cpu_use) if cpu_use else
+                            (fallback.client_cpu_us, fallback.worker_cpu_us))
     cores = (min(float(cpus), (client_us + worker_us) * float(np.median(rates))) if rates
              else fallback.cores)
     return Calibration(
@@ -406,6 +433,7 @@ def calibrate(*, workers: int = 4, connections: int = 150, runs: tuple[Calibrati
         cpu_share=float(np.median(cpu_share)) if cpu_share else fallback.cpu_share,
         client_cpu_us=round(client_us, 1), worker_cpu_us=round(worker_us, 1),
         cores=round(cores, 3),
+        loaded_lag=tuple(loaded_lag) if loaded_lag else fallback.loaded_lag,
         pools={name: tuple(found) for name, found in pools.items()} or dict(fallback.pools),
         herds={name: tuple(found) for name, found in herds.items()} or dict(fallback.herds),
         note=f"{len(runs)} live runs of {workers} process workers x {connections} connections"

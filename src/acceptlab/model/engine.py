@@ -145,6 +145,7 @@ class _Client:
 
     number: int
     ahead: tuple[str, int] | None = None  # the next connection's (regime, live profile), drawn early
+    connect_wait: float | None = None  # its wait for a core, when it asked before its worker
     priority_until: float = -1.0  # a late-win worker of this client's last connection returns then
 
 
@@ -167,6 +168,8 @@ class Simulation:
         self.times = {regime: _Times(self._pick(calibration.pools_for(scenario.kind, regime)), rng)
                       for regime in ("busy", "idle")}
         self.overshoot = self.times["idle"].pause  # what a sleep adds to its nominal length
+        self.loaded_lag = _Draw(self._pick(calibration.loaded_lag), rng) if \
+            calibration.loaded_lag else self.times["busy"].lag_late
         self.regime = "busy"
         # Rows of the events table (one per wait) and each worker's current row.
         self.r_worker: list[int] = []
@@ -238,7 +241,11 @@ class Simulation:
         times = self.times[regime]
         connect = float(times.connects[profile])
         if self.contended:  # the client's part of connecting needs its GIL and a core
-            connect += self.cpu(self.now, self.cpu_connect, gil=True)
+            asked = self.clients[client].connect_wait if client >= 0 else None
+            connect += asked if asked is not None else self.cpu(self.now, self.cpu_connect,
+                                                                gil=True)
+            if client >= 0:
+                self.clients[client].connect_wait = None
         connected = self.now + connect
         self.c_client[conn], self.c_start[conn], self.c_regime[conn] = client, self.now, regime
         self.c_profile[conn] = profile
@@ -267,6 +274,11 @@ class Simulation:
             pause = gap + self.overshoot() if gap > 0 else times.pause()
             next_start = self.now + max(0.0, pause)
             self.later(next_start, self.start, client)
+            if self.contended and gap == 0:
+                # The client thread goes straight on to connect, holding its CPU; the worker
+                # its hang-up woke must first be given one: the client asks first.
+                self.clients[client].connect_wait = self.cpu(self.now, self.cpu_connect,
+                                                             gil=True)
         self._return(worker, times, client, next_start)
 
     def _return(self, worker: int, times: _Times, client: int, next_start: float | None) -> None:
@@ -282,9 +294,9 @@ class Simulation:
         worker's last bit of CPU waits for a core like everyone's.
         """
         back = None
-        if self.contended:  # seeing the hang-up and coming back takes a core: wait for one
-            eof = self.now + times.lag_prompt()
-            back = eof + self.cpu(self.now, self.cpu_return, gil=self._worker_gil) + times.ret()
+        if self.contended:  # every core wanted: as late as a closed loop's workers were
+            self.cpu(self.now, self.cpu_return, gil=self._worker_gil)  # it uses a core, too
+            back = self.now + self.loaded_lag() + times.ret()
             late = False
         else:
             late = self.rng.random() < times.pool.p_late
@@ -374,18 +386,28 @@ class Simulation:
             talk = float(self.times[self.c_regime[conn]].talks[self.c_profile[conn]])
             self.later(moment + talk, self.done, conn)
 
-    def _talk_contended(self, conn: int) -> None:
-        """The talk, plus the waits of its worker's and its client's CPU for a core (and a GIL)."""
-        talk = float(self.times[self.c_regime[conn]].talks[self.c_profile[conn]])
-        waits = (self.cpu(self.now, self.cpu_worker_talk, gil=self._worker_gil)
-                 + self.cpu(self.now, self.cpu_client_talk, gil=True))
-        self.later(self.now + talk + waits, self.done, conn)
+    def _talk_contended(self, conn: int, step: int = 0) -> None:
+        """The talk, one question at a time, each waiting for a core (and a GIL) under load.
+
+        A question is a round trip: the worker answers (a core; the GIL too for a thread),
+        then the client reads it and asks the next (its GIL and a core).  Under a
+        concurrent load each of those waits its turn, so the talk stretches with the load.
+        """
+        questions = self.scenario_questions()
+        talk = float(self.times[self.c_regime[conn]].talks[self.c_profile[conn]]) / questions
+        waits = (self.cpu(self.now, self.cpu_worker_talk / questions, gil=self._worker_gil)
+                 + self.cpu(self.now, self.cpu_client_talk / questions, gil=True))
+        if step + 1 < questions:
+            self.later(self.now + talk + waits, lambda: self._talk_contended(conn, step + 1))
+        else:
+            self.later(self.now + talk + waits, self.done, conn)
 
     # ------------------------------------------------------------------ the CPU
 
-    RETURN_SHARE = 0.15
-    """The share of a worker's CPU per connection spent after its client hangs up (seeing the
-    end, logging, coming back to wait): an estimate, the rest goes with the talk."""
+    RETURN_SHARE, WAKE_SHARE = 0.15, 0.10
+    """The shares of a worker's CPU per connection spent after its client hangs up (seeing the
+    end, logging, coming back to wait) and on being woken and accepting: estimates; the rest
+    goes with the talk."""
 
     def _share_the_cpu(self, calibration: Calibration) -> None:
         """Set up the CPU the actors share: ``cpus`` cores, and the client process's GIL.
@@ -398,6 +420,10 @@ class Simulation:
         queued, as connect is of the sequential run's time) and the worker
         ``worker_cpu_us``; bursts take ``cpus / cores`` times their CPU time,
         the cores other programs left the kit in the calibration's closed loop.
+        How late a returning worker is under such a load is not left to this
+        first-come-first-served approximation (Linux lets the running client
+        threads go on while the woken worker waits): it is drawn from what the
+        calibration's closed loop measured (``loaded_lag``).
         """
         self.contended = self.scenario.concurrency > 1 or self.scenario.rate is not None
         self.gil_free = 0.0
@@ -410,7 +436,8 @@ class Simulation:
         self.cpu_connect = calibration.client_cpu_us * before
         self.cpu_client_talk = calibration.client_cpu_us - self.cpu_connect
         self.cpu_return = calibration.worker_cpu_us * self.RETURN_SHARE
-        self.cpu_worker_talk = calibration.worker_cpu_us - self.cpu_return
+        self.cpu_wake = calibration.worker_cpu_us * self.WAKE_SHARE
+        self.cpu_worker_talk = calibration.worker_cpu_us - self.cpu_return - self.cpu_wake
 
     def cpu(self, moment: float, duration: float, *, gil: bool, stretch: float | None = None
             ) -> float:
@@ -468,6 +495,8 @@ class Simulation:
         self.state[worker] = WOKEN
         self.count_wakeup(worker)
         moment = self.now + self.wake_latency(after_arrival)
+        if self.contended:  # running takes a core, like everyone's CPU under this load
+            moment += self.cpu(moment, self.cpu_wake, gil=self._worker_gil)
         if after_arrival and self.arrival_client >= 0:
             moment = max(moment, self.clients[self.arrival_client].priority_until + 1.0)
         self.later(moment, self.run_woken, worker)

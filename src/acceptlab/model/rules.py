@@ -213,6 +213,7 @@ class FirstRegistered(Rule):
         super().__init__(sim)
         self.order = list(range(sim.workers))  # registration order: slot order at start-up
         self.marked = [False] * sim.workers
+        self.table = sim.herd_table("epoll")  # how often a woken loser sees EAGAIN
 
     def arrived(self, queue: int) -> None:
         for worker in self.order:
@@ -231,6 +232,13 @@ class FirstRegistered(Rule):
 
     def sleep(self, worker: int) -> None:
         self.sim.asleep(worker)
+
+    def found_nothing(self, worker: int) -> None:
+        """Woken, but the returning worker took it: EAGAIN as often as an epoll herd's losers."""
+        if self.sim.coin(self.table.p_eagain):
+            self.sim.eagain(worker, now=True)
+        else:
+            self.sleep(worker)
 
 
 class ReRegistering(FirstRegistered):
