@@ -3,8 +3,8 @@
     python tools/model_default.py [CALIBRATION.json]     # default: the user's cache
 
 Each pool is made smaller so that the module stays readable: the per-connection samples
-(connect, talk, woke) keep 80 whole connections picked at random (so their joint spread
-survives), every other list of samples its 41 quantiles (0, 2.5, ..., 100 %).
+(connect, talk, woke) keep 40 whole connections picked at random (so their joint spread
+survives), every other list of samples its 21 quantiles (0, 5, ..., 100 %).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ HEADER = '''"""The documented default calibration: what predict() uses when this
 
 Measured by ``acceptlab.model.calibrate()`` on the kit's reference machine (see
 ``DEFAULT["machine"]``, ``DEFAULT["created"]`` and ``DEFAULT["load_average"]``), then made
-smaller by ``tools/model_default.py``: each pool keeps 80 whole connections picked at
-random, and every other list of samples its 41 quantiles.  Run ``acceptlab calibrate`` to
+smaller by ``tools/model_default.py``: each pool keeps 40 whole connections picked at
+random, and every other list of samples its 21 quantiles.  Run ``acceptlab calibrate`` to
 measure the machine you are on instead.
 """
 
@@ -35,7 +35,7 @@ nan = math.nan
 DEFAULT = '''
 
 
-def quantiles(values: list[float], points: int = 41) -> tuple[float, ...]:
+def quantiles(values: list[float], points: int = 21) -> tuple[float, ...]:
     array = np.asarray(values, dtype=float)
     array = array[np.isfinite(array)]
     if not len(array):
@@ -43,7 +43,7 @@ def quantiles(values: list[float], points: int = 41) -> tuple[float, ...]:
     return tuple(float(x) for x in np.round(np.percentile(array, np.linspace(0, 100, points)), 3))
 
 
-def squeezed(saved: calibration.Calibration, keep: int = 80) -> dict:
+def squeezed(saved: calibration.Calibration, keep: int = 40) -> dict:
     rng = np.random.default_rng(0)
     data = saved.as_dict()
     for runs in data["pools"].values():

@@ -350,20 +350,25 @@ class CalibrationRun:
     options: Mapping[str, Any] = field(default_factory=dict)  # for run_experiment
 
 
-CALIBRATION_RUNS: tuple[CalibrationRun, ...] = (
-    *[CalibrationRun("process-busy", dict(strategy="blocking", gap=0.0))] * 2,
-    *[CalibrationRun("process-busy", dict(strategy="blocking", gap=0.0, connections=300))] * 2,
-    *[CalibrationRun("process-idle", dict(strategy="blocking", gap=0.001))] * 3,
-    *[CalibrationRun("thread-busy", dict(strategy="blocking", kind="thread", gap=0.0))] * 3,
-    *[CalibrationRun("poll-busy", dict(strategy="poll", gap=0.0))] * 3,
-    *[CalibrationRun("poll-idle", dict(strategy="poll", gap=0.001))] * 3,
-    *[CalibrationRun("epoll-busy", dict(strategy="epoll", gap=0.0))] * 3,
-    *[CalibrationRun("epoll-idle", dict(strategy="epoll", gap=0.001))] * 3,
-    *[CalibrationRun("client", dict(strategy="blocking", concurrency=8, connections=300))] * 2,
-    *[CalibrationRun("cpu", dict(strategy="blocking", concurrency=8, work="spin:1",
-                                 connections=32))] * 2,
+_ROUND: tuple[CalibrationRun, ...] = (
+    CalibrationRun("process-busy", dict(strategy="blocking", gap=0.0)),
+    CalibrationRun("process-idle", dict(strategy="blocking", gap=0.001)),
+    CalibrationRun("thread-busy", dict(strategy="blocking", kind="thread", gap=0.0)),
+    CalibrationRun("poll-busy", dict(strategy="poll", gap=0.0)),
+    CalibrationRun("poll-idle", dict(strategy="poll", gap=0.001)),
+    CalibrationRun("epoll-busy", dict(strategy="epoll", gap=0.0)),
+    CalibrationRun("epoll-idle", dict(strategy="epoll", gap=0.001)),
+    CalibrationRun("process-busy", dict(strategy="blocking", gap=0.0, connections=300)),
 )
+_LOADED: tuple[CalibrationRun, ...] = (
+    CalibrationRun("client", dict(strategy="blocking", concurrency=8, connections=300)),
+    CalibrationRun("cpu", dict(strategy="blocking", concurrency=8, work="spin:1", connections=32)),
+)
+CALIBRATION_RUNS: tuple[CalibrationRun, ...] = (*_ROUND, *_LOADED, *_ROUND, *_LOADED, *_ROUND[1:7])
 """The live runs :func:`calibrate` makes, in order (4 process workers, loopback, ``zen``).
+
+In rounds, so that the runs of each kind are spread over the seconds calibrating takes
+and their pools see the machine in more than one state (a shared machine's load moves).
 
 Sequential ``blocking`` runs with and without a 1 ms gap give the time pools (the runs
 without a gap come in two sizes, so that the CPU per connection is the slope between
