@@ -136,11 +136,18 @@ def test_a_herd_whose_losers_all_see_eagain_returns_once_per_woken_worker():
     assert m["eagain_per_accept"] == 3.0 and m["returns_per_accept"] == 4.0
 
 
-def test_a_herd_won_by_the_longest_waiter_takes_turns_and_by_the_latest_does_not():
-    longest, _, m_longest = run("epoll", gap=0.001)
+def test_a_poll_herd_won_by_the_longest_waiter_takes_turns_and_by_the_latest_does_not():
+    _, _, m_longest = run("poll", gap=0.001)
     assert m_longest["rr_score"] == 1.0 and m_longest["mean_rank"] == 0.0
-    latest, _, m_latest = run("epoll", calibration=steady(ranks=(1.0,)), gap=0.001)
+    _, _, m_latest = run("poll", calibration=steady(ranks=(1.0,)), gap=0.001)
     assert m_latest["mean_rank"] == 1.0 and m_latest["busiest_share"] == 1.0
+
+
+def test_an_epoll_herds_winner_is_placed_in_registration_order_not_by_waiting_time():
+    events, _, _ = run("epoll", gap=0.001)  # the first registered sleeper wins: worker 0
+    assert set(order(events)) == {0}
+    events, _, _ = run("epoll", calibration=steady(ranks=(1.0,)), gap=0.001)
+    assert set(order(events)) == {3}
 
 
 def test_reuseport_counts_spread_like_a_fair_die():
@@ -165,6 +172,14 @@ def test_the_lock_keeps_turns_without_a_gap_at_two_wakeups_per_connection():
     assert order(events) == [0, 1, 2, 3] * 10  # a late worker waits for the lock in line
     # (the very first connection's holder slept once: it held the lock before any unlock)
     assert m["wakeups_per_accept"] == pytest.approx(2.0, abs=1 / 40)
+
+
+def test_a_worker_back_before_the_woken_waiter_runs_barges_in_and_takes_the_lock():
+    # The unlock wakes the next waiter, which needs 510 µs to run; the worker that just
+    # accepted is back after its 100 µs talk, finds the lock free and takes it again.
+    events, _, m = run("locked", calibration=steady(woke=(500.0,)), gap=0.0)
+    assert order(events) == [0] * 40
+    assert m["returns_per_accept"] == 1.0  # the losers block again inside flock
 
 
 @pytest.mark.parametrize("strategy", ["handoff", "handoff-least-busy"])

@@ -107,9 +107,12 @@ class Pool:
 class HerdTable:
     """Who wins a herd's race, from one live run of a strategy that wakes every idle waiter.
 
-    ``ranks``: the winner's ``norm_rank`` (0 = it had waited longest, 1 =
-    least; :func:`acceptlab.analysis.wake_order_ranks`) for each connection a
-    sleeper won among two or more; ``p_eagain``: the share of the woken
+    ``ranks``: for each connection a sleeper won among two or more, the
+    winner's place among the sleepers, from 0 (first) to 1 (last), in the
+    order of the family's wait queue: for ``poll`` the order they began to
+    wait (its ``norm_rank``, :func:`acceptlab.analysis.wake_order_ranks`:
+    each poll() queues its waiter anew), for ``epoll`` the order the workers
+    registered their epolls (slot order, fixed at start-up); ``p_eagain``: the share of the woken
     losers whose wait came back to Python with EAGAIN (the others went back
     to sleep inside the kernel, a wakeup without a return).
     """
@@ -286,12 +289,37 @@ def measure_herd(run: Any, *, family: str, regime: str) -> HerdTable:
     won = analysis.accepted(events)
     slept = pd.to_numeric(won["nvcsw"]).fillna(0).to_numpy() >= 1
     raced = slept & (ranks["n_waiting"].to_numpy() >= 2)
+    place = (ranks["norm_rank"].to_numpy() if family == "poll" else
+             _place_by_slot(events, won))
     switches = pd.to_numeric(events["nvcsw"]).dropna()
     losers = float(switches[switches >= 0].sum()) - float(slept.sum())
     eagain = float((events["outcome"] == "eagain").sum())
     return HerdTable(family=family, regime=regime,
-                     ranks=_kept(ranks["norm_rank"].to_numpy()[raced]),
+                     ranks=_kept(place[raced]),
                      p_eagain=round(min(1.0, eagain / losers) if losers > 0 else 0.0, 4))
+
+
+def _place_by_slot(events: pd.DataFrame, won: pd.DataFrame) -> np.ndarray:
+    """Each winner's place (0 to 1) among the workers waiting when it woke, in slot order.
+
+    A worker waits at the winner's ``t_wake`` when one of its rows began at or
+    before it and had not yet ended (the winner counts itself); NaN for a lone waiter.
+    """
+    when = _us(won["t_wake_ns"])
+    winner = pd.to_numeric(won["worker"]).to_numpy(dtype="int64")
+    slots = np.unique(pd.to_numeric(events["worker"]).to_numpy(dtype="int64"))
+    waiting = np.zeros((len(won), len(slots)), dtype=bool)
+    for j, slot in enumerate(slots):
+        rows = events[events["worker"] == slot].sort_values("t_wait_ns", kind="stable")
+        begin, end = _us(rows["t_wait_ns"]), _us(rows["t_wake_ns"])
+        end = np.where(np.isnan(end), np.inf, end)
+        last = np.searchsorted(begin, when, side="right") - 1
+        waiting[:, j] = (last >= 0) & (when < end[np.maximum(last, 0)])
+    waiting[np.arange(len(won)), np.searchsorted(slots, winner)] = True
+    ahead = (waiting & (slots[None, :] < winner[:, None])).sum(axis=1)
+    n = waiting.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 1, ahead / np.maximum(n - 1, 1), np.nan)
 
 
 def measure_lag(run: Any) -> SAMPLES:

@@ -132,11 +132,7 @@ class _Times:
         self.pause = _Draw(pool.pause, rng)
         self.off_win = _Draw(pool.off_win, rng, (0.0,))
         self.off_lose = _Draw(pool.off_lose, rng, (0.0,))
-        self.mean_connect = float(np.mean(self.connects)) if len(self.connects) else 0.0
 
-    def connect(self) -> float:
-        """A connect time, with no live connection behind it to follow."""
-        return float(self.connects[int(self.profile())])
 
 
 @dataclass

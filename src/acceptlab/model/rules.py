@@ -137,10 +137,11 @@ class Herd(Rule):
 
     mechanism = "herd"
     family = "poll"
+    by_slot = False  # the wait queue's order: when each began to wait, or (epoll) the slot
 
     def __init__(self, sim: "Simulation") -> None:
         super().__init__(sim)
-        self.sleepers: list[tuple[float, int]] = []  # (the row's t_wait, worker), oldest first
+        self.sleepers: list[tuple[float, int]] = []  # (place in the wait queue, worker)
         self.table = sim.herd_table(self.family)
 
     def arrived(self, queue: int) -> None:
@@ -165,7 +166,8 @@ class Herd(Rule):
 
     def sleep(self, worker: int) -> None:
         self.sim.asleep(worker)
-        bisect.insort(self.sleepers, (self.sim.row_wait(worker), worker))
+        place = float(worker) if self.by_slot else self.sim.row_wait(worker)
+        bisect.insort(self.sleepers, (place, worker))
 
     def found_nothing(self, worker: int) -> None:
         if self.sim.coin(self.table.p_eagain):
@@ -188,10 +190,16 @@ class PollHerd(Herd):
 
 
 class EpollHerd(Herd):
-    """``epoll``: one epoll per worker, registered once without EPOLLEXCLUSIVE: a herd too."""
+    """``epoll``: one epoll per worker, registered once without EPOLLEXCLUSIVE: a herd too.
+
+    Its wait queue holds each worker's epoll in the order they registered
+    (slot order, at start-up), however long each has waited, so the
+    calibration keeps the winner's place in slot order.
+    """
 
     mechanism = "epoll-herd"
     family = "epoll"
+    by_slot = True
 
 
 class FirstRegistered(Rule):
@@ -337,7 +345,10 @@ class LockFifo(Rule):
     unlock wakes the next waiter in order, so the lock's queue is FIFO and a
     worker coming back waits its turn behind the others: turns hold even
     without a gap.  Each connection costs two wakeups: the holder woken in
-    ``accept()``, and the next waiter woken by the unlock.
+    ``accept()``, and the next waiter woken by the unlock.  The unlock does
+    not hand the lock over, though: the woken waiter must take it when it
+    runs, and a worker that calls ``flock`` in between takes it first (it
+    barges); the woken one then blocks again at the tail (a wakeup, no return).
     """
 
     mechanism = "lock-fifo"
@@ -369,8 +380,12 @@ class LockFifo(Rule):
             self.sim.asleep(worker)
 
     def run(self, worker: int) -> None:
-        if worker != self.holder:  # woken by the unlock: it holds the lock now
-            self._hold(worker)
+        if worker != self.holder:  # woken by the unlock: the lock is its if still free
+            if self.holder is None:
+                self._hold(worker)
+            else:  # someone barged in: block again, at the tail
+                self.sim.asleep(worker)
+                self.waiting.append(worker)
         elif self.sim.queued(0):
             self.sim.take(worker, 0)
         else:
@@ -383,8 +398,7 @@ class LockFifo(Rule):
     def accepted(self, worker: int) -> None:
         self.holder, self.holder_asleep = None, False
         if self.waiting:
-            self.holder = self.waiting.popleft()
-            self.sim.wake(self.holder, after_arrival=False)
+            self.sim.wake(self.waiting.popleft(), after_arrival=False)
 
 
 class Dealer(Rule):
