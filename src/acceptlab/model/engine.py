@@ -493,7 +493,7 @@ class Simulation:
         moment = self.now + self.wake_latency(after_arrival)
         if self.contended:  # running takes a core, like everyone's CPU under this load
             moment += self.cpu(moment, self.cpu_wake, gil=self._worker_gil)
-        if after_arrival and self.arrival_client >= 0:
+        if after_arrival and self.arrival_client >= 0 and self.rule.late_first:
             moment = max(moment, self.clients[self.arrival_client].priority_until + 1.0)
         self.later(moment, self.run_woken, worker)
 

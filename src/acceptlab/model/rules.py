@@ -48,12 +48,18 @@ class Rule:
     * ``mechanism``: the rule's name in :data:`RULES`;
     * ``own_queues``: each worker has an accept queue of its own
       (``reuseport``'s sockets, a dealer's channels);
-    * ``kinds``: the kinds of worker the kit runs this strategy with.
+    * ``kinds``: the kinds of worker the kit runs this strategy with;
+    * ``late_first``: when the worker that served a client's last connection
+      is late (it waited for a CPU), is it back before the sleeper woken for
+      that client's next connection runs?  They waited for the same CPU and it
+      was first in line, so yes for ``accept()`` (the calibration's
+      late-win runs say how often); see :class:`FirstRegistered` for a no.
     """
 
     mechanism = "rule"
     own_queues = False
     kinds: tuple[str, ...] = ("process", "thread")
+    late_first = True  # a late returning worker beats the sleeper woken for its client
 
     def __init__(self, sim: "Simulation") -> None:
         self.sim = sim
@@ -213,9 +219,17 @@ class FirstRegistered(Rule):
     calls ``epoll_wait`` again (level-triggered): if the connection is still
     queued it takes it without sleeping.  A worker NOT passed over does not
     see a connection queued for another, and sleeps.
+
+    A late passed-over worker must return from ``epoll_wait`` to Python and
+    then call ``accept()``, a longer way than a blocking ``accept()``'s, while
+    the woken worker takes the same way: the model gives it no head start
+    (``late_first = False``).  That is what the live runs show (bench_model:
+    epoll-exclusive's busiest worker takes less than the blocking calibration's
+    late-win share would give it), not a kernel fact.
     """
 
     mechanism = "first-registered"
+    late_first = False
 
     def __init__(self, sim: "Simulation") -> None:
         super().__init__(sim)
