@@ -463,7 +463,7 @@ def calibrate(*, workers: int = 4, connections: int = 150, runs: tuple[Calibrati
         source="measured", created=datetime.datetime.now().isoformat(timespec="seconds"),
         machine=facts, load_average=tuple(round(float(x), 2) for x in np.mean(loads, axis=0)),
         cpus=cpus,
-        cpu_share=float(np.median(cpu_share)) if cpu_share else fallback.cpu_share,
+        cpu_share=round(float(np.median(cpu_share)), 3) if cpu_share else fallback.cpu_share,
         client_cpu_us=round(client_us, 1), worker_cpu_us=round(worker_us, 1),
         cores=round(cores, 3),
         loaded_lag=tuple(loaded_lag) if loaded_lag else fallback.loaded_lag,
