@@ -13,6 +13,7 @@ Steps (each prints its own runs as it goes):
     scale      6        1-16 workers x 1-64 clients, threads and processes: table and plot
     notebooks  5        every notebook in a fresh kernel
     fixes      -        each fix for the uneven split vs blocking; handoff vs Node's SCHED_RR
+    model      25       the model's 90 % bands beside live runs: share inside, per strategy
 
 Every comparison alternates its contestants round by round in one run and reports
 medians with their range (min-max), and ratios taken within each round: the
@@ -45,10 +46,10 @@ from . import RESULTS
 from .nginx import nginx_binary
 from .rows import SKIPPED, Figure, banner, loud_skip, markdown_table, write_csv
 
-STEPS = ("servers", "client", "patch", "profile", "scale", "notebooks", "fixes")
+STEPS = ("servers", "client", "patch", "profile", "scale", "notebooks", "fixes", "model")
 NEEDS = {"servers": ("nginx", "wrk"), "client": ("nginx", "wrk"), "patch": ("nginx", "wrk"),
          "profile": ("nginx", "wrk", "strace"), "scale": ("wrk",), "notebooks": (),
-         "fixes": ("wrk",)}
+         "fixes": ("wrk",), "model": ()}
 PACKAGES = {"nginx": "nginx-light", "wrk": "wrk", "strace": "strace"}
 
 
@@ -160,7 +161,8 @@ def main() -> int:
                "client": dict(min_rounds=rounds["client"], **limit),
                "patch": dict(min_rounds=rounds["patch"], **limit),
                "scale": dict(repeats=rounds["scale"]),
-               "fixes": dict(min_rounds=rounds["fixes"], **limit)}
+               "fixes": dict(min_rounds=rounds["fixes"], **limit),
+               "model": dict(repeats=1 if args.quick else 3)}
     figures: list[Figure] = []
     timings: dict[str, float] = {}
     skipped = SKIPPED  # filled by loud_skip, here and inside the steps

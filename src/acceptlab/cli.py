@@ -1016,5 +1016,12 @@ def _sweep_restarts(out: Path, stop: threading.Event) -> dict:
     return notes
 
 
+# -- the model (issue 25): its commands live in acceptlab.model.command ---------------------------
+from .model.command import add_calibrate, add_predict  # noqa: E402  (light: imports on use)
+
+_command(add_calibrate)
+_command(add_predict)
+
+
 if __name__ == "__main__":
     sys.exit(main())

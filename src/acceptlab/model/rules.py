@@ -1,0 +1,535 @@
+"""Who may take a connection: one small rule per way the kernel (or a dealer) hands them out.
+
+Each rule answers four questions for the simulation (:mod:`acceptlab.model.engine`):
+
+* ``arrived(sim, queue)``: a connection was just queued; whom does the
+  kernel wake?  (``sim.wake(worker)`` wakes one; the woken worker *runs*
+  a wake-up latency later and takes the connection if it is still there.)
+* ``returned(sim, worker)``: a worker comes back to wait; does it see a
+  connection already queued and take it without sleeping, or does it sleep,
+  and where in the wait queue?
+* ``found_nothing(sim, worker)``: a woken worker ran too late; does it go
+  back to sleep inside the kernel (a wakeup without a return), or come back
+  to Python with EAGAIN (a return)?
+* ``accepted(sim, worker)``: anything that follows an accept (a lock
+  released, a level-triggered event handed on, a re-registration).
+
+The kernel sources each rule follows (net/ipv4/inet_connection_sock.c,
+fs/select.c, fs/eventpoll.c, fs/locks.c, net/core/sock_reuseport.c) are
+named in each class; what the kernel leaves to the scheduler (who of a woken
+herd runs first; how often a woken thread loses the GIL race) comes from the
+calibration or is a documented assumption.  :data:`RULES` maps every
+strategy of the kit to its rule by name, in one table.
+"""
+
+from __future__ import annotations
+
+import bisect
+import collections
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .engine import Simulation
+
+__all__ = ["Rule", "ExclusiveFifo", "Herd", "PollHerd", "EpollHerd", "FirstRegistered",
+           "ReRegistering", "SharedLifo", "Hashed", "LockFifo", "Dealer", "LeastBusyDealer",
+           "RULES", "MECHANISMS", "NotModelled", "rule_for", "NOT_MODELLED"]
+
+
+class NotModelled(ValueError):
+    """The model has no rule for this strategy (or kind of worker); the message says why."""
+
+
+class Rule:
+    """The shared shape: one accept queue, and a worker sees it when it comes back.
+
+    Class attributes parametrise each rule:
+
+    * ``mechanism``: the rule's name in :data:`RULES`;
+    * ``own_queues``: each worker has an accept queue of its own
+      (``reuseport``'s sockets, a dealer's channels);
+    * ``kinds``: the kinds of worker the kit runs this strategy with;
+    * ``late_first``: when the worker that served a client's last connection
+      is late (it waited for a CPU), is it back before the sleeper woken for
+      that client's next connection runs?  They waited for the same CPU and it
+      was first in line, so yes for ``accept()`` (the calibration's
+      late-win runs say how often); see :class:`FirstRegistered` for a no.
+    """
+
+    mechanism = "rule"
+    own_queues = False
+    kinds: tuple[str, ...] = ("process", "thread")
+    late_first = True  # a late returning worker beats the sleeper woken for its client
+
+    def __init__(self, sim: "Simulation") -> None:
+        self.sim = sim
+
+    def queue_of_new(self) -> int:
+        """Which accept queue a new connection enters (0: the one shared queue)."""
+        return 0
+
+    def visible(self, worker: int) -> int:
+        """The queue ``worker`` takes its connections from."""
+        return worker if self.own_queues else 0
+
+    def arrived(self, queue: int) -> None:
+        raise NotImplementedError
+
+    def returned(self, worker: int) -> None:
+        """Back to wait: take a queued connection without sleeping, or sleep."""
+        if self.sim.queued(self.visible(worker)):
+            self.sim.take(worker, self.visible(worker))
+        else:
+            self.sleep(worker)
+
+    def run(self, worker: int) -> None:
+        """A woken worker runs: it takes the connection if it is still queued."""
+        if self.sim.queued(self.visible(worker)):
+            self.sim.take(worker, self.visible(worker))
+        else:
+            self.found_nothing(worker)
+
+    def sleep(self, worker: int) -> None:
+        raise NotImplementedError
+
+    def found_nothing(self, worker: int) -> None:
+        """Woken for nothing: back to sleep inside the kernel (the wakeup counted, no return)."""
+        self.sleep(worker)
+
+    def accepted(self, worker: int) -> None:
+        """After ``worker`` accepted (nothing, for most rules)."""
+
+    def finished(self, worker: int) -> None:
+        """After ``worker``'s conversation ended (nothing, for most rules)."""
+
+
+class ExclusiveFifo(Rule):
+    """``blocking``: the sleepers queue FIFO and one connection wakes the head (exclusive wait).
+
+    ``inet_csk_wait_for_connect`` sleeps with ``prepare_to_wait_exclusive``
+    (the waiter joins the TAIL) and a connection wakes one waiter from the
+    HEAD.  The wakeup removes the waiter from the queue; if it finds the
+    connection gone (a returning worker took it first, without sleeping), it
+    loops and joins the tail again: a wakeup, no return, and its turn lost.
+    """
+
+    mechanism = "exclusive-fifo"
+
+    def __init__(self, sim: "Simulation") -> None:
+        super().__init__(sim)
+        self.sleepers: collections.deque[int] = collections.deque()
+
+    def arrived(self, queue: int) -> None:
+        if self.sleepers:
+            self.sim.wake(self.sleepers.popleft())
+
+    def sleep(self, worker: int) -> None:
+        self.sim.asleep(worker)
+        self.sleepers.append(worker)
+
+
+class Herd(Rule):
+    """``poll``, ``epoll``, ``timeout``...: a connection wakes every idle waiter; one wins.
+
+    Non-exclusive waits (``fs/select.c``'s ``__pollwait``, an epoll entry
+    without EPOLLEXCLUSIVE) are all woken.  Which of them runs first is the
+    scheduler's choice; the model draws the winner's rank (0 = it had waited
+    longest) from the calibration's :class:`~acceptlab.model.calibration.HerdTable`
+    of this rule's ``family``.  Each loser either comes back to Python with
+    EAGAIN (probability ``p_eagain`` from the same table: it ran while the
+    connection still looked readable) or goes back to sleep inside the
+    kernel, where only the wakeup count sees it.
+    """
+
+    mechanism = "herd"
+    family = "poll"
+    by_slot = False  # the wait queue's order: when each began to wait, or (epoll) the slot
+
+    def __init__(self, sim: "Simulation") -> None:
+        super().__init__(sim)
+        self.sleepers: list[tuple[float, int]] = []  # (place in the wait queue, worker)
+        self.table = sim.herd_table(self.family)
+
+    def arrived(self, queue: int) -> None:
+        if not self.sleepers:
+            return
+        ranks = self.sim.draw_rank(self.table)
+        winner_index = int(round(ranks * (len(self.sleepers) - 1)))
+        winner = self.sleepers.pop(winner_index)[1]
+        losers = [worker for _, worker in self.sleepers]
+        self.sim.wake(winner)
+        for loser in losers:
+            self.sim.count_wakeup(loser)
+        for loser in self.sim.eagain_losers(losers, self.table.p_eagain):
+            self._remove(loser)
+            self.sim.eagain(loser)
+
+    def _remove(self, worker: int) -> None:
+        for index, (_, who) in enumerate(self.sleepers):
+            if who == worker:
+                del self.sleepers[index]
+                return
+
+    def sleep(self, worker: int) -> None:
+        self.sim.asleep(worker)
+        place = float(worker) if self.by_slot else self.sim.row_wait(worker)
+        bisect.insort(self.sleepers, (place, worker))
+
+    def found_nothing(self, worker: int) -> None:
+        if self.sim.coin(self.table.p_eagain):
+            self.sim.eagain(worker, now=True)
+        else:
+            self.sleep(worker)
+
+
+class PollHerd(Herd):
+    """``poll``, ``timeout`` (CPython polls, then accepts), ``busy-sleep``, ``exact``.
+
+    With process workers of one thread each, ``busy-sleep`` and ``exact``
+    are this herd: a waiting process holds no open connection, so Puma's
+    pause and Envoy's least-busy test never fire (they are for processes of
+    several threads, ``kind='hybrid'``, which the model does not cover).
+    """
+
+    mechanism = "poll-herd"
+    family = "poll"
+
+
+class EpollHerd(Herd):
+    """``epoll``: one epoll per worker, registered once without EPOLLEXCLUSIVE: a herd too.
+
+    Its wait queue holds each worker's epoll in the order they registered
+    (slot order, at start-up), however long each has waited, so the
+    calibration keeps the winner's place in slot order.
+    """
+
+    mechanism = "epoll-herd"
+    family = "epoll"
+    by_slot = True
+
+
+class FirstRegistered(Rule):
+    """``epoll-exclusive``: the kernel wakes the first idle epoll in registration order.
+
+    ``ep_poll_callback`` walks the listener's wait queue (epolls in the order
+    they registered, each worker once at start-up).  An EPOLLEXCLUSIVE entry
+    whose epoll has no sleeper (its worker is busy) gets the event on its
+    ready list and the walk goes on; the first one with a sleeper is woken
+    and the walk stops.  A busy worker passed over sees the event when it
+    calls ``epoll_wait`` again (level-triggered): if the connection is still
+    queued it takes it without sleeping.  A worker NOT passed over does not
+    see a connection queued for another, and sleeps.
+
+    A late passed-over worker must return from ``epoll_wait`` to Python and
+    then call ``accept()``, a longer way than a blocking ``accept()``'s, while
+    the woken worker takes the same way: the model gives it no head start
+    (``late_first = False``).  That is what the live runs show (bench_model:
+    epoll-exclusive's busiest worker takes less than the blocking calibration's
+    late-win share would give it), not a kernel fact.
+    """
+
+    mechanism = "first-registered"
+    late_first = False
+
+    def __init__(self, sim: "Simulation") -> None:
+        super().__init__(sim)
+        self.order = list(range(sim.workers))  # registration order: slot order at start-up
+        self.marked = [False] * sim.workers
+        self.table = sim.herd_table("epoll")  # how often a woken loser sees EAGAIN
+
+    def arrived(self, queue: int) -> None:
+        for worker in self.order:
+            if self.sim.is_asleep(worker):
+                self.sim.wake(worker)
+                return
+            self.marked[worker] = True  # busy (or woken already): the event waits on its list
+
+    def returned(self, worker: int) -> None:
+        if self.marked[worker]:
+            self.marked[worker] = False
+            if self.sim.queued(0):
+                self.sim.take(worker, 0)
+                return
+        self.sleep(worker)
+
+    def sleep(self, worker: int) -> None:
+        self.sim.asleep(worker)
+
+    def found_nothing(self, worker: int) -> None:
+        """Woken, but the returning worker took it: EAGAIN as often as an epoll herd's losers."""
+        if self.sim.coin(self.table.p_eagain):
+            self.sim.eagain(worker, now=True)
+        else:
+            self.sleep(worker)
+
+
+class ReRegistering(FirstRegistered):
+    """``reorder`` (nginx 1.21.x): EPOLLEXCLUSIVE, but every 16 accepts the worker re-registers.
+
+    Deleting and adding the listener again puts the worker's entry at the
+    TAIL of the wait queue, so the next worker in line takes over.  The new
+    registration polls the socket once: a connection queued then is on its
+    ready list.
+    """
+
+    mechanism = "re-registering"
+    every = 16  # nginx's number (ngx_reorder_accept_events), Setting.reorder_every's default
+
+    def __init__(self, sim: "Simulation") -> None:
+        super().__init__(sim)
+        self.accepts = [0] * sim.workers
+
+    def accepted(self, worker: int) -> None:
+        self.accepts[worker] += 1
+        if self.accepts[worker] % self.every == 0:
+            self.order.remove(worker)
+            self.order.append(worker)
+            self.marked[worker] = self.sim.queued(0) > 0
+
+
+class SharedLifo(Rule):
+    """``shared-epoll`` (threads): one epoll; its sleepers queue LIFO; the event is handed on.
+
+    ``ep_poll`` adds each sleeper with ``__add_wait_queue_exclusive``, at the
+    HEAD: the thread that went to sleep last is woken first.  The listener is
+    level-triggered, so after a thread takes the event the kernel puts it
+    back on the ready list and wakes the next sleeper.  That one races the
+    taker's ``accept()``: it comes back with EAGAIN (``p_handover_eagain``:
+    a documented assumption, a coin flip for the GIL, since both must take it
+    before they can call accept()) and then hands the event on once more, to
+    a sleeper who finds nothing; or it finds nothing itself and sleeps again
+    at the head.
+    """
+
+    mechanism = "shared-lifo"
+    kinds = ("thread",)
+    p_handover_eagain = 0.5
+
+    def __init__(self, sim: "Simulation") -> None:
+        super().__init__(sim)
+        self.sleepers: list[int] = []  # a stack: the last to sleep is woken first
+
+    def arrived(self, queue: int) -> None:
+        if self.sleepers:
+            self.sim.wake(self.sleepers.pop())
+
+    def sleep(self, worker: int) -> None:
+        self.sim.asleep(worker)
+        self.sleepers.append(worker)
+
+    def accepted(self, worker: int) -> None:
+        if not self.sleepers:
+            return
+        next_in_line = self.sleepers.pop()
+        self.sim.count_wakeup(next_in_line)
+        if self.sim.coin(self.p_handover_eagain):
+            self.sim.eagain(next_in_line)
+            if self.sleepers:  # its return hands the event on once more, to no avail
+                self.sim.count_wakeup(self.sleepers[-1])
+        else:
+            self.sleepers.append(next_in_line)
+
+
+class Hashed(Rule):
+    """``reuseport``: every worker its own socket; a hash of the client's port picks one.
+
+    ``reuseport_select_sock`` picks ``hash % sockets``; the hash of a new
+    ephemeral port is as good as a fair die, so the model picks uniformly.
+    No worker can take another's connection: a busy worker's queue waits for it.
+    """
+
+    mechanism = "hashed"
+    own_queues = True
+
+    def queue_of_new(self) -> int:
+        return self.sim.pick_uniform(self.sim.workers)
+
+    def arrived(self, queue: int) -> None:
+        if self.sim.is_asleep(queue):
+            self.sim.wake(queue)
+
+    def sleep(self, worker: int) -> None:
+        self.sim.asleep(worker)
+
+
+class LockFifo(Rule):
+    """``locked``: ``flock`` around ``accept()``; only the holder waits in the accept queue.
+
+    Since Linux 5.0 ("fs/locks: create a tree of dependent requests") an
+    unlock wakes the next waiter in order, so the lock's queue is FIFO and a
+    worker coming back waits its turn behind the others: turns hold even
+    without a gap.  Each connection costs two wakeups: the holder woken in
+    ``accept()``, and the next waiter woken by the unlock.  The unlock does
+    not hand the lock over, though: the woken waiter must take it when it
+    runs, and a worker that calls ``flock`` in between takes it first (it
+    barges); the woken one then blocks again at the tail (a wakeup, no return).
+    """
+
+    mechanism = "lock-fifo"
+
+    def __init__(self, sim: "Simulation") -> None:
+        super().__init__(sim)
+        self.holder: int | None = None
+        self.holder_asleep = False
+        self.waiting: collections.deque[int] = collections.deque()
+
+    def arrived(self, queue: int) -> None:
+        if self.holder is not None and self.holder_asleep:
+            self.holder_asleep = False
+            self.sim.wake(self.holder)
+
+    def returned(self, worker: int) -> None:
+        if self.holder is None:
+            self._hold(worker)
+        else:
+            self.sim.asleep(worker)
+            self.waiting.append(worker)
+
+    def _hold(self, worker: int) -> None:
+        self.holder = worker
+        if self.sim.queued(0):
+            self.sim.take(worker, 0)
+        else:
+            self.holder_asleep = True
+            self.sim.asleep(worker)
+
+    def run(self, worker: int) -> None:
+        if worker != self.holder:  # woken by the unlock: the lock is its if still free
+            if self.holder is None:
+                self._hold(worker)
+            else:  # someone barged in: block again, at the tail
+                self.sim.asleep(worker)
+                self.waiting.append(worker)
+        elif self.sim.queued(0):
+            self.sim.take(worker, 0)
+        else:
+            self.holder_asleep = True
+            self.sim.asleep(worker)
+
+    def sleep(self, worker: int) -> None:
+        self.sim.asleep(worker)
+
+    def accepted(self, worker: int) -> None:
+        self.holder, self.holder_asleep = None, False
+        if self.waiting:
+            self.sim.wake(self.waiting.popleft(), after_arrival=False)
+
+
+class Dealer(Rule):
+    """``handoff`` (Node's SCHED_RR): one acceptor takes every connection and deals it in turn.
+
+    The dealer is a thread of the pool's process (which is the client's
+    process in a run): a connection wakes it, it accepts and sends the
+    descriptor down worker ``dealt % workers``'s channel, which wakes that
+    worker if it sleeps.  The turns are the dealer's, so no race can break
+    them; the price is a second wakeup on the way (``DEAL_US`` of the
+    dealer's own work per connection, a documented estimate).
+    """
+
+    mechanism = "dealer"
+    own_queues = True
+    DEAL_US = 15.0
+
+    def __init__(self, sim: "Simulation") -> None:
+        super().__init__(sim)
+        self.dealt = 0
+        self.dealer_busy_until = -1.0
+        self.open = [0] * sim.workers
+
+    def queue_of_new(self) -> int:
+        return self.sim.workers  # the listener: the queue past the workers' channels
+
+    def visible(self, worker: int) -> int:
+        return worker
+
+    def arrived(self, queue: int) -> None:
+        if queue != self.sim.workers:  # a channel got a descriptor
+            if self.sim.is_asleep(queue):
+                self.sim.wake(queue, after_arrival=False)
+            return
+        start = max(self.sim.now + self.sim.wake_latency(), self.dealer_busy_until)
+        if self.sim.contended:  # the dealer is a thread of the client's process: its GIL
+            start += self.sim.cpu(start, self.DEAL_US, gil=True)
+        self.dealer_busy_until = start + self.DEAL_US
+        self.sim.later(self.dealer_busy_until, self.deal)
+
+    def deal(self) -> None:
+        if not self.sim.queued(self.sim.workers):
+            return
+        target = self.target()
+        self.dealt += 1
+        self.open[target] += 1
+        self.sim.move(self.sim.workers, target)
+
+    def target(self) -> int:
+        return self.dealt % self.sim.workers
+
+    def sleep(self, worker: int) -> None:
+        self.sim.asleep(worker)
+
+    def finished(self, worker: int) -> None:
+        self.open[worker] -= 1
+
+
+class LeastBusyDealer(Dealer):
+    """``handoff-least-busy``: the dealer picks the process with the fewest open connections.
+
+    Ties go to the next in turn, so with every worker idle it deals in turns.
+    """
+
+    mechanism = "least-busy-dealer"
+
+    def target(self) -> int:
+        workers = self.sim.workers
+        turn = self.dealt % workers
+        order = [(turn + k) % workers for k in range(workers)]
+        return min(order, key=lambda worker: self.open[worker])
+
+
+MECHANISMS: dict[str, type[Rule]] = {rule.mechanism: rule for rule in (
+    ExclusiveFifo, PollHerd, EpollHerd, FirstRegistered, ReRegistering, SharedLifo, Hashed,
+    LockFifo, Dealer, LeastBusyDealer)}
+
+NOT_MODELLED: dict[str, str] = {
+    "reuseport-cpu": "the socket is chosen by the CPU the connection arrived on, which the model "
+                     "does not simulate (on loopback, the CPU the client ran on)",
+    "reuseport-incoming-cpu": "the socket is chosen by the CPU the connection arrived on, which "
+                              "the model does not simulate",
+}
+"""Strategies the model gives no prediction for, and why."""
+
+RULES: dict[str, str | None] = {
+    "blocking": ExclusiveFifo.mechanism,
+    "timeout": PollHerd.mechanism,
+    "poll": PollHerd.mechanism,
+    "epoll": EpollHerd.mechanism,
+    "epoll-exclusive": FirstRegistered.mechanism,
+    "shared-epoll": SharedLifo.mechanism,
+    "reuseport": Hashed.mechanism,
+    "locked": LockFifo.mechanism,
+    "reorder": ReRegistering.mechanism,
+    "busy-sleep": PollHerd.mechanism,
+    "exact": PollHerd.mechanism,
+    "handoff": Dealer.mechanism,
+    "handoff-least-busy": LeastBusyDealer.mechanism,
+    "reuseport-cpu": None,
+    "reuseport-incoming-cpu": None,
+}
+"""THE table: each strategy of the kit and the mechanism (a key of :data:`MECHANISMS`) that models it.
+
+None: not modelled (:data:`NOT_MODELLED` says why).  When the strategy
+registry names each record's mechanism, this table becomes
+``{name: record.mechanism for name, record in REGISTRY.items()}``."""
+
+
+def rule_for(strategy: str, kind: str = "process") -> type[Rule]:
+    """The rule class that models ``strategy`` for ``kind`` workers, or :class:`NotModelled`."""
+    if strategy not in RULES:
+        raise NotModelled(f"unknown strategy {strategy!r}; known: {', '.join(RULES)}")
+    mechanism = RULES[strategy]
+    if mechanism is None:
+        raise NotModelled(f"{strategy} is not modelled: {NOT_MODELLED[strategy]}")
+    rule = MECHANISMS[mechanism]
+    if kind not in rule.kinds:
+        raise NotModelled(f"{strategy} runs with {' or '.join(rule.kinds)} workers, not {kind}")
+    return rule
