@@ -26,6 +26,9 @@ samples /proc.  Per N it reports:
 * **processes, threads and memory per student**: peaks over the students of what the
   watcher saw in a student's tree (server, kernels, workers, clients) every 0.1 s; memory
   is the sum of PSS (shared pages divided among their sharers), taken every second;
+* **CPU seconds per student**: the CPU time of this process's tree (the hub, its proxy, the
+  students' servers, kernels, workers and clients, and this harness) over the class,
+  divided by the students;
 * **other work**: cores used by everything outside the class while it ran
   (acceptlab.linux.busy: the machine's busy time less this process's tree, which holds
   the hub), and the load average before the class started.
@@ -156,6 +159,8 @@ def row(klass: dict, quiet: dict | None, lesson_names: list[str]) -> dict:
     line["PSS MB/student (median / max)"] = _fmt([c.pss_mb for c in costs], 0)
     busy = [r["machine_busy"] for res in results for r in res.probe.get("runs", [])
             if r.get("machine_busy") is not None]
+    used = klass["other"]
+    line["CPU s/student"] = round(used.own * used.seconds / klass["size"], 1)
     line["runs' machine_busy (median / max)"] = _fmt(busy, 2)
     line["other work, cores"] = f"{klass['other'].other:.2f} of {klass['other'].cpus}"
     line["load avg before"] = f"{klass['load_before']:.2f}"
