@@ -219,9 +219,16 @@ def test_no_two_students_shared_an_event_log_or_a_temporary_file(classroom):
 def test_no_tracefs_instance_traced_another_student(classroom):
     watcher = classroom.watcher
     assert not watcher.tracing_clashes(), watcher.tracing_clashes()
+    traced, observed = set(), set()
     for student, lesson, run in classroom.runs():
-        strangers = set().union(*(watcher.students_of(t) for t in run["trace_tids"])) - {student}
-        assert not strangers, f"{student} {lesson} {run['name']} traced threads of {strangers}"
+        owners = set().union(*(watcher.students_of(t) for t in run["trace_tids"]))
+        assert not owners - {student}, f"{student} {lesson} {run['name']} traced threads of " \
+                                       f"{owners - {student}}"
+        if run["trace_tids"]:
+            traced.add(student)
+            observed |= owners
+    # where the lessons traced live (root and tracefs), the check saw each student's threads
+    assert observed == traced, f"traced: {sorted(traced)}, their threads seen: {sorted(observed)}"
 
 
 def test_no_network_namespace_was_shared(classroom):
