@@ -40,6 +40,7 @@ else running (``other work`` says how far it was from that).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import statistics
 import tempfile
@@ -175,8 +176,9 @@ def run(students: tuple[int, ...] = STUDENTS, lesson_numbers: tuple[str, ...] = 
     try:
         install_node_tools()
         paths = lessons(*lesson_numbers)
-        import jupyterhub  # noqa: F401
-    except (HubUnavailable, FileNotFoundError, ImportError) as exc:
+        if importlib.util.find_spec("jupyterhub") is None:
+            raise HubUnavailable("jupyterhub is not installed (pip install 'acceptlab[hub]')")
+    except (HubUnavailable, FileNotFoundError) as exc:
         loud_skip(STEP, str(exc))
         return []
     names = [path.stem for path in paths]

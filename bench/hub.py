@@ -40,6 +40,7 @@ and the students' servers, which stop their kernels, whose workers notice and ex
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import inspect
 import json
 import os
@@ -48,7 +49,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import textwrap
 import time
 import urllib.error
@@ -92,7 +92,7 @@ def find_playwright(cache: Path = NPM_CACHE) -> Path | None:
 
 
 def install_node_tools(cache: Path = NPM_CACHE) -> str:
-    """Install :data:`NODE_PACKAGES` with npm into ``cache`` unless there; return the proxy's path."""
+    """Install :data:`NODE_PACKAGES` with npm into ``cache`` unless there; return the proxy."""
     if find_proxy(cache) and find_playwright(cache):
         return find_proxy(cache)  # type: ignore[return-value]
     npm = shutil.which("npm")
@@ -231,11 +231,8 @@ class Hub:
     # -- starting and stopping ------------------------------------------------------------------
     def start(self, timeout: float = 90.0) -> "Hub":
         """Write the config, start the hub, wait until its API answers."""
-        try:
-            import jupyterhub  # noqa: F401
-        except ImportError:
-            raise HubUnavailable("jupyterhub is not installed (pip install 'acceptlab[hub]')") \
-                from None
+        if importlib.util.find_spec("jupyterhub") is None:
+            raise HubUnavailable("jupyterhub is not installed (pip install 'acceptlab[hub]')")
         self.directory.mkdir(parents=True, exist_ok=True)
         as_root = os.geteuid() == 0
         environment = {"PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg",
@@ -301,12 +298,6 @@ class Hub:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no log)"
-
-    @property
-    def proxy_pid(self) -> int | None:
-        with contextlib.suppress(OSError, ValueError):
-            return int((self.directory / "proxy.pid").read_text().strip())
-        return None
 
     # -- the REST API ---------------------------------------------------------------------------
     def api(self, method: str, path: str, body: dict | None = None) -> tuple[int, object]:
@@ -536,7 +527,8 @@ def _code_cells(path: Path) -> list[str]:
     return [cell.source for cell in notebook.cells if cell.cell_type == "code"]
 
 
-def run_lesson(student: Student, lesson: Path, *, cell_timeout: float = CELL_TIMEOUT) -> LessonResult:
+def run_lesson(student: Student, lesson: Path, *,
+               cell_timeout: float = CELL_TIMEOUT) -> LessonResult:
     """Run ``lesson`` (the copy in the student's home) cell by cell in a fresh kernel of theirs."""
     relative = f"notebooks/{lesson.name}"
     started = time.monotonic()

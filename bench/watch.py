@@ -28,7 +28,6 @@ import os
 import re
 import tempfile
 import threading
-import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -73,8 +73,8 @@ class Busy:
 
     def as_meta(self) -> dict:
         """The entries a run's ``meta`` keeps: ``machine_busy`` (other work, cores) and the rest."""
-        return {"machine_busy": round(self.other, 2), "machine_busy_seconds": round(self.seconds, 3),
-                "own_cores": round(self.own, 2)}
+        return {"machine_busy": round(self.other, 2),
+                "machine_busy_seconds": round(self.seconds, 3), "own_cores": round(self.own, 2)}
 
     def __str__(self) -> str:
         return (f"other work used {self.other:.2f} of {self.cpus} cores for {self.seconds:.1f} s "
