@@ -14,6 +14,8 @@ Steps (each prints its own runs as it goes):
     notebooks  5        every notebook in a fresh kernel
     fixes      -        each fix for the uneven split vs blocking; handoff vs Node's SCHED_RR
     model      25       the model's 90 % bands beside live runs: share inside, per strategy
+    class      -        1, 4, 8, 16 students on one JupyterHub running lessons 02, 05, 06 at once
+                        (not in the default run: --only class; needs npm for the hub's proxy)
 
 Every comparison alternates its contestants round by round in one run and reports
 medians with their range (min-max), and ratios taken within each round: the
@@ -46,10 +48,11 @@ from . import RESULTS
 from .nginx import nginx_binary
 from .rows import SKIPPED, Figure, banner, loud_skip, markdown_table, write_csv
 
-STEPS = ("servers", "client", "patch", "profile", "scale", "notebooks", "fixes", "model")
+STEPS = ("servers", "client", "patch", "profile", "scale", "notebooks", "fixes", "model", "class")
+DEFAULT = STEPS[:-1]  # the class takes a quarter of an hour on two cores: asked for by name
 NEEDS = {"servers": ("nginx", "wrk"), "client": ("nginx", "wrk"), "patch": ("nginx", "wrk"),
          "profile": ("nginx", "wrk", "strace"), "scale": ("wrk",), "notebooks": (),
-         "fixes": ("wrk",), "model": ()}
+         "fixes": ("wrk",), "model": (), "class": ()}
 PACKAGES = {"nginx": "nginx-light", "wrk": "wrk", "strace": "strace"}
 
 
@@ -134,7 +137,8 @@ def write_summary(figures: list[Figure], meta: dict, timings: dict[str, float],
         "Files: [servers.csv](servers.csv) (every wrk run), [client.csv](client.csv), "
         "[patch.csv](patch.csv), [syscalls.csv](syscalls.csv), [micro_costs.csv](micro_costs.csv), "
         "[profile_kit.csv](profile_kit.csv), [scale.md](scale.md) / [scale.csv](scale.csv) / "
-        "[scale.png](scale.png), [notebooks.csv](notebooks.csv), [fixes.csv](fixes.csv).",
+        "[scale.png](scale.png), [notebooks.csv](notebooks.csv), [fixes.csv](fixes.csv), "
+        "[class.md](class.md) / [class.csv](class.csv).",
         "",
     ]
     (RESULTS / f"{name}.md").write_text("\n".join(lines))
@@ -146,7 +150,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="fewer rounds (not for the record)")
     parser.add_argument("--no-install", action="store_true", help="never run apt-get")
     args = parser.parse_args()
-    steps = args.only or list(STEPS)
+    steps = args.only or list(DEFAULT)
     RESULTS.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     tools = ensure_tools(allow_install=not args.no_install)
@@ -162,7 +166,8 @@ def main() -> int:
                "patch": dict(min_rounds=rounds["patch"], **limit),
                "scale": dict(repeats=rounds["scale"]),
                "fixes": dict(min_rounds=rounds["fixes"], **limit),
-               "model": dict(repeats=1 if args.quick else 3)}
+               "model": dict(repeats=1 if args.quick else 3),
+               "class": dict(students=(1, 2) if args.quick else (1, 4, 8, 16))}
     figures: list[Figure] = []
     timings: dict[str, float] = {}
     skipped = SKIPPED  # filled by loud_skip, here and inside the steps
