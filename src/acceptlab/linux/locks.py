@@ -49,7 +49,8 @@ LOCK_KINDS = {
     "pi-futex": "process-shared priority-inheritance futex (a PTHREAD_PRIO_INHERIT pthread lock)",
     "futex": "process-shared futex (a pthread lock or semaphore in shared memory)",
     "private-futex": "process-private futex (a lock or condition of one process's threads)",
-    "shared-memory": "a lock in shared memory that is tried, never waited for (nginx's accept_mutex)",
+    "shared-memory": "a lock in shared memory that is tried, never waited for "
+                     "(nginx's accept_mutex)",
 }
 
 
@@ -127,7 +128,7 @@ def futex_op(op: int) -> FutexOp:
 
 
 def pi_owner(word: int) -> int | None:
-    """The owner's thread id in a PI futex word (bit 31: waiters, bit 30: owner died), or None if free."""
+    """The owner's thread id in a PI futex word (bit 31: waiters, 30: owner died); None if free."""
     owner = word & FUTEX_TID_MASK
     return owner or None
 

@@ -68,7 +68,7 @@ class PollFd:
 
 
 def parse_pollfds(data: bytes) -> list[PollFd]:
-    """The entries of a ``pollfd`` array; entries with a negative descriptor (ignored by poll) are left out."""
+    """The entries of a ``pollfd`` array (a negative descriptor, which poll ignores, left out)."""
     found = []
     for offset in range(0, len(data) - POLLFD.size + 1, POLLFD.size):
         fd, events, _ = POLLFD.unpack_from(data, offset)
@@ -104,7 +104,7 @@ def parse_timeval(data: bytes) -> float:
 
 
 def parse_sembufs(data: bytes) -> list[tuple[int, int, int]]:
-    """``semop()``'s operations: ``(sem_num, sem_op, sem_flg)`` each (``sem_op < 0`` waits to take)."""
+    """``semop()``'s operations, ``(sem_num, sem_op, sem_flg)`` each (``sem_op < 0``: take)."""
     return [_SEMBUF.unpack_from(data, offset)
             for offset in range(0, len(data) - _SEMBUF.size + 1, _SEMBUF.size)]
 
@@ -135,8 +135,9 @@ def parse_maps(text: str) -> list[Mapping]:
         if len(fields) < 5:
             continue
         start, _, end = fields[0].partition("-")
+        path = fields[5].strip() if len(fields) > 5 else ""
         found.append(Mapping(int(start, 16), int(end, 16), fields[1], int(fields[2], 16),
-                             fields[3], int(fields[4]), fields[5].strip() if len(fields) > 5 else ""))
+                             fields[3], int(fields[4]), path))
     return found
 
 

@@ -88,7 +88,7 @@ class ThreadWait:
 
 
 def _int32(value: int) -> int:
-    """A C ``int`` argument as ``/proc/TID/syscall`` prints it (a register, zero- or sign-extended)."""
+    """A C ``int`` argument as ``/proc/TID/syscall`` prints it (a register, maybe sign-extended)."""
     value &= 0xFFFFFFFF
     return value - (1 << 32) if value & 0x80000000 else value
 
@@ -127,7 +127,8 @@ class ProcessReader:
             self.unreadable.append(f"{path}: {exc.strerror or exc}")
             return ThreadWait(tid, "other", evidence=f"unknown: {path}: {exc.strerror or exc}")
         if call.state == "running":
-            return ThreadWait(tid, "running", evidence=f"{path} says running (on a CPU or runnable)")
+            return ThreadWait(tid, "running",
+                              evidence=f"{path} says running (on a CPU or runnable)")
         if call.state == "user":
             return ThreadWait(tid, "other", syscall="user space",
                               evidence=f"{path}: blocked outside a system call")
