@@ -32,7 +32,7 @@ from typing import Callable
 
 from ..linux import procfs
 
-__all__ = ["FIRST_BYTE", "CannotAttribute", "Watch", "probe_deferral", "defer_accept",
+__all__ = ["FIRST_BYTE", "CannotAttribute", "ConfirmedLook", "Watch", "probe_deferral", "defer_accept",
            "STOP_AFTER"]
 
 FIRST_BYTE = "first-byte"
@@ -95,6 +95,30 @@ def probe_deferral(address: tuple[str, int], *, wait: float = 0.05,
             time.sleep(0.002)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     return deferred
+
+
+class ConfirmedLook:
+    """The attributor of ``auto``'s trial connection: a look after the reply counts only if a
+    second look ``pause`` seconds later still finds the connection held.
+
+    A server that closes once it has answered (uWSGI's ``--http-socket``) can
+    still hold the connection for the microseconds between its reply and its
+    close, and one look can land there; a server that keeps connections open
+    keeps them for seconds (its keep-alive timeout).
+    """
+
+    def __init__(self, attributor, *, pause: float = 0.05) -> None:
+        self.attributor, self.pause = attributor, pause
+
+    def look(self, client: tuple[str, int]) -> tuple[int | None, int]:
+        first = self.attributor.look(client)
+        if first[0] is None:
+            return first
+        time.sleep(self.pause)
+        return self.attributor.look(client)
+
+    def attribute(self, client: tuple[str, int], *, deadline: float) -> tuple[int | None, int]:
+        return self.attributor.attribute(client, deadline=deadline)
 
 
 class Watch:

@@ -64,8 +64,9 @@ LOCK_PREDICTIONS = {
              "lock again and a worker coming back can take it first, so turns are likely, not "
              "certain, with about two wakeups per connection",
 }
-POOL_PREDICTION = ("one thread accepts every connection and hands it to a pool of threads: the "
-                   "kernel's wake order plays no part; which thread serves is the pool's queue's "
+POOL_PREDICTION = ("one thread accepts every connection, beside threads idle on the process's "
+                   "own queues (a pool it hands connections to, or an event loop's helpers): the "
+                   "kernel's wake order plays no part; which thread serves is the process's "
                    "choice")
 
 
@@ -171,7 +172,9 @@ def fed_pool(workers: list[ProcessView]) -> bool:
     """One process, one acceptor thread, and at least two other threads idle in private futexes.
 
     A thread pool behind one acceptor: its threads wait for work on a queue
-    (a condition or a lock of that process), not for the listener.
+    (a condition or a lock of that process), not for the listener.  From
+    outside it looks the same as one event loop with idle helper threads
+    (Node's libuv pool): either way the kernel has one waiter to choose.
     """
     if len(workers) != 1:
         return False

@@ -88,7 +88,7 @@ from ..client.load import (CLIENT_COLUMNS, CLIENT_NULLABLE, TIMEOUT, ConnectionR
                    client_socket, fire)
 from ..server.protocol import get_protocol
 from .topology import Topology, settled_topology
-from .attribution import FIRST_BYTE, Watch, defer_accept, probe_deferral
+from .attribution import FIRST_BYTE, ConfirmedLook, Watch, defer_accept, probe_deferral
 
 __all__ = ["Attributor", "observe", "coverage", "reply_pid", "ATTRIBUTIONS"]
 
@@ -268,11 +268,12 @@ def _choose_attribution(address: tuple[str, int], protocol, attributor: Attribut
     """``after-reply`` if a trial connection is still held by a worker after its reply.
 
     The trial is a connection like the load's, asking the server to keep it
-    open; it is not recorded.  A server that closes (or errs) gets
+    open, looked at twice 50 ms apart (:class:`~acceptlab.real.attribution.ConfirmedLook`:
+    one look can land between a reply and the close); it is not recorded.  A server that closes (or errs) gets
     ``before-request``, or ``first-byte`` if ``deferred()`` says its listener
     defers accepts (no worker holds a connection before its data).
     """
-    trial = _one_connection(address, protocol, -1, attributor, timeout, after=True)
+    trial = _one_connection(address, protocol, -1, ConfirmedLook(attributor), timeout, after=True)
     if trial.holder is not None:
         return "after-reply"
     return FIRST_BYTE if deferred() else "before-request"

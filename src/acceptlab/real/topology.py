@@ -117,13 +117,11 @@ class Topology:
             return sorted(holders)
         root = self.process(self.pid)
         waiting = [thread for thread in root.threads if thread.listener_inode is not None]
-        # A locked pool of threads has one waiter on the listener and the rest on a lock; a
-        # pool fed by one acceptor has one waiter and the rest idle on its queue.
+        # A locked pool of threads has one waiter on the listener and the rest on a lock.
         queued = [thread for thread in root.threads
                   if thread.lock is not None and thread.lock.kind != "private-futex"]
-        if not below or len(waiting) > 1 or (waiting and queued) \
-                or locking.fed_pool([root]):  # a pool of threads (a helper child is no worker)
-            return [self.pid]
+        if not below or len(waiting) > 1 or (waiting and queued):  # a pool of threads (a
+            return [self.pid]                                       # helper child is no worker)
         return sorted(process.pid for process in below)
 
     def process(self, pid: int) -> ProcessView:
@@ -189,8 +187,10 @@ def server_root(pid: int, listening: dict) -> tuple[int, str | None]:
     every process that holds a listener on the same port is found (one pass
     over every readable ``/proc/PID/fd``: what ``ss -ltp`` does), and the
     nearest process above ``pid`` that is an ancestor of them all is the
-    server's root.  Returns ``(pid, None)`` when ``pid`` is already the root
-    or holds no listener.  Should that ancestor be init (unrelated servers
+    server's root.  A process that holds no listener while its parent does (a
+    worker that is handed its connections) is inspected from its parent.
+    Returns ``(pid, None)`` when ``pid`` is already the root or neither it
+    nor its parent holds a listener.  Should that ancestor be init (unrelated servers
     sharing a port), it climbs from ``pid`` only while the parent holds the
     listener too.
 
@@ -198,11 +198,13 @@ def server_root(pid: int, listening: dict) -> tuple[int, str | None]:
         pid: any process of the server.
         listening: the listening sockets by inode (sock_diag or ``/proc/net/tcp`` rows).
     """
-    try:
-        mine = {inode for inode in procfs.socket_inodes(pid).values() if inode in listening}
-    except OSError:
-        return pid, None
-    if not mine:
+    mine = _listeners_of(pid, listening)
+    if not mine:  # a worker that is handed its connections (Node's SCHED_RR): its parent's?
+        parent = _ancestors(pid)[1:2]
+        if parent and parent[0] > 1 and _listeners_of(parent[0], listening):
+            root, said = server_root(parent[0], listening)
+            return root, (f"{pid} holds no listener, its parent {parent[0]} does"
+                          + (f"; {said}" if said else f": inspected from {root}"))
         return pid, None
     ports = {listening[inode].port for inode in mine}
     group = {inode for inode, entry in listening.items() if entry.port in ports}
@@ -222,6 +224,14 @@ def server_root(pid: int, listening: dict) -> tuple[int, str | None]:
     return root, (f"{pid} is one of {len(holders)} processes holding the listener on port {port} "
                   f"({' '.join(map(str, sorted(holders)))}, from every /proc/PID/fd); inspected "
                   f"from their common parent {root}")
+
+
+def _listeners_of(pid: int, listening: dict) -> set[int]:
+    """The listening sockets ``pid`` holds (none if we may not read its descriptors)."""
+    try:
+        return {inode for inode in procfs.socket_inodes(pid).values() if inode in listening}
+    except OSError:
+        return set()
 
 
 def _holders(inodes: set[int]) -> set[int]:
