@@ -32,8 +32,8 @@ from typing import Callable
 
 from ..linux import procfs
 
-__all__ = ["FIRST_BYTE", "CannotAttribute", "ConfirmedLook", "Watch", "probe_deferral", "defer_accept",
-           "STOP_AFTER"]
+__all__ = ["FIRST_BYTE", "CannotAttribute", "ConfirmedLook", "Watch", "probe_deferral",
+           "defer_accept", "STOP_AFTER"]
 
 FIRST_BYTE = "first-byte"
 """Send the request's first byte, attribute, then send the rest (for a deferring listener)."""

@@ -268,10 +268,11 @@ def _choose_attribution(address: tuple[str, int], protocol, attributor: Attribut
     """``after-reply`` if a trial connection is still held by a worker after its reply.
 
     The trial is a connection like the load's, asking the server to keep it
-    open, looked at twice 50 ms apart (:class:`~acceptlab.real.attribution.ConfirmedLook`:
-    one look can land between a reply and the close); it is not recorded.  A server that closes (or errs) gets
-    ``before-request``, or ``first-byte`` if ``deferred()`` says its listener
-    defers accepts (no worker holds a connection before its data).
+    open, looked at twice 50 ms apart (one look can land between a reply and
+    the close: :class:`~acceptlab.real.attribution.ConfirmedLook`); it is not
+    recorded.  A server that closes (or errs) gets ``before-request``, or
+    ``first-byte`` if ``deferred()`` says its listener defers accepts (no
+    worker holds a connection before its data).
     """
     trial = _one_connection(address, protocol, -1, ConfirmedLook(attributor), timeout, after=True)
     if trial.holder is not None:

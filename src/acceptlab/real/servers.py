@@ -358,7 +358,10 @@ def _command_line(spec: ServerSpec, host: str, port: int, workers: int,
     if spec.program == "uwsgi":
         # --http-socket: uWSGI's workers speak HTTP on the shared socket themselves (no router
         # process); --die-on-term: SIGTERM stops it (uWSGI 2.0 reloads on SIGTERM otherwise).
-        command = [sys.executable, "-c", _PYUWSGI_MAIN, "--http-socket", bind,
+        script = Path(sys.executable).with_name("uwsgi")  # pyuwsgi's console script, if here
+        launcher = [str(script)] if os.access(script, os.X_OK) else [sys.executable, "-c",
+                                                                     _PYUWSGI_MAIN]
+        command = [*launcher, "--http-socket", bind,
                    "--processes", str(workers), "--master", "--die-on-term", "--need-app",
                    "--disable-logging", "--module", "acceptlab.real.apps.pidapp:wsgi"]
         if spec.options["thunder_lock"]:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import collections
 import socket
+import textwrap
 import time
 from dataclasses import dataclass, field
 
@@ -472,7 +473,9 @@ def _thread_line(thread: ThreadWait) -> str:
         where.append(f"listener {thread.listener_inode}")
     if thread.exclusive is not None:
         where.append("EPOLLEXCLUSIVE" if thread.exclusive else "not exclusive")
-    if thread.lock is not None:
+    if thread.lock is not None and thread.lock.kind == "private-futex":
+        where.append("(process-private)")
+    elif thread.lock is not None:
         owner = f", owner {thread.lock.owner}" if thread.lock.owner else ""
         where.append(f"queued on {thread.lock.kind} {thread.lock.key}{owner}")
     return f"    {thread.tid:>7} {thread.waits_in:<8} {' '.join(where)}"
@@ -487,7 +490,8 @@ def format_topology(found: Topology, *, evidence: bool = True) -> str:
     """
     lines = []
     if found.found_from:
-        lines.append(f"process {found.asked_pid}: {found.found_from}")
+        lines.append(textwrap.fill(f"process {found.asked_pid}: {found.found_from}", width=100,
+                                   subsequent_indent="  "))
     lines.append(f"process {found.pid}: {len(found.processes)} process(es), "
                  f"workers {' '.join(map(str, found.workers))}")
     lines.append("listening sockets:")
@@ -495,7 +499,7 @@ def format_topology(found: Topology, *, evidence: bool = True) -> str:
         backlog = "?" if listener.backlog is None else listener.backlog
         defer = ("" if listener.defer_accept == 0 else "  TCP_DEFER_ACCEPT unknown"
                  if listener.defer_accept is None else
-                 f"  TCP_DEFER_ACCEPT {listener.defer_accept} s (accept() only once data came)")
+                 f"  TCP_DEFER_ACCEPT {listener.defer_accept} s (accept() gets it with its data)")
         lines.append(f"  {listener.address}:{listener.port}  inode {listener.inode}  "
                      f"queue {listener.queue}/{backlog}  held by "
                      f"{' '.join(map(str, listener.held_by))}{defer}")
@@ -507,10 +511,13 @@ def format_topology(found: Topology, *, evidence: bool = True) -> str:
         for thread in process.threads:
             lines.append(_thread_line(thread))
             if evidence and thread.evidence and thread.waits_in != "running":
-                lines.append(f"{'':>12}{thread.evidence}")
+                lines.append(textwrap.fill(thread.evidence, width=100, initial_indent=" " * 12,
+                                           subsequent_indent=" " * 14,
+                                           break_on_hyphens=False))
     lines.append(f"net.ipv4.tcp_migrate_req: {found.tcp_migrate_req}")
     if found.lock is not None:
-        lines.append(f"lock around the wait: {found.lock.description}: {found.lock.evidence}")
+        lines.append(textwrap.fill(f"lock around the wait: {found.lock.description}: "
+                                   f"{found.lock.evidence}", width=100, subsequent_indent="  "))
     lines.append(f"strategy: {found.strategy or '(none matched)'}")
     lines.append(f"prediction: {found.prediction}")
     for item in found.unreadable:
