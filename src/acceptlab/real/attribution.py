@@ -32,8 +32,8 @@ from typing import Callable
 
 from ..linux import procfs
 
-__all__ = ["FIRST_BYTE", "CannotAttribute", "ConfirmedLook", "Watch", "probe_deferral",
-           "defer_accept", "STOP_AFTER"]
+__all__ = ["FIRST_BYTE", "CannotAttribute", "ConfirmedLook", "Watch", "listener_defers",
+           "probe_deferral", "defer_accept", "STOP_AFTER"]
 
 FIRST_BYTE = "first-byte"
 """Send the request's first byte, attribute, then send the rest (for a deferring listener)."""
@@ -58,6 +58,12 @@ def defer_accept(found, port: int) -> int | None:
     if not values or any(value is None for value in values):
         return None
     return max(values)
+
+
+def listener_defers(found, address: tuple[str, int]) -> bool:
+    """Whether the listener at ``address`` defers accepts: the inspection's word, else a probe."""
+    known = defer_accept(found, address[1])
+    return bool(known) if known is not None else probe_deferral(address)
 
 
 def probe_deferral(address: tuple[str, int], *, wait: float = 0.05,

@@ -88,7 +88,7 @@ from ..client.load import (CLIENT_COLUMNS, CLIENT_NULLABLE, TIMEOUT, ConnectionR
                    client_socket, fire)
 from ..server.protocol import get_protocol
 from .topology import Topology, settled_topology
-from .attribution import FIRST_BYTE, ConfirmedLook, Watch, defer_accept, probe_deferral
+from .attribution import FIRST_BYTE, ConfirmedLook, Watch, defer_accept, listener_defers
 
 __all__ = ["Attributor", "observe", "coverage", "reply_pid", "ATTRIBUTIONS"]
 
@@ -438,7 +438,7 @@ def observe(pid: int, *, port: int | None = None, host: str = "127.0.0.1",
         try:
             attribution = _choose_attribution(
                 address, chosen, attributor, timeout,
-                deferred=lambda: bool(defer_accept(found, port) or probe_deferral(address)))
+                deferred=lambda: listener_defers(found, address))
         except BaseException:
             attributor.close()
             raise
