@@ -41,6 +41,24 @@ def test_a_deferring_listener_is_observed_after_the_first_byte():
 
 
 @pytest.mark.system
+def test_where_the_option_cannot_be_read_a_probe_finds_the_deferral(monkeypatch):
+    """Without the right to duplicate the server's descriptor (pidfd_getfd), the inspection
+    cannot read TCP_DEFER_ACCEPT; observe's probe connection tells instead."""
+    from acceptlab.linux import peek
+
+    def refused(pid, fd, level, option):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(peek, "socket_option", refused)
+    with Topology("defer-accept") as server:
+        run = observe(server.pid, connections=30, gap=0.001, baseline=False)
+    assert run.meta["defer_accept"] is None
+    assert any("TCP_DEFER_ACCEPT" in item for item in run.meta["inspection"]["unreadable"])
+    assert run.meta["attribution"] == "first-byte"
+    assert run.meta["coverage"]["coverage"] >= 0.99
+
+
+@pytest.mark.system
 def test_holding_the_whole_request_back_stops_early_and_says_why():
     """Forced before-request on a deferring listener: nobody ever holds the connection.  The
     run stops after the first few connections (not after the 400 asked for) with the reason."""
