@@ -48,7 +48,7 @@ def test_attribution_matches_the_pools_own_log(load, protocol, tmp_path):
     for port, pid in zip(seen["peer_port"], seen["pid"]):
         assert truth[port] == pid, f"client port {port}: observe says {pid}, the pool {truth[port]}"
     if protocol == "http":  # the kit's http reply names the pid too
-        assert covered["named"] == covered["attributed"] and covered["disagree"] == 0
+        assert covered["named"] == covered["ok"] and covered["agree"] == covered["attributed"]
     # zen's server answers until the client closes: looked at after the reply; the kit's
     # http server (HTTP/1.0) closes once it has answered: looked at before the request
     assert run.meta["attribution"] == {"zen": "after-reply", "http": "before-request"}[protocol]
@@ -75,12 +75,15 @@ def test_either_attribution_can_be_asked_for_and_agrees_with_the_log(attribution
 
 def test_after_reply_attributes_nothing_where_the_server_closes_and_auto_knows_it():
     """The kit's http server closes after answering: a forced after-reply look finds nothing
-    held (coverage 0, said, no error), which is why auto tries one connection first."""
+    held, so the run stops after its first few connections and says why (issue 24), which is
+    why auto tries one connection first."""
+    from acceptlab.real.attribution import CannotAttribute
+
     with WorkerPool(workers=2, kind="process", strategy="blocking", protocol="http") as pool:
-        forced = observe(os.getpid(), port=pool.address[1], connections=20, baseline=False,
-                         attribution="after-reply")
+        with pytest.raises(CannotAttribute, match="closes each connection"):
+            observe(os.getpid(), port=pool.address[1], connections=20, baseline=False,
+                    attribution="after-reply")
         chosen = observe(os.getpid(), port=pool.address[1], connections=20, baseline=False)
-    assert forced.meta["coverage"]["ok"] == 20 and forced.meta["coverage"]["attributed"] == 0
     assert chosen.meta["attribution"] == "before-request"
     assert chosen.meta["coverage"]["attributed"] == 20
     with pytest.raises(ValueError, match="attribution is one of"):
@@ -110,12 +113,15 @@ def test_observe_a_real_server(name, load):
     covered = run.meta["coverage"]
     assert covered["ok"] == 200, run.client["error"].value_counts()
     assert covered["attributed"] / covered["connections"] >= 0.99, covered
-    assert covered["named"] == covered["attributed"] and covered["disagree"] == 0, covered
+    assert covered["named"] == 200 and covered["agree"] == covered["attributed"], covered
     assert analysis.reconcile(run.client, run.events).ok
     assert run.meta["server"]["server"] == name
-    # gunicorn's sync worker closes after every reply (HTTP/1.0 style); the others keep an
-    # HTTP/1.1 connection open, so the cheaper look after the reply is chosen for them
-    expected = "before-request" if name == "gunicorn-sync" else "after-reply"
+    # gunicorn's sync worker closes after every reply (HTTP/1.0 style); uWSGI's --http-socket
+    # too, and its listener defers accepts until data comes (TCP_DEFER_ACCEPT), so the first
+    # byte goes first; the others keep an HTTP/1.1 connection open, so the cheaper look after
+    # the reply is chosen for them
+    expected = {"gunicorn-sync": "before-request", "uwsgi": "first-byte",
+                "uwsgi-thunder-lock": "first-byte"}.get(name, "after-reply")
     assert run.meta["attribution"] == expected
 
 

@@ -17,12 +17,16 @@ from helpers import port_is_free, wait_until
 from acceptlab.real import servers as real
 from acceptlab.client.load import fire
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux servers")
+pytestmark = [pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux servers"),
+              pytest.mark.system]
 
 # What inspect must match for each server's layout (the issue's list).
 EXPECTED = {"gunicorn-sync": "poll", "gunicorn-gthread": "epoll", "uvicorn": "epoll",
+            "uwsgi": "epoll", "uwsgi-thunder-lock": "locked",
             "nginx": "epoll-exclusive", "nginx-accept-mutex": "locked",
             "nginx-reuseport": "reuseport", "node-rr": "handoff", "node-none": "epoll"}
+# The lock each locked layout is (issue 24): a PI futex for uWSGI, a tried one for nginx.
+LOCKS = {"uwsgi-thunder-lock": "pi-futex", "nginx-accept-mutex": "shared-memory"}
 
 
 def _need(name: str) -> None:
@@ -46,6 +50,13 @@ def test_each_server_starts_answers_is_inspected_and_leaves_nothing(name):
         found = settled_topology(server.pid)  # one read is one instant: two that agree
         assert found.strategy == EXPECTED[name], found.prediction
         assert len(found.workers) == 3
+        assert (found.lock.kind if found.lock else None) == LOCKS.get(name), found.prediction
+        for worker in found.workers:  # any worker pid finds the whole server (issue 24)
+            whole = settled_topology(worker)
+            assert whole.pid == server.pid and whole.asked_pid == worker, whole.found_from
+            assert whole.workers == found.workers and whole.strategy == found.strategy
+            assert [item.held_by for item in whole.listeners] == \
+                [item.held_by for item in found.listeners]  # every holder listed
         client = fire(server.address, protocol="http", connections=30)
         assert client["ok"].all(), client["error"].value_counts()
         port = server.address[1]
@@ -160,6 +171,23 @@ def test_nginx_accept_mutex_one_worker_takes_most_under_light_load():
     best = _best_of_three("nginx-accept-mutex", lambda run: analysis.summary(
         run.events, run.client, 4)["busiest_share"])
     assert best >= 0.8
+
+
+def test_uwsgi_thunder_lock_takes_strict_turns():
+    """A PI futex hands the lock to its longest waiter: turns (measured round-robin score 1.0,
+    25/25/25/25 of 100, 1.99 wakeups per connection unobserved)."""
+    from acceptlab import analysis
+
+    best = _best_of_three("uwsgi-thunder-lock", lambda run: analysis.round_robin_score(
+        analysis.accepted(run.events)["worker"].tolist(), 4))
+    assert best >= 0.9
+
+
+def test_uwsgi_default_herd_more_than_one_wakeup_per_connection():
+    """Every uWSGI worker sits in epoll_wait on the shared socket: every idle one wakes
+    (measured 4.0 unobserved wakeups per connection with 4 workers)."""
+    best = _best_of_three("uwsgi", lambda run: run.meta["baseline"]["switches_per_connection"])
+    assert best > 1.5
 
 
 def test_nginx_exclusive_hands_out_in_runs():

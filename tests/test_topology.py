@@ -21,13 +21,16 @@ from acceptlab.real import topology as topo
 from acceptlab.server.pool import WorkerPool
 from acceptlab.linux.support import Unavailable, check_strategy
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads Linux's /proc")
+pytestmark = [pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads Linux's /proc"),
+              pytest.mark.system]
 
 WAITS = {"blocking": "accept", "locked": "accept", "timeout": "poll", "poll": "poll",
          "epoll": "epoll", "epoll-exclusive": "epoll", "shared-epoll": "epoll",
          "reuseport": "accept"}
-SCHEMA_KEYS = {"pid", "processes", "listeners", "tcp_migrate_req", "strategy", "prediction",
-               "unreadable"}
+SCHEMA_KEYS = {"pid", "asked_pid", "found_from", "processes", "listeners", "tcp_migrate_req",
+               "strategy", "prediction", "lock", "unreadable"}
+THREAD_KEYS = {"tid", "waits_in", "on_fd", "listener_inode", "exclusive", "syscall", "fds",
+               "listener_fd", "timeout_ms", "lock", "evidence"}
 
 
 def _settled(pool: WorkerPool, strategy: str, tries: int = 20) -> topo.Topology:
@@ -65,6 +68,9 @@ def test_inspection_matches_the_pool_strategy(strategy, kind):
         on_listener = 1 if strategy == "locked" else 3  # locked: one waiter, the rest in flock
         assert len(waiting) == on_listener
         assert {thread.waits_in for thread in waiting} == {WAITS[strategy]}
+        assert all(thread.listener_fd in thread.fds and thread.evidence for thread in waiting)
+        if strategy == "locked":  # the kit's locked strategy: flock on a shared file
+            assert found.lock is not None and found.lock.kind == "flock", topo.format_topology(found)
         if WAITS[strategy] == "epoll":
             assert {thread.exclusive for thread in waiting} == {strategy == "epoll-exclusive"}
         assert {thread.listener_inode for thread in waiting} <= {listener.inode for listener in mine}
@@ -80,11 +86,14 @@ def test_json_schema_is_the_documented_one():
     for process in document["processes"]:
         assert set(process) == {"pid", "ppid", "cmd", "threads"}
         for thread in process["threads"]:
-            assert set(thread) == {"tid", "waits_in", "on_fd", "listener_inode", "exclusive"}
+            assert set(thread) == THREAD_KEYS
             assert thread["waits_in"] in ("accept", "epoll", "poll", "select", "other", "running")
+            assert isinstance(thread["evidence"], str)
     for listener in document["listeners"]:
-        assert set(listener) == {"inode", "address", "port", "held_by", "queue", "backlog"}
-        assert listener["backlog"] == 128
+        assert set(listener) == {"inode", "address", "port", "held_by", "queue", "backlog",
+                                 "defer_accept"}
+        assert listener["backlog"] == 128 and listener["defer_accept"] == 0
+    assert document["lock"] is None and document["asked_pid"] is None
 
 
 def test_a_missing_process_is_one_line_from_the_cli():

@@ -12,6 +12,7 @@ only when they succeeded.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -48,9 +49,12 @@ def main(argv: list[str] | None = None) -> int:
                     if slow_ms and real.SERVERS[name].program == "nginx":
                         continue
                     server.set_slow(slow_ms)
+                    before = os.getloadavg()
                     run = observe(server.pid, label=f"{name}/{load}", server=server.meta(),
                                   **options)
                     run.meta["load_name"] = load
+                    # the machine may be shared: its load beside the run, as the sweep keeps it
+                    run.meta["loadavg"] = {"before": before, "after": os.getloadavg()}
                     run.meta["command"] = (
                         f"server = real_server({name!r}, workers={args.workers}); "
                         f"server.set_slow({slow_ms:g}); observe(server.pid, "
@@ -77,7 +81,8 @@ def _line(run, name: str, load: str) -> str:
             f"switches/conn {summary['wakeups_per_accept']:.2f} observed "
             f"{base['switches_per_connection']:.2f} unobserved  "
             f"coverage {run.meta['coverage']['coverage']:.1%} {run.meta['attribution']}  "
-            f"p50 {base['p50_ms']:.2f} ms unobserved")
+            f"p50 {base['p50_ms']:.2f} ms unobserved  "
+            f"load {run.meta['loadavg']['before'][0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -63,11 +63,12 @@ SYSCALL_NAMES: dict[str, dict[int, str]] = {
                441: "epoll_pwait2", 7: "poll", 271: "ppoll", 23: "select", 270: "pselect6",
                73: "flock", 202: "futex", 0: "read", 45: "recvfrom", 61: "wait4",
                35: "nanosleep", 230: "clock_nanosleep", 130: "rt_sigsuspend", 34: "pause",
-               247: "waitid"},
+               247: "waitid", 72: "fcntl", 65: "semop", 220: "semtimedop", 449: "futex_waitv"},
     "aarch64": {202: "accept", 242: "accept4", 22: "epoll_pwait", 441: "epoll_pwait2",
                 73: "ppoll", 72: "pselect6", 32: "flock", 98: "futex", 63: "read",
                 207: "recvfrom", 260: "wait4", 101: "nanosleep", 115: "clock_nanosleep",
-                133: "rt_sigsuspend", 95: "waitid"},
+                133: "rt_sigsuspend", 95: "waitid", 25: "fcntl", 193: "semop",
+                192: "semtimedop", 449: "futex_waitv"},
 }
 
 # How each waiting system call is named in an inspection (the JSON schema's ``waits_in``).

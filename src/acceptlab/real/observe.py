@@ -27,6 +27,15 @@ server (``attribution``, chosen by one unrecorded trial connection first):
   worker has accepted it; only then send.  A worker that reads at once
   after accept() sleeps once more than it would have, and the look-ups cost
   the client several times what ``after-reply``'s one does.
+* ``first-byte``, for a server that closes after answering *and* whose
+  listener defers accepts (``TCP_DEFER_ACCEPT``, uWSGI's default: no worker
+  gets a connection before its data): send the request's first byte, then
+  look as ``before-request`` does, then send the rest
+  (:mod:`acceptlab.real.attribution`).
+
+When none of the first few connections can be attributed (the wrong
+attribution forced, pids that are not the server's), the run stops there with
+one line saying why (:class:`acceptlab.real.attribution.CannotAttribute`).
 
 Either way the server does a little more than for a plain client, so
 :func:`observe` also fires the same load a second time with the plain
@@ -57,6 +66,7 @@ descriptors): a pool of threads is one worker here.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import random
 import re
@@ -78,12 +88,14 @@ from ..client.load import (CLIENT_COLUMNS, CLIENT_NULLABLE, TIMEOUT, ConnectionR
                    client_socket, fire)
 from ..server.protocol import get_protocol
 from .topology import Topology, settled_topology
+from .attribution import FIRST_BYTE, ConfirmedLook, Watch, defer_accept, listener_defers
 
 __all__ = ["Attributor", "observe", "coverage", "reply_pid", "ATTRIBUTIONS"]
 
-ATTRIBUTIONS = ("auto", "after-reply", "before-request")
+ATTRIBUTIONS = ("auto", "after-reply", "before-request", FIRST_BYTE)
 """When a connection is attributed (see the module's docstring); ``auto`` lets a trial decide."""
 
+_log = logging.getLogger(__name__)
 _PID_IN_REPLY = re.compile(rb"\bpid[ =:]*(\d+)")
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
@@ -161,7 +173,7 @@ class Attributor:
         pause = 20e-6
         diag = self._diag()
         while True:
-            found = diag.find(self.server, client[:2])
+            found = self._local.last = diag.find(self.server, client[:2])
             if found is not None and found.inode:
                 pid = self.holder(found.inode)
                 if pid is not None:
@@ -170,6 +182,10 @@ class Attributor:
                 return None, -1
             time.sleep(pause)
             pause = min(pause * 2, 1e-3)
+
+    def last_seen(self) -> procfs.DiagSocket | None:
+        """What this thread's last look found of the server's side (None: nothing, or no look)."""
+        return getattr(self._local, "last", None)
 
     def look(self, client: tuple[str, int]) -> tuple[int | None, int]:
         """One look, no waiting: :meth:`attribute` for a connection already answered."""
@@ -193,8 +209,9 @@ class _Observed:
 
 
 def _one_connection(address: tuple[str, int], protocol, conn: int, attributor: Attributor,
-                    timeout: float, after: bool) -> _Observed:
-    """One connection, attributed ``after`` the reply (one look) or before the request.
+                    timeout: float, after: bool, first_byte: bool = False) -> _Observed:
+    """One connection, attributed ``after`` the reply (one look) or before the request
+    (after its ``first_byte``, for a listener that defers accepts).
 
     The conversation's rules (framing, checks, protocol mismatch, size limit)
     are :class:`~acceptlab.client.conversation.ClientConversation`'s, as for
@@ -213,10 +230,13 @@ def _one_connection(address: tuple[str, int], protocol, conn: int, attributor: A
                 record.t_connected_ns = now()
                 client = sock.getsockname()
                 record.local_port = client[1]
+                outgoing = talk.start()
+                if first_byte:  # a deferring listener hands the connection over on data
+                    sock.sendall(outgoing[:1])
+                    outgoing = outgoing[1:]
                 if not after:  # hold the request back until a worker holds the connection
                     observed.holder, observed.seen_ns = attributor.attribute(
                         client, deadline=time.monotonic() + timeout)
-                outgoing = talk.start()
                 while not talk.ended:
                     if outgoing:
                         sock.sendall(outgoing)
@@ -244,23 +264,30 @@ def _one_connection(address: tuple[str, int], protocol, conn: int, attributor: A
 
 
 def _choose_attribution(address: tuple[str, int], protocol, attributor: Attributor,
-                        timeout: float) -> str:
+                        timeout: float, deferred=lambda: False) -> str:
     """``after-reply`` if a trial connection is still held by a worker after its reply.
 
     The trial is a connection like the load's, asking the server to keep it
-    open; it is not recorded.  A server that closes (or errs) gets
-    ``before-request``, which works for every server.
+    open, looked at twice 50 ms apart (one look can land between a reply and
+    the close: :class:`~acceptlab.real.attribution.ConfirmedLook`); it is not
+    recorded.  A server that closes (or errs) gets ``before-request``, or
+    ``first-byte`` if ``deferred()`` says its listener defers accepts (no
+    worker holds a connection before its data).
     """
-    trial = _one_connection(address, protocol, -1, attributor, timeout, after=True)
-    return "after-reply" if trial.holder is not None else "before-request"
+    trial = _one_connection(address, protocol, -1, ConfirmedLook(attributor), timeout, after=True)
+    if trial.holder is not None:
+        return "after-reply"
+    return FIRST_BYTE if deferred() else "before-request"
 
 
 def _drive(run_one, *, connections: int, concurrency: int, rate: float | None, duration: float,
-           gap: float, seed: int | None) -> list[_Observed]:
+           gap: float, seed: int | None, halt: threading.Event | None = None) -> list[_Observed]:
     """Run ``run_one(conn)`` as a closed loop of ``concurrency`` threads or, with ``rate``, as
-    Poisson arrivals (a thread each, at most 256 at once); stop after ``duration`` seconds."""
+    Poisson arrivals (a thread each, at most 256 at once); stop after ``duration`` seconds,
+    or once ``halt`` is set."""
     out: list[_Observed] = []
     stop_at = time.monotonic() + duration
+    halt = halt or threading.Event()
     numbers = iter(range(connections))
     if rate:
         pace, slots, threads = random.Random(seed), threading.BoundedSemaphore(256), []
@@ -275,7 +302,7 @@ def _drive(run_one, *, connections: int, concurrency: int, rate: float | None, d
         for conn in numbers:
             start += pace.expovariate(rate)
             time.sleep(max(0.0, start - time.monotonic()))
-            if time.monotonic() >= stop_at:
+            if time.monotonic() >= stop_at or halt.is_set():
                 break
             slots.acquire()
             threads.append(threading.Thread(target=arrival, args=(conn,), daemon=True))
@@ -283,7 +310,7 @@ def _drive(run_one, *, connections: int, concurrency: int, rate: float | None, d
     else:
         def client_loop() -> None:
             for conn in numbers:  # next() on a range iterator is atomic under the GIL
-                if time.monotonic() >= stop_at:
+                if time.monotonic() >= stop_at or halt.is_set():
                     return
                 out.append(run_one(conn))
                 if gap:
@@ -358,7 +385,9 @@ def observe(pid: int, *, port: int | None = None, host: str = "127.0.0.1",
     for how attribution works and what each table holds.
 
     Args:
-        pid: the server's master (or its only process).
+        pid: any process of the server: its master, its only process, or a
+            worker (the inspection finds the whole server from it, and says so
+            in ``meta["inspection"]["found_from"]`` and the log).
         port: the port to load; found from the inspection if the server
             listens on exactly one.
         host: the loopback address the server listens on (127.0.0.1, ::1 or
@@ -373,9 +402,15 @@ def observe(pid: int, *, port: int | None = None, host: str = "127.0.0.1",
         label: the run's name (default: the server's matched strategy).
         server: facts about the server to keep in ``meta`` (a
             :meth:`acceptlab.real.servers.RealServer.meta`).
-        attribution: ``after-reply``, ``before-request`` (see the module's
-            docstring) or ``auto``: one trial connection first, not recorded,
-            tells whether the server keeps a connection open after answering.
+        attribution: ``after-reply``, ``before-request``, ``first-byte`` (see
+            the module's docstring) or ``auto``: one trial connection first, not
+            recorded, tells whether the server keeps a connection open after
+            answering, and the listener's ``TCP_DEFER_ACCEPT`` whether a
+            worker can hold one before its data.
+
+    Raises:
+        CannotAttribute: none of the first few connections could be attributed
+            (:mod:`acceptlab.real.attribution`; the message says why).
     """
     chosen = get_protocol(protocol)
     if connections < 1 or concurrency < 1 or duration <= 0 or timeout <= 0 or gap < 0 or (
@@ -388,6 +423,8 @@ def observe(pid: int, *, port: int | None = None, host: str = "127.0.0.1",
         raise ValueError(f"{host} is not a loopback address: the kit only loads this machine")
     host = "127.0.0.1" if host == "localhost" else host
     found = settled_topology(pid)
+    if found.found_from:
+        _log.info("observing the whole server: %s", found.found_from)
     port = _pick_port(found, port)
     workers = found.workers
     hidden = [item for item in found.unreadable
@@ -399,19 +436,24 @@ def observe(pid: int, *, port: int | None = None, host: str = "127.0.0.1",
     attributor = Attributor(workers, address)
     if attribution == "auto":
         try:
-            attribution = _choose_attribution(address, chosen, attributor, timeout)
+            attribution = _choose_attribution(
+                address, chosen, attributor, timeout,
+                deferred=lambda: listener_defers(found, address))
         except BaseException:
             attributor.close()
             raise
     after_reply = attribution == "after-reply"
+    first_byte = attribution == FIRST_BYTE
+    watch = Watch(attributor, attribution)
     started, wall = now(), time.time()
     sampler, queue_note = _start_queue_sampler(port, queue_interval)
     before = _switches(workers)
     try:
-        observed = _drive(lambda conn: _one_connection(address, chosen, conn, attributor, timeout,
-                                                       after_reply),
+        observed = _drive(watch.wrap(lambda conn: _one_connection(
+                              address, chosen, conn, attributor, timeout, after_reply,
+                              first_byte)),
                           connections=connections, concurrency=concurrency, rate=rate,
-                          duration=duration, gap=gap, seed=seed)
+                          duration=duration, gap=gap, seed=seed, halt=watch.halt)
     finally:
         attributor.close()
         if sampler is not None:
@@ -422,6 +464,7 @@ def observe(pid: int, *, port: int | None = None, host: str = "127.0.0.1",
     for item in observed:  # as fire() does: every connection would fail the same way
         if item.record.mismatch is not None:
             raise ProtocolMismatch(address, protocol, *item.record.mismatch)
+    watch.check()  # none of the first few attributed: one line why, not a run of nothing
     strategy = found.strategy or ""
     name = label or f"{(server or {}).get('server', strategy or 'server')}"
     events = _events(observed, workers, _per_worker_delta(before, after, workers), name,
@@ -433,6 +476,7 @@ def observe(pid: int, *, port: int | None = None, host: str = "127.0.0.1",
             "protocol": protocol, "connections": connections, "concurrency": concurrency,
             "rate": rate, "gap": gap, "duration": duration, "timeout": timeout,
             "attribution": attribution, "started": wall, "seconds": (ended - started) / 1e9,
+            "defer_accept": defer_accept(found, port),
             "queue": queue_note,
             "inspection": found.to_json(), "prediction": found.prediction,
             "coverage": _coverage(observed, workers),
@@ -518,13 +562,15 @@ def _client_table(observed: list[_Observed], workers: list[int]) -> pd.DataFrame
 
 
 def _coverage(observed: list[_Observed], workers: list[int]) -> dict:
+    """``named`` counts every reply that named a pid; ``agree``/``disagree``: those attributed."""
     attributed = sum(item.holder is not None for item in observed)
-    named = [item for item in observed if item.named is not None and item.holder is not None]
-    agree = sum(item.named == item.holder for item in named)
+    named = sum(item.named is not None for item in observed)
+    both = [item for item in observed if item.named is not None and item.holder is not None]
+    agree = sum(item.named == item.holder for item in both)
     return {"connections": len(observed), "ok": sum(item.record.ok for item in observed),
             "attributed": attributed,
             "coverage": attributed / len(observed) if observed else float("nan"),
-            "named": len(named), "agree": agree, "disagree": len(named) - agree}
+            "named": named, "agree": agree, "disagree": len(both) - agree}
 
 
 def _baseline(address: tuple[str, int], workers: list[int], **load: object) -> dict:

@@ -1,4 +1,5 @@
-"""Real servers on demand: gunicorn, uvicorn, nginx and Node's cluster, on a free loopback port.
+"""Real servers on demand: gunicorn, uvicorn, uWSGI, nginx and Node's cluster, on a free
+loopback port.
 
 Why: the questions users ask ("why does one gunicorn worker take most of the
 load?") are about servers the kit did not write.  To look at them with the same
@@ -13,7 +14,7 @@ needs one running, configured one way, for a few seconds, and then gone.
     # every process it started is gone and the port is free again
 
 Each server runs a one-line app written for the kit (the reply is ``pid N``:
-:mod:`acceptlab.real.apps.pidapp` for gunicorn and uvicorn, ``servers/cluster.js``
+:mod:`acceptlab.real.apps.pidapp` for gunicorn, uvicorn and uWSGI, ``servers/cluster.js``
 for Node, a ``return 200`` in ``servers/nginx.conf.template`` for nginx).
 
 Resource handling: the server starts in a new session (its own process
@@ -48,8 +49,8 @@ from ..linux import procfs
 from ..basics import show_address
 from ..linux.support import Unavailable
 
-__all__ = ["SERVERS", "ServerSpec", "RealServer", "ServerMissing", "PortTaken", "real_server",
-           "missing_reason", "reference_run_path"]
+__all__ = ["SERVERS", "PYTHON_PACKAGES", "ServerSpec", "RealServer", "ServerMissing", "PortTaken",
+           "real_server", "missing_reason", "reference_run_path"]
 
 
 class ServerMissing(Unavailable):
@@ -60,8 +61,9 @@ class ServerMissing(Unavailable):
 class ServerSpec:
     """How to start one configuration of a real server.
 
-    ``program`` says what must be installed (``gunicorn``/``uvicorn``: a Python
-    package; ``nginx``/``node``: a command); ``options`` the configuration
+    ``program`` says what must be installed (``gunicorn``/``uvicorn``/``uwsgi``: a
+    Python package, :data:`PYTHON_PACKAGES`; ``nginx``/``node``: a command);
+    ``options`` the configuration
     (recorded in a run's ``meta.json``); ``install`` the one-line fix.
     """
 
@@ -76,6 +78,9 @@ _PIP = "pip install 'acceptlab[servers]'"
 _SLOW_FILE = "slow_ms"  # in the server's directory: the app reads each request's wait from it
 _APT_NGINX = "apt-get install nginx-light"
 _APT_NODE = "apt-get install nodejs"
+PYTHON_PACKAGES = {"gunicorn": "gunicorn", "uvicorn": "uvicorn", "uwsgi": "pyuwsgi"}
+"""The servers that are Python packages: program -> the module to import (uWSGI is the
+``pyuwsgi`` wheel: uWSGI built as a Python extension, no compiler needed)."""
 SERVERS: dict[str, ServerSpec] = {spec.name: spec for spec in (
     ServerSpec("gunicorn-sync", "gunicorn", {"worker_class": "sync"}, _PIP,
                "gunicorn, sync workers: each waits in select() on the shared socket"),
@@ -83,6 +88,12 @@ SERVERS: dict[str, ServerSpec] = {spec.name: spec for spec in (
                "gunicorn, gthread workers: a selector on the shared socket, a thread pool"),
     ServerSpec("uvicorn", "uvicorn", {"workers_flag": True}, _PIP,
                "uvicorn --workers: asyncio event loops on one inherited socket"),
+    ServerSpec("uwsgi", "uwsgi", {"thunder_lock": False}, _PIP,
+               "uWSGI's preforking default: every worker in epoll_wait() on the shared socket, "
+               "which has TCP_DEFER_ACCEPT"),
+    ServerSpec("uwsgi-thunder-lock", "uwsgi", {"thunder_lock": True}, _PIP,
+               "uWSGI --thunder-lock: one worker waits for the socket, the others queue on a "
+               "process-shared PI futex (its robust pthread lock)"),
     ServerSpec("nginx", "nginx", {"accept_mutex": "off", "reuseport": False}, _APT_NGINX,
                "nginx's default: accept_mutex off, EPOLLEXCLUSIVE"),
     ServerSpec("nginx-accept-mutex", "nginx", {"accept_mutex": "on", "reuseport": False},
@@ -101,8 +112,8 @@ def missing_reason(name: str) -> str | None:
     spec = _spec(name)
     if not sys.platform.startswith("linux"):
         return f"{name}: the real servers run on Linux only (this is {sys.platform})"
-    if spec.program in ("gunicorn", "uvicorn"):
-        found = importlib.util.find_spec(spec.program) is not None
+    if spec.program in PYTHON_PACKAGES:
+        found = importlib.util.find_spec(PYTHON_PACKAGES[spec.program]) is not None
     else:
         found = _command(spec.program) is not None
     return None if found else f"{name}: {spec.program} is not installed ({spec.install})"
@@ -317,8 +328,8 @@ def _python_env(extra: dict[str, str]) -> dict[str, str]:
 
 
 def _version(program: str) -> str:
-    if program in ("gunicorn", "uvicorn"):
-        return f"{program} {metadata.version(program)}"
+    if program in PYTHON_PACKAGES:
+        return f"{program} {metadata.version(PYTHON_PACKAGES[program])}"
     command = _command(program)
     flag = "-v" if program == "nginx" else "--version"
     done = subprocess.run([command, flag], capture_output=True, text=True, timeout=10)
@@ -344,6 +355,18 @@ def _command_line(spec: ServerSpec, host: str, port: int, workers: int,
                    "--workers", str(workers), "--log-level", "warning", "--no-access-log",
                    "--timeout-graceful-shutdown", "2", "acceptlab.real.apps.pidapp:asgi"]
         return command, _python_env(slow), {"workers": workers}
+    if spec.program == "uwsgi":
+        # --http-socket: uWSGI's workers speak HTTP on the shared socket themselves (no router
+        # process); --die-on-term: SIGTERM stops it (uWSGI 2.0 reloads on SIGTERM otherwise).
+        script = Path(sys.executable).with_name("uwsgi")  # pyuwsgi's console script, if here
+        launcher = [str(script)] if os.access(script, os.X_OK) else [sys.executable, "-c",
+                                                                     _PYUWSGI_MAIN]
+        command = [*launcher, "--http-socket", bind,
+                   "--processes", str(workers), "--master", "--die-on-term", "--need-app",
+                   "--disable-logging", "--module", "acceptlab.real.apps.pidapp:wsgi"]
+        if spec.options["thunder_lock"]:
+            command.append("--thunder-lock")
+        return command, _python_env(slow), {**spec.options, "workers": workers}
     if spec.program == "nginx":
         template = resources.files("acceptlab.real.apps").joinpath("nginx.conf.template")
         config = string.Template(template.read_text()).substitute(
@@ -361,6 +384,10 @@ def _command_line(spec: ServerSpec, host: str, port: int, workers: int,
     env = {**os.environ, **slow, "ACCEPTLAB_POLICY": policy, "ACCEPTLAB_WORKERS": str(workers),
            "ACCEPTLAB_HOST": host, "ACCEPTLAB_PORT": str(port)}
     return [_command("node"), str(script)], env, {**spec.options, "workers": workers}
+
+
+# uWSGI from the pyuwsgi wheel: what its `uwsgi` console script runs, with this Python.
+_PYUWSGI_MAIN = "import sys; from pyuwsgi import run; sys.argv[0] = 'uwsgi'; sys.exit(run())"
 
 
 def _http_ok(address: tuple[str, int]) -> bool:
@@ -403,8 +430,8 @@ def real_server(name: str, *, workers: int = 4, host: str = "127.0.0.1", port: i
 
     Args:
         name: one of :data:`SERVERS` (``gunicorn-sync``, ``gunicorn-gthread``,
-            ``uvicorn``, ``nginx``, ``nginx-accept-mutex``, ``nginx-reuseport``,
-            ``node-rr``, ``node-none``).
+            ``uvicorn``, ``uwsgi``, ``uwsgi-thunder-lock``, ``nginx``,
+            ``nginx-accept-mutex``, ``nginx-reuseport``, ``node-rr``, ``node-none``).
         workers: worker processes to start.
         host: a loopback address (the kit loads only this machine).
         port: 0 picks a free one.
