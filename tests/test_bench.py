@@ -21,6 +21,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="the bench reads /proc")
 
 
+@pytest.mark.system
 def test_a_child_server_whose_first_line_is_not_json_is_stopped_not_leaked():
     chatty = servers.ChildServer(
         ["-c", "import sys, time; print('about to sleep', file=sys.stderr, flush=True); "
@@ -32,12 +33,14 @@ def test_a_child_server_whose_first_line_is_not_json_is_stopped_not_leaked():
     assert chatty.process.poll() is not None and process_gone(chatty.process.pid)
 
 
+@pytest.mark.system
 def test_a_child_server_that_exits_at_once_says_so():
     dead = servers.ChildServer(["-c", "import sys; sys.exit('no port for you')"], "a dead server")
     with pytest.raises(RuntimeError, match="exited instead of its port.*no port for you"):
         dead.start()
 
 
+@pytest.mark.system
 def test_a_child_server_that_prints_its_port_and_pids_starts():
     fine = servers.ChildServer(
         ["-c", "import json, os, time; print(json.dumps({'port': 1, 'pids': [os.getpid()]}), "

@@ -55,6 +55,8 @@ from acceptlab.client.load import fire
 from acceptlab.server.pool import WorkerPool
 from helpers import wait_until
 
+pytestmark = [pytest.mark.system, pytest.mark.serial]
+
 START_METHODS = multiprocessing.get_all_start_methods()
 INTERVAL = 0.1  # the supervisor's interval, seconds
 WORKERS = 4

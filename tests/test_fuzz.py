@@ -470,6 +470,8 @@ def good_client(pool: WorkerPool) -> None:
     assert record.ok, f"a good client after the bad one failed: {record.error}"
 
 
+@pytest.mark.system
+@pytest.mark.serial
 @pytest.mark.parametrize("bad", MISBEHAVIOURS, ids=lambda m: m.name)
 def test_a_bad_client_costs_nothing_but_its_own_connection(live_pool, bad):
     """After the bad client, its worker still accepts (or was replaced, on record), and so

@@ -43,8 +43,9 @@ import pytest
 from acceptlab.server.pool import WorkerPool
 from helpers import port_is_free, process_gone, wait_until, zen_round_trip
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
-                                reason="reads /proc to find processes and process groups")
+pytestmark = [pytest.mark.system, pytest.mark.serial,
+              pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                reason="reads /proc to find processes and process groups")]
 
 START_METHODS = multiprocessing.get_all_start_methods()
 GRACE = 2.0  # seconds the issue allows between the end of the program and a clean machine

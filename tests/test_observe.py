@@ -20,7 +20,8 @@ from acceptlab.lab.experiment import Run
 from acceptlab.real.observe import observe, reply_pid
 from acceptlab.server.pool import WorkerPool
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads Linux's /proc")
+pytestmark = [pytest.mark.serial,
+              pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads Linux's /proc")]
 
 LOADS = {"sequential": {"gap": 0.001}, "closed-loop": {"concurrency": 16}}
 
@@ -31,6 +32,7 @@ def test_reply_pid_reads_the_kit_and_the_real_servers_replies():
     assert reply_pid(b"HTTP/1.0 200 OK\r\n\r\nhello\n") is None
 
 
+@pytest.mark.system
 @pytest.mark.parametrize("protocol", ["zen", "http"])
 @pytest.mark.parametrize("load", list(LOADS))
 def test_attribution_matches_the_pools_own_log(load, protocol, tmp_path):
@@ -61,6 +63,7 @@ def test_attribution_matches_the_pools_own_log(load, protocol, tmp_path):
     assert again.meta["inspection"]["strategy"] == "blocking"
 
 
+@pytest.mark.system
 @pytest.mark.parametrize("attribution", ["before-request", "after-reply"])
 def test_either_attribution_can_be_asked_for_and_agrees_with_the_log(attribution):
     with WorkerPool(workers=3, kind="process", strategy="blocking", protocol="zen") as pool:
@@ -73,6 +76,7 @@ def test_either_attribution_can_be_asked_for_and_agrees_with_the_log(attribution
     assert all(truth[port] == pid for port, pid in zip(seen["peer_port"], seen["pid"]))
 
 
+@pytest.mark.system
 def test_after_reply_attributes_nothing_where_the_server_closes_and_auto_knows_it():
     """The kit's http server closes after answering: a forced after-reply look finds nothing
     held (coverage 0, said, no error), which is why auto tries one connection first."""
@@ -87,6 +91,7 @@ def test_after_reply_attributes_nothing_where_the_server_closes_and_auto_knows_i
         observe(os.getpid(), port=pool.address[1], connections=1, attribution="later")
 
 
+@pytest.mark.system
 def test_the_wrong_port_and_a_missing_process_are_refused():
     with WorkerPool(workers=2, kind="process") as pool:
         with pytest.raises(ValueError, match="does not listen on port"):
@@ -98,6 +103,7 @@ def test_the_wrong_port_and_a_missing_process_are_refused():
 SERVERS = list(real.SERVERS)
 
 
+@pytest.mark.system
 @pytest.mark.parametrize("name", SERVERS)
 @pytest.mark.parametrize("load", list(LOADS))
 def test_observe_a_real_server(name, load):
@@ -119,6 +125,7 @@ def test_observe_a_real_server(name, load):
     assert run.meta["attribution"] == expected
 
 
+@pytest.mark.system
 def test_observe_from_the_command_line(capsys, tmp_path):
     import json
 
@@ -137,6 +144,7 @@ def test_observe_from_the_command_line(capsys, tmp_path):
     assert "one client process" in capsys.readouterr().err
 
 
+@pytest.mark.system
 def test_the_wrong_protocol_is_named_as_fire_names_it():
     from acceptlab.client.load import ProtocolMismatch
 
@@ -146,6 +154,7 @@ def test_the_wrong_protocol_is_named_as_fire_names_it():
                     baseline=False)
 
 
+@pytest.mark.system
 def test_observe_over_ipv6_loopback():
     import socket
 

@@ -17,7 +17,8 @@ from helpers import port_is_free, wait_until
 from acceptlab.real import servers as real
 from acceptlab.client.load import fire
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux servers")
+pytestmark = [pytest.mark.serial,
+              pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux servers")]
 
 # What inspect must match for each server's layout (the issue's list).
 EXPECTED = {"gunicorn-sync": "poll", "gunicorn-gthread": "epoll", "uvicorn": "epoll",
@@ -36,6 +37,7 @@ def _alive(pids) -> list[int]:
             and "Z" not in open(f"/proc/{pid}/stat").read().rpartition(")")[2].split()[0]]
 
 
+@pytest.mark.system
 @pytest.mark.parametrize("name", list(EXPECTED))
 def test_each_server_starts_answers_is_inspected_and_leaves_nothing(name):
     from acceptlab.real.topology import settled_topology
@@ -64,6 +66,7 @@ def _sockets_on(port: int) -> list[str]:
             f"uid {row.uid} inode {row.inode}" for row in tcp_table() if row.port == port]
 
 
+@pytest.mark.system
 def test_killing_the_python_that_started_it_stops_the_server():
     """The guard process stops the server's group when its parent dies without stopping it."""
     name = "gunicorn-sync"
@@ -137,6 +140,7 @@ def _best_of_three(name: str, measure) -> float:
     return max(values)
 
 
+@pytest.mark.system
 def test_gunicorn_sync_herd_more_than_one_wakeup_per_connection():
     """Four workers in select() on one socket: every idle worker wakes (measured 4.6-5.3)."""
     best = _best_of_three("gunicorn-sync",
@@ -144,6 +148,7 @@ def test_gunicorn_sync_herd_more_than_one_wakeup_per_connection():
     assert best > 1.5
 
 
+@pytest.mark.system
 def test_node_round_robin_takes_strict_turns_even_back_to_back():
     """SCHED_RR: the primary hands out in turn (measured round-robin score 1.0)."""
     from acceptlab import analysis
@@ -153,6 +158,7 @@ def test_node_round_robin_takes_strict_turns_even_back_to_back():
     assert best >= 0.9
 
 
+@pytest.mark.system
 def test_nginx_accept_mutex_one_worker_takes_most_under_light_load():
     """The mutex holder keeps the listener while idle (measured: one worker took 200 of 200)."""
     from acceptlab import analysis
@@ -162,6 +168,7 @@ def test_nginx_accept_mutex_one_worker_takes_most_under_light_load():
     assert best >= 0.8
 
 
+@pytest.mark.system
 def test_nginx_exclusive_hands_out_in_runs():
     """EPOLLEXCLUSIVE wakes one worker; nginx >= 1.21.6 moves it to the back every 16 accepts
     (ngx_reorder_accept_events), so the accept sequence comes in long runs (measured 16)."""
@@ -182,6 +189,7 @@ def test_nginx_exclusive_hands_out_in_runs():
     assert _best_of_three("nginx", median_run) >= 8
 
 
+@pytest.mark.system
 def test_a_notebook_kernel_restart_leaves_no_server(tmp_path):
     """A server started in a Jupyter kernel is gone within seconds of the kernel's restart
     (the kernel dies without stopping it; the guard does), as with JupyterLab's button."""
@@ -216,6 +224,7 @@ def test_a_notebook_kernel_restart_leaves_no_server(tmp_path):
         kernel.close()
 
 
+@pytest.mark.system
 def test_real_from_the_command_line_stops_on_ctrl_c():
     name = "nginx" if not real.missing_reason("nginx") else "gunicorn-sync"
     _need(name)
@@ -238,6 +247,7 @@ def test_real_from_the_command_line_stops_on_ctrl_c():
     assert port_is_free(port)
 
 
+@pytest.mark.system
 @pytest.mark.parametrize("name", ["gunicorn-sync", "nginx", "node-rr"])
 def test_a_taken_port_is_one_line_and_leaves_nothing(name):
     import socket

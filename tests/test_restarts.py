@@ -52,6 +52,7 @@ def _needs_namespaces() -> None:
         pytest.skip(f"{MIGRATE} needs Linux >= 5.14; this is {os.uname().release}")
 
 
+@pytest.mark.system
 def test_graceful_restarts_lose_nothing_on_a_shared_socket_and_reuseport_needs_migration():
     """Best of three: shared socket 0 lost, reuseport > 0, reuseport + migrate 0."""
     _needs_namespaces()
@@ -69,6 +70,7 @@ def test_graceful_restarts_lose_nothing_on_a_shared_socket_and_reuseport_needs_m
     assert {run.meta[MIGRATE] for run in runs.values()} >= {0, 1}
 
 
+@pytest.mark.system
 def test_without_namespaces_the_design_that_needs_one_says_why():
     """isolate=False runs on the host: a design needing another tcp_migrate_req is a reason."""
     host = read_sysctl(MIGRATE)

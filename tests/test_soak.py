@@ -20,8 +20,9 @@ import pytest
 
 from bench import soak
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
-                                reason="counts descriptors and memory in /proc")
+pytestmark = [pytest.mark.system, pytest.mark.serial,
+              pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                reason="counts descriptors and memory in /proc")]
 
 SECONDS = float(os.environ.get("ACCEPTLAB_SOAK_SECONDS", "3"))
 

@@ -23,6 +23,8 @@ from acceptlab.server.pool import PortInUse, WorkerPool
 from acceptlab.server.protocol import ZEN
 from helpers import port_is_free, process_gone, wait_until, zen_round_trip
 
+pytestmark = pytest.mark.serial
+
 LINUX = sys.platform.startswith("linux")
 
 # -- a crash loop ends (issue 11, item 1) -------------------------------------------------------
@@ -64,6 +66,7 @@ CRASH_LOOP = textwrap.dedent("""
 """)
 
 
+@pytest.mark.system
 def test_a_replacement_that_cannot_boot_is_retried_three_times_then_left_down(tmp_path):
     """Before: 17 respawns in 2 s, and no end.  Now: 3 boot attempts, then the slot stays down."""
     script = tmp_path / "crash_loop.py"
@@ -87,6 +90,7 @@ def test_a_replacement_that_cannot_boot_is_retried_three_times_then_left_down(tm
     assert done.stderr.count("retrying") == 2 and done.stderr.count("left down") == 1
 
 
+@pytest.mark.system
 def test_a_pool_whose_workers_cannot_boot_fails_to_start_after_its_attempts(tmp_path):
     code = textwrap.dedent("""
         from acceptlab.server.pool import WorkerPool
@@ -108,6 +112,7 @@ def test_boot_attempts_must_be_positive():
 
 # -- no silent joining (issue 11, item 6) ---------------------------------------------------------
 
+@pytest.mark.system
 @pytest.mark.skipif(not LINUX, reason="only Linux balances SO_REUSEPORT (the strategy is refused elsewhere)")
 def test_a_second_reuseport_pool_on_a_taken_port_is_refused_unless_it_joins_on_purpose():
     with WorkerPool(workers=2, kind="thread", strategy="reuseport") as first:
@@ -125,6 +130,7 @@ def test_a_second_reuseport_pool_on_a_taken_port_is_refused_unless_it_joins_on_p
     assert port_is_free(port)
 
 
+@pytest.mark.system
 @pytest.mark.skipif(not LINUX, reason="only Linux balances SO_REUSEPORT (the strategy is refused elsewhere)")
 def test_a_reuseport_pool_refuses_a_port_any_other_server_listens_on():
     with socket.create_server(("127.0.0.1", 0)) as taken:
@@ -158,6 +164,7 @@ def restart_in_background(pool, slot, graceful):
     return thread
 
 
+@pytest.mark.system
 @pytest.mark.parametrize("kind", ["process", "thread"])
 def test_a_graceful_restart_finishes_the_conversation_in_flight(kind):
     with WorkerPool(workers=1, kind=kind, interval=0.05) as pool:
@@ -182,6 +189,7 @@ def test_a_graceful_restart_finishes_the_conversation_in_flight(kind):
     assert pd.notna(accepted["t_done_ns"].iloc[0])  # the old worker recorded the end of ours
 
 
+@pytest.mark.system
 def test_a_graceful_restart_of_an_idle_process_ends_its_wait_at_once():
     """A process asleep in accept() is retired by a signal: it need not wait for a connection."""
     with WorkerPool(workers=2, kind="process") as pool:
@@ -192,6 +200,7 @@ def test_a_graceful_restart_of_an_idle_process_ends_its_wait_at_once():
             zen_round_trip(pool.address)
 
 
+@pytest.mark.system
 @pytest.mark.skipif(not LINUX, reason="only Linux balances SO_REUSEPORT (the strategy is refused elsewhere)")
 def test_a_graceful_restart_of_an_idle_reuseport_thread_closes_its_own_socket_at_once():
     """A thread waiting on a socket of its own is woken by shutting that socket: it leaves now."""
@@ -205,6 +214,7 @@ def test_a_graceful_restart_of_an_idle_reuseport_thread_closes_its_own_socket_at
             zen_round_trip(pool.address)
 
 
+@pytest.mark.system
 def test_a_killing_restart_cuts_the_conversation_and_replaces_the_worker():
     with WorkerPool(workers=1, kind="process") as pool:
         old = pool.idents[0]
@@ -223,6 +233,7 @@ def asleep_in_accept(tid: int) -> bool:
     return Path(f"/proc/self/task/{tid}/wchan").read_text() == "inet_csk_accept"
 
 
+@pytest.mark.system
 @pytest.mark.skipif(not LINUX, reason="reads the kernel's wchan of a thread from /proc")
 def test_a_killing_restart_of_a_thread_crashes_it_at_its_next_connection():
     """A thread cannot be killed: as with kill(), it crashes on the next connection it accepts."""
@@ -243,6 +254,7 @@ def test_a_killing_restart_of_a_thread_crashes_it_at_its_next_connection():
 
 # -- readiness is a signal from the worker, not a file ---------------------------------------------
 
+@pytest.mark.system
 @pytest.mark.parametrize("kind", ["process", "thread"])
 def test_without_an_event_log_a_pool_starts_serves_and_writes_no_file(kind):
     with WorkerPool(workers=2, kind=kind, record=False) as pool:

@@ -40,6 +40,7 @@ def _settled(pool: WorkerPool, strategy: str, tries: int = 20) -> topo.Topology:
     return found
 
 
+@pytest.mark.system
 @pytest.mark.parametrize("kind", ["process", "thread"])
 @pytest.mark.parametrize("strategy", list(WAITS))
 def test_inspection_matches_the_pool_strategy(strategy, kind):
@@ -71,6 +72,7 @@ def test_inspection_matches_the_pool_strategy(strategy, kind):
         assert found.prediction
 
 
+@pytest.mark.system
 def test_json_schema_is_the_documented_one():
     with WorkerPool(workers=2, kind="process", strategy="blocking") as pool:
         found = _settled(pool, "blocking")
@@ -95,6 +97,7 @@ def test_a_missing_process_is_one_line_from_the_cli():
     assert main(["inspect", str(2 ** 22 + 12345)]) == 2
 
 
+@pytest.mark.system
 def test_a_process_we_may_not_read_gives_a_partial_answer():
     """An unprivileged inspector looks at a root-owned pool: what it cannot read is listed."""
     if os.geteuid() != 0:
@@ -117,6 +120,7 @@ def test_a_process_we_may_not_read_gives_a_partial_answer():
     assert document["processes"] and document["processes"][0]["cmd"]  # what is public still is
 
 
+@pytest.mark.system
 def test_a_thread_pool_is_found_beside_an_unrelated_child():
     """A child of the inspected process that holds no listener is not a worker, even when a
     locked pool of threads has only one thread on the listener (the others wait in flock)."""
