@@ -61,6 +61,29 @@ def wait_until(condition, timeout: float, step: float = 0.02) -> float | None:
     return None
 
 
+def accepted_by_pools_of(pid: int) -> int:
+    """Connections accepted so far by every pool that process ``pid`` started.
+
+    A pool's event log lies in ``<tmp>/acceptlab-pool-<pid>-*`` (``pid`` is the pool's
+    owner, whatever its workers' kind), written through shared memory pages: another
+    process reads what the workers wrote, as it happens.  For a test that must wait
+    until a load in another process is under way.
+    """
+    import tempfile
+
+    from acceptlab.server.eventlog import read_events
+
+    accepted = 0
+    for folder in Path(tempfile.gettempdir()).glob(f"acceptlab-pool-{pid}-*"):
+        try:
+            events = read_events(folder)
+        except (OSError, ValueError):
+            continue  # a pool being made or removed right now
+        if len(events):
+            accepted += int((events["outcome"] == "accepted").sum())
+    return accepted
+
+
 def linux() -> bool:
     return os.uname().sysname == "Linux"
 

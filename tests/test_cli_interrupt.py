@@ -32,7 +32,6 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -40,9 +39,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from acceptlab.server.eventlog import read_events
 from acceptlab.server.pool import WorkerPool
-from helpers import linux, wait_until
+from helpers import accepted_by_pools_of, linux, wait_until
 
 pytestmark = [pytest.mark.system, pytest.mark.serial,
               pytest.mark.skipif(not linux(), reason="the leftover check reads /proc (Linux)")]
@@ -148,21 +146,6 @@ def assert_stopped_in_time(client: pd.DataFrame, sent_ns: int) -> None:
         f"the load went on {(last - sent_ns) / 1e9:.2f} s after Ctrl-C"
 
 
-def pool_has_served(pid: int, connections: int) -> bool:
-    """Have the thread workers of process ``pid`` accepted ``connections`` so far?
-
-    A thread pool's event log lies in ``<tmp>/acceptlab-pool-<pid>-*``; the pages are
-    shared, so another process reads what the workers wrote, as it happens.
-    """
-    accepted = 0
-    for folder in Path(tempfile.gettempdir()).glob(f"acceptlab-pool-{pid}-*"):
-        try:
-            events = read_events(folder)
-        except OSError:
-            continue  # the pool is just being made or removed
-        accepted += int((events["outcome"] == "accepted").sum()) if len(events) else 0
-    return accepted >= connections
-
 
 @pytest.mark.parametrize("options", [
     pytest.param(["--gap", "0.001"], id="sequential"),
@@ -214,7 +197,7 @@ def test_ctrl_c_during_compare_writes_what_completed(tmp_path):
         # compare's bar counts runs, not connections: once it shows, wait until the first
         # run's thread workers (in the command's own process) have served a good number.
         command.wait_for_load(sign=re.compile(r"experiments:"))
-        assert wait_until(lambda: pool_has_served(command.proc.pid, 200), timeout=60,
+        assert wait_until(lambda: accepted_by_pools_of(command.proc.pid) >= 200, timeout=60,
                           step=0.1) is not None, f"no connection served: {command.stderr[-1500:]}"
         sent = command.interrupt()
         command.wait(EXIT_DEADLINE_S)

@@ -62,6 +62,12 @@ def eventually(condition, timeout: float = 1.0) -> bool:
     return condition()
 
 
+def sampled(sampler: QueueSampler, queue_len: int) -> bool:
+    """Has ``sampler`` recorded a queue of ``queue_len`` yet?"""
+    frame = sampler.to_frame()
+    return bool(len(frame)) and bool((frame["queue_len"] == queue_len).any())
+
+
 # -- accept_queue --------------------------------------------------------------
 
 @pytest.mark.system
@@ -158,12 +164,12 @@ def test_sampler_sees_the_queue_grow_and_drain() -> None:
         with QueueSampler(sockets=[server], interval=0.002) as sampler:
             with clients(port, 3):
                 assert eventually(lambda: accept_queue(server).queue_len == 3)
-                time.sleep(0.02)  # let the sampler see the full queue
+                assert eventually(lambda: sampled(sampler, 3), timeout=5), "never saw 3 queued"
                 accept_all(server, 3)
-                time.sleep(0.02)  # ... and the empty one
-            started = time.monotonic()
-            sampler.stop()
-            assert time.monotonic() - started < 0.5
+                rows = len(sampler.to_frame())
+                # three samples after the accepts, every one of an empty queue
+                assert eventually(lambda: len(sampler.to_frame()) >= rows + 3, timeout=5)
+            sampler.stop()  # how long it takes: python -m bench.run_all --only timings
     frame = sampler.to_frame()
     assert list(frame.columns) == ["t_ns", "socket", "queue_len", "backlog"]
     assert str(frame["t_ns"].dtype) == "int64"

@@ -37,7 +37,7 @@ from acceptlab.client.lean import LEAN
 from acceptlab.client.load import (CLIENT_COLUMNS, CLIENT_NULLABLE, ProtocolMismatch,
                             describe_errors, fire)
 from acceptlab.server.pool import WorkerPool
-from helpers import wait_until
+from helpers import best_of, wait_until
 
 lean_only = pytest.mark.skipif(not LEAN, reason="the epoll engine needs epoll (Linux)")
 PROMISE = 1.0  # seconds past the duration (or the stop) within which fire() returns (issue 11)
@@ -436,20 +436,34 @@ def achieved_rate(client) -> float:
 
 @pytest.mark.system
 @pytest.mark.serial
-def test_the_open_loop_keeps_its_rate_within_ten_percent_and_its_gaps_are_poisson(zen_pool):
+def test_the_open_loop_keeps_its_rate_within_ten_percent_and_its_seeded_gaps_best_of_three(
+        zen_pool):
+    """The achieved rate is the seeded schedule's (10 %), and the gaps are the schedule's own
+    exponential gaps: ranked, they agree with the gaps asked for (Spearman's rank correlation
+    at least 0.3; evenly paced starts, or unseeded ones, give 0 +- 0.06 over 300 gaps).
+
+    Ranks, not sizes: a busy machine stretches the short gaps (a late start shortens the next
+    gap by as much, since the schedule is absolute), which moves a size statistic such as the
+    median-to-mean ratio (measured 0.36-0.93 here under load, 0.67 asked) but keeps the long
+    gaps long.  Scheduling decides when each start really happens: best of three tries, 1 s
+    each.
+    """
     rate, connections, seed = 300.0, 300, 7
-    client = fire(zen_pool.address, connections=connections, rate=rate, seed=seed)
-    assert client["ok"].all() and len(client) == connections
     wanted = seeded_schedule_rate(rate, connections, seed)
-    assert achieved_rate(client) == pytest.approx(wanted, rel=0.10)
-    # Exponential gaps have a median of ln 2 = 0.69 times their mean; evenly paced ones 1.0.
-    # (The median and the mean, unlike the standard deviation once used here, shrug off the
-    # few gaps a busy machine stretches: a late start shortens the next gap by as much, since
-    # the schedule is absolute.)  Compared with the seeded schedule's own ratio:
-    gaps = client["t_start_ns"].sort_values().diff().dropna()
     pace = random.Random(seed)
     asked = pd.Series([pace.expovariate(rate) for _ in range(connections)][1:])
-    assert gaps.median() / gaps.mean() == pytest.approx(asked.median() / asked.mean(), abs=0.1)
+
+    def measure():
+        client = fire(zen_pool.address, connections=connections, rate=rate, seed=seed)
+        assert client["ok"].all() and len(client) == connections
+        starts = client.sort_values("conn")["t_start_ns"].reset_index(drop=True)
+        gaps = starts.diff().dropna().reset_index(drop=True)
+        return achieved_rate(client), gaps.rank().corr(asked.reset_index(drop=True).rank())
+
+    tries = best_of(3, measure, lambda v: v[0] == pytest.approx(wanted, rel=0.10) and v[1] >= 0.3)
+    achieved, agreement = tries.last
+    assert achieved == pytest.approx(wanted, rel=0.10), tries.values
+    assert agreement >= 0.3, f"(rate, rank agreement) of each try: {tries.values}"
 
 
 @pytest.mark.system

@@ -117,7 +117,8 @@ def test_sigkill_of_the_parent_leaves_no_orphan_and_frees_the_port(tmp_path, met
     finally:
         parent.send_signal(signal.SIGKILL)
         parent.wait(5)
-    took = wait_until(lambda: all(process_gone(pid) for pid in pids), timeout=2.0)
+    # README: "each worker process notices within 0.2 s and exits by itself": 10x that
+    took = wait_until(lambda: all(process_gone(pid) for pid in pids), timeout=10 * 0.2)
     assert took is not None, f"workers still alive 2 s after their parent's SIGKILL: {pids}"
     assert port_is_free(port)
 

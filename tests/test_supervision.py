@@ -26,6 +26,9 @@ from helpers import port_is_free, process_gone, wait_until, zen_round_trip
 pytestmark = pytest.mark.serial
 
 LINUX = sys.platform.startswith("linux")
+# A retired worker leaves like one that stop() asks to: README, "stops every worker within a
+# second"; three times that here.  (A broken retirement leaves it waiting for ever.)
+LEAVE_DEADLINE = 3 * 1.0
 
 # -- a crash loop ends (issue 11, item 1) -------------------------------------------------------
 
@@ -180,9 +183,9 @@ def test_a_graceful_restart_finishes_the_conversation_in_flight(kind):
         assert (replacement.slot, replacement.generation, replacement.pid) == (0, 0, old)
         assert replacement.exit == "restarted gracefully"
         if kind == "process":
-            assert wait_until(lambda: process_gone(old), timeout=2) is not None
+            assert wait_until(lambda: process_gone(old), timeout=LEAVE_DEADLINE) is not None
         assert wait_until(lambda: old not in {t.native_id for t in threading.enumerate()},
-                          timeout=2) is not None
+                          timeout=LEAVE_DEADLINE) is not None
     events = pool.events()
     accepted = events[events["outcome"] == "accepted"]
     assert list(accepted["generation"]) == [0, 1]  # ours on the old worker, the next on the new
@@ -195,7 +198,8 @@ def test_a_graceful_restart_of_an_idle_process_ends_its_wait_at_once():
     with WorkerPool(workers=2, kind="process") as pool:
         old = pool.idents[1]
         pool.restart(1)
-        assert wait_until(lambda: process_gone(old), timeout=1.0) is not None
+        # not "when a connection comes" (none will): a broken retirement waits for ever
+        assert wait_until(lambda: process_gone(old), timeout=LEAVE_DEADLINE) is not None
         for _ in range(4):
             zen_round_trip(pool.address)
 
@@ -208,7 +212,7 @@ def test_a_graceful_restart_of_an_idle_reuseport_thread_closes_its_own_socket_at
         old = pool.idents[1]
         pool.restart(1)
         assert wait_until(lambda: old not in {t.native_id for t in threading.enumerate()},
-                          timeout=1.0) is not None
+                          timeout=LEAVE_DEADLINE) is not None
         assert len(listen_queues(pool.address[1])) == 2  # the old socket is gone, the new one bound
         for _ in range(8):
             zen_round_trip(pool.address)
@@ -241,7 +245,7 @@ def test_a_killing_restart_of_a_thread_crashes_it_at_its_next_connection():
         old = pool.idents[0]
         # Ready means "about to wait": for a thread that may still want the GIL, so the test
         # waits until the kernel has the old thread asleep in accept(), ahead of the new one.
-        assert wait_until(lambda: asleep_in_accept(old), timeout=2) is not None
+        assert wait_until(lambda: asleep_in_accept(old), timeout=10) is not None
         pool.restart(0, graceful=False)
         assert pool.status()[0].state == "serving" and pool.idents[0] != old
         # The old thread still sleeps in accept() ahead of the new one (the kernel's FIFO), so

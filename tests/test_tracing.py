@@ -24,6 +24,8 @@ from acceptlab.linux.tracing import (KernelTrace, TracingUnavailable,
                                agreement, cross_check, find_instances, parse_trace,
                                tracefs_root)
 
+from helpers import accepted_by_pools_of, wait_until
+
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
@@ -323,7 +325,9 @@ def test_ctrl_c_during_a_traced_run_leaves_no_instance():
     while not any(p.name.startswith(f"acceptlab-{pid}-") for p in find_instances(root)):
         assert time.monotonic() < deadline and child.poll() is None, child.stderr.read()
         time.sleep(0.05)
-    time.sleep(0.5)  # mid-load
+    # mid-load: the traced run's workers have served some of it
+    assert wait_until(lambda: accepted_by_pools_of(int(pid)) >= 20, timeout=30) is not None, \
+        "the traced run served nothing"
     child.send_signal(signal.SIGINT)
     child.wait(60)
     assert "KeyboardInterrupt" in child.stderr.read()
