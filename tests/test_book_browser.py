@@ -345,18 +345,16 @@ def test_a_screenshot_of_one_page(chromium: str, book: dict) -> None:
 
 @pytest.mark.system
 @pytest.mark.serial
-def test_the_http_demo_is_served_by_more_than_one_worker(chromium: str) -> None:
+def test_the_http_demo_is_served_by_more_than_one_worker(start_pool, chromium: str) -> None:
     """Load the http demo in the browser a few times: the kernel hands the loads to different workers."""
-    from acceptlab import WorkerPool
-
     served = []
-    with WorkerPool(protocol="http", workers=4, kind="process") as pool:
-        host, port = pool.address
-        for _ in range(HTTP_LOADS):
-            dom = dump_dom(chromium, f"http://{host}:{port}/")
-            match = re.search(r"served by worker (\d+) \(pid (\d+), thread (\d+)\)", dom)
-            assert match, f"the page did not name its worker:\n{dom[:500]}"
-            served.append(int(match.group(1)))
+    pool = start_pool(protocol="http", workers=4, kind="process")
+    host, port = pool.address
+    for _ in range(HTTP_LOADS):
+        dom = dump_dom(chromium, f"http://{host}:{port}/")
+        match = re.search(r"served by worker (\d+) \(pid (\d+), thread (\d+)\)", dom)
+        assert match, f"the page did not name its worker:\n{dom[:500]}"
+        served.append(int(match.group(1)))
     assert len(set(served)) > 1, f"every load was served by the same worker: {served}"
 
 

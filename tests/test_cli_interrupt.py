@@ -39,7 +39,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from acceptlab.server.pool import WorkerPool
 from helpers import accepted_by_pools_of, linux, wait_until
 
 pytestmark = [pytest.mark.system, pytest.mark.serial,
@@ -174,19 +173,19 @@ def test_ctrl_c_during_run_keeps_the_run(tmp_path, options):
     assert "client:" in command.stdout and "latency (ms)" in command.stdout
 
 
-def test_ctrl_c_during_load_prints_what_completed():
-    with WorkerPool(workers=2, kind="thread") as pool:
-        command = Command("load", "--port", str(pool.address[1]), "-c", "100000000",
-                          "--duration", "120", "--processes", "2", "--concurrency", "2")
-        try:
-            command.wait_for_load()
-            command.interrupt()
-            command.wait(EXIT_DEADLINE_S)
-            assert_clean_exit(command)
-        finally:
-            command.kill()
-        done = re.search(r"client: (\d+) connections, (\d+) ok", command.stdout)
-        assert done and int(done.group(1)) > 0, command.stdout
+def test_ctrl_c_during_load_prints_what_completed(start_pool):
+    pool = start_pool(workers=2, kind="thread")
+    command = Command("load", "--port", str(pool.address[1]), "-c", "100000000",
+                      "--duration", "120", "--processes", "2", "--concurrency", "2")
+    try:
+        command.wait_for_load()
+        command.interrupt()
+        command.wait(EXIT_DEADLINE_S)
+        assert_clean_exit(command)
+    finally:
+        command.kill()
+    done = re.search(r"client: (\d+) connections, (\d+) ok", command.stdout)
+    assert done and int(done.group(1)) > 0, command.stdout
 
 
 def test_ctrl_c_during_compare_writes_what_completed(tmp_path):

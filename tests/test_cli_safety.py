@@ -79,12 +79,12 @@ def assert_one_clear_line(result: subprocess.CompletedProcess, *words: str) -> N
 # -- defaults ------------------------------------------------------------------------------
 
 @pytest.mark.system
-def test_pools_default_to_loopback_and_an_ephemeral_port():
+def test_pools_default_to_loopback_and_an_ephemeral_port(start_pool):
     parameters = inspect.signature(WorkerPool).parameters
     assert parameters["host"].default == "127.0.0.1"
     assert parameters["port"].default == 0
-    with WorkerPool(workers=1, kind="thread") as pool:
-        host, port = pool.listening_socket.getsockname()[:2]
+    pool = start_pool(workers=1, kind="thread")
+    host, port = pool.listening_socket.getsockname()[:2]
     assert host == "127.0.0.1" and port != 0 and port != BOOK_PORT
 
 

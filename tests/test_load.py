@@ -195,19 +195,19 @@ def test_the_epoll_engine_reads_the_serving_worker_from_http_replies(http_pool):
 
 @pytest.mark.system
 @pytest.mark.parametrize("processes", [1, pytest.param(2, marks=lean_only)])
-def test_the_server_log_accepted_exactly_the_clients_connections(processes):
+def test_the_server_log_accepted_exactly_the_clients_connections(start_pool, processes):
     """A pool of its own (its log holds this load only): the ports the client recorded are
     exactly the peers the workers accepted, one for one."""
-    with WorkerPool(workers=2, kind="thread", protocol="zen") as pool:
-        client = fire(pool.address, connections=100, concurrency=8, processes=processes)
-        assert_every_connection_once(client, 100)
+    pool = start_pool(workers=2, kind="thread", protocol="zen")
+    client = fire(pool.address, connections=100, concurrency=8, processes=processes)
+    assert_every_connection_once(client, 100)
 
-        def accepted():
-            events = pool.events()
-            return events.loc[events["outcome"] == "accepted", "peer_port"]
+    def accepted():
+        events = pool.events()
+        return events.loc[events["outcome"] == "accepted", "peer_port"]
 
-        assert wait_until(lambda: len(accepted()) >= 100, timeout=5) is not None
-        ports = accepted()
+    assert wait_until(lambda: len(accepted()) >= 100, timeout=5) is not None
+    ports = accepted()
     assert len(ports) == 100 and ports.is_unique
     assert set(ports) == set(client["local_port"])
 
@@ -468,15 +468,15 @@ def test_the_open_loop_keeps_its_rate_within_ten_percent_and_its_seeded_gaps_bes
 
 @pytest.mark.system
 @pytest.mark.serial
-def test_the_open_loop_does_not_wait_for_a_slow_server():
+def test_the_open_loop_does_not_wait_for_a_slow_server(start_pool):
     """Arrivals keep their schedule when the server falls behind: that is what makes queues grow.
 
     2 workers, 20 ms per question, 3 questions: about 33 connections/s at most. Fired at
     150/s, the starts keep (nearly) 150/s while the replies fall further and further behind.
     """
     rate, connections, seed = 150.0, 60, 11
-    with WorkerPool(workers=2, kind="thread", work="sleep:20") as slow:
-        client = fire(slow.address, connections=connections, rate=rate, seed=seed, timeout=10)
+    slow = start_pool(workers=2, kind="thread", work="sleep:20")
+    client = fire(slow.address, connections=connections, rate=rate, seed=seed, timeout=10)
     assert client["ok"].all()
     assert achieved_rate(client) == pytest.approx(seeded_schedule_rate(rate, connections, seed),
                                                   rel=0.10)

@@ -18,7 +18,6 @@ from acceptlab import analysis
 from acceptlab.real import servers as real
 from acceptlab.lab.experiment import Run
 from acceptlab.real.observe import observe, reply_pid
-from acceptlab.server.pool import WorkerPool
 
 pytestmark = [pytest.mark.serial,
               pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads Linux's /proc")]
@@ -35,10 +34,10 @@ def test_reply_pid_reads_the_kit_and_the_real_servers_replies():
 @pytest.mark.system
 @pytest.mark.parametrize("protocol", ["zen", "http"])
 @pytest.mark.parametrize("load", list(LOADS))
-def test_attribution_matches_the_pools_own_log(load, protocol, tmp_path):
-    with WorkerPool(workers=4, kind="process", strategy="blocking", protocol=protocol) as pool:
-        run = observe(os.getpid(), port=pool.address[1], protocol=protocol, connections=300,
-                      baseline=False, **LOADS[load])
+def test_attribution_matches_the_pools_own_log(start_pool, load, protocol, tmp_path):
+    pool = start_pool(workers=4, kind="process", strategy="blocking", protocol=protocol)
+    run = observe(os.getpid(), port=pool.address[1], protocol=protocol, connections=300,
+                  baseline=False, **LOADS[load])
     truth = pool.events()
     truth = truth[truth["outcome"] == "accepted"].set_index("peer_port")["pid"]
     assert run.meta["worker_pids"] == sorted(pool.pids)
@@ -65,10 +64,10 @@ def test_attribution_matches_the_pools_own_log(load, protocol, tmp_path):
 
 @pytest.mark.system
 @pytest.mark.parametrize("attribution", ["before-request", "after-reply"])
-def test_either_attribution_can_be_asked_for_and_agrees_with_the_log(attribution):
-    with WorkerPool(workers=3, kind="process", strategy="blocking", protocol="zen") as pool:
-        run = observe(os.getpid(), port=pool.address[1], protocol="zen", connections=100,
-                      gap=0.001, baseline=False, attribution=attribution)
+def test_either_attribution_can_be_asked_for_and_agrees_with_the_log(start_pool, attribution):
+    pool = start_pool(workers=3, kind="process", strategy="blocking", protocol="zen")
+    run = observe(os.getpid(), port=pool.address[1], protocol="zen", connections=100,
+                  gap=0.001, baseline=False, attribution=attribution)
     truth = pool.events()
     truth = truth[truth["outcome"] == "accepted"].set_index("peer_port")["pid"]
     seen = run.events[run.events["outcome"] == "accepted"]
@@ -77,13 +76,13 @@ def test_either_attribution_can_be_asked_for_and_agrees_with_the_log(attribution
 
 
 @pytest.mark.system
-def test_after_reply_attributes_nothing_where_the_server_closes_and_auto_knows_it():
+def test_after_reply_attributes_nothing_where_the_server_closes_and_auto_knows_it(start_pool):
     """The kit's http server closes after answering: a forced after-reply look finds nothing
     held (coverage 0, said, no error), which is why auto tries one connection first."""
-    with WorkerPool(workers=2, kind="process", strategy="blocking", protocol="http") as pool:
-        forced = observe(os.getpid(), port=pool.address[1], connections=20, baseline=False,
-                         attribution="after-reply")
-        chosen = observe(os.getpid(), port=pool.address[1], connections=20, baseline=False)
+    pool = start_pool(workers=2, kind="process", strategy="blocking", protocol="http")
+    forced = observe(os.getpid(), port=pool.address[1], connections=20, baseline=False,
+                     attribution="after-reply")
+    chosen = observe(os.getpid(), port=pool.address[1], connections=20, baseline=False)
     assert forced.meta["coverage"]["ok"] == 20 and forced.meta["coverage"]["attributed"] == 0
     assert chosen.meta["attribution"] == "before-request"
     assert chosen.meta["coverage"]["attributed"] == 20
@@ -92,10 +91,10 @@ def test_after_reply_attributes_nothing_where_the_server_closes_and_auto_knows_i
 
 
 @pytest.mark.system
-def test_the_wrong_port_and_a_missing_process_are_refused():
-    with WorkerPool(workers=2, kind="process") as pool:
-        with pytest.raises(ValueError, match="does not listen on port"):
-            observe(os.getpid(), port=1, connections=1)
+def test_the_wrong_port_and_a_missing_process_are_refused(start_pool):
+    pool = start_pool(workers=2, kind="process")
+    with pytest.raises(ValueError, match="does not listen on port"):
+        observe(os.getpid(), port=1, connections=1)
     with pytest.raises(ProcessLookupError):
         observe(2 ** 22 + 12345, port=pool.address[1], connections=1)
 
@@ -126,14 +125,14 @@ def test_observe_a_real_server(name, load):
 
 
 @pytest.mark.system
-def test_observe_from_the_command_line(capsys, tmp_path):
+def test_observe_from_the_command_line(start_pool, capsys, tmp_path):
     import json
 
     from acceptlab.cli import main
 
-    with WorkerPool(workers=2, kind="process", strategy="blocking", protocol="http") as pool:
-        code = main(["observe", str(os.getpid()), "--port", str(pool.address[1]), "-c", "40",
-                     "--gap", "0.001", "--no-baseline", "--json", "--out", str(tmp_path / "o")])
+    pool = start_pool(workers=2, kind="process", strategy="blocking", protocol="http")
+    code = main(["observe", str(os.getpid()), "--port", str(pool.address[1]), "-c", "40",
+                 "--gap", "0.001", "--no-baseline", "--json", "--out", str(tmp_path / "o")])
     assert code == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["strategy"] == "blocking" and summary["connections"] == 40
@@ -145,23 +144,23 @@ def test_observe_from_the_command_line(capsys, tmp_path):
 
 
 @pytest.mark.system
-def test_the_wrong_protocol_is_named_as_fire_names_it():
+def test_the_wrong_protocol_is_named_as_fire_names_it(start_pool):
     from acceptlab.client.load import ProtocolMismatch
 
-    with WorkerPool(workers=2, kind="process", protocol="zen") as pool:
-        with pytest.raises(ProtocolMismatch, match="zen"):
-            observe(os.getpid(), port=pool.address[1], protocol="http", connections=3,
-                    baseline=False)
+    pool = start_pool(workers=2, kind="process", protocol="zen")
+    with pytest.raises(ProtocolMismatch, match="zen"):
+        observe(os.getpid(), port=pool.address[1], protocol="http", connections=3,
+                baseline=False)
 
 
 @pytest.mark.system
-def test_observe_over_ipv6_loopback():
+def test_observe_over_ipv6_loopback(start_pool):
     import socket
 
     if not socket.has_ipv6:
         pytest.skip("no IPv6 on this machine: ::1 cannot be tested")
-    with WorkerPool(workers=2, kind="process", protocol="http", host="::1") as pool:
-        run = observe(os.getpid(), host="::1", port=pool.address[1], connections=60, gap=0.001,
-                      baseline=False)
+    pool = start_pool(workers=2, kind="process", protocol="http", host="::1")
+    run = observe(os.getpid(), host="::1", port=pool.address[1], connections=60, gap=0.001,
+                  baseline=False)
     assert run.meta["coverage"]["attributed"] >= 60 * 0.99
     assert run.meta["coverage"]["disagree"] == 0

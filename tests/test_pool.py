@@ -124,8 +124,8 @@ def test_sigkill_of_the_parent_leaves_no_orphan_and_frees_the_port(tmp_path, met
 
 
 @pytest.mark.system
-def test_stop_is_idempotent_and_events_survive_it():
-    pool = WorkerPool(workers=2, kind="process").start()
+def test_stop_is_idempotent_and_events_survive_it(start_pool):
+    pool = start_pool(workers=2, kind="process")
     zen_round_trip(pool.address)
     pool.stop()
     pool.stop()

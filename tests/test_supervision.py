@@ -193,43 +193,43 @@ def test_a_graceful_restart_finishes_the_conversation_in_flight(kind):
 
 
 @pytest.mark.system
-def test_a_graceful_restart_of_an_idle_process_ends_its_wait_at_once():
+def test_a_graceful_restart_of_an_idle_process_ends_its_wait_at_once(start_pool):
     """A process asleep in accept() is retired by a signal: it need not wait for a connection."""
-    with WorkerPool(workers=2, kind="process") as pool:
-        old = pool.idents[1]
-        pool.restart(1)
-        # not "when a connection comes" (none will): a broken retirement waits for ever
-        assert wait_until(lambda: process_gone(old), timeout=LEAVE_DEADLINE) is not None
-        for _ in range(4):
-            zen_round_trip(pool.address)
+    pool = start_pool(workers=2, kind="process")
+    old = pool.idents[1]
+    pool.restart(1)
+    # not "when a connection comes" (none will): a broken retirement waits for ever
+    assert wait_until(lambda: process_gone(old), timeout=LEAVE_DEADLINE) is not None
+    for _ in range(4):
+        zen_round_trip(pool.address)
 
 
 @pytest.mark.system
 @pytest.mark.skipif(not LINUX, reason="only Linux balances SO_REUSEPORT (the strategy is refused elsewhere)")
-def test_a_graceful_restart_of_an_idle_reuseport_thread_closes_its_own_socket_at_once():
+def test_a_graceful_restart_of_an_idle_reuseport_thread_closes_its_own_socket_at_once(start_pool):
     """A thread waiting on a socket of its own is woken by shutting that socket: it leaves now."""
-    with WorkerPool(workers=2, kind="thread", strategy="reuseport") as pool:
-        old = pool.idents[1]
-        pool.restart(1)
-        assert wait_until(lambda: old not in {t.native_id for t in threading.enumerate()},
-                          timeout=LEAVE_DEADLINE) is not None
-        assert len(listen_queues(pool.address[1])) == 2  # the old socket is gone, the new one bound
-        for _ in range(8):
-            zen_round_trip(pool.address)
+    pool = start_pool(workers=2, kind="thread", strategy="reuseport")
+    old = pool.idents[1]
+    pool.restart(1)
+    assert wait_until(lambda: old not in {t.native_id for t in threading.enumerate()},
+                      timeout=LEAVE_DEADLINE) is not None
+    assert len(listen_queues(pool.address[1])) == 2  # the old socket is gone, the new one bound
+    for _ in range(8):
+        zen_round_trip(pool.address)
 
 
 @pytest.mark.system
-def test_a_killing_restart_cuts_the_conversation_and_replaces_the_worker():
-    with WorkerPool(workers=1, kind="process") as pool:
-        old = pool.idents[0]
-        client = half_a_conversation(pool.address)
-        pool.restart(0, graceful=False)
-        with pytest.raises(ConnectionError):
-            finish(client)
-        assert process_gone(old)
-        (replacement,) = pool.replacements
-        assert replacement.exit == "restarted: killed" and replacement.new_pid == pool.idents[0]
-        assert zen_round_trip(pool.address) == [b"Ugly.", b"Implicit.", b"Complex."]
+def test_a_killing_restart_cuts_the_conversation_and_replaces_the_worker(start_pool):
+    pool = start_pool(workers=1, kind="process")
+    old = pool.idents[0]
+    client = half_a_conversation(pool.address)
+    pool.restart(0, graceful=False)
+    with pytest.raises(ConnectionError):
+        finish(client)
+    assert process_gone(old)
+    (replacement,) = pool.replacements
+    assert replacement.exit == "restarted: killed" and replacement.new_pid == pool.idents[0]
+    assert zen_round_trip(pool.address) == [b"Ugly.", b"Implicit.", b"Complex."]
 
 
 def asleep_in_accept(tid: int) -> bool:
@@ -239,29 +239,29 @@ def asleep_in_accept(tid: int) -> bool:
 
 @pytest.mark.system
 @pytest.mark.skipif(not LINUX, reason="reads the kernel's wchan of a thread from /proc")
-def test_a_killing_restart_of_a_thread_crashes_it_at_its_next_connection():
+def test_a_killing_restart_of_a_thread_crashes_it_at_its_next_connection(start_pool):
     """A thread cannot be killed: as with kill(), it crashes on the next connection it accepts."""
-    with WorkerPool(workers=1, kind="thread", interval=0.05) as pool:
-        old = pool.idents[0]
-        # Ready means "about to wait": for a thread that may still want the GIL, so the test
-        # waits until the kernel has the old thread asleep in accept(), ahead of the new one.
-        assert wait_until(lambda: asleep_in_accept(old), timeout=10) is not None
-        pool.restart(0, graceful=False)
-        assert pool.status()[0].state == "serving" and pool.idents[0] != old
-        # The old thread still sleeps in accept() ahead of the new one (the kernel's FIFO), so
-        # it takes the next connection and crashes with it; the one after is the new thread's.
-        with pytest.raises(ConnectionError):
-            zen_round_trip(pool.address)
-        assert zen_round_trip(pool.address) == [b"Ugly.", b"Implicit.", b"Complex."]
-        assert pool.replacements[0].exit == "restarted: killed"
+    pool = start_pool(workers=1, kind="thread", interval=0.05)
+    old = pool.idents[0]
+    # Ready means "about to wait": for a thread that may still want the GIL, so the test
+    # waits until the kernel has the old thread asleep in accept(), ahead of the new one.
+    assert wait_until(lambda: asleep_in_accept(old), timeout=10) is not None
+    pool.restart(0, graceful=False)
+    assert pool.status()[0].state == "serving" and pool.idents[0] != old
+    # The old thread still sleeps in accept() ahead of the new one (the kernel's FIFO), so
+    # it takes the next connection and crashes with it; the one after is the new thread's.
+    with pytest.raises(ConnectionError):
+        zen_round_trip(pool.address)
+    assert zen_round_trip(pool.address) == [b"Ugly.", b"Implicit.", b"Complex."]
+    assert pool.replacements[0].exit == "restarted: killed"
 
 
 # -- readiness is a signal from the worker, not a file ---------------------------------------------
 
 @pytest.mark.system
 @pytest.mark.parametrize("kind", ["process", "thread"])
-def test_without_an_event_log_a_pool_starts_serves_and_writes_no_file(kind):
-    with WorkerPool(workers=2, kind=kind, record=False) as pool:
-        zen_round_trip(pool.address)
-        assert [s.state for s in pool.status()] == ["serving", "serving"]
-        assert not list(Path(pool.log_dir).glob("*.events"))
+def test_without_an_event_log_a_pool_starts_serves_and_writes_no_file(start_pool, kind):
+    pool = start_pool(workers=2, kind=kind, record=False)
+    zen_round_trip(pool.address)
+    assert [s.state for s in pool.status()] == ["serving", "serving"]
+    assert not list(Path(pool.log_dir).glob("*.events"))
