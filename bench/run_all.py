@@ -11,8 +11,9 @@ Steps (each prints its own runs as it goes):
     patch      -        the proposed patches (bench/patches/*.diff) vs the code as it is
     profile    -        system calls per connection (strace -c), py-spy, hot-path piece costs
     scale      6        1-16 workers x 1-64 clients, threads and processes: table and plot
-    notebooks  5        every notebook in a fresh kernel
+    notebooks  5        every lesson three times, each in a fresh kernel: the course's goals
     fixes      -        each fix for the uneven split vs blocking; handoff vs Node's SCHED_RR
+    timings    -        the kit's time promises (stop, Ctrl-C, durations...) against their goals
 
 Every comparison alternates its contestants round by round in one run and reports
 medians with their range (min-max), and ratios taken within each round: the
@@ -45,10 +46,10 @@ from . import RESULTS
 from .nginx import nginx_binary
 from .rows import SKIPPED, Figure, banner, loud_skip, markdown_table, write_csv
 
-STEPS = ("servers", "client", "patch", "profile", "scale", "notebooks", "fixes")
+STEPS = ("servers", "client", "patch", "profile", "scale", "notebooks", "fixes", "timings")
 NEEDS = {"servers": ("nginx", "wrk"), "client": ("nginx", "wrk"), "patch": ("nginx", "wrk"),
          "profile": ("nginx", "wrk", "strace"), "scale": ("wrk",), "notebooks": (),
-         "fixes": ("wrk",)}
+         "fixes": ("wrk",), "timings": ()}
 PACKAGES = {"nginx": "nginx-light", "wrk": "wrk", "strace": "strace"}
 
 
@@ -133,7 +134,8 @@ def write_summary(figures: list[Figure], meta: dict, timings: dict[str, float],
         "Files: [servers.csv](servers.csv) (every wrk run), [client.csv](client.csv), "
         "[patch.csv](patch.csv), [syscalls.csv](syscalls.csv), [micro_costs.csv](micro_costs.csv), "
         "[profile_kit.csv](profile_kit.csv), [scale.md](scale.md) / [scale.csv](scale.csv) / "
-        "[scale.png](scale.png), [notebooks.csv](notebooks.csv), [fixes.csv](fixes.csv).",
+        "[scale.png](scale.png), [notebooks.csv](notebooks.csv), [fixes.csv](fixes.csv), "
+        "[timings.csv](timings.csv).",
         "",
     ]
     (RESULTS / f"{name}.md").write_text("\n".join(lines))
@@ -154,13 +156,16 @@ def main() -> int:
                                            for k, v in tools.items()))
     rounds = {"servers": 2 if args.quick else 5, "client": 2 if args.quick else 5,
               "patch": 2 if args.quick else 5, "scale": 1 if args.quick else 3,
-              "fixes": 2 if args.quick else 5}
+              "fixes": 2 if args.quick else 5, "timings": 2 if args.quick else 5,
+              "notebooks": 1 if args.quick else 3}
     limit = {"max_rounds": 2} if args.quick else {}
     options = {"servers": dict(min_rounds=rounds["servers"], **limit),
                "client": dict(min_rounds=rounds["client"], **limit),
                "patch": dict(min_rounds=rounds["patch"], **limit),
                "scale": dict(repeats=rounds["scale"]),
-               "fixes": dict(min_rounds=rounds["fixes"], **limit)}
+               "fixes": dict(min_rounds=rounds["fixes"], **limit),
+               "timings": dict(rounds=rounds["timings"]),
+               "notebooks": dict(rounds=rounds["notebooks"])}
     figures: list[Figure] = []
     timings: dict[str, float] = {}
     skipped = SKIPPED  # filled by loud_skip, here and inside the steps
