@@ -1,4 +1,4 @@
-"""``make bench``: every performance comparison of issue 7, side by side, in one run (< 10 min).
+"""``make bench``: every performance comparison of issue 7, side by side, in one run (10-13 min).
 
     .venv/bin/python -m bench.run_all                 # everything
     .venv/bin/python -m bench.run_all --only servers client

@@ -44,7 +44,9 @@ SCREENSHOT = ROOT / "build" / "slides-screenshot.png"
 SCREENSHOT_DECK = "06_"
 SETTLE_MS = 3000  # virtual time for reveal.js to lay the deck out
 
-pytestmark = pytest.mark.timeout(600)
+# one pytest-xdist worker for all: the session builds the decks once, and installs reveal.js
+# into build/.npm once (two workers would race for it)
+pytestmark = [pytest.mark.timeout(600), pytest.mark.xdist_group("slides")]
 
 
 class DeckReader(HTMLParser):
