@@ -94,3 +94,18 @@ def test_the_check_notices_a_gap_and_an_overlap():
     assert parts(TIERS["system"], gap) == []
     overlap = {"TEST_PARALLEL": "not system", "TEST_SERIAL": "serial"}
     assert len(parts(TIERS["serial"], overlap)) == 2
+
+
+def test_marks_of_plugins_the_serial_part_leaves_out_are_registered_here(collected_tests):
+    """The serial part runs with ``-p no:xdist``; under ``--strict-markers`` a test carrying
+    xdist's ``xdist_group`` would then stop its whole module from being collected, unless
+    pyproject.toml registers the marker itself."""
+    import tomllib
+
+    pyproject = MAKEFILE.parent / "pyproject.toml"
+    markers = tomllib.loads(pyproject.read_text())["tool"]["pytest"]["ini_options"]["markers"]
+    registered = {line.split(":")[0].split("(")[0].strip() for line in markers}
+    used = {mark.name for item in collected_tests for mark in item.iter_markers()}
+    assert "xdist_group" not in used or "xdist_group" in registered, \
+        "register xdist_group in pyproject.toml's markers"
+    assert {"system", "serial"} <= registered
