@@ -71,7 +71,9 @@ def _unit_tests_stay_unit(request, monkeypatch):
     socket fails with a hint to mark it: the fast tier stays fast and self-contained.
 
     In-process socket pairs (``socket.socketpair``) stay allowed: no port, no other
-    process, and the request reader's tests need them.
+    process, and the request reader's tests need them.  What the guard cannot see: a
+    module- or session-scoped fixture is set up before it, so a test using such a fixture
+    that starts something (a module's pool, the book, the browser) is marked by hand.
     """
     if request.node.get_closest_marker("system") is not None:
         return
