@@ -1,5 +1,6 @@
 # Two commands set up everything on a fresh machine (Python >= 3.10):
 #   make demo   the kit's main job        make test   the whole test suite
+# (make test-fast: the unit tests only, about a minute: what to run while editing)
 # `make demo` installs only what the kit needs to run (pandas, matplotlib, tqdm, tabulate);
 # everything else (JupyterLab, pytest, ...) comes with the first target that needs it.
 PYTHON ?= python3
@@ -10,7 +11,7 @@ DEV    := $(VENV)/.installed-dev
 # READY: what `setup` provides, everything (other targets may depend on it).
 READY  := $(DEV)
 
-.PHONY: setup demo test book slides handout strip lab bench clean
+.PHONY: setup demo test test-fast book slides handout strip lab bench clean
 
 $(BIN)/python:
 	@echo "== creating a virtual environment in $(VENV)/"
@@ -34,8 +35,30 @@ setup: $(READY)
 demo: $(CORE)
 	$(BIN)/acceptlab compare --out out/demo --force
 
+# The test tiers (markers, see tests/conftest.py).  `make test` runs every test, in two
+# parts: first those that measure no timing, on $(TEST_WORKERS) pytest-xdist workers side by
+# side, then the `serial` ones (they measure scheduling or timing) alone, one at a time.
+# Both parts always run; the target fails if either failed (a part that PYTEST_ARGS leaves
+# empty, pytest's exit code 5, is no failure).  tests/test_tiers.py checks that every test is
+# in exactly one part.  PYTEST_ARGS passes more options to both (-x, -k ...).
+TEST_PARALLEL := not serial
+TEST_SERIAL   := serial
+TEST_FAST     := not system
+TEST_WORKERS  ?= 2
+PYTEST_ARGS   ?=
 test: $(DEV)
-	$(BIN)/python -m pytest
+	@status=0; \
+	echo "== make test, part 1 of 2: the tests that measure no timing, $(TEST_WORKERS) at a time"; \
+	$(BIN)/python -m pytest -m "$(TEST_PARALLEL)" -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS); \
+	code=$$?; [ $$code -eq 0 ] || [ $$code -eq 5 ] || status=1; \
+	echo "== make test, part 2 of 2: the tests that measure scheduling or timing, one at a time"; \
+	$(BIN)/python -m pytest -m "$(TEST_SERIAL)" -p no:xdist $(PYTEST_ARGS); \
+	code=$$?; [ $$code -eq 0 ] || [ $$code -eq 5 ] || status=1; \
+	exit $$status
+
+# The unit tests: no process, socket, kernel, browser or server started (about a minute).
+test-fast: $(DEV)
+	$(BIN)/python -m pytest -m "$(TEST_FAST)" $(PYTEST_ARGS)
 
 book: $(DEV)
 	$(BIN)/python tools/build_book.py --out build/book

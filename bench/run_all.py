@@ -1,4 +1,4 @@
-"""``make bench``: every performance comparison of issue 7, side by side, in one run (< 10 min).
+"""``make bench``: every performance comparison of issue 7, side by side, in one run (10-13 min).
 
     .venv/bin/python -m bench.run_all                 # everything
     .venv/bin/python -m bench.run_all --only servers client
@@ -11,9 +11,10 @@ Steps (each prints its own runs as it goes):
     patch      -        the proposed patches (bench/patches/*.diff) vs the code as it is
     profile    -        system calls per connection (strace -c), py-spy, hot-path piece costs
     scale      6        1-16 workers x 1-64 clients, threads and processes: table and plot
-    notebooks  5        every notebook in a fresh kernel
+    notebooks  5        every lesson three times, each in a fresh kernel: the course's goals
     fixes      -        each fix for the uneven split vs blocking; handoff vs Node's SCHED_RR
     model      25       the model's 90 % bands beside live runs: share inside, per strategy
+    timings    -        the kit's time promises (stop, Ctrl-C, durations...) against their goals
     class      -        1, 4, 8, 16 students on one JupyterHub running lessons 02, 05, 06 at once
                         (not in the default run: --only class; needs npm for the hub's proxy)
 
@@ -48,11 +49,12 @@ from . import RESULTS
 from .nginx import nginx_binary
 from .rows import SKIPPED, Figure, banner, loud_skip, markdown_table, write_csv
 
-STEPS = ("servers", "client", "patch", "profile", "scale", "notebooks", "fixes", "model", "class")
+STEPS = ("servers", "client", "patch", "profile", "scale", "notebooks", "fixes", "model",
+         "timings", "class")
 DEFAULT = STEPS[:-1]  # the class takes a quarter of an hour on two cores: asked for by name
 NEEDS = {"servers": ("nginx", "wrk"), "client": ("nginx", "wrk"), "patch": ("nginx", "wrk"),
          "profile": ("nginx", "wrk", "strace"), "scale": ("wrk",), "notebooks": (),
-         "fixes": ("wrk",), "model": (), "class": ()}
+         "fixes": ("wrk",), "model": (), "timings": (), "class": ()}
 PACKAGES = {"nginx": "nginx-light", "wrk": "wrk", "strace": "strace"}
 
 
@@ -138,7 +140,7 @@ def write_summary(figures: list[Figure], meta: dict, timings: dict[str, float],
         "[patch.csv](patch.csv), [syscalls.csv](syscalls.csv), [micro_costs.csv](micro_costs.csv), "
         "[profile_kit.csv](profile_kit.csv), [scale.md](scale.md) / [scale.csv](scale.csv) / "
         "[scale.png](scale.png), [notebooks.csv](notebooks.csv), [fixes.csv](fixes.csv), "
-        "[class.md](class.md) / [class.csv](class.csv).",
+        "[timings.csv](timings.csv), [class.md](class.md) / [class.csv](class.csv).",
         "",
     ]
     (RESULTS / f"{name}.md").write_text("\n".join(lines))
@@ -159,7 +161,8 @@ def main() -> int:
                                            for k, v in tools.items()))
     rounds = {"servers": 2 if args.quick else 5, "client": 2 if args.quick else 5,
               "patch": 2 if args.quick else 5, "scale": 1 if args.quick else 3,
-              "fixes": 2 if args.quick else 5}
+              "fixes": 2 if args.quick else 5, "timings": 2 if args.quick else 5,
+              "notebooks": 1 if args.quick else 3}
     limit = {"max_rounds": 2} if args.quick else {}
     options = {"servers": dict(min_rounds=rounds["servers"], **limit),
                "client": dict(min_rounds=rounds["client"], **limit),
@@ -167,6 +170,8 @@ def main() -> int:
                "scale": dict(repeats=rounds["scale"]),
                "fixes": dict(min_rounds=rounds["fixes"], **limit),
                "model": dict(repeats=1 if args.quick else 3),
+               "timings": dict(rounds=rounds["timings"]),
+               "notebooks": dict(rounds=rounds["notebooks"]),
                "class": dict(students=(1, 2) if args.quick else (1, 4, 8, 16))}
     figures: list[Figure] = []
     timings: dict[str, float] = {}

@@ -9,7 +9,6 @@ therefore …".
 from __future__ import annotations
 
 import math
-import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -180,11 +179,10 @@ def test_wake_order_ranks_of_nothing():
     assert ranks.empty and "norm_rank" in ranks
 
 
-def test_wake_order_ranks_is_fast_enough_for_a_real_run():
-    events = synth_events(random_sequence(8, 5_000), 8, herd=True)  # ~40 000 rows
-    started = time.perf_counter()
+def test_wake_order_ranks_of_a_real_sized_run():
+    """A real run's size (~40 000 rows); how fast is `python -m bench.run_all --only timings`."""
+    events = synth_events(random_sequence(8, 5_000), 8, herd=True)
     ranks = analysis.wake_order_ranks(events)
-    assert time.perf_counter() - started < 1.0
     assert len(ranks) == 5_000
     assert ranks["norm_rank"].between(0, 1).all()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import types
+from pathlib import Path
 
 import pytest
 
@@ -21,6 +22,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="the bench reads /proc")
 
 
+@pytest.mark.system
 def test_a_child_server_whose_first_line_is_not_json_is_stopped_not_leaked():
     chatty = servers.ChildServer(
         ["-c", "import sys, time; print('about to sleep', file=sys.stderr, flush=True); "
@@ -32,12 +34,14 @@ def test_a_child_server_whose_first_line_is_not_json_is_stopped_not_leaked():
     assert chatty.process.poll() is not None and process_gone(chatty.process.pid)
 
 
+@pytest.mark.system
 def test_a_child_server_that_exits_at_once_says_so():
     dead = servers.ChildServer(["-c", "import sys; sys.exit('no port for you')"], "a dead server")
     with pytest.raises(RuntimeError, match="exited instead of its port.*no port for you"):
         dead.start()
 
 
+@pytest.mark.system
 def test_a_child_server_that_prints_its_port_and_pids_starts():
     fine = servers.ChildServer(
         ["-c", "import json, os, time; print(json.dumps({'port': 1, 'pids': [os.getpid()]}), "
@@ -102,3 +106,125 @@ def test_an_observer_window_counts_both_loads_and_merges_by_time():
     assert both.others_cores == pytest.approx(0.25)  # weighted by each run's seconds
     empty = Window(0, 0, 0.0, 0.0, 0, float("nan"), 0.0)
     assert (empty.rate, empty.load_rate, empty.cpu_us) == (0.0, 0.0, 0.0)
+
+
+# -- the course's timings: bench/bench_notebooks.py and tools/timing_table.py -----------------
+
+def _runs(seconds: dict[str, list[float]], status: str = "ok") -> list[dict]:
+    """Rows as bench_notebooks writes them: lesson -> its seconds in rounds 1, 2, ..."""
+    return [{"round": r + 1, "notebook": lesson, "seconds": value, "status": status,
+             "load_average": 1.5, "date": "2026-12-07T08:00:00", "machine": "Linux 6.18, 2 cores",
+             "error": ""}
+            for lesson, values in seconds.items() for r, value in enumerate(values)]
+
+
+def test_the_course_figures_are_medians_and_ranges_against_the_goals():
+    from bench.bench_notebooks import figures_of
+
+    runs = _runs({"00_a": [10.0, 12.0, 30.0], "01_b": [40.0, 44.0, 41.0]})
+    course, first, second = figures_of(runs, lesson_goal=15, course_goal=60)
+    assert course.spread.values == [50.0, 56.0, 71.0] and course.met  # median 56 <= 60
+    assert (first.spread.median, first.spread.low, first.spread.high) == (12.0, 10.0, 30.0)
+    assert first.met and not second.met  # 12 <= 15; 41 > 15
+    failed = figures_of(_runs({"00_a": [1.0]}, status="error"), lesson_goal=15, course_goal=60)
+    assert not failed[0].met and not failed[1].met and "FAILED" in failed[0].note
+
+
+GUIDE = """# Guide
+
+## Timings
+
+{begin}
+| notebook | run all (s) | class time with discussion |
+|---|---|---|
+| 00 setup check | 2.8–4.5 | 5 min (at home) |
+| 01 one server | 3 | 10 min |
+{end}
+
+Prose after the table, someone else's.
+"""
+
+
+def _guide(tmp_path: Path) -> Path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+    from timing_table import BEGIN, END
+
+    guide = tmp_path / "guide.md"
+    guide.write_text(GUIDE.format(begin=BEGIN, end=END))
+    return guide
+
+
+def test_the_timing_table_is_written_between_its_markers_from_every_run(tmp_path):
+    from bench.rows import write_csv
+
+    guide = _guide(tmp_path)
+    runs = write_csv(tmp_path / "notebooks.csv",
+                     _runs({"00_setup_check": [3.0, 2.0, 4.0], "01_one_server": [20.0, 16.0, 17.0]}))
+    from timing_table import main
+
+    assert main(["--csv", str(runs), "--guide", str(guide)]) == 0
+    text = guide.read_text()
+    assert text.startswith("# Guide\n\n## Timings\n\n") and text.endswith(
+        "\n\nProse after the table, someone else's.\n")  # nothing outside the markers moved
+    assert "| 00 setup check | 3.0 (2.0–4.0) | yes | 5 min (at home) |" in text
+    assert "| 01 one server | 17.0 (16.0–20.0) | **no** | 10 min |" in text
+    assert "| the whole course | 21.0 (18.0–23.0) | within 60 s: yes | |" in text
+    assert "3 rounds" in text and "load average 1.5–1.5" in text
+    assert main(["--csv", str(runs), "--guide", str(guide), "--check"]) == 0
+    assert main(["--csv", str(runs), "--guide", str(guide)]) == 0 and guide.read_text() == text
+    # a run that changes a figure makes --check fail
+    runs.write_text(runs.read_text().replace(",20.0,", ",25.0,"))
+    assert main(["--csv", str(runs), "--guide", str(guide), "--check"]) == 1
+
+
+def test_the_timing_table_refuses_an_old_csv_and_a_guide_without_markers(tmp_path, capsys):
+    guide = _guide(tmp_path)
+    old = tmp_path / "old.csv"
+    old.write_text("notebook,seconds,status,error\n00_a.ipynb,2.2,ok,\n")
+    from timing_table import main
+
+    assert main(["--csv", str(old), "--guide", str(guide)]) == 2
+    assert "predates the three-round bench" in capsys.readouterr().err
+    from bench.rows import write_csv
+
+    runs = write_csv(tmp_path / "n.csv", _runs({"00_a": [1.0]}))
+    bare = tmp_path / "bare.md"
+    bare.write_text("# no markers\n")
+    assert main(["--csv", str(runs), "--guide", str(bare)]) == 2
+    assert "markers" in capsys.readouterr().err
+
+
+def test_the_teaching_guides_timing_table_is_that_of_the_last_bench_run():
+    """docs/teaching-guide.md's table is generated: it must be the committed CSV's, unless that
+    CSV predates the three-round bench (then the table awaits the next `make bench`)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+    import timing_table
+
+    try:
+        runs = timing_table.read_runs(timing_table.CSV)
+    except timing_table.StaleResults as exc:
+        pytest.skip(f"THE GUIDE'S TIMING TABLE WAS NOT CHECKED: {exc}")
+    text = timing_table.GUIDE.read_text(encoding="utf-8")
+    assert timing_table.rewrite(text, runs) == text, "run python tools/timing_table.py"
+
+
+@pytest.mark.system
+def test_the_notebook_bench_runs_each_lesson_once_per_round_in_a_fresh_kernel(tmp_path):
+    """Two tiny lessons, two rounds: four runs, in course order round by round."""
+    import nbformat
+
+    from bench.bench_notebooks import run_lessons
+
+    paths = []
+    for name in ("00_first", "01_second"):
+        notebook = nbformat.v4.new_notebook(cells=[
+            nbformat.v4.new_markdown_cell(f"# {name}\n\n**Goal:** be timed."),
+            nbformat.v4.new_code_cell("import os\nprint(os.getpid())")])
+        notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                           "language": "python"}
+        paths.append(tmp_path / f"{name}.ipynb")
+        nbformat.write(notebook, paths[-1])
+    rows = run_lessons(paths, rounds=2)
+    assert [(row["round"], row["notebook"]) for row in rows] == [
+        (1, "00_first"), (1, "01_second"), (2, "00_first"), (2, "01_second")]
+    assert all(row["status"] == "ok" and row["seconds"] > 0 for row in rows)

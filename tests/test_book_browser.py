@@ -18,10 +18,12 @@ What is checked:
 * the ``http`` demo: a pre-forked pool serving HTTP is loaded several times by the browser, and
   more than one worker must have served it.
 
-The book is built with ``tools/build_book.py`` into a temporary folder, which executes every
-notebook (up to two minutes).  If ``build/book`` is already fresh (every page newer than its
-notebook, the kit and the tools, and every lesson built without errors), it is reused instead;
-set ``ACCEPTLAB_REBUILD_BOOK=1`` to force a new build.
+The book is written by ``tools/build_book.py``'s page writer into a temporary folder, from
+the session's one run of every lesson (the ``course`` fixture of tests/conftest.py, whose
+runs tests/test_notebooks.py checks: the course is executed once per session).  If
+``build/book`` is already fresh (every page newer than its notebook, the kit and the tools,
+and every lesson built without errors), it is reused instead; set
+``ACCEPTLAB_REBUILD_BOOK=1`` to force a new build.
 
 Chromium is found as ``chromium`` on the PATH (the Debian package) or at
 ``$ACCEPTLAB_CHROMIUM`` (``tests/browser.py`` drives it).  Without it, every browser test here
@@ -35,7 +37,6 @@ import csv
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -60,7 +61,9 @@ STDERR_MIME = "application/vnd.jupyter.stderr"
 INTENDED_ERROR_TAG = "celltag_shows-error"
 KNOWN_DEMONSTRATIONS: list[tuple[str, str]] = []
 
-pytestmark = pytest.mark.timeout(900)  # includes building the book when it is not fresh
+# The timeout includes running the course when no test ran it yet; the group keeps these
+# tests on the pytest-xdist worker that holds the session's runs of the lessons.
+pytestmark = [pytest.mark.timeout(900), pytest.mark.xdist_group("course")]
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -152,7 +155,7 @@ def book_is_fresh(book: Path) -> bool:
         return False
     with times.open() as file:
         rows = {row["notebook"]: row for row in csv.DictReader(file)}
-    sources = [*NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"), *(ROOT / "src" / "acceptlab").glob("*.py"),
+    sources = [*NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"), *(ROOT / "src" / "acceptlab").rglob("*.py"),
                *(ROOT / "tools").glob("*.py"), *(ROOT / "tools" / "book_template").rglob("*.*")]
     newest_source = max(path.stat().st_mtime for path in sources)
     for stem in LESSONS:
@@ -175,19 +178,27 @@ def expected_images(book: Path) -> dict[str, int]:
 # -- fixtures --------------------------------------------------------------------------------
 
 @pytest.fixture(scope="session")
-def book(chromium: str, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """The built book: {'path', 'returncode', 'log', 'reused'} (no browser: no build either)."""
+def book(chromium: str, course, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The built book: {'path', 'failed', 'log', 'reused'} (no browser: no build either).
+
+    Built with tools/build_book.py's own page writer from the session's one run of each
+    lesson (the ``course`` fixture, which tests/test_notebooks.py checks), so the course is
+    executed once per session, not once for the tests and again for the book.
+    """
+    sys.path.insert(0, str(ROOT / "tools"))
+    import build_book
+    import notebook_runner
+
     existing = ROOT / "build" / "book"
     if not os.environ.get("ACCEPTLAB_REBUILD_BOOK") and book_is_fresh(existing):
-        return {"path": existing, "returncode": 0, "log": "reused build/book", "reused": True}
+        return {"path": existing, "failed": [], "log": "reused build/book", "reused": True}
     out = tmp_path_factory.mktemp("book")
-    done = subprocess.run([sys.executable, str(ROOT / "tools" / "build_book.py"), "--out", str(out)],
-                          capture_output=True, text=True, timeout=600, cwd=ROOT)
-    if not (out / "index.html").exists():
-        pytest.fail(f"tools/build_book.py wrote no index.html (exit {done.returncode}):\n"
-                    f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    return {"path": out, "returncode": done.returncode,
-            "log": done.stdout[-3000:] + done.stderr[-3000:], "reused": False}
+    results = course.run_all()
+    build_book.write_book(out, results)
+    failed = [result for result in results if not result.ok]
+    return {"path": out, "failed": [result.path.name for result in failed],
+            "log": "\n\n".join(f"{result.path.name}:\n{notebook_runner.failure_report(result)}"
+                               for result in failed), "reused": False}
 
 
 @pytest.fixture(scope="session")
@@ -208,10 +219,12 @@ def pages(loaded: dict[str, LoadedPage]) -> dict[str, str]:
 
 # -- tests ---------------------------------------------------------------------------------------
 
+@pytest.mark.system
 def test_the_book_built_without_errors(book: dict) -> None:
-    assert book["returncode"] == 0, f"tools/build_book.py failed:\n{book['log']}"
+    assert not book["failed"], f"lessons of the book failed: {book['failed']}\n{book['log']}"
 
 
+@pytest.mark.system
 @pytest.mark.parametrize("lesson", LESSONS)
 def test_each_page_shows_its_figures_and_no_errors(lesson: str, book: dict,
                                                    pages: dict[str, str]) -> None:
@@ -224,6 +237,7 @@ def test_each_page_shows_its_figures_and_no_errors(lesson: str, book: dict,
         f"{lesson}: {page.png_images} figures shown in the browser, the notebook made {wanted}")
 
 
+@pytest.mark.system
 @pytest.mark.parametrize("lesson", LESSONS)
 def test_each_pages_solutions_are_collapsed(lesson: str, pages: dict[str, str]) -> None:
     """Every <details> block holds its solution, so the reader sees it only on a click."""
@@ -234,6 +248,7 @@ def test_each_pages_solutions_are_collapsed(lesson: str, pages: dict[str, str]) 
                        f"so their solutions show expanded after them: {empty}")
 
 
+@pytest.mark.system
 def test_the_book_reads_offline(book: dict, loaded: dict[str, LoadedPage]) -> None:
     """No page fetches a script or a stylesheet from the network (a classroom may have none).
 
@@ -248,6 +263,7 @@ def test_the_book_reads_offline(book: dict, loaded: dict[str, LoadedPage]) -> No
     assert not requested, f"pages made network requests in the browser: {requested}"
 
 
+@pytest.mark.system
 def test_the_index_links_every_lesson(pages: dict[str, str]) -> None:
     links = set(read_page(pages["index"]).links)
     missing = [lesson for lesson in LESSONS if f"{lesson}.html" not in links]
@@ -282,10 +298,12 @@ def lesson_links_problems(lessons: list[str], pages: dict[str, str]) -> list[str
     return problems
 
 
+@pytest.mark.system
 def test_every_page_links_its_neighbours_and_the_contents(pages: dict[str, str]) -> None:
     assert not (problems := lesson_links_problems(LESSONS, pages)), "\n".join(problems)
 
 
+@pytest.mark.system
 def test_a_small_course_is_linked_in_order(tmp_path: Path) -> None:
     """The same check on a three-lesson course built from fixture notebooks (no browser)."""
     sys.path.insert(0, str(ROOT / "tools"))
@@ -311,6 +329,7 @@ def test_a_small_course_is_linked_in_order(tmp_path: Path) -> None:
     assert lesson_links_problems([names[1], names[0], names[2]], built)
 
 
+@pytest.mark.system
 def test_a_screenshot_of_one_page(chromium: str, book: dict) -> None:
     """Photograph lesson 06 for a person to look at: build/book-screenshot.png."""
     lesson = next((name for name in LESSONS if name.startswith(SCREENSHOT_PAGE)), LESSONS[0])
@@ -324,18 +343,18 @@ def test_a_screenshot_of_one_page(chromium: str, book: dict) -> None:
     assert SCREENSHOT.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_the_http_demo_is_served_by_more_than_one_worker(chromium: str) -> None:
+@pytest.mark.system
+@pytest.mark.serial
+def test_the_http_demo_is_served_by_more_than_one_worker(start_pool, chromium: str) -> None:
     """Load the http demo in the browser a few times: the kernel hands the loads to different workers."""
-    from acceptlab import WorkerPool
-
     served = []
-    with WorkerPool(protocol="http", workers=4, kind="process") as pool:
-        host, port = pool.address
-        for _ in range(HTTP_LOADS):
-            dom = dump_dom(chromium, f"http://{host}:{port}/")
-            match = re.search(r"served by worker (\d+) \(pid (\d+), thread (\d+)\)", dom)
-            assert match, f"the page did not name its worker:\n{dom[:500]}"
-            served.append(int(match.group(1)))
+    pool = start_pool(protocol="http", workers=4, kind="process")
+    host, port = pool.address
+    for _ in range(HTTP_LOADS):
+        dom = dump_dom(chromium, f"http://{host}:{port}/")
+        match = re.search(r"served by worker (\d+) \(pid (\d+), thread (\d+)\)", dom)
+        assert match, f"the page did not name its worker:\n{dom[:500]}"
+        served.append(int(match.group(1)))
     assert len(set(served)) > 1, f"every load was served by the same worker: {served}"
 
 
@@ -356,6 +375,7 @@ def test_the_page_check_catches_errors_and_spares_intended_ones() -> None:
 FILMS = ["02_many_workers_one_socket", "05_thundering_herd", "06_when_round_robin_breaks"]
 
 
+@pytest.mark.system
 @pytest.mark.parametrize("lesson", FILMS)
 def test_the_wait_queue_films_play_in_the_book(lesson: str, chromium: str, book: dict,
                                                 tmp_path: Path) -> None:

@@ -176,6 +176,7 @@ def _cpu_seconds(pid: int) -> float:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.system
 def test_live_a_stranger_s_spin_is_other_work_and_the_run_s_own_is_not():
     """Two spinners for the same second: one the run's own (our child), one a stranger.
 

@@ -41,6 +41,7 @@ def stop_serve(server: subprocess.Popen, signum: int = signal.SIGINT) -> str:
     return out
 
 
+@pytest.mark.system
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_serve_talks_zen_like_the_book_and_prints_counts_when_stopped(signum):
     server, port = start_serve("--workers", "2")
@@ -58,6 +59,7 @@ def test_serve_talks_zen_like_the_book_and_prints_counts_when_stopped(signum):
     assert port_is_free(port)
 
 
+@pytest.mark.system
 def test_serve_lancelot_with_threads():
     server, port = start_serve("--protocol", "lancelot", "--kind", "thread")
     try:
@@ -68,6 +70,7 @@ def test_serve_lancelot_with_threads():
         stop_serve(server)
 
 
+@pytest.mark.system
 def test_serve_on_a_taken_port_is_one_line_and_exit_code_2():
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
@@ -79,6 +82,7 @@ def test_serve_on_a_taken_port_is_one_line_and_exit_code_2():
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.system
 def test_run_json_prints_one_summary_line_and_writes_the_files(tmp_path):
     out = tmp_path / "run"
     result = subprocess.run([*ACCEPTLAB, "run", "--workers", "4", "--connections", "100",
@@ -95,6 +99,7 @@ def test_run_json_prints_one_summary_line_and_writes_the_files(tmp_path):
     assert {p.name for p in out.iterdir()} >= {"events.csv", "client.csv", "meta.json"}
 
 
+@pytest.mark.system
 def test_load_fires_at_any_server_and_reports_errors_by_cause():
     # A plain stdlib server that is not the kit: the client must work against it too.
     with socket.create_server(("127.0.0.1", 0)) as listener:
@@ -125,6 +130,7 @@ class BookStyleZen(socketserver.BaseRequestHandler):
                                                       b"Error: unknown aphorism."))
 
 
+@pytest.mark.system
 def test_the_kits_client_works_against_a_server_that_is_not_the_kit():
     with socketserver.ThreadingTCPServer(("127.0.0.1", 0), BookStyleZen) as server:
         server.daemon_threads = True
@@ -141,6 +147,7 @@ def test_the_kits_client_works_against_a_server_that_is_not_the_kit():
     assert summary["ok"] == 50 and summary["errors"] == {}
 
 
+@pytest.mark.system
 def test_doctor_lists_the_features_and_strategies():
     result = subprocess.run([*ACCEPTLAB, "doctor"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
@@ -148,6 +155,7 @@ def test_doctor_lists_the_features_and_strategies():
         assert word in result.stdout
 
 
+@pytest.mark.system
 def test_bad_arguments_are_one_line_not_a_traceback():
     result = subprocess.run([*ACCEPTLAB, "run", "--work", "nap:3", "-c", "1"],
                             capture_output=True, text=True, timeout=60)
@@ -179,6 +187,7 @@ def test_every_option_of_every_command_has_help_text():
     assert not missing, missing
 
 
+@pytest.mark.system
 def test_top_level_help_is_plain_text_and_version_is_printed():
     result = subprocess.run([*ACCEPTLAB, "--help"], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0
@@ -192,6 +201,7 @@ def test_top_level_help_is_plain_text_and_version_is_printed():
     assert version.returncode == 0 and version.stdout.strip() == f"acceptlab {__version__}"
 
 
+@pytest.mark.system
 @pytest.mark.parametrize("command", ["serve", "load", "run", "compare"])
 def test_a_subcommands_bad_option_prints_that_subcommands_usage(command):
     result = subprocess.run([*ACCEPTLAB, command, "--wokers", "2"], capture_output=True,
@@ -205,6 +215,7 @@ def test_a_subcommands_bad_option_prints_that_subcommands_usage(command):
 SHARE = re.compile(r"^\d\.\d\d$")
 
 
+@pytest.mark.system
 def test_run_prints_client_errors_by_kind_and_latency_beside_the_table(tmp_path):
     """A run whose every connection fails says so in plain output (it used to show 0 errors)."""
     result = subprocess.run([*ACCEPTLAB, "run", "-c", "20", "--max-request", "5", "--kind",
@@ -219,6 +230,7 @@ def test_run_prints_client_errors_by_kind_and_latency_beside_the_table(tmp_path)
     assert "nan" not in result.stdout.lower() and "<NA>" not in result.stdout
 
 
+@pytest.mark.system
 def test_run_prints_latency_percentiles_when_connections_succeed(tmp_path):
     result = subprocess.run([*ACCEPTLAB, "run", "-c", "30", "--kind", "thread", "--workers", "2",
                              "--out", str(tmp_path / "run")],
@@ -232,6 +244,7 @@ def test_run_prints_latency_percentiles_when_connections_succeed(tmp_path):
     assert 0 < p50 <= p90 <= p99 <= top
 
 
+@pytest.mark.system
 def test_load_plain_output_names_the_address_errors_and_latency():
     with socket.create_server(("127.0.0.1", 0)) as listener:
         port = listener.getsockname()[1]
@@ -244,6 +257,7 @@ def test_load_plain_output_names_the_address_errors_and_latency():
     assert "None" not in result.stdout
 
 
+@pytest.mark.system
 def test_serve_with_nothing_served_shows_dashes_not_nan():
     server, port = start_serve("--workers", "2", "--kind", "thread")
     out = stop_serve(server)
@@ -260,6 +274,7 @@ def _pool_can_join() -> bool:
     return "join" in inspect.signature(WorkerPool).parameters
 
 
+@pytest.mark.system
 def test_a_second_reuseport_server_is_refused_unless_it_asks_to_join():
     if not _pool_can_join():
         pytest.skip("needs WorkerPool(join=...) from the core branch (contract 1): without it "

@@ -78,12 +78,13 @@ def assert_one_clear_line(result: subprocess.CompletedProcess, *words: str) -> N
 
 # -- defaults ------------------------------------------------------------------------------
 
-def test_pools_default_to_loopback_and_an_ephemeral_port():
+@pytest.mark.system
+def test_pools_default_to_loopback_and_an_ephemeral_port(start_pool):
     parameters = inspect.signature(WorkerPool).parameters
     assert parameters["host"].default == "127.0.0.1"
     assert parameters["port"].default == 0
-    with WorkerPool(workers=1, kind="thread") as pool:
-        host, port = pool.listening_socket.getsockname()[:2]
+    pool = start_pool(workers=1, kind="thread")
+    host, port = pool.listening_socket.getsockname()[:2]
     assert host == "127.0.0.1" and port != 0 and port != BOOK_PORT
 
 
@@ -98,6 +99,7 @@ def test_the_commands_default_to_loopback_and_only_serve_uses_the_books_port():
         assert "host" not in args and "port" not in args, (command, args)
 
 
+@pytest.mark.system
 def test_run_serves_on_an_ephemeral_loopback_port():
     from acceptlab.lab.experiment import run_experiment
 
@@ -124,6 +126,7 @@ def test_no_wildcard_or_foreign_address_is_written_anywhere_in_the_package():
 
 # -- non-loopback needs --allow-remote -------------------------------------------------------
 
+@pytest.mark.system
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.1", "example.com"])
 def test_serving_beyond_loopback_is_refused_without_allow_remote(host):
     result = run_cli("serve", "--host", host, "--port", "0", *QUICK)
@@ -131,6 +134,7 @@ def test_serving_beyond_loopback_is_refused_without_allow_remote(host):
     assert_one_clear_line(result, host, "--allow-remote")
 
 
+@pytest.mark.system
 def test_allow_remote_warns_first_and_a_bind_failure_is_one_line():
     """With the flag, a warning names the risk; then the bind fails (TEST-NET): one more line."""
     result = run_cli("serve", "--host", "192.0.2.1", "--allow-remote", "--port", "0", *QUICK)
@@ -142,6 +146,7 @@ def test_allow_remote_warns_first_and_a_bind_failure_is_one_line():
     assert lines[1].startswith("acceptlab: ") and "192.0.2.1" in lines[1]
 
 
+@pytest.mark.system
 def test_loopback_ipv6_serves_without_a_warning():
     with socket.socket(socket.AF_INET6) as probe:
         probe.bind(("::1", 0))
@@ -164,6 +169,7 @@ def test_loopback_ipv6_serves_without_a_warning():
     assert "warning" not in err and server.returncode == 0, err
 
 
+@pytest.mark.system
 @pytest.mark.parametrize("host", ["10.0.0.1", "example.com"])
 def test_the_load_command_only_fires_at_this_machine(host):
     result = run_cli("load", "--host", host, "-c", "1")
@@ -173,6 +179,7 @@ def test_the_load_command_only_fires_at_this_machine(host):
 
 # -- one clear line, never a traceback -------------------------------------------------------
 
+@pytest.mark.system
 def test_a_taken_port_is_one_line_naming_it():
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
@@ -205,12 +212,14 @@ BAD_ARGUMENTS = {
 }
 
 
+@pytest.mark.system
 @pytest.mark.parametrize("name", list(BAD_ARGUMENTS))
 def test_a_bad_argument_is_one_clear_line_and_a_non_zero_exit(name):
     argv, words = BAD_ARGUMENTS[name]
     assert_one_clear_line(run_cli(*argv), *words)
 
 
+@pytest.mark.system
 @pytest.mark.parametrize("argv", [["run", "--workers", "abc"], ["serve", "--kind", "fibre"],
                                   ["run", "--strategy", "spinlock"], ["frobnicate"]])
 def test_mistakes_argparse_catches_end_with_one_error_line_and_exit_2(argv):
@@ -233,6 +242,7 @@ sys.exit(main(sys.argv[1:]))
     ("select", "epoll", "epoll"),
     ("socket", "SO_REUSEPORT", "reuseport"),
 ])
+@pytest.mark.system
 def test_a_missing_platform_feature_is_one_line_naming_it(module, name, strategy):
     prefix = [sys.executable, "-c", MISSING_FEATURE.format(module=module, name=name)]
     result = run_cli("run", "-c", "1", "--strategy", strategy, *QUICK, prefix=prefix)
@@ -288,6 +298,7 @@ class _LeavesAMark:
         return (open, (self.path, "w"))
 
 
+@pytest.mark.system
 @pytest.mark.parametrize("kind", ["thread", "process"])
 @pytest.mark.parametrize("protocol", ["zen", "lancelot", "http"])
 def test_payloads_that_would_run_code_are_just_wrong_questions(tmp_path, kind, protocol):
@@ -320,6 +331,7 @@ def _refused_before_any_load(result: subprocess.CompletedProcess, *words: str) -
     assert "connections" not in result.stderr and not result.stdout, "a load ran first"
 
 
+@pytest.mark.system
 def test_a_file_in_the_way_of_out_is_one_line_before_any_load(tmp_path):
     in_the_way = tmp_path / "afile"
     in_the_way.write_text("not a directory")
@@ -329,6 +341,7 @@ def test_a_file_in_the_way_of_out_is_one_line_before_any_load(tmp_path):
     assert in_the_way.read_text() == "not a directory"
 
 
+@pytest.mark.system
 def test_an_unwritable_out_is_one_line_before_any_load():
     if not Path("/sys/kernel").is_dir():
         pytest.skip("needs sysfs (/sys), a place even root cannot create a directory in")
@@ -338,6 +351,7 @@ def test_an_unwritable_out_is_one_line_before_any_load():
     assert not Path(out).exists()
 
 
+@pytest.mark.system
 def test_an_existing_run_is_never_overwritten_without_force(tmp_path):
     out = tmp_path / "run"
     first = run_cli("run", "-c", "5", *QUICK, "--out", str(out))
@@ -351,6 +365,7 @@ def test_an_existing_run_is_never_overwritten_without_force(tmp_path):
     assert '"connections": 7' in (out / "meta.json").read_text()
 
 
+@pytest.mark.system
 def test_without_out_each_run_gets_a_fresh_directory_and_says_which(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the default out/run is relative to where the command runs
     first = run_cli("run", "-c", "3", *QUICK)
@@ -361,6 +376,7 @@ def test_without_out_each_run_gets_a_fresh_directory_and_says_which(tmp_path, mo
     assert (tmp_path / "out" / "run-2" / "meta.json").exists()
 
 
+@pytest.mark.system
 def test_compare_refuses_an_out_that_holds_a_comparison(tmp_path):
     (tmp_path / "summary.csv").write_text("run\n")
     result = run_cli("compare", "--strategies", "blocking", "--kinds", "thread", "-c", "5",

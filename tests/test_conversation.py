@@ -96,6 +96,7 @@ def test_half_a_request_then_close_is_not_an_error_for_the_server(pair):
     assert finish() == "closed"
 
 
+@pytest.mark.system
 def test_reset_mid_request_ends_the_conversation_quietly():
     with socket.create_server(("127.0.0.1", 0)) as listener:
         client = socket.create_connection(listener.getsockname())

@@ -5,6 +5,8 @@ import os
 import signal
 import time
 
+import pytest
+
 from acceptlab.server.eventlog import EventWriter, log_path, read_events
 
 
@@ -53,6 +55,7 @@ def _write_then_hang(directory, ready):
     time.sleep(60)
 
 
+@pytest.mark.system
 def test_records_survive_sigkill_of_the_writer(tmp_path):
     context = multiprocessing.get_context("fork")
     ready = context.Event()

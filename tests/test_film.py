@@ -76,6 +76,7 @@ def test_the_html_plays_offline_and_the_gif_has_every_frame(tmp_path):
         save_film(animation, tmp_path / "film.mp4")
 
 
+@pytest.mark.system
 def test_the_library_neither_uses_pyplot_nor_picks_a_backend():
     code = ("import sys, matplotlib\n"
             "from acceptlab.lab.experiment import Run\n"

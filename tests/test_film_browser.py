@@ -19,6 +19,8 @@ from browser import frames_of, load_page, plays, remote_loads, shown_images
 from acceptlab.lab.experiment import Run
 from acceptlab.views.film import offline_html, replay
 
+pytestmark = pytest.mark.system
+
 ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.parametrize("strategy", ["blocking", "epoll-exclusive", "poll"])
 def test_a_film_of_a_recorded_run_plays_offline(chromium: str, tmp_path: Path, strategy: str):

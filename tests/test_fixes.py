@@ -16,6 +16,7 @@ import pytest
 
 from acceptlab import WorkerPool, analysis, fire
 from acceptlab.linux.support import Unavailable, check_strategy
+from helpers import best_of, in_conversation, wait_until
 
 
 def _need(strategy: str, kind: str = "process") -> None:
@@ -29,37 +30,32 @@ def _order(pool: WorkerPool) -> list[int]:
     return analysis.accepted(pool.events())["worker"].astype(int).tolist()
 
 
-def _best_of(tries: int, attempt):
-    """Run ``attempt()`` until it returns (True, detail) or ``tries`` run out; return the details."""
-    details = []
-    for _ in range(tries):
-        ok, detail = attempt()
-        details.append(detail)
-        if ok:
-            return True, details
-    return False, details
-
-
+@pytest.mark.system
+@pytest.mark.serial
 @pytest.mark.parametrize("kind", ["process", "thread"])
 def test_handoff_deals_strict_turns_even_back_to_back(kind):
     """Node's SCHED_RR: the acceptor decides, so no pause between connections is needed."""
     _need("handoff", kind)
-    with WorkerPool(4, kind=kind, strategy="handoff") as pool:
+    with WorkerPool(workers=4, kind=kind, strategy="handoff") as pool:
         client = fire(pool.address, connections=80)  # gap=0: back to back
     assert client["ok"].all()
     assert _order(pool) == [k % 4 for k in range(80)]
 
 
+@pytest.mark.system
+@pytest.mark.serial
 def test_handoff_least_busy_prefers_an_idle_process():
     """With long conversations the least-busy dealer never stacks two on one process while one is idle."""
     _need("handoff-least-busy", "hybrid")
-    with WorkerPool(2, kind="hybrid", threads=3, strategy="handoff-least-busy",
+    with WorkerPool(workers=2, kind="hybrid", threads=3, strategy="handoff-least-busy",
                     work="sleep:200") as pool:
         client = fire(pool.address, connections=4, concurrency=4)
     assert client["ok"].all()
     assert analysis.open_per_process(pool.events(), threads=3) == [2, 2]
 
 
+@pytest.mark.system
+@pytest.mark.serial
 def test_exact_balance_admits_only_the_least_busy_process():
     """Envoy's exact balance: four long connections over two processes of three threads: 2 and 2.
 
@@ -70,7 +66,7 @@ def test_exact_balance_admits_only_the_least_busy_process():
     _need("exact", "hybrid")
     counts = {}
     for strategy in ("blocking", "exact"):
-        with WorkerPool(2, kind="hybrid", threads=3, strategy=strategy, work="sleep:200") as pool:
+        with WorkerPool(workers=2, kind="hybrid", threads=3, strategy=strategy, work="sleep:200") as pool:
             client = fire(pool.address, connections=4, concurrency=4)
         assert client["ok"].all()
         counts[strategy] = analysis.open_per_process(pool.events(), threads=3)
@@ -78,6 +74,8 @@ def test_exact_balance_admits_only_the_least_busy_process():
     assert max(counts["exact"]) - min(counts["exact"]) <= 1, counts
 
 
+@pytest.mark.system
+@pytest.mark.serial
 def test_busy_sleep_sends_work_to_the_idle_process():
     """Puma's busy sleep: with two clients and two processes, a request rarely shares a process.
 
@@ -87,16 +85,18 @@ def test_busy_sleep_sends_work_to_the_idle_process():
     _need("busy-sleep", "hybrid")
 
     def attempt():
-        with WorkerPool(2, kind="hybrid", threads=3, strategy="busy-sleep",
+        with WorkerPool(workers=2, kind="hybrid", threads=3, strategy="busy-sleep",
                         work="sleep:15") as pool:
             client = fire(pool.address, connections=80, concurrency=2)
         share = analysis.busy_while_idle(pool.events(), threads=3)
         return client["ok"].all() and share <= 0.05, round(share, 3)
 
-    ok, shares = _best_of(3, attempt)
-    assert ok, f"doubled-up shares in three tries: {shares}"
+    tries = best_of(3, attempt, good=lambda result: result[0])
+    assert tries.ok, f"doubled-up shares in three tries: {[share for _, share in tries.values]}"
 
 
+@pytest.mark.system
+@pytest.mark.serial
 def test_reorder_hands_the_load_on_every_16_accepts():
     """nginx's reordering: EPOLLEXCLUSIVE's one busy worker steps back after 16 connections.
 
@@ -107,17 +107,19 @@ def test_reorder_hands_the_load_on_every_16_accepts():
     _need("reorder")
 
     def attempt():
-        with WorkerPool(4, kind="process", strategy="reorder") as pool:
+        with WorkerPool(workers=4, kind="process", strategy="reorder") as pool:
             fire(pool.address, connections=64, gap=0.001)
         order = _order(pool)
         blocks = [order[k:k + 16] for k in range(0, 64, 16)]
         ok = all(len(set(block)) == 1 for block in blocks) and len({b[0] for b in blocks}) == 4
         return ok, [sorted(set(block)) for block in blocks]
 
-    ok, details = _best_of(3, attempt)
-    assert ok, f"blocks seen: {details}"
+    tries = best_of(3, attempt, good=lambda result: result[0])
+    assert tries.ok, f"blocks seen: {[blocks for _, blocks in tries.values]}"
 
 
+@pytest.mark.system
+@pytest.mark.serial
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two CPUs to choose between")
 @pytest.mark.parametrize("strategy", ["reuseport-cpu", "reuseport-incoming-cpu"])
 def test_reuseport_by_cpu_keeps_a_connection_on_the_clients_cpu(strategy):
@@ -131,7 +133,7 @@ def test_reuseport_by_cpu_keeps_a_connection_on_the_clients_cpu(strategy):
     saved = os.sched_getaffinity(0)
     try:
         for cpu in (0, 1):
-            with WorkerPool(4, kind="process", strategy=strategy) as pool:
+            with WorkerPool(workers=4, kind="process", strategy=strategy) as pool:
                 os.sched_setaffinity(0, {cpu})  # this thread, and the client thread it starts
                 try:
                     client = fire(pool.address, connections=40)
@@ -146,9 +148,11 @@ def test_reuseport_by_cpu_keeps_a_connection_on_the_clients_cpu(strategy):
         os.sched_setaffinity(0, saved)
 
 
+@pytest.mark.system
+@pytest.mark.serial
 def test_hybrid_kind_is_processes_of_threads():
     """kind='hybrid': P processes x T threads; slot p*T+t is thread t of process p."""
-    with WorkerPool(2, kind="hybrid", threads=3, strategy="blocking") as pool:
+    with WorkerPool(workers=2, kind="hybrid", threads=3, strategy="blocking") as pool:
         client = fire(pool.address, connections=30, gap=0.001)
         pids = pool.pids
     events = pool.events()
@@ -161,18 +165,24 @@ def test_hybrid_kind_is_processes_of_threads():
     assert events["tid"].nunique() == 6
 
 
+@pytest.mark.system
+@pytest.mark.serial
 def test_hybrid_graceful_restart_finishes_the_conversation_in_hand():
-    """Retiring a hybrid process lets its busy thread finish; no client fails."""
-    with WorkerPool(2, kind="hybrid", threads=2, strategy="blocking", work="sleep:100") as pool:
+    """Retiring a hybrid process lets its busy thread finish; no client fails.
+
+    Three clients and four blocking threads waiting in turn: at least one of the three
+    lands on process 0 (slots 0 and 1), whose 300 ms conversation is in hand when the
+    restart comes.
+    """
+    with WorkerPool(workers=2, kind="hybrid", threads=2, strategy="blocking",
+                    work="sleep:100") as pool:
         import threading
 
         results = {}
         thread = threading.Thread(target=lambda: results.update(
             client=fire(pool.address, connections=6, concurrency=3)))
         thread.start()
-        import time
-
-        time.sleep(0.15)  # conversations under way
+        assert wait_until(lambda: in_conversation(pool, workers=(0, 1)), timeout=10) is not None
         pool.restart(0, graceful=True)
         thread.join(10)
     assert results["client"]["ok"].all(), results["client"][["error"]].value_counts()

@@ -383,6 +383,9 @@ def idle(sock: socket.socket, protocol: Protocol) -> bytes:
     started = time.monotonic()
     reply = _reply(sock)
     waited = time.monotonic() - started
+    # Limits(idle_timeout): a client silent that long is told and dropped (the README's
+    # lesson 07 defence).  Not early; and within 5x the timeout (IDLE + 2 s), where a broken
+    # timer would leave the connection to the client's own 5.5 s timeout.
     assert IDLE * 0.9 <= waited <= IDLE + 2.0, f"dropped after {waited:.2f} s, idle timeout {IDLE}"
     return reply
 
@@ -470,6 +473,8 @@ def good_client(pool: WorkerPool) -> None:
     assert record.ok, f"a good client after the bad one failed: {record.error}"
 
 
+@pytest.mark.system
+@pytest.mark.serial
 @pytest.mark.parametrize("bad", MISBEHAVIOURS, ids=lambda m: m.name)
 def test_a_bad_client_costs_nothing_but_its_own_connection(live_pool, bad):
     """After the bad client, its worker still accepts (or was replaced, on record), and so

@@ -89,6 +89,7 @@ def _pdfinfo_pages(pdf: Path) -> int | None:
     return int(re.search(r"^Pages:\s+(\d+)", info.stdout, re.MULTILINE).group(1))
 
 
+@pytest.mark.system
 def test_the_pdf_is_one_a4_page_and_a_long_one_is_counted(chromium: str, handout: Path,
                                                          tmp_path: Path) -> None:
     _, pdf, pages = build_handout.build(handout, tmp_path / "short")
@@ -105,6 +106,7 @@ def test_the_pdf_is_one_a4_page_and_a_long_one_is_counted(chromium: str, handout
         assert _pdfinfo_pages(printed) in (None, counted), "page count disagrees with pdfinfo"
 
 
+@pytest.mark.system
 def test_make_handout_builds_the_file_it_is_given(chromium: str, handout: Path,
                                                   tmp_path: Path) -> None:
     done = subprocess.run(make_command(tmp_path, "handout", f"HANDOUT={handout}"),
@@ -114,6 +116,7 @@ def test_make_handout_builds_the_file_it_is_given(chromium: str, handout: Path,
     assert (tmp_path / "build" / "handout" / "handout.pdf").is_file()
 
 
+@pytest.mark.system
 def test_the_courses_handout_fits_on_one_page(chromium: str, tmp_path: Path) -> None:
     if not COURSE_HANDOUT.is_file():
         pytest.skip("docs/handout.md IS NOT WRITTEN YET: the course's handout was not built "

@@ -62,8 +62,15 @@ def eventually(condition, timeout: float = 1.0) -> bool:
     return condition()
 
 
+def sampled(sampler: QueueSampler, queue_len: int) -> bool:
+    """Has ``sampler`` recorded a queue of ``queue_len`` yet?"""
+    frame = sampler.to_frame()
+    return bool(len(frame)) and bool((frame["queue_len"] == queue_len).any())
+
+
 # -- accept_queue --------------------------------------------------------------
 
+@pytest.mark.system
 @linux_only
 def test_accept_queue_counts_connections_nobody_accepted() -> None:
     with listener(backlog=8) as server:
@@ -77,6 +84,7 @@ def test_accept_queue_counts_connections_nobody_accepted() -> None:
             assert accept_queue(server).queue_len == 0
 
 
+@pytest.mark.system
 @linux_only
 def test_accept_queue_rejects_a_socket_that_is_not_listening() -> None:
     with socket.socket() as sock:
@@ -85,6 +93,7 @@ def test_accept_queue_rejects_a_socket_that_is_not_listening() -> None:
             accept_queue(sock)
 
 
+@pytest.mark.system
 @linux_only
 def test_accept_queue_on_a_closed_socket_raises_oserror() -> None:
     with listener() as server:
@@ -93,6 +102,7 @@ def test_accept_queue_on_a_closed_socket_raises_oserror() -> None:
         accept_queue(server)
 
 
+@pytest.mark.system
 def test_off_linux_everything_is_unsupported_with_a_reason(monkeypatch) -> None:
     monkeypatch.setattr(sys, "platform", "darwin")  # pretend; restored after the test
     with listener() as server:
@@ -108,6 +118,7 @@ def test_off_linux_everything_is_unsupported_with_a_reason(monkeypatch) -> None:
 
 # -- listen_queues ---------------------------------------------------------------
 
+@pytest.mark.system
 @linux_only
 def test_listen_queues_sees_the_same_queue_as_tcp_info() -> None:
     with listener(backlog=8) as server:
@@ -124,6 +135,7 @@ def test_listen_queues_sees_the_same_queue_as_tcp_info() -> None:
             assert [r.queue_len for r in listen_queues(port)] == [0]
 
 
+@pytest.mark.system
 @linux_only
 def test_listen_queues_shows_one_row_per_reuseport_socket() -> None:
     with listener(reuseport=True) as first:
@@ -134,6 +146,7 @@ def test_listen_queues_shows_one_row_per_reuseport_socket() -> None:
     assert len({row.inode for row in rows}) == 2
 
 
+@pytest.mark.system
 @linux_only
 def test_listen_queues_of_an_unused_port_is_empty() -> None:
     with listener() as server:
@@ -143,6 +156,7 @@ def test_listen_queues_of_an_unused_port_is_empty() -> None:
 
 # -- QueueSampler ------------------------------------------------------------------
 
+@pytest.mark.system
 @linux_only
 def test_sampler_sees_the_queue_grow_and_drain() -> None:
     with listener(backlog=8) as server:
@@ -150,12 +164,12 @@ def test_sampler_sees_the_queue_grow_and_drain() -> None:
         with QueueSampler(sockets=[server], interval=0.002) as sampler:
             with clients(port, 3):
                 assert eventually(lambda: accept_queue(server).queue_len == 3)
-                time.sleep(0.02)  # let the sampler see the full queue
+                assert eventually(lambda: sampled(sampler, 3), timeout=5), "never saw 3 queued"
                 accept_all(server, 3)
-                time.sleep(0.02)  # ... and the empty one
-            started = time.monotonic()
-            sampler.stop()
-            assert time.monotonic() - started < 0.5
+                rows = len(sampler.to_frame())
+                # three samples after the accepts, every one of an empty queue
+                assert eventually(lambda: len(sampler.to_frame()) >= rows + 3, timeout=5)
+            sampler.stop()  # how long it takes: python -m bench.run_all --only timings
     frame = sampler.to_frame()
     assert list(frame.columns) == ["t_ns", "socket", "queue_len", "backlog"]
     assert str(frame["t_ns"].dtype) == "int64"
@@ -171,6 +185,7 @@ def test_sampler_sees_the_queue_grow_and_drain() -> None:
     assert not sampler.truncated
 
 
+@pytest.mark.system
 @linux_only
 def test_sampler_by_port_reads_proc_and_skips_sockets_it_holds() -> None:
     with listener(reuseport=True) as first:
@@ -187,6 +202,7 @@ def test_sampler_by_port_reads_proc_and_skips_sockets_it_holds() -> None:
     assert from_proc["backlog"].isna().all()
 
 
+@pytest.mark.system
 @linux_only
 def test_sampler_ends_quietly_when_the_socket_is_closed() -> None:
     with listener() as server:
@@ -200,6 +216,7 @@ def test_sampler_ends_quietly_when_the_socket_is_closed() -> None:
     sampler.stop()  # idempotent
 
 
+@pytest.mark.system
 @linux_only
 def test_sampler_caps_rows_and_time() -> None:
     with listener() as server:

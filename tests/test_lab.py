@@ -25,7 +25,8 @@ from makefile import BIN, make_command
 START_TIMEOUT = 90.0  # seconds for JupyterLab to answer on a busy two-core machine
 ROOT_REFUSAL = "Running as root is not recommended"
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.system,
+              pytest.mark.timeout(180)]
 
 
 def _free_port() -> int:

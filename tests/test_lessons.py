@@ -298,6 +298,8 @@ def _closed_loop(concurrency: int, workers: int):
                           concurrency=concurrency, sample_queue=True)
 
 
+@pytest.mark.system
+@pytest.mark.serial
 @pytest.mark.skipif(not sys.platform.startswith("linux"),
                     reason="the accept-queue depth (TCP_INFO) can only be read on Linux")
 def test_closed_loop_queue_reaches_c_minus_n_and_never_exceeds_c():
@@ -316,6 +318,8 @@ def test_closed_loop_queue_reaches_c_minus_n_and_never_exceeds_c():
     assert max(peaks) >= concurrency - workers, f"peaks {peaks}: never reached C − N"
 
 
+@pytest.mark.system
+@pytest.mark.serial
 def test_closed_loop_mean_latency_follows_littles_law():
     """04's Little's law: the mean time in the system is C / throughput, within 15 % (the gap is
     the moment a client spends between two connections), best of three runs."""
@@ -333,6 +337,8 @@ def test_closed_loop_mean_latency_follows_littles_law():
     assert min(errors) <= 0.15, f"relative errors {errors}"
 
 
+@pytest.mark.system
+@pytest.mark.serial
 @pytest.mark.skipif(not getattr(sys, "_is_gil_enabled", lambda: True)(),
                     reason="a free-threaded CPython has no GIL to put a ceiling on threads")
 def test_computing_threads_stay_under_the_gil_ceiling():
@@ -371,6 +377,7 @@ def _playground_probe(tmp_path: Path, call: str) -> tuple[str, list[str]]:
     return text, result.error_outputs
 
 
+@pytest.mark.system
 def test_playground_reports_a_bad_setting_in_one_line(tmp_path):
     text, errors = _playground_probe(tmp_path, 'playground(work="sleep 10", connections=10)')
     lines = [line for line in text.splitlines() if line.strip()]
@@ -379,6 +386,7 @@ def test_playground_reports_a_bad_setting_in_one_line(tmp_path):
     assert "Traceback" not in text
 
 
+@pytest.mark.system
 def test_playground_shows_the_traceback_when_asked(tmp_path):
     text, errors = _playground_probe(tmp_path, 'playground(work="sleep 10", connections=10, debug=True)')
     assert not errors
@@ -387,6 +395,7 @@ def test_playground_shows_the_traceback_when_asked(tmp_path):
 
 # -- every lesson ends with its sources, openable in one click ---------------------------------
 
+@pytest.mark.system
 def test_every_lesson_ends_with_its_sources_linked_directly():
     """The last cell lists each cited source with its own links (tools/lesson_sources.py)."""
     import subprocess

@@ -12,6 +12,8 @@ import acceptlab
 
 from acceptlab.linux.netns import NoPrivilege, read_sysctl, run_isolated
 
+pytestmark = pytest.mark.system
+
 MIGRATE = "net.ipv4.tcp_migrate_req"
 
 

@@ -4,8 +4,9 @@ The notebooks are tested for errors and for their shape only (a goal, a
 parameters cell, at least one plot); what they measure is checked by the
 package's own tests, where a number can be asserted with the right tolerance.
 Each notebook runs through ``tools/notebook_runner.py``, the same code
-``tools/build_book.py`` uses, so "the tests pass" and "the book builds" mean
-the same run.
+``tools/build_book.py`` uses, once per session: tests/test_book_browser.py builds
+the book from these very runs (the ``course`` fixture of tests/conftest.py), so
+"the tests pass" and "the book builds" mean the same run.
 
 How long the lessons take is a benchmark, not a test (``python -m bench.run_all
 --only notebooks`` reports it against its goals): a time budget asserted here
@@ -37,9 +38,9 @@ pytestmark = pytest.mark.skipif(not NOTEBOOKS, reason="no notebooks/NN_*.ipynb y
 
 
 @pytest.fixture(scope="session")
-def results(request):
+def results(request, course):
     """Results of the notebooks run so far, by name; written as a times table at the end."""
-    collected: dict[str, runner.NotebookResult] = {}
+    collected = course.results  # the session's one run of each lesson (tests/conftest.py)
     yield collected
     if collected:
         ordered = [collected[name] for name in sorted(collected)]
@@ -91,6 +92,7 @@ def _fixture_course(folder: Path) -> list[Path]:
     return runner.notebook_paths(folder)
 
 
+@pytest.mark.system
 @pytest.mark.timeout(120)
 def test_building_the_book_prints_only_its_own_progress(tmp_path):
     """`make book` shows one line per lesson and the times table: no ipykernel warning about
@@ -114,11 +116,13 @@ def test_building_the_book_prints_only_its_own_progress(tmp_path):
 
 # -- execution -------------------------------------------------------------------------------
 
+@pytest.mark.system
+@pytest.mark.xdist_group("course")
 @pytest.mark.timeout(300)  # the runner times each cell out at 60 s; this is a backstop
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
-def test_notebook_runs_without_error_and_draws_a_figure(path, results):
-    result = runner.run_notebook(path)
-    results[path.name] = result
+def test_notebook_runs_without_error_and_draws_a_figure(path, results, course):
+    """The lesson's one run in this session (the book test builds its page from the same run)."""
+    result = course.run(path)
     assert result.error is None, f"{path.name} failed:\n{runner.failure_report(result)}"
     assert not result.error_outputs, f"{path.name} has error outputs: {result.error_outputs}"
     assert result.images >= 1, f"{path.name} drew no image/png output"

@@ -18,9 +18,9 @@ from acceptlab import analysis
 from acceptlab.real import servers as real
 from acceptlab.lab.experiment import Run
 from acceptlab.real.observe import observe, reply_pid
-from acceptlab.server.pool import WorkerPool
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads Linux's /proc")
+pytestmark = [pytest.mark.serial,
+              pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads Linux's /proc")]
 
 LOADS = {"sequential": {"gap": 0.001}, "closed-loop": {"concurrency": 16}}
 
@@ -31,12 +31,13 @@ def test_reply_pid_reads_the_kit_and_the_real_servers_replies():
     assert reply_pid(b"HTTP/1.0 200 OK\r\n\r\nhello\n") is None
 
 
+@pytest.mark.system
 @pytest.mark.parametrize("protocol", ["zen", "http"])
 @pytest.mark.parametrize("load", list(LOADS))
-def test_attribution_matches_the_pools_own_log(load, protocol, tmp_path):
-    with WorkerPool(workers=4, kind="process", strategy="blocking", protocol=protocol) as pool:
-        run = observe(os.getpid(), port=pool.address[1], protocol=protocol, connections=300,
-                      baseline=False, **LOADS[load])
+def test_attribution_matches_the_pools_own_log(start_pool, load, protocol, tmp_path):
+    pool = start_pool(workers=4, kind="process", strategy="blocking", protocol=protocol)
+    run = observe(os.getpid(), port=pool.address[1], protocol=protocol, connections=300,
+                  baseline=False, **LOADS[load])
     truth = pool.events()
     truth = truth[truth["outcome"] == "accepted"].set_index("peer_port")["pid"]
     assert run.meta["worker_pids"] == sorted(pool.pids)
@@ -61,11 +62,12 @@ def test_attribution_matches_the_pools_own_log(load, protocol, tmp_path):
     assert again.meta["inspection"]["strategy"] == "blocking"
 
 
+@pytest.mark.system
 @pytest.mark.parametrize("attribution", ["before-request", "after-reply"])
-def test_either_attribution_can_be_asked_for_and_agrees_with_the_log(attribution):
-    with WorkerPool(workers=3, kind="process", strategy="blocking", protocol="zen") as pool:
-        run = observe(os.getpid(), port=pool.address[1], protocol="zen", connections=100,
-                      gap=0.001, baseline=False, attribution=attribution)
+def test_either_attribution_can_be_asked_for_and_agrees_with_the_log(start_pool, attribution):
+    pool = start_pool(workers=3, kind="process", strategy="blocking", protocol="zen")
+    run = observe(os.getpid(), port=pool.address[1], protocol="zen", connections=100,
+                  gap=0.001, baseline=False, attribution=attribution)
     truth = pool.events()
     truth = truth[truth["outcome"] == "accepted"].set_index("peer_port")["pid"]
     seen = run.events[run.events["outcome"] == "accepted"]
@@ -73,27 +75,29 @@ def test_either_attribution_can_be_asked_for_and_agrees_with_the_log(attribution
     assert all(truth[port] == pid for port, pid in zip(seen["peer_port"], seen["pid"]))
 
 
-def test_after_reply_attributes_nothing_where_the_server_closes_and_auto_knows_it():
+@pytest.mark.system
+def test_after_reply_attributes_nothing_where_the_server_closes_and_auto_knows_it(start_pool):
     """The kit's http server closes after answering: a forced after-reply look finds nothing
     held, so the run stops after its first few connections and says why (issue 24), which is
     why auto tries one connection first."""
     from acceptlab.real.attribution import CannotAttribute
 
-    with WorkerPool(workers=2, kind="process", strategy="blocking", protocol="http") as pool:
-        with pytest.raises(CannotAttribute, match="closes each connection"):
-            observe(os.getpid(), port=pool.address[1], connections=20, baseline=False,
-                    attribution="after-reply")
-        chosen = observe(os.getpid(), port=pool.address[1], connections=20, baseline=False)
+    pool = start_pool(workers=2, kind="process", strategy="blocking", protocol="http")
+    with pytest.raises(CannotAttribute, match="closes each connection"):
+        observe(os.getpid(), port=pool.address[1], connections=20, baseline=False,
+                attribution="after-reply")
+    chosen = observe(os.getpid(), port=pool.address[1], connections=20, baseline=False)
     assert chosen.meta["attribution"] == "before-request"
     assert chosen.meta["coverage"]["attributed"] == 20
     with pytest.raises(ValueError, match="attribution is one of"):
         observe(os.getpid(), port=pool.address[1], connections=1, attribution="later")
 
 
-def test_the_wrong_port_and_a_missing_process_are_refused():
-    with WorkerPool(workers=2, kind="process") as pool:
-        with pytest.raises(ValueError, match="does not listen on port"):
-            observe(os.getpid(), port=1, connections=1)
+@pytest.mark.system
+def test_the_wrong_port_and_a_missing_process_are_refused(start_pool):
+    pool = start_pool(workers=2, kind="process")
+    with pytest.raises(ValueError, match="does not listen on port"):
+        observe(os.getpid(), port=1, connections=1)
     with pytest.raises(ProcessLookupError):
         observe(2 ** 22 + 12345, port=pool.address[1], connections=1)
 
@@ -101,6 +105,7 @@ def test_the_wrong_port_and_a_missing_process_are_refused():
 SERVERS = list(real.SERVERS)
 
 
+@pytest.mark.system
 @pytest.mark.parametrize("name", SERVERS)
 @pytest.mark.parametrize("load", list(LOADS))
 def test_observe_a_real_server(name, load):
@@ -125,14 +130,15 @@ def test_observe_a_real_server(name, load):
     assert run.meta["attribution"] == expected
 
 
-def test_observe_from_the_command_line(capsys, tmp_path):
+@pytest.mark.system
+def test_observe_from_the_command_line(start_pool, capsys, tmp_path):
     import json
 
     from acceptlab.cli import main
 
-    with WorkerPool(workers=2, kind="process", strategy="blocking", protocol="http") as pool:
-        code = main(["observe", str(os.getpid()), "--port", str(pool.address[1]), "-c", "40",
-                     "--gap", "0.001", "--no-baseline", "--json", "--out", str(tmp_path / "o")])
+    pool = start_pool(workers=2, kind="process", strategy="blocking", protocol="http")
+    code = main(["observe", str(os.getpid()), "--port", str(pool.address[1]), "-c", "40",
+                 "--gap", "0.001", "--no-baseline", "--json", "--out", str(tmp_path / "o")])
     assert code == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["strategy"] == "blocking" and summary["connections"] == 40
@@ -143,22 +149,24 @@ def test_observe_from_the_command_line(capsys, tmp_path):
     assert "one client process" in capsys.readouterr().err
 
 
-def test_the_wrong_protocol_is_named_as_fire_names_it():
+@pytest.mark.system
+def test_the_wrong_protocol_is_named_as_fire_names_it(start_pool):
     from acceptlab.client.load import ProtocolMismatch
 
-    with WorkerPool(workers=2, kind="process", protocol="zen") as pool:
-        with pytest.raises(ProtocolMismatch, match="zen"):
-            observe(os.getpid(), port=pool.address[1], protocol="http", connections=3,
-                    baseline=False)
+    pool = start_pool(workers=2, kind="process", protocol="zen")
+    with pytest.raises(ProtocolMismatch, match="zen"):
+        observe(os.getpid(), port=pool.address[1], protocol="http", connections=3,
+                baseline=False)
 
 
-def test_observe_over_ipv6_loopback():
+@pytest.mark.system
+def test_observe_over_ipv6_loopback(start_pool):
     import socket
 
     if not socket.has_ipv6:
         pytest.skip("no IPv6 on this machine: ::1 cannot be tested")
-    with WorkerPool(workers=2, kind="process", protocol="http", host="::1") as pool:
-        run = observe(os.getpid(), host="::1", port=pool.address[1], connections=60, gap=0.001,
-                      baseline=False)
+    pool = start_pool(workers=2, kind="process", protocol="http", host="::1")
+    run = observe(os.getpid(), host="::1", port=pool.address[1], connections=60, gap=0.001,
+                  baseline=False)
     assert run.meta["coverage"]["attributed"] >= 60 * 0.99
     assert run.meta["coverage"]["disagree"] == 0

@@ -89,6 +89,7 @@ def output_problems(root: Path) -> list[str]:
     return problems
 
 
+@pytest.mark.system
 def test_notebooks_are_committed_without_outputs():
     """What git holds has no outputs; outputs only in the working copy (autosave) are fine."""
     problems = output_problems(ROOT)
@@ -110,6 +111,7 @@ def _lesson(with_outputs: bool) -> str:
     return nbformat.writes(nbformat.v4.new_notebook(cells=[cell]))
 
 
+@pytest.mark.system
 def test_a_notebook_autosaved_with_outputs_does_not_fail_the_check(tmp_path):
     """JupyterLab writes outputs into the working copy: the check reads git's copy instead."""
     if shutil.which("git") is None:
@@ -130,6 +132,7 @@ def test_a_notebook_autosaved_with_outputs_does_not_fail_the_check(tmp_path):
     assert any(problem.startswith("notebooks/09_new.ipynb") for problem in output_problems(tmp_path))
 
 
+@pytest.mark.system
 def test_make_strip_removes_outputs_and_keeps_cell_ids(tmp_path):
     """`make strip` (the Makefile's own recipe, run on a copy) cleans an autosaved lesson."""
     if shutil.which("make") is None:

@@ -93,6 +93,7 @@ def test_reading_this_process_memory_and_mappings():
         peek.read_memory(os.getpid(), 8, 8)  # nothing is mapped at address 8
 
 
+@pytest.mark.system
 @linux_only
 def test_a_socket_option_read_through_pidfd_getfd():
     with socket.socket() as listener:

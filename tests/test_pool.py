@@ -10,15 +10,18 @@ import textwrap
 import pytest
 
 from acceptlab.server.pool import PortInUse, WorkerPool
-from helpers import (STOP_MARGIN, port_is_free, process_gone, stop_and_time, wait_until,
+from helpers import (STOP_DEADLINE, port_is_free, process_gone, stop_and_time, wait_until,
                      zen_round_trip)
+
+pytestmark = pytest.mark.serial
 
 START_METHODS = multiprocessing.get_all_start_methods()
 KINDS = [("thread", None)] + [("process", method) for method in START_METHODS]
 
 
+@pytest.mark.system
 @pytest.mark.parametrize("kind, method", KINDS)
-def test_pool_serves_stops_well_within_a_second_and_frees_the_port(kind, method, caplog):
+def test_pool_serves_stops_when_asked_and_frees_the_port(kind, method, caplog):
     pool = WorkerPool(workers=3, kind=kind, start_method=method).start()
     try:
         for _ in range(12):
@@ -27,7 +30,8 @@ def test_pool_serves_stops_well_within_a_second_and_frees_the_port(kind, method,
         assert [s.state for s in pool.status()] == ["serving"] * 3
     finally:
         took = stop_and_time(pool, caplog)
-    assert took < STOP_MARGIN, f"stop() took {took:.2f} s"
+    # README: stop() "stops every worker within a second"; deadline 3x that (STOP_DEADLINE)
+    assert took < STOP_DEADLINE, f"stop() took {took:.2f} s"
     assert not any(pool.alive())
     assert port_is_free(pool.address[1])
     events = pool.events()
@@ -35,6 +39,7 @@ def test_pool_serves_stops_well_within_a_second_and_frees_the_port(kind, method,
     assert set(events["worker"]) <= {0, 1, 2}
 
 
+@pytest.mark.system
 def test_pool_is_a_context_manager_and_a_taken_port_is_named():
     with WorkerPool(workers=1, kind="thread") as pool:
         port = pool.address[1]
@@ -43,6 +48,7 @@ def test_pool_is_a_context_manager_and_a_taken_port_is_named():
     assert port_is_free(port)
 
 
+@pytest.mark.system
 @pytest.mark.parametrize("method", START_METHODS)
 def test_supervisor_replaces_a_killed_process_in_the_same_slot(method):
     with WorkerPool(workers=3, kind="process", start_method=method, interval=0.05) as pool:
@@ -61,6 +67,7 @@ def test_supervisor_replaces_a_killed_process_in_the_same_slot(method):
     assert set(events.loc[events["worker"] == 1, "generation"]) <= {0, 1}
 
 
+@pytest.mark.system
 def test_supervisor_replaces_a_crashed_thread():
     with WorkerPool(workers=2, kind="thread", interval=0.05) as pool:
         assert pool.pids == [os.getpid()] * 2  # threads run in the pool's own process
@@ -96,6 +103,7 @@ PARENT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.system
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 @pytest.mark.parametrize("method", START_METHODS)
 def test_sigkill_of_the_parent_leaves_no_orphan_and_frees_the_port(tmp_path, method):
@@ -109,19 +117,22 @@ def test_sigkill_of_the_parent_leaves_no_orphan_and_frees_the_port(tmp_path, met
     finally:
         parent.send_signal(signal.SIGKILL)
         parent.wait(5)
-    took = wait_until(lambda: all(process_gone(pid) for pid in pids), timeout=2.0)
+    # README: "each worker process notices within 0.2 s and exits by itself": 10x that
+    took = wait_until(lambda: all(process_gone(pid) for pid in pids), timeout=10 * 0.2)
     assert took is not None, f"workers still alive 2 s after their parent's SIGKILL: {pids}"
     assert port_is_free(port)
 
 
-def test_stop_is_idempotent_and_events_survive_it():
-    pool = WorkerPool(workers=2, kind="process").start()
+@pytest.mark.system
+def test_stop_is_idempotent_and_events_survive_it(start_pool):
+    pool = start_pool(workers=2, kind="process")
     zen_round_trip(pool.address)
     pool.stop()
     pool.stop()
     assert (pool.events()["outcome"] == "accepted").sum() == 1
 
 
+@pytest.mark.system
 def test_a_new_pool_deletes_the_logs_of_pools_whose_process_was_killed():
     """A killed kernel cannot clean up its temporary event logs; the next pool does, and only those."""
     import tempfile
@@ -146,6 +157,7 @@ def test_a_new_pool_deletes_the_logs_of_pools_whose_process_was_killed():
                 path.rmdir()
 
 
+@pytest.mark.system
 def test_spawn_from_code_typed_into_python_says_why_its_workers_die():
     """`python -` has no file for spawn to re-import: the error says so instead of just 'exit 1'."""
     code = ("from acceptlab import WorkerPool\n"

@@ -96,6 +96,7 @@ def test_diag_messages_and_the_end_of_a_dump():
     assert procfs.parse_diag_messages(error_message) == ([], True, 2)
 
 
+@pytest.mark.system
 @linux_only
 def test_live_sockets_epoll_and_sock_diag():
     with socket.socket() as listener, select.epoll() as poller:

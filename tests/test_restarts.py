@@ -17,6 +17,7 @@ import pytest
 from acceptlab.lab import sweep
 from acceptlab.linux.netns import read_sysctl
 from acceptlab.lab.restarts import restart_losses
+from helpers import best_of
 
 MIGRATE = "net.ipv4.tcp_migrate_req"
 
@@ -52,23 +53,26 @@ def _needs_namespaces() -> None:
         pytest.skip(f"{MIGRATE} needs Linux >= 5.14; this is {os.uname().release}")
 
 
+@pytest.mark.system
+@pytest.mark.serial  # what a restart loses depends on when the kernel runs whom
 def test_graceful_restarts_lose_nothing_on_a_shared_socket_and_reuseport_needs_migration():
     """Best of three: shared socket 0 lost, reuseport > 0, reuseport + migrate 0."""
     _needs_namespaces()
-    seen = []
-    for _ in range(3):
+
+    def measure():
         runs = sweep.compare_restarts(graceful=True, seconds=1.6, every=0.3)
-        lost = {design: _lost(run) for design, run in runs.items()}
-        seen.append(lost)
-        if (lost["shared socket"] == 0 and lost["reuseport"] > 0
-                and lost["reuseport + migrate"] == 0):
-            break
-    else:
-        pytest.fail(f"lost per design in three tries: {seen}")
+        return runs, {design: _lost(run) for design, run in runs.items()}
+
+    tries = best_of(3, measure, lambda result: (
+        result[1]["shared socket"] == 0 and result[1]["reuseport"] > 0
+        and result[1]["reuseport + migrate"] == 0))
+    assert tries.ok, f"lost per design in three tries: {[lost for _, lost in tries.values]}"
+    runs, _ = tries.last
     assert all(len(run.meta["restarts"]) >= 3 for run in runs.values())
     assert {run.meta[MIGRATE] for run in runs.values()} >= {0, 1}
 
 
+@pytest.mark.system
 def test_without_namespaces_the_design_that_needs_one_says_why():
     """isolate=False runs on the host: a design needing another tcp_migrate_req is a reason."""
     host = read_sysctl(MIGRATE)

@@ -44,7 +44,9 @@ SCREENSHOT = ROOT / "build" / "slides-screenshot.png"
 SCREENSHOT_DECK = "06_"
 SETTLE_MS = 3000  # virtual time for reveal.js to lay the deck out
 
-pytestmark = pytest.mark.timeout(600)
+# one pytest-xdist worker for all: the session builds the decks once, and installs reveal.js
+# into build/.npm once (two workers would race for it)
+pytestmark = [pytest.mark.timeout(600), pytest.mark.xdist_group("slides")]
 
 
 class DeckReader(HTMLParser):
@@ -142,6 +144,7 @@ def loaded_decks(chromium: str, decks: dict) -> dict[str, LoadedPage]:
 
 # -- the lessons' decks ----------------------------------------------------------------------------
 
+@pytest.mark.system
 @pytest.mark.parametrize("lesson", LESSONS)
 def test_each_deck_renders_offline(lesson: str, decks: dict,
                                    loaded_decks: dict[str, LoadedPage]) -> None:
@@ -153,12 +156,14 @@ def test_each_deck_renders_offline(lesson: str, decks: dict,
     assert 'src="reveal.js/dist/reveal.js"' in source
 
 
+@pytest.mark.system
 def test_the_decks_are_listed_in_course_order(decks: dict) -> None:
     index = (decks["path"] / "index.html").read_text(encoding="utf-8")
     listed = re.findall(r'href="([^"]+)\.slides\.html"', index)
     assert listed == LESSONS
 
 
+@pytest.mark.system
 def test_a_screenshot_of_one_deck(chromium: str, decks: dict) -> None:
     """Photograph deck 06's first slide for a person to look at: build/slides-screenshot.png."""
     lesson = next((name for name in LESSONS if name.startswith(SCREENSHOT_DECK)), LESSONS[0])
@@ -172,6 +177,7 @@ def test_a_screenshot_of_one_deck(chromium: str, decks: dict) -> None:
         shutil.copyfile(shot, SCREENSHOT)
 
 
+@pytest.mark.system
 def test_the_render_check_fails_without_reveal(chromium: str, decks: dict,
                                                tmp_path: Path) -> None:
     """A deck copied away from its reveal.js folder does not initialise, and the check says so."""
@@ -205,6 +211,7 @@ def test_an_untagged_notebook_is_cut_at_its_headings() -> None:
     assert _slide_types(notebook) == ["slide", "slide", "-", "slide", "subslide", "-", "-", "-"]
 
 
+@pytest.mark.system
 def test_an_authors_tags_are_kept(reveal: Path, tmp_path: Path) -> None:
     md = nbformat.v4.new_markdown_cell
     folder = tmp_path / "notebooks"
@@ -223,6 +230,7 @@ def test_an_authors_tags_are_kept(reveal: Path, tmp_path: Path) -> None:
     assert '<aside class="notes">' in deck and "never shown" not in deck
 
 
+@pytest.mark.system
 @pytest.mark.timeout(180)
 def test_an_executed_lessons_figure_is_in_its_deck(chromium: str, reveal: Path,
                                                    tmp_path: Path) -> None:

@@ -19,10 +19,11 @@ from acceptlab.client.load import fire
 from acceptlab.server.pool import WorkerPool
 from acceptlab.server.strategies import STRATEGIES
 from acceptlab.linux.support import Unavailable, check_strategy
-from helpers import port_is_free, stop_and_time, STOP_MARGIN, zen_round_trip
+from helpers import STOP_DEADLINE, best_of, port_is_free, stop_and_time, zen_round_trip
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
-                                reason="the predictions measured here are Linux's")
+pytestmark = [pytest.mark.serial,
+              pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                reason="the predictions measured here are Linux's")]
 WORKERS = 4
 
 
@@ -34,15 +35,7 @@ def sequential_run(kind, strategy, connections=100, **pool_options):
     return pool.events()
 
 
-def best_of(tries, measure, good):
-    """Run `measure` up to `tries` times; return the first value that is `good`, else the last."""
-    for _ in range(tries):
-        value = measure()
-        if good(value):
-            break
-    return value
-
-
+@pytest.mark.system
 @pytest.mark.parametrize("kind", ["process", "thread"])
 def test_blocking_is_round_robin_and_fifo_best_of_three(kind):
     def measure():
@@ -51,11 +44,13 @@ def test_blocking_is_round_robin_and_fifo_best_of_three(kind):
         ranks = analysis.wake_order_ranks(events)
         return analysis.round_robin_score(sequence, WORKERS), ranks["rank"].mean()
 
-    score, mean_rank = best_of(3, measure, lambda v: v[0] >= 0.9 and v[1] <= 0.1)
-    assert score >= 0.9, f"strict round robin in only {score:.0%} of windows"
-    assert mean_rank <= 0.1, "the longest waiter should win (FIFO): mean rank ~ 0"
+    tries = best_of(3, measure, lambda v: v[0] >= 0.9 and v[1] <= 0.1)
+    score, mean_rank = tries.last
+    assert score >= 0.9, f"strict round robin in only {score:.0%} of windows: {tries.values}"
+    assert mean_rank <= 0.1, f"the longest waiter should win (FIFO): mean rank ~ 0: {tries.values}"
 
 
+@pytest.mark.system
 def test_blocking_wakes_one_worker_per_connection():
     events = sequential_run("process", "blocking")
     per = analysis.cost_per_accept(events)
@@ -63,22 +58,26 @@ def test_blocking_wakes_one_worker_per_connection():
     assert per["wakeups_per_accept"] < 1.5
 
 
+@pytest.mark.system
 def test_epoll_exclusive_gives_the_large_majority_to_one_worker_best_of_three():
     check_strategy("epoll-exclusive", "process")
-    share = best_of(3, lambda: analysis.per_worker(sequential_run("process", "epoll-exclusive"),
+    tries = best_of(3, lambda: analysis.per_worker(sequential_run("process", "epoll-exclusive"),
                                                    WORKERS)["share"].max(), lambda s: s >= 0.7)
-    assert share >= 0.7
+    assert tries.last >= 0.7, f"the busiest worker's share in each try: {tries.values}"
 
 
+@pytest.mark.system
 @pytest.mark.parametrize("strategy", ["poll", "epoll", "timeout"])
 def test_herd_strategies_wake_several_workers_per_connection(strategy):
-    per = best_of(3, lambda: analysis.cost_per_accept(sequential_run("process", strategy)),
-                  lambda p: p["wakeups_per_accept"] >= 1.8)
+    tries = best_of(3, lambda: analysis.cost_per_accept(sequential_run("process", strategy)),
+                    lambda p: p["wakeups_per_accept"] >= 1.8)
+    per = tries.last
     # 4 idle workers: up to 4 wake per connection; EAGAIN shows only a fraction of them.
-    assert per["wakeups_per_accept"] >= 1.8
+    assert per["wakeups_per_accept"] >= 1.8, [p["wakeups_per_accept"] for p in tries.values]
     assert per["eagain_per_accept"] < per["wakeups_per_accept"]
 
 
+@pytest.mark.system
 def test_reuseport_splits_like_a_fair_coin_not_round_robin():
     connections = 200
     events = sequential_run("process", "reuseport", connections)
@@ -91,6 +90,7 @@ def test_reuseport_splits_like_a_fair_coin_not_round_robin():
     assert analysis.round_robin_score(sequence, WORKERS) < 0.5
 
 
+@pytest.mark.system
 def test_shared_epoll_threads_favour_the_most_recent_waiter():
     events = sequential_run("thread", "shared-epoll")
     ranks = analysis.wake_order_ranks(events)
@@ -119,8 +119,9 @@ def test_what_cannot_run_is_refused_with_a_reason(strategy, kind, method):
         WorkerPool(kind=kind, strategy=strategy, start_method=method)
 
 
+@pytest.mark.system
 @pytest.mark.parametrize("strategy, kind, method", list(_combinations(runnable=True)))
-def test_every_strategy_serves_stops_well_within_a_second_and_frees_the_port(
+def test_every_strategy_serves_stops_when_asked_and_frees_the_port(
         strategy, kind, method, caplog):
     pool = WorkerPool(workers=3, kind=kind, strategy=strategy, start_method=method).start()
     try:
@@ -128,6 +129,7 @@ def test_every_strategy_serves_stops_well_within_a_second_and_frees_the_port(
             zen_round_trip(pool.address)
     finally:
         took = stop_and_time(pool, caplog)
-    assert took < STOP_MARGIN, f"stop() took {took:.2f} s"
+    # README: stop() "stops every worker within a second"; deadline 3x that (STOP_DEADLINE)
+    assert took < STOP_DEADLINE, f"stop() took {took:.2f} s"
     assert port_is_free(pool.address[1])
     assert (pool.events()["outcome"] == "accepted").sum() == 6

@@ -23,7 +23,12 @@ from acceptlab.server.pool import PortInUse, WorkerPool
 from acceptlab.server.protocol import ZEN
 from helpers import port_is_free, process_gone, wait_until, zen_round_trip
 
+pytestmark = pytest.mark.serial
+
 LINUX = sys.platform.startswith("linux")
+# A retired worker leaves like one that stop() asks to: README, "stops every worker within a
+# second"; three times that here.  (A broken retirement leaves it waiting for ever.)
+LEAVE_DEADLINE = 3 * 1.0
 
 # -- a crash loop ends (issue 11, item 1) -------------------------------------------------------
 
@@ -64,6 +69,7 @@ CRASH_LOOP = textwrap.dedent("""
 """)
 
 
+@pytest.mark.system
 def test_a_replacement_that_cannot_boot_is_retried_three_times_then_left_down(tmp_path):
     """Before: 17 respawns in 2 s, and no end.  Now: 3 boot attempts, then the slot stays down."""
     script = tmp_path / "crash_loop.py"
@@ -87,6 +93,7 @@ def test_a_replacement_that_cannot_boot_is_retried_three_times_then_left_down(tm
     assert done.stderr.count("retrying") == 2 and done.stderr.count("left down") == 1
 
 
+@pytest.mark.system
 def test_a_pool_whose_workers_cannot_boot_fails_to_start_after_its_attempts(tmp_path):
     code = textwrap.dedent("""
         from acceptlab.server.pool import WorkerPool
@@ -108,6 +115,7 @@ def test_boot_attempts_must_be_positive():
 
 # -- no silent joining (issue 11, item 6) ---------------------------------------------------------
 
+@pytest.mark.system
 @pytest.mark.skipif(not LINUX, reason="only Linux balances SO_REUSEPORT (the strategy is refused elsewhere)")
 def test_a_second_reuseport_pool_on_a_taken_port_is_refused_unless_it_joins_on_purpose():
     with WorkerPool(workers=2, kind="thread", strategy="reuseport") as first:
@@ -125,6 +133,7 @@ def test_a_second_reuseport_pool_on_a_taken_port_is_refused_unless_it_joins_on_p
     assert port_is_free(port)
 
 
+@pytest.mark.system
 @pytest.mark.skipif(not LINUX, reason="only Linux balances SO_REUSEPORT (the strategy is refused elsewhere)")
 def test_a_reuseport_pool_refuses_a_port_any_other_server_listens_on():
     with socket.create_server(("127.0.0.1", 0)) as taken:
@@ -158,6 +167,7 @@ def restart_in_background(pool, slot, graceful):
     return thread
 
 
+@pytest.mark.system
 @pytest.mark.parametrize("kind", ["process", "thread"])
 def test_a_graceful_restart_finishes_the_conversation_in_flight(kind):
     with WorkerPool(workers=1, kind=kind, interval=0.05) as pool:
@@ -173,49 +183,53 @@ def test_a_graceful_restart_finishes_the_conversation_in_flight(kind):
         assert (replacement.slot, replacement.generation, replacement.pid) == (0, 0, old)
         assert replacement.exit == "restarted gracefully"
         if kind == "process":
-            assert wait_until(lambda: process_gone(old), timeout=2) is not None
+            assert wait_until(lambda: process_gone(old), timeout=LEAVE_DEADLINE) is not None
         assert wait_until(lambda: old not in {t.native_id for t in threading.enumerate()},
-                          timeout=2) is not None
+                          timeout=LEAVE_DEADLINE) is not None
     events = pool.events()
     accepted = events[events["outcome"] == "accepted"]
     assert list(accepted["generation"]) == [0, 1]  # ours on the old worker, the next on the new
     assert pd.notna(accepted["t_done_ns"].iloc[0])  # the old worker recorded the end of ours
 
 
-def test_a_graceful_restart_of_an_idle_process_ends_its_wait_at_once():
+@pytest.mark.system
+def test_a_graceful_restart_of_an_idle_process_ends_its_wait_at_once(start_pool):
     """A process asleep in accept() is retired by a signal: it need not wait for a connection."""
-    with WorkerPool(workers=2, kind="process") as pool:
-        old = pool.idents[1]
-        pool.restart(1)
-        assert wait_until(lambda: process_gone(old), timeout=1.0) is not None
-        for _ in range(4):
-            zen_round_trip(pool.address)
+    pool = start_pool(workers=2, kind="process")
+    old = pool.idents[1]
+    pool.restart(1)
+    # not "when a connection comes" (none will): a broken retirement waits for ever
+    assert wait_until(lambda: process_gone(old), timeout=LEAVE_DEADLINE) is not None
+    for _ in range(4):
+        zen_round_trip(pool.address)
 
 
+@pytest.mark.system
 @pytest.mark.skipif(not LINUX, reason="only Linux balances SO_REUSEPORT (the strategy is refused elsewhere)")
-def test_a_graceful_restart_of_an_idle_reuseport_thread_closes_its_own_socket_at_once():
+def test_a_graceful_restart_of_an_idle_reuseport_thread_closes_its_own_socket_at_once(start_pool):
     """A thread waiting on a socket of its own is woken by shutting that socket: it leaves now."""
-    with WorkerPool(workers=2, kind="thread", strategy="reuseport") as pool:
-        old = pool.idents[1]
-        pool.restart(1)
-        assert wait_until(lambda: old not in {t.native_id for t in threading.enumerate()},
-                          timeout=1.0) is not None
-        assert len(listen_queues(pool.address[1])) == 2  # the old socket is gone, the new one bound
-        for _ in range(8):
-            zen_round_trip(pool.address)
+    pool = start_pool(workers=2, kind="thread", strategy="reuseport")
+    old = pool.idents[1]
+    pool.restart(1)
+    assert wait_until(lambda: old not in {t.native_id for t in threading.enumerate()},
+                      timeout=LEAVE_DEADLINE) is not None
+    assert len(listen_queues(pool.address[1])) == 2  # the old socket is gone, the new one bound
+    for _ in range(8):
+        zen_round_trip(pool.address)
 
 
-def test_a_killing_restart_cuts_the_conversation_and_replaces_the_worker():
-    with WorkerPool(workers=1, kind="process") as pool:
-        old = pool.idents[0]
-        client = half_a_conversation(pool.address)
-        pool.restart(0, graceful=False)
-        with pytest.raises(ConnectionError):
-            finish(client)
-        assert process_gone(old)
-        (replacement,) = pool.replacements
-        assert replacement.exit == "restarted: killed" and replacement.new_pid == pool.idents[0]
-        assert zen_round_trip(pool.address) == [b"Ugly.", b"Implicit.", b"Complex."]
+@pytest.mark.system
+def test_a_killing_restart_cuts_the_conversation_and_replaces_the_worker(start_pool):
+    pool = start_pool(workers=1, kind="process")
+    old = pool.idents[0]
+    client = half_a_conversation(pool.address)
+    pool.restart(0, graceful=False)
+    with pytest.raises(ConnectionError):
+        finish(client)
+    assert process_gone(old)
+    (replacement,) = pool.replacements
+    assert replacement.exit == "restarted: killed" and replacement.new_pid == pool.idents[0]
+    assert zen_round_trip(pool.address) == [b"Ugly.", b"Implicit.", b"Complex."]
 
 
 def asleep_in_accept(tid: int) -> bool:
@@ -223,29 +237,31 @@ def asleep_in_accept(tid: int) -> bool:
     return Path(f"/proc/self/task/{tid}/wchan").read_text() == "inet_csk_accept"
 
 
+@pytest.mark.system
 @pytest.mark.skipif(not LINUX, reason="reads the kernel's wchan of a thread from /proc")
-def test_a_killing_restart_of_a_thread_crashes_it_at_its_next_connection():
+def test_a_killing_restart_of_a_thread_crashes_it_at_its_next_connection(start_pool):
     """A thread cannot be killed: as with kill(), it crashes on the next connection it accepts."""
-    with WorkerPool(workers=1, kind="thread", interval=0.05) as pool:
-        old = pool.idents[0]
-        # Ready means "about to wait": for a thread that may still want the GIL, so the test
-        # waits until the kernel has the old thread asleep in accept(), ahead of the new one.
-        assert wait_until(lambda: asleep_in_accept(old), timeout=2) is not None
-        pool.restart(0, graceful=False)
-        assert pool.status()[0].state == "serving" and pool.idents[0] != old
-        # The old thread still sleeps in accept() ahead of the new one (the kernel's FIFO), so
-        # it takes the next connection and crashes with it; the one after is the new thread's.
-        with pytest.raises(ConnectionError):
-            zen_round_trip(pool.address)
-        assert zen_round_trip(pool.address) == [b"Ugly.", b"Implicit.", b"Complex."]
-        assert pool.replacements[0].exit == "restarted: killed"
+    pool = start_pool(workers=1, kind="thread", interval=0.05)
+    old = pool.idents[0]
+    # Ready means "about to wait": for a thread that may still want the GIL, so the test
+    # waits until the kernel has the old thread asleep in accept(), ahead of the new one.
+    assert wait_until(lambda: asleep_in_accept(old), timeout=10) is not None
+    pool.restart(0, graceful=False)
+    assert pool.status()[0].state == "serving" and pool.idents[0] != old
+    # The old thread still sleeps in accept() ahead of the new one (the kernel's FIFO), so
+    # it takes the next connection and crashes with it; the one after is the new thread's.
+    with pytest.raises(ConnectionError):
+        zen_round_trip(pool.address)
+    assert zen_round_trip(pool.address) == [b"Ugly.", b"Implicit.", b"Complex."]
+    assert pool.replacements[0].exit == "restarted: killed"
 
 
 # -- readiness is a signal from the worker, not a file ---------------------------------------------
 
+@pytest.mark.system
 @pytest.mark.parametrize("kind", ["process", "thread"])
-def test_without_an_event_log_a_pool_starts_serves_and_writes_no_file(kind):
-    with WorkerPool(workers=2, kind=kind, record=False) as pool:
-        zen_round_trip(pool.address)
-        assert [s.state for s in pool.status()] == ["serving", "serving"]
-        assert not list(Path(pool.log_dir).glob("*.events"))
+def test_without_an_event_log_a_pool_starts_serves_and_writes_no_file(start_pool, kind):
+    pool = start_pool(workers=2, kind=kind, record=False)
+    zen_round_trip(pool.address)
+    assert [s.state for s in pool.status()] == ["serving", "serving"]
+    assert not list(Path(pool.log_dir).glob("*.events"))

@@ -21,6 +21,7 @@ FEATURE_NAMES = (
 )
 
 
+@pytest.mark.system
 def test_feature_report_names_every_feature_in_aligned_lines() -> None:
     report = feature_report()
     assert [f.name for f in report] == list(FEATURE_NAMES)
@@ -31,6 +32,7 @@ def test_feature_report_names_every_feature_in_aligned_lines() -> None:
     assert len({line.index(f.detail) for line, f in zip(lines, report)}) == 1  # aligned
 
 
+@pytest.mark.system
 def test_features_gives_plain_values() -> None:
     values = features()
     assert list(values) == list(FEATURE_NAMES)
@@ -39,6 +41,7 @@ def test_features_gives_plain_values() -> None:
     assert all(isinstance(values[n], bool) for n in FEATURE_NAMES[6:])
 
 
+@pytest.mark.system
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux offers these")
 def test_feature_report_on_linux_finds_the_measurements() -> None:
     available = {f.name: f.available for f in feature_report()}
@@ -56,6 +59,7 @@ def doctor_verdicts() -> dict[tuple[str, str], bool]:
     return verdicts
 
 
+@pytest.mark.system
 def test_the_doctor_and_check_strategy_agree_on_every_strategy_and_kind() -> None:
     printed = doctor_verdicts()
     assert set(printed) == {(name, kind) for name in STRATEGIES for kind in KINDS}
@@ -68,6 +72,7 @@ def test_the_doctor_and_check_strategy_agree_on_every_strategy_and_kind() -> Non
             assert runs, f"doctor says {name}/{kind} does not run; check_strategy lets it"
 
 
+@pytest.mark.system
 def test_an_old_kernel_makes_both_refuse_epoll_exclusive(monkeypatch) -> None:
     """The disagreement of issue 12.4: the constant exists but the kernel is too old to honour it."""
     if not hasattr(select, "EPOLLEXCLUSIVE"):
@@ -84,6 +89,7 @@ def test_an_old_kernel_makes_both_refuse_epoll_exclusive(monkeypatch) -> None:
         support._check_epoll_exclusive.cache_clear()
 
 
+@pytest.mark.system
 def test_off_linux_the_measurements_and_reuseport_are_refused_with_a_reason(monkeypatch) -> None:
     monkeypatch.setattr(sys, "platform", "darwin")  # pretend; restored after the test
     report = {f.name: f for f in feature_report()}
@@ -95,6 +101,7 @@ def test_off_linux_the_measurements_and_reuseport_are_refused_with_a_reason(monk
             check_strategy("reuseport", "process")
 
 
+@pytest.mark.system
 def test_without_rusage_thread_the_doctor_says_wakeups_cannot_be_counted(monkeypatch) -> None:
     from acceptlab import kernel
 
@@ -109,6 +116,7 @@ def test_unknown_names_are_refused_naming_the_choices() -> None:
         check_strategy("blocking", "fibre")
 
 
+@pytest.mark.system
 def test_on_a_platform_that_is_not_posix_the_import_says_so_in_one_line() -> None:
     import subprocess
 

@@ -24,6 +24,8 @@ from acceptlab.linux.tracing import (KernelTrace, TracingUnavailable,
                                agreement, cross_check, find_instances, parse_trace,
                                tracefs_root)
 
+from helpers import accepted_by_pools_of, wait_until
+
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
@@ -92,6 +94,7 @@ def test_no_tracefs_where_asked_is_one_line():
 
 
 # -- the instance's lifecycle --------------------------------------------------------------------
+@pytest.mark.system
 def test_trace_clock_is_time_monotonic_ns():
     """A marker and a known wakeup (the end of our own sleep) land where Python's clock says."""
     _root()
@@ -113,6 +116,7 @@ def test_trace_clock_is_time_monotonic_ns():
         f"no wakeup of this thread near the end of its 20 ms sleep: {woke.tolist()}")
 
 
+@pytest.mark.system
 def test_normal_exit_and_exception_remove_the_instance():
     _root()
     trace = KernelTrace(tids=[os.getpid()], port=1).start()
@@ -127,6 +131,7 @@ def test_normal_exit_and_exception_remove_the_instance():
     assert not path.exists()
 
 
+@pytest.mark.system
 def test_interpreter_exit_without_stop_removes_the_instance():
     _root()
     child = _child(_starts_a_trace("trace.start(); print(trace.path, flush=True)"))
@@ -135,6 +140,7 @@ def test_interpreter_exit_without_stop_removes_the_instance():
     assert not path.exists(), "atexit did not remove the instance"
 
 
+@pytest.mark.system
 def test_ctrl_c_removes_the_instance():
     _root()
     child = _child(_starts_a_trace("""
@@ -150,6 +156,7 @@ def test_ctrl_c_removes_the_instance():
     assert not path.exists(), "Ctrl-C left the instance behind"
 
 
+@pytest.mark.system
 def test_the_next_trace_sweeps_the_instance_of_a_killed_process():
     root = _root()
     child = _child(_starts_a_trace("""
@@ -168,6 +175,7 @@ def test_the_next_trace_sweeps_the_instance_of_a_killed_process():
     assert path not in find_instances(root)
 
 
+@pytest.mark.system
 def test_without_root_the_run_goes_on_untraced_with_one_warning():
     """A child drops to user nobody (after loading what it needs: the interpreter lives under
     /root here, which nobody may not read) and asks for a traced run."""
@@ -196,6 +204,7 @@ def test_without_root_the_run_goes_on_untraced_with_one_warning():
 
 
 # -- a traced run ----------------------------------------------------------------------------
+@pytest.mark.system
 def test_a_traced_run_saves_and_loads_its_trace(tmp_path):
     _root()
     run = run_experiment(workers=2, connections=10, gap=0.001, trace=True)
@@ -210,6 +219,8 @@ def test_a_traced_run_saves_and_loads_its_trace(tmp_path):
     pd.testing.assert_frame_equal(loaded.trace, run.trace, check_dtype=False)
 
 
+@pytest.mark.system
+@pytest.mark.serial
 def test_blocking_wakes_exactly_one_worker_per_connection():
     """The reliable claim: blocking accept() wakes one waiter per connection, and nvcsw agrees.
 
@@ -230,6 +241,8 @@ def test_blocking_wakes_exactly_one_worker_per_connection():
     assert max(exact for _, exact in tries) >= 0.95, tries
 
 
+@pytest.mark.system
+@pytest.mark.serial
 def test_poll_wakes_the_herd_and_the_log_sees_fewer():
     """poll(): the kernel wakes every waiter; most go back to sleep inside the kernel.
 
@@ -245,6 +258,7 @@ def test_poll_wakes_the_herd_and_the_log_sees_fewer():
     assert (cross.loc[cross["difference"] != 0, "cause"] != "").all()
 
 
+@pytest.mark.system
 def test_run_trace_on_the_command_line_saves_trace_csv(tmp_path):
     _root()
     from acceptlab.cli import main
@@ -296,6 +310,7 @@ def test_a_traced_film_flashes_the_whole_herd_for_poll():
     assert sum(count == 4 for count in woken) >= 10, woken
 
 
+@pytest.mark.system
 def test_ctrl_c_during_a_traced_run_leaves_no_instance():
     """The notebook's stop button or Ctrl-C in `acceptlab run --trace`, mid-load."""
     root = _root()
@@ -310,7 +325,9 @@ def test_ctrl_c_during_a_traced_run_leaves_no_instance():
     while not any(p.name.startswith(f"acceptlab-{pid}-") for p in find_instances(root)):
         assert time.monotonic() < deadline and child.poll() is None, child.stderr.read()
         time.sleep(0.05)
-    time.sleep(0.5)  # mid-load
+    # mid-load: the traced run's workers have served some of it
+    assert wait_until(lambda: accepted_by_pools_of(int(pid)) >= 20, timeout=30) is not None, \
+        "the traced run served nothing"
     child.send_signal(signal.SIGINT)
     child.wait(60)
     assert "KeyboardInterrupt" in child.stderr.read()

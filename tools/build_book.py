@@ -176,9 +176,30 @@ def build(out: Path, notebooks: list[Path], *,
         if not result.ok:
             print(runner.failure_report(result), file=sys.stderr)
         results.append(result)
+    write_index(out, results)
+    return results
+
+
+def write_index(out: Path, results: list[runner.NotebookResult]) -> None:
+    """The book's ``index.html`` and ``times.csv``, for lessons already executed and exported."""
     (out / "index.html").write_text(index_page(results), encoding="utf-8")
     runner.write_times(results, out / "times.csv")
-    return results
+
+
+def write_book(out: Path, results: list[runner.NotebookResult]) -> None:
+    """The whole book from lessons executed elsewhere (the test suite runs each lesson once and
+    builds the book from those runs): every page, the index and the times table.
+
+    Args:
+        out: the book's folder.
+        results: the executed lessons, in any order (put in course order here).
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    results = sorted(results, key=lambda result: result.path.name)
+    lessons = [Lesson(result.path, result.title or result.path.stem) for result in results]
+    for index, result in enumerate(results):
+        export_html(result, out, nav=neighbours(lessons, index))
+    write_index(out, results)
 
 
 def main(argv: list[str] | None = None) -> int:

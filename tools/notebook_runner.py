@@ -54,11 +54,14 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 KERNEL_NAME = "python3"
 CELL_TIMEOUT = 60  # seconds per cell
-NOTEBOOK_BUDGET = 30.0  # seconds per notebook, with default parameters
-COURSE_BUDGET = 120.0  # seconds for all notebooks together
+# The course's goals on a 2-core machine, fresh kernels, default parameters (issue 20): what
+# `python -m bench.run_all --only notebooks` reports against.  Goals, not tests: the same
+# lessons take longer on a slower or busier machine, so no test asserts them.
+LESSON_GOAL = 15.0  # seconds per lesson ("Run all" in a fresh kernel)
+COURSE_GOAL = 60.0  # seconds for every lesson, one after the other
 
 __all__ = [
-    "ROOT", "NOTEBOOKS", "CELL_TIMEOUT", "NOTEBOOK_BUDGET", "COURSE_BUDGET",
+    "ROOT", "NOTEBOOKS", "CELL_TIMEOUT", "LESSON_GOAL", "COURSE_GOAL",
     "NotebookResult", "notebook_paths", "lesson_info", "run_notebook", "failure_report",
     "write_times", "format_times",
 ]

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import html
 import importlib.util
+import ipaddress
 import os
 from dataclasses import dataclass
 from typing import Mapping
@@ -89,8 +90,7 @@ def demo_link(port: int, host: str = "127.0.0.1", *, environ: Mapping[str, str] 
         raise ValueError(f"port must be 1-65535, not {port}")
     environ = os.environ if environ is None else environ
     prefix = environ.get("JUPYTERHUB_SERVICE_PREFIX", "")
-    reachable = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
-    local = f"http://{show_address(reachable, port)}/"
+    local = f"http://{show_address(_reachable(host), port)}/"
     if not prefix:
         return DemoLink(local, "local")
     if not (proxy_installed() if proxy is None else proxy):
@@ -98,3 +98,14 @@ def demo_link(port: int, host: str = "127.0.0.1", *, environ: Mapping[str, str] 
     public = environ.get("JUPYTERHUB_PUBLIC_URL", "")  # the server's full public URL, if known
     base = public if public.startswith(("http://", "https://")) else prefix
     return DemoLink(f"{base.rstrip('/')}/proxy/{port}/", "hub")
+
+
+def _reachable(host: str) -> str:
+    """The address a browser on this machine uses: a wildcard listener is reached on loopback."""
+    try:
+        address = ipaddress.ip_address(host or "127.0.0.1")
+    except ValueError:
+        return host  # a name, such as localhost
+    if address.is_unspecified:
+        return "::1" if address.version == 6 else "127.0.0.1"
+    return host
