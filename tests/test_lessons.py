@@ -281,12 +281,56 @@ def test_positional_protocol_is_not_passed_to_fire(path):
 
 
 def test_lesson_ranges_file_holds_several_runs_per_figure():
-    """The ranges the lessons quote come from several runs, with the command that made them."""
+    """The ranges the lessons quote come from sessions of several runs each, every session with
+    its machine state (quiet or loaded), its load average and its machine, so that a verdict can
+    name the session a learner's run resembles."""
     table = json.loads((ROOT / "data" / "lesson-ranges.json").read_text())
+    assert table, "data/lesson-ranges.json is empty"
     for group in table.values():
         for name, entry in group.items():
-            assert len(entry["runs"]) >= 3, f"{name}: a range needs at least three runs"
             assert entry["command"].startswith("PYTHONPATH=src python tools/lesson_ranges.py")
+            assert entry["sessions"], f"{name}: no session recorded"
+            for session in entry["sessions"]:
+                where = f"{name}, session of {session.get('date')}"
+                assert session["label"] in ("quiet", "loaded"), f"{where}: label {session.get('label')!r}"
+                assert len(session["runs"]) >= 3, f"{where}: a range needs at least three runs"
+                assert isinstance(session["load_average"]["before"], (int, float)), (
+                    f"{where}: no load average recorded before the session")
+                assert session["machine"]["cpus"] and session["machine"]["system"], where
+                for field, (low, high) in session["range"].items():
+                    values = [row[field] for row in session["runs"] if field in row]
+                    assert (low, high) == (min(values), max(values)), f"{where}: {field} range"
+            pooled = [row for session in entry["sessions"] for row in session["runs"]]
+            assert entry["runs"] == pooled, f"{name}: the runs are not the sessions' runs together"
+
+
+def test_a_quiet_session_cannot_be_recorded_on_a_busy_machine(tmp_path, monkeypatch):
+    """`tools/lesson_ranges.py --session quiet` refuses before running anything when the load
+    average says other work is using the machine; --session is required to run at all."""
+    from tools import lesson_ranges
+
+    monkeypatch.setattr(lesson_ranges.os, "getloadavg", lambda: (9.0, 9.0, 9.0))
+    monkeypatch.setitem(lesson_ranges.EXPERIMENTS, "supervisor",
+                        lambda runs: pytest.fail("a refused session must run nothing"))
+    out = tmp_path / "ranges.json"
+    assert lesson_ranges.main(["--session", "quiet", "--only", "supervisor", "--out", str(out)]) == 2
+    assert not out.exists()
+    with pytest.raises(SystemExit):
+        lesson_ranges.main(["--only", "supervisor", "--out", str(out)])
+
+
+def test_a_new_session_is_added_beside_the_old_ones_and_new_settings_start_again():
+    from tools import lesson_ranges
+
+    session = {"label": "loaded", "date": "d", "machine": {"cpus": 2, "system": "Linux"},
+               "load_average": {"before": 3.0, "after": 3.2}, "command": "c"}
+    first = lesson_ranges.merge(None, {"settings": {"gap": 0}, "runs": [{"x": 1}, {"x": 2}]}, session)
+    second = lesson_ranges.merge(first, {"settings": {"gap": 0}, "runs": [{"x": 5}]},
+                                 {**session, "label": "quiet"})
+    assert [s["label"] for s in second["sessions"]] == ["loaded", "quiet"]
+    assert second["range"]["x"] == [1, 5] and second["sessions"][1]["range"]["x"] == [5, 5]
+    changed = lesson_ranges.merge(second, {"settings": {"gap": 1}, "runs": [{"x": 9}]}, session)
+    assert len(changed["sessions"]) == 1 and changed["runs"] == [{"x": 9}]
 
 
 # -- the lessons' models, on real sockets -------------------------------------------------------
