@@ -333,6 +333,113 @@ def test_a_new_session_is_added_beside_the_old_ones_and_new_settings_start_again
     assert len(changed["sessions"]) == 1 and changed["runs"] == [{"x": 9}]
 
 
+# -- lessons of one sitting, answers computed by cells (issue 22) -----------------------------------
+
+GLOSSARY = ROOT / "docs" / "glossary.md"
+FENCE = re.compile(r"```.*?```", re.DOTALL)
+WORDS_PER_LESSON = 3000
+
+
+def prose_words(notebook: nbformat.NotebookNode) -> int:
+    """Words of prose in a lesson: its markdown cells, less fenced code and link targets."""
+    text = "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "markdown")
+    text = re.sub(r"\]\([^)]*\)", "]", FENCE.sub(" ", text))
+    return len(re.findall(r"[A-Za-z0-9][\w'’.\-/]*", text))
+
+
+def test_the_word_count_counts_prose_only():
+    notebook = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("One two [three](../docs/a-very-long/path.md#x).\n\n```\nnot prose\n```"),
+        nbformat.v4.new_code_cell("print('not prose either')")])
+    assert prose_words(notebook) == 3
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_a_lesson_is_one_sitting_of_prose(path):
+    words = prose_words(nbformat.read(path, as_version=4))
+    assert words <= WORDS_PER_LESSON, (
+        f"{path.name} has {words} words of prose (markdown cells), over {WORDS_PER_LESSON}: split "
+        "the lesson or move reference material to docs/")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_no_markdown_cell_gives_the_answer(path):
+    """What a run shows is printed by a cell (views.verdicts.verdict: 'The answer: ...'); the
+    prose asks and predicts, and never writes the answer in advance."""
+    notebook = nbformat.read(path, as_version=4)
+    found = [index for index, cell in enumerate(notebook.cells)
+             if cell.cell_type == "markdown" and "**The answer" in cell.source]
+    assert not found, (f"{path.name}: markdown cells {found} state '**The answer**': print it from "
+                       "a cell with acceptlab.views.verdicts.verdict instead")
+
+
+GLOSSARY_TERMS = {  # issue 22's list: term -> its anchor in docs/glossary.md
+    "accept queue": "accept-queue", "backlog": "backlog", "wait queue": "wait-queue",
+    "exclusive wakeup": "exclusive-wakeup", "level-triggered": "level-triggered",
+    "edge-triggered": "edge-triggered", "EAGAIN": "eagain", "nvcsw": "nvcsw", "wakeup": "wakeup",
+    "return": "return", "rank": "rank", "Jain index": "jain-index",
+    "binomial band": "binomial-band", "SO_REUSEPORT": "so-reuseport",
+    "EPOLLEXCLUSIVE": "epollexclusive", "poll and epoll": "poll-epoll",
+}
+
+
+def glossary_entries(markdown: str) -> dict[str, str]:
+    """Each anchor of docs/glossary.md and the entry under it (up to the next anchor or heading)."""
+    parts = re.split(r'<a id="([^"]+)"></a>', markdown)
+    return {anchor: re.split(r"^#", body, flags=re.MULTILINE)[0]
+            for anchor, body in zip(parts[1::2], parts[2::2])}
+
+
+def test_the_glossary_defines_every_term_the_issue_lists():
+    entries = glossary_entries(GLOSSARY.read_text())
+    for term, anchor in GLOSSARY_TERMS.items():
+        assert anchor in entries, f"docs/glossary.md has no entry {anchor!r} for {term!r}"
+        body = entries[anchor]
+        assert term.lower() in body.lower(), f"the glossary's {anchor!r} entry does not name {term!r}"
+        assert len(re.findall(r"\w+", body)) >= 25, f"the glossary's {term!r} entry is too short to define it"
+    primer = [line for line in entries["poll-epoll"].splitlines() if re.match(r"\d+\.", line)]
+    assert len(primer) == 10, f"the poll/epoll primer has {len(primer)} numbered lines, not 10"
+
+
+def _glossary_links(path: Path) -> list[str]:
+    return [target.partition("#")[2] for target in LINK.findall(_all_text(path))
+            if target.partition("#")[0].endswith("glossary.md")]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS + DOCUMENTS + [GLOSSARY], ids=lambda p: p.name)
+def test_glossary_links_land_on_an_entry(path):
+    if not path.exists():
+        pytest.skip(f"{path.name} is not written yet")
+    anchors_there = set(glossary_entries(GLOSSARY.read_text()))
+    text = _all_text(path)
+    own = [target.partition("#")[2] for target in LINK.findall(text) if target.startswith("#")]
+    wanted = _glossary_links(path) + (own if path == GLOSSARY else [])
+    missing = sorted({anchor for anchor in wanted if anchor and anchor not in anchors_there})
+    assert not missing, f"{path.name} links glossary entries that do not exist: {missing}"
+
+
+def test_the_herd_lesson_links_the_poll_epoll_primer():
+    assert "poll-epoll" in _glossary_links(ROOT / "notebooks" / "05_thundering_herd.ipynb")
+
+
+def test_a_figure_attached_to_a_lesson_is_the_one_in_docs_figures():
+    """A lesson shows a hand-drawn figure as a cell attachment (so JupyterLab, the book and the
+    slides all show it); the attachment must be the file kept in docs/figures, byte for byte."""
+    import base64
+
+    attached = 0
+    for path in NOTEBOOKS:
+        for cell in nbformat.read(path, as_version=4).cells:
+            for name, bundle in cell.get("attachments", {}).items():
+                source = ROOT / "docs" / "figures" / name
+                assert source.exists(), f"{path.name}: attachment {name} is not in docs/figures"
+                data = bundle.get("image/svg+xml") or base64.b64decode(bundle["image/png"])
+                data = data.encode() if isinstance(data, str) else data
+                assert data == source.read_bytes(), f"{path.name}: {name} differs from docs/figures/{name}"
+                attached += 1
+    assert attached, "no lesson shows a figure from docs/figures"
+
+
 # -- the lessons' models, on real sockets -------------------------------------------------------
 # What the corrected claims rest on, asserted where it holds reliably on a busy machine.
 
