@@ -467,21 +467,24 @@ def test_closed_loop_queue_reaches_c_minus_n_and_never_exceeds_c():
     assert max(peaks) >= concurrency - workers, f"peaks {peaks}: never reached C − N"
 
 
-def test_closed_loop_mean_latency_follows_littles_law():
-    """04's Little's law: the mean time in the system is C / throughput, within 15 % (the gap is
-    the moment a client spends between two connections), best of three runs."""
-    concurrency = 8
-    errors = []
+def test_closed_loop_mean_latency_follows_the_capacity_bound():
+    """04's prediction: N workers that each spend S on a connection finish at most N / S per
+    second, so a closed loop of C > N clients spends at least C·S / N in the system (Little's
+    law with L = C).  The bound is asserted on every run (5 % below it for the moment a client
+    spends between two connections); the lesson's band, up to 25 % above it for the costs S
+    leaves out, in the best of three runs.  (W = C / λ with the measured λ is an identity, not
+    a prediction, so it is not what this test checks.)"""
+    concurrency, workers, service_ms = 8, 4, 3 * 3
+    bound_ms = concurrency * service_ms / workers
+    means = []
     for _ in range(3):
-        run = _closed_loop(concurrency, 4)
-        client = run.client
-        span_s = (client["t_done_ns"].max() - client["t_start_ns"].min()) / 1e9
-        predicted_s = concurrency / (int(client["ok"].sum()) / span_s)
-        mean_s = ((client["t_done_ns"] - client["t_start_ns"]) / 1e9).mean()
-        errors.append(abs(mean_s - predicted_s) / predicted_s)
-        if errors[-1] <= 0.15:
+        run = _closed_loop(concurrency, workers)
+        mean_ms = float(((run.client["t_done_ns"] - run.client["t_start_ns"]) / 1e6).mean())
+        assert mean_ms >= 0.95 * bound_ms, f"mean {mean_ms:.1f} ms beats the capacity bound {bound_ms} ms"
+        means.append(mean_ms)
+        if mean_ms <= 1.25 * bound_ms:
             break
-    assert min(errors) <= 0.15, f"relative errors {errors}"
+    assert min(means) <= 1.25 * bound_ms, f"means {means} ms, all over 1.25 × {bound_ms} ms"
 
 
 @pytest.mark.skipif(not getattr(sys, "_is_gil_enabled", lambda: True)(),
