@@ -80,3 +80,9 @@ def test_the_reference_note_names_the_session_the_run_resembles():
     assert "lies outside every recorded range; nearest: the quiet session" in outside
     only_loaded = {"sessions": ENTRY["sessions"][:1]}
     assert "(no quiet session recorded yet)" in reference_note(0.2, only_loaded, "rr")
+
+
+def test_a_value_that_prints_as_a_range_edge_is_inside_it():
+    """The kept runs are rounded to the printed digits, so 3.984 (printed 3.98) is inside 3.85–3.98."""
+    entry = {"sessions": [{"label": "loaded", "runs": [{"w": 3.85}, {"w": 3.98}, {"w": 3.9}]}]}
+    assert "resembles the loaded session" in reference_note(3.984, entry, "w")

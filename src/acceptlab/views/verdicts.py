@@ -190,6 +190,7 @@ def reference_note(value: float, entry: Mapping, field: str, *, name: str | None
     if not any(session.startswith("quiet") for session in ranges):
         lines.append("  (no quiet session recorded yet)")
     if not math.isnan(value):
+        value = round(value, digits)  # the kept runs are rounded as printed: compare like with like
         nearest = closest_session(value, ranges)
         if any(low <= value <= high for low, high in ranges.values()):
             lines.append(f"  this run ({value:.{digits}f}) resembles the {nearest}")
