@@ -220,8 +220,8 @@ def test_links_stay_inside_the_repository_and_anchors_exist(path):
     sources_anchors = anchors(SOURCES.read_text())
     problems = []
     for target in _links(path):
-        if re.match(r"[a-z]+://", target) or target.startswith("mailto:"):
-            continue
+        if re.match(r"[a-z]+://", target) or target.startswith(("mailto:", "attachment:")):
+            continue  # attachments: test_a_figure_attached_to_a_lesson_is_the_one_in_docs_figures
         file_part, _, anchor = target.partition("#")
         if file_part.startswith("/"):
             problems.append(f"{target}: an absolute path is outside the repository")
@@ -281,12 +281,163 @@ def test_positional_protocol_is_not_passed_to_fire(path):
 
 
 def test_lesson_ranges_file_holds_several_runs_per_figure():
-    """The ranges the lessons quote come from several runs, with the command that made them."""
+    """The ranges the lessons quote come from sessions of several runs each, every session with
+    its machine state (quiet or loaded), its load average and its machine, so that a verdict can
+    name the session a learner's run resembles."""
     table = json.loads((ROOT / "data" / "lesson-ranges.json").read_text())
+    assert table, "data/lesson-ranges.json is empty"
     for group in table.values():
         for name, entry in group.items():
-            assert len(entry["runs"]) >= 3, f"{name}: a range needs at least three runs"
             assert entry["command"].startswith("PYTHONPATH=src python tools/lesson_ranges.py")
+            assert entry["sessions"], f"{name}: no session recorded"
+            for session in entry["sessions"]:
+                where = f"{name}, session of {session.get('date')}"
+                assert session["label"] in ("quiet", "loaded"), f"{where}: label {session.get('label')!r}"
+                assert len(session["runs"]) >= 3, f"{where}: a range needs at least three runs"
+                assert isinstance(session["load_average"]["before"], (int, float)), (
+                    f"{where}: no load average recorded before the session")
+                assert session["machine"]["cpus"] and session["machine"]["system"], where
+                for field, (low, high) in session["range"].items():
+                    values = [row[field] for row in session["runs"] if field in row]
+                    assert (low, high) == (min(values), max(values)), f"{where}: {field} range"
+            pooled = [row for session in entry["sessions"] for row in session["runs"]]
+            assert entry["runs"] == pooled, f"{name}: the runs are not the sessions' runs together"
+
+
+def test_a_quiet_session_cannot_be_recorded_on_a_busy_machine(tmp_path, monkeypatch):
+    """`tools/lesson_ranges.py --session quiet` refuses before running anything when the load
+    average says other work is using the machine; --session is required to run at all."""
+    from tools import lesson_ranges
+
+    monkeypatch.setattr(lesson_ranges.os, "getloadavg", lambda: (9.0, 9.0, 9.0))
+    monkeypatch.setitem(lesson_ranges.EXPERIMENTS, "supervisor",
+                        lambda runs: pytest.fail("a refused session must run nothing"))
+    out = tmp_path / "ranges.json"
+    assert lesson_ranges.main(["--session", "quiet", "--only", "supervisor", "--out", str(out)]) == 2
+    assert not out.exists()
+    with pytest.raises(SystemExit):
+        lesson_ranges.main(["--only", "supervisor", "--out", str(out)])
+
+
+def test_a_new_session_is_added_beside_the_old_ones_and_new_settings_start_again():
+    from tools import lesson_ranges
+
+    session = {"label": "loaded", "date": "d", "machine": {"cpus": 2, "system": "Linux"},
+               "load_average": {"before": 3.0, "after": 3.2}, "command": "c"}
+    first = lesson_ranges.merge(None, {"settings": {"gap": 0}, "runs": [{"x": 1}, {"x": 2}]}, session)
+    second = lesson_ranges.merge(first, {"settings": {"gap": 0}, "runs": [{"x": 5}]},
+                                 {**session, "label": "quiet"})
+    assert [s["label"] for s in second["sessions"]] == ["loaded", "quiet"]
+    assert second["range"]["x"] == [1, 5] and second["sessions"][1]["range"]["x"] == [5, 5]
+    changed = lesson_ranges.merge(second, {"settings": {"gap": 1}, "runs": [{"x": 9}]}, session)
+    assert len(changed["sessions"]) == 1 and changed["runs"] == [{"x": 9}]
+
+
+# -- lessons of one sitting, answers computed by cells (issue 22) -----------------------------------
+
+GLOSSARY = ROOT / "docs" / "glossary.md"
+FENCE = re.compile(r"```.*?```", re.DOTALL)
+WORDS_PER_LESSON = 3000
+
+
+def prose_words(notebook: nbformat.NotebookNode) -> int:
+    """Words of prose in a lesson: its markdown cells, less fenced code and link targets."""
+    text = "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "markdown")
+    text = re.sub(r"\]\([^)]*\)", "]", FENCE.sub(" ", text))
+    return len(re.findall(r"[A-Za-z0-9][\w'’.\-/]*", text))
+
+
+def test_the_word_count_counts_prose_only():
+    notebook = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("One two [three](../docs/a-very-long/path.md#x).\n\n```\nnot prose\n```"),
+        nbformat.v4.new_code_cell("print('not prose either')")])
+    assert prose_words(notebook) == 3
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_a_lesson_is_one_sitting_of_prose(path):
+    words = prose_words(nbformat.read(path, as_version=4))
+    assert words <= WORDS_PER_LESSON, (
+        f"{path.name} has {words} words of prose (markdown cells), over {WORDS_PER_LESSON}: split "
+        "the lesson or move reference material to docs/")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_no_markdown_cell_gives_the_answer(path):
+    """What a run shows is printed by a cell (views.verdicts.verdict: 'The answer: ...'); the
+    prose asks and predicts, and never writes the answer in advance."""
+    notebook = nbformat.read(path, as_version=4)
+    found = [index for index, cell in enumerate(notebook.cells)
+             if cell.cell_type == "markdown" and "**The answer" in cell.source]
+    assert not found, (f"{path.name}: markdown cells {found} state '**The answer**': print it from "
+                       "a cell with acceptlab.views.verdicts.verdict instead")
+
+
+GLOSSARY_TERMS = {  # issue 22's list: term -> its anchor in docs/glossary.md
+    "accept queue": "accept-queue", "backlog": "backlog", "wait queue": "wait-queue",
+    "exclusive wakeup": "exclusive-wakeup", "level-triggered": "level-triggered",
+    "edge-triggered": "edge-triggered", "EAGAIN": "eagain", "nvcsw": "nvcsw", "wakeup": "wakeup",
+    "return": "return", "rank": "rank", "Jain index": "jain-index",
+    "binomial band": "binomial-band", "SO_REUSEPORT": "so-reuseport",
+    "EPOLLEXCLUSIVE": "epollexclusive", "poll and epoll": "poll-epoll",
+}
+
+
+def glossary_entries(markdown: str) -> dict[str, str]:
+    """Each anchor of docs/glossary.md and the entry under it (up to the next anchor or heading)."""
+    parts = re.split(r'<a id="([^"]+)"></a>', markdown)
+    return {anchor: re.split(r"^#", body, flags=re.MULTILINE)[0]
+            for anchor, body in zip(parts[1::2], parts[2::2])}
+
+
+def test_the_glossary_defines_every_term_the_issue_lists():
+    entries = glossary_entries(GLOSSARY.read_text())
+    for term, anchor in GLOSSARY_TERMS.items():
+        assert anchor in entries, f"docs/glossary.md has no entry {anchor!r} for {term!r}"
+        body = entries[anchor]
+        assert term.lower() in body.lower(), f"the glossary's {anchor!r} entry does not name {term!r}"
+        assert len(re.findall(r"\w+", body)) >= 25, f"the glossary's {term!r} entry is too short to define it"
+    primer = [line for line in entries["poll-epoll"].splitlines() if re.match(r"\d+\.", line)]
+    assert len(primer) == 10, f"the poll/epoll primer has {len(primer)} numbered lines, not 10"
+
+
+def _glossary_links(path: Path) -> list[str]:
+    return [target.partition("#")[2] for target in LINK.findall(_all_text(path))
+            if target.partition("#")[0].endswith("glossary.md")]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS + DOCUMENTS + [GLOSSARY], ids=lambda p: p.name)
+def test_glossary_links_land_on_an_entry(path):
+    if not path.exists():
+        pytest.skip(f"{path.name} is not written yet")
+    anchors_there = set(glossary_entries(GLOSSARY.read_text()))
+    text = _all_text(path)
+    own = [target.partition("#")[2] for target in LINK.findall(text) if target.startswith("#")]
+    wanted = _glossary_links(path) + (own if path == GLOSSARY else [])
+    missing = sorted({anchor for anchor in wanted if anchor and anchor not in anchors_there})
+    assert not missing, f"{path.name} links glossary entries that do not exist: {missing}"
+
+
+def test_the_herd_lesson_links_the_poll_epoll_primer():
+    assert "poll-epoll" in _glossary_links(ROOT / "notebooks" / "05_thundering_herd.ipynb")
+
+
+def test_a_figure_attached_to_a_lesson_is_the_one_in_docs_figures():
+    """A lesson shows a hand-drawn figure as a cell attachment (so JupyterLab, the book and the
+    slides all show it); the attachment must be the file kept in docs/figures, byte for byte."""
+    import base64
+
+    attached = 0
+    for path in NOTEBOOKS:
+        for cell in nbformat.read(path, as_version=4).cells:
+            for name, bundle in cell.get("attachments", {}).items():
+                source = ROOT / "docs" / "figures" / name
+                assert source.exists(), f"{path.name}: attachment {name} is not in docs/figures"
+                (mime, encoded), = bundle.items()  # nbformat keeps attachments base64-encoded
+                assert base64.b64decode(encoded) == source.read_bytes(), (
+                    f"{path.name}: {name} differs from docs/figures/{name}: attach the file again")
+                attached += 1
+    assert attached, "no lesson shows a figure from docs/figures"
 
 
 # -- the lessons' models, on real sockets -------------------------------------------------------
@@ -320,21 +471,24 @@ def test_closed_loop_queue_reaches_c_minus_n_and_never_exceeds_c():
 
 @pytest.mark.system
 @pytest.mark.serial
-def test_closed_loop_mean_latency_follows_littles_law():
-    """04's Little's law: the mean time in the system is C / throughput, within 15 % (the gap is
-    the moment a client spends between two connections), best of three runs."""
-    concurrency = 8
-    errors = []
+def test_closed_loop_mean_latency_follows_the_capacity_bound():
+    """04's prediction: N workers that each spend S on a connection finish at most N / S per
+    second, so a closed loop of C > N clients spends at least C·S / N in the system (Little's
+    law with L = C).  The bound is asserted on every run (5 % below it for the moment a client
+    spends between two connections); the lesson's band, up to 25 % above it for the costs S
+    leaves out, in the best of three runs.  (W = C / λ with the measured λ is an identity, not
+    a prediction, so it is not what this test checks.)"""
+    concurrency, workers, service_ms = 8, 4, 3 * 3
+    bound_ms = concurrency * service_ms / workers
+    means = []
     for _ in range(3):
-        run = _closed_loop(concurrency, 4)
-        client = run.client
-        span_s = (client["t_done_ns"].max() - client["t_start_ns"].min()) / 1e9
-        predicted_s = concurrency / (int(client["ok"].sum()) / span_s)
-        mean_s = ((client["t_done_ns"] - client["t_start_ns"]) / 1e9).mean()
-        errors.append(abs(mean_s - predicted_s) / predicted_s)
-        if errors[-1] <= 0.15:
+        run = _closed_loop(concurrency, workers)
+        mean_ms = float(((run.client["t_done_ns"] - run.client["t_start_ns"]) / 1e6).mean())
+        assert mean_ms >= 0.95 * bound_ms, f"mean {mean_ms:.1f} ms beats the capacity bound {bound_ms} ms"
+        means.append(mean_ms)
+        if mean_ms <= 1.25 * bound_ms:
             break
-    assert min(errors) <= 0.15, f"relative errors {errors}"
+    assert min(means) <= 1.25 * bound_ms, f"means {means} ms, all over 1.25 × {bound_ms} ms"
 
 
 @pytest.mark.system

@@ -4,7 +4,8 @@ import math
 
 import pytest
 
-from acceptlab.views.verdicts import Band, busy_note, closest_session, verdict
+from acceptlab.views.verdicts import (Band, busy_note, closest_session, reference_note, session_ranges,
+                                     verdict)
 
 
 def test_a_value_inside_the_band_says_what_holding_means():
@@ -52,3 +53,36 @@ def test_the_closest_recorded_session_is_named():
     assert closest_session(0.9, sessions) == "quiet"
     assert closest_session(0.4, sessions) == "loaded"
     assert closest_session(0.6, sessions) == "quiet"  # 0.22 below quiet's range, 0.29 above loaded's
+
+
+ENTRY = {"sessions": [
+    {"label": "loaded", "date": "2026-11-30 16:57", "load_average": {"before": 3.1},
+     "machine": {"cpus": 2}, "runs": [{"rr": 0.18}, {"rr": 0.31}, {"rr": 0.25}]},
+    {"label": "quiet", "date": "2027-01-05 09:00", "load_average": {"before": 0.1},
+     "machine": {"cpus": 2}, "runs": [{"rr": 0.95}, {"rr": 1.0}, {"rr": 0.97}]},
+]}
+
+
+def test_each_session_keeps_its_own_range_quiet_first():
+    ranges = session_ranges(ENTRY, "rr")
+    assert list(ranges.values()) == [(0.95, 1.0), (0.18, 0.31)]
+    first, second = ranges
+    assert first.startswith("quiet session of 2027-01-05, load 0.1 on 2 CPUs")
+    assert second.startswith("loaded session of 2026-11-30, load 3.1")
+    assert session_ranges(ENTRY, "missing") == {}
+
+
+def test_the_reference_note_names_the_session_the_run_resembles():
+    note = reference_note(0.2, ENTRY, "rr", name="round-robin score")
+    assert "quiet session of 2027-01-05, load 0.1 on 2 CPUs: 0.95–1.00 over 3 runs" in note
+    assert note.splitlines()[-1].endswith("resembles the loaded session of 2026-11-30, load 3.1 on 2 CPUs")
+    outside = reference_note(0.7, ENTRY, "rr")  # 0.25 below quiet, 0.39 above loaded
+    assert "lies outside every recorded range; nearest: the quiet session" in outside
+    only_loaded = {"sessions": ENTRY["sessions"][:1]}
+    assert "(no quiet session recorded yet)" in reference_note(0.2, only_loaded, "rr")
+
+
+def test_a_value_that_prints_as_a_range_edge_is_inside_it():
+    """The kept runs are rounded to the printed digits, so 3.984 (printed 3.98) is inside 3.85–3.98."""
+    entry = {"sessions": [{"label": "loaded", "runs": [{"w": 3.85}, {"w": 3.98}, {"w": 3.9}]}]}
+    assert "resembles the loaded session" in reference_note(3.984, entry, "w")

@@ -1,16 +1,30 @@
-"""Rerun the lessons' key experiments several times and keep the range each figure took.
+"""Rerun the lessons' key experiments several times and keep the range each figure took, per machine state.
 
 A notebook runs each experiment once, and a single run of a scheduling-dependent
 figure is a sample, not a constant.  The lessons therefore never state such a
-figure in prose: they print this run's value and, beside it, the range this
-script measured over several runs on the reference machine, read from
-``data/lesson-ranges.json``.
+figure in prose: they print this run's value and, beside it, the ranges this
+script measured, read from ``data/lesson-ranges.json``.
 
-    PYTHONPATH=src python tools/lesson_ranges.py            # every experiment, 5 runs each
-    PYTHONPATH=src python tools/lesson_ranges.py --runs 3 --only closed_loop gil
+How busy the machine is changes those figures (a woken worker that waits for a
+CPU loses races it would win on an idle machine), so every invocation is one
+**session** with a label, ``quiet`` or ``loaded``, and records the load average
+before and after it and the machine it ran on.  The lessons print each label's
+range and say which one the run in front of the learner resembles
+(:func:`acceptlab.views.verdicts.closest_session`)::
 
-Each entry of the JSON file holds the experiment's settings, the per-run values
-and their min/max, the machine, and the command that produced it.
+    PYTHONPATH=src python tools/lesson_ranges.py --session quiet    # on an idle machine
+    PYTHONPATH=src python tools/lesson_ranges.py --session loaded   # while other work runs
+    PYTHONPATH=src python tools/lesson_ranges.py --session loaded --runs 3 --only gil
+    PYTHONPATH=src python tools/lesson_ranges.py --markdown         # the README's herd table
+
+``--session quiet`` refuses to run when the load average says the machine is
+busy (more than a quarter of its CPUs in use), so a quiet range cannot be
+recorded on a loaded machine by mistake.
+
+Each entry of the JSON file holds the experiment's settings, its ``sessions``
+(label, date, machine, load average before and after, command, runs and their
+min/max), and, for older readers, every session's runs together with their
+overall ``range``.
 """
 
 from __future__ import annotations
@@ -25,6 +39,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "data" / "lesson-ranges.json"
+LABELS = ("quiet", "loaded")  # the order acceptlab.views.verdicts.session_ranges prints them in
+QUIET_LOAD_PER_CPU = 0.25  # a 1-minute load average above this share of the CPUs is not quiet
 
 
 def _throughput(client) -> float:
@@ -37,55 +53,71 @@ def _latency_ms(client):
 
 
 def closed_loop(runs: int) -> dict:
-    """04: the longest accept queue of a closed loop, and its median latency against Little's law."""
+    """04: the longest accept queue of a closed loop, and its mean latency against the capacity bound."""
     from acceptlab import run_experiment
     values = {}
+    workers, per_connection_ms = 4, 3 * 3  # three requests of sleep:3
     for clients in (8, 32):
         rows = []
         for _ in range(runs):
-            run = run_experiment(workers=4, work="sleep:3", connections=150 if clients == 8 else 300,
+            run = run_experiment(workers=workers, work="sleep:3", connections=150 if clients == 8 else 300,
                                  concurrency=clients, sample_queue=True)
             rate = _throughput(run.client)
+            latency = _latency_ms(run.client)
             rows.append({"max_queue": int(run.queue["queue_len"].max()),
-                         "p50_ms": round(float(_latency_ms(run.client).median()), 1),
+                         "p50_ms": round(float(latency.median()), 1),
+                         "mean_ms": round(float(latency.mean()), 1),
+                         # the capacity model: W >= C * S / N once C > N
+                         "capacity_ms": round(clients * per_connection_ms / workers, 1),
                          "littles_law_ms": round(1000 * clients / rate, 1),
                          "conn_per_s": round(rate)})
-        values[f"concurrency_{clients}"] = {"settings": {"workers": 4, "work": "sleep:3",
+        values[f"concurrency_{clients}"] = {"settings": {"workers": workers, "work": "sleep:3",
                                                           "concurrency": clients}, "runs": rows}
     return values
 
 
 def gil(runs: int) -> dict:
-    """04: processes / threads throughput, the client in 2 processes of its own."""
+    """04: four threads in one worker process against four processes, waiting and computing."""
     from acceptlab import run_experiment
     values = {}
-    for work, connections in (("spin:5", 120), ("sleep:5", 120), ("none", 600)):
+    for work in ("spin:5", "sleep:5"):
         rows = []
         for _ in range(runs):
-            row = {}
-            for kind in ("thread", "process"):
-                run = run_experiment(workers=4, kind=kind, work=work, connections=connections,
-                                     concurrency=8, client_processes=2)
-                row[kind] = round(_throughput(run.client), 1)
+            threads = run_experiment(workers=1, threads=4, kind="hybrid", work=work,
+                                     connections=60, concurrency=8)
+            processes = run_experiment(workers=4, kind="process", work=work, connections=60,
+                                       concurrency=8)
+            row = {"thread": round(_throughput(threads.client), 1),
+                   "process": round(_throughput(processes.client), 1)}
             row["ratio"] = round(row["process"] / row["thread"], 2)
             rows.append(row)
-        values[work] = {"settings": {"workers": 4, "connections": connections, "concurrency": 8,
-                                     "client_processes": 2}, "runs": rows}
+        values[work] = {"settings": {"threads": "1 process x 4 threads", "processes": 4,
+                                     "connections": 60, "concurrency": 8, "client_processes": 1},
+                        "runs": rows}
     return values
 
 
+def _order_row(run, workers: int) -> dict:
+    from acceptlab import analysis
+    rows = analysis.accepted(run.events)
+    ranks = analysis.wake_order_ranks(run.events)["rank"]
+    return {"rr_score": round(analysis.round_robin_score(rows["worker"].tolist(), workers), 2),
+            "longest_waiter_won": round(float((ranks == 0).mean()), 2),
+            "never_slept": round(float((rows["nvcsw"] == 0).mean()), 2)}
+
+
 def round_robin(runs: int) -> dict:
-    """02: round-robin score of blocking accept() with a 1 ms gap and with none."""
-    from acceptlab import analysis, run_experiment
+    """02: blocking accept() with a 1 ms gap, with none, and with two clients at once."""
+    from acceptlab import run_experiment
     values = {}
-    for gap in (0.001, 0.0):
-        rows = []
-        for _ in range(runs):
-            run = run_experiment(workers=4, strategy="blocking", connections=200, gap=gap)
-            order = analysis.accepted(run.events)["worker"].tolist()
-            rows.append({"rr_score": round(analysis.round_robin_score(order, 4), 2)})
-        values[f"gap_{gap * 1000:g}ms"] = {"settings": {"workers": 4, "connections": 200,
-                                                        "gap": gap}, "runs": rows}
+    for key, gap, clients in (("gap_1ms", 0.001, 1), ("gap_0ms", 0.0, 1), ("clients_2", 0.0, 2)):
+        rows = [_order_row(run_experiment(workers=4, strategy="blocking", connections=200,
+                                          gap=gap, concurrency=clients), 4)
+                for _ in range(runs)]
+        settings = {"workers": 4, "connections": 200, "gap": gap}
+        if clients > 1:
+            settings["concurrency"] = clients
+        values[key] = {"settings": settings, "runs": rows}
     return values
 
 
@@ -144,31 +176,62 @@ EXPERIMENTS = {"closed_loop": closed_loop, "gil": gil, "round_robin": round_robi
                "herd": herd, "supervisor": supervisor}
 
 
-def _merge(old: dict | None, new: dict, session: dict) -> dict:
-    """Add a session's runs to the runs already kept for the same settings.
+# -- the file's shape ---------------------------------------------------------------------------
 
-    A scheduling-dependent figure depends on how busy the machine was, so the
-    ranges cover every session, and each session records its load average.
-    """
-    if old and old.get("settings") == new["settings"]:
-        new["runs"] = old["runs"] + new["runs"]
-        new["sessions"] = old.get("sessions", [{"date": old.get("date"),
-                                                "runs": len(old["runs"]),
-                                                "load_average_before": None}]) + [session]
-    else:
-        new["sessions"] = [session]
-    new["range"] = _ranges(new)
-    return new
-
-
-def _ranges(entry: dict) -> dict:
-    """min/max of every numeric field over an entry's runs."""
+def _ranges(runs: list[dict]) -> dict:
+    """min/max of every numeric field over ``runs`` (a field missing from some runs: over the others)."""
     out = {}
-    for key in entry["runs"][0]:
-        numbers = [row[key] for row in entry["runs"] if isinstance(row[key], (int, float))]
+    for key in dict.fromkeys(key for row in runs for key in row):
+        numbers = [row[key] for row in runs
+                   if isinstance(row.get(key), (int, float)) and not isinstance(row.get(key), bool)]
         if numbers:
             out[key] = [min(numbers), max(numbers)]
     return out
+
+
+def upgrade(entry: dict) -> dict:
+    """Give an entry of the older shape (runs and sessions apart) one record per session.
+
+    The first files kept every run in one list and, beside it, each session's date,
+    run count and load average.  The runs are split back into their sessions in order;
+    a session recorded before labels existed ran while the machine was busy (its load
+    average says so, or it was not recorded), so it is labelled ``loaded``.
+    """
+    if all("label" in session for session in entry.get("sessions", [])) and entry.get("sessions"):
+        return entry
+    sessions = entry.get("sessions") or [{"date": entry.get("date"), "runs": len(entry["runs"]),
+                                          "load_average_before": None}]
+    upgraded, start = [], 0
+    for session in sessions:
+        count = session["runs"] if isinstance(session["runs"], int) else len(session["runs"])
+        runs = entry["runs"][start:start + count]
+        start += count
+        upgraded.append({"label": "loaded", "date": session.get("date"),
+                         "machine": entry.get("machine"),
+                         "load_average": {"before": session.get("load_average_before"),
+                                          "after": None},
+                         "command": entry.get("command"), "runs": runs, "range": _ranges(runs)})
+    return {**entry, "sessions": upgraded}
+
+
+def merge(old: dict | None, new: dict, session: dict) -> dict:
+    """Add one session's runs to an entry, keeping the sessions recorded before with the same settings.
+
+    An entry whose settings changed starts again: runs made with other settings
+    measure something else.
+
+    Args:
+        old: the entry as the file holds it (or None).
+        new: ``{"settings": ..., "runs": [...]}`` from an experiment.
+        session: the session's label, date, machine, load average and command.
+    """
+    record = {**session, "runs": new["runs"], "range": _ranges(new["runs"])}
+    sessions = [record]
+    if old and old.get("settings") == new["settings"]:
+        sessions = upgrade(old)["sessions"] + [record]
+    runs = [row for past in sessions for row in past["runs"]]
+    return {"settings": new["settings"], "sessions": sessions, "runs": runs,
+            "range": _ranges(runs), "machine": session["machine"], "command": session["command"]}
 
 
 def markdown_table(table: dict) -> str:
@@ -194,17 +257,25 @@ def markdown_table(table: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the chosen experiments ``--runs`` times each and merge them into the JSON file.
+def _load_average() -> float | None:
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
 
-    Each invocation is one session: its runs are added to those already kept for the same
-    settings, with the session's date and load average, because how busy the machine was
-    changes the scheduling-dependent figures.
+
+def machine() -> dict:
+    """The machine a session ran on, as the lessons print it."""
+    return {"system": f"{platform.system()} {platform.release()}", "cpus": os.cpu_count(),
+            "python": platform.python_version()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the chosen experiments ``--runs`` times each and add them, as one session, to the JSON file.
 
     Args:
         argv: the command line (default ``sys.argv[1:]``).
     """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--session", choices=LABELS,
+                        help="how busy the machine is while this session runs (required to run)")
     parser.add_argument("--runs", type=int, default=5, help="runs per experiment (default 5)")
     parser.add_argument("--only", nargs="*", choices=sorted(EXPERIMENTS),
                         help="experiments to run (default: all)")
@@ -216,21 +287,31 @@ def main(argv: list[str] | None = None) -> int:
     if args.markdown:
         print(markdown_table(table))
         return 0
-    command = "PYTHONPATH=src python tools/lesson_ranges.py " + " ".join(argv or sys.argv[1:])
-    machine = {"system": f"{platform.system()} {platform.release()}", "cpus": os.cpu_count(),
-               "python": platform.python_version()}
+    if args.session is None:
+        parser.error("say how busy the machine is: --session quiet or --session loaded")
+    if args.runs < 3:
+        parser.error("a range needs at least 3 runs")
+    where = machine()
+    before = _load_average()
+    if args.session == "quiet" and before is not None and before > QUIET_LOAD_PER_CPU * (where["cpus"] or 1):
+        print(f"the load average is {before} on {where['cpus']} CPUs: this machine is not quiet; "
+              "record with --session loaded, or wait until it is idle", file=sys.stderr)
+        return 2
+    command = ("PYTHONPATH=src python tools/lesson_ranges.py "
+               + " ".join(argv if argv is not None else sys.argv[1:])).strip()
     for name in args.only or sorted(EXPERIMENTS):
-        started = time.perf_counter()
-        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-        for key, entry in EXPERIMENTS[name](args.runs).items():
-            entry = _merge(table.get(name, {}).get(key), entry, {
-                "date": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "runs": len(entry["runs"]),
-                "load_average_before": None if load is None else round(load, 1)})
-            entry.update(machine=machine, command=command.strip())
+        started, load_before = time.perf_counter(), _load_average()
+        results = EXPERIMENTS[name](args.runs)
+        session = {"label": args.session, "date": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+                   "machine": where, "load_average": {"before": load_before, "after": _load_average()},
+                   "command": command}
+        for key, entry in results.items():
+            entry = merge(table.get(name, {}).get(key), entry, session)
             table.setdefault(name, {})[key] = entry
-            print(f"{name}/{key}: {entry['range']}", flush=True)
-        print(f"  ({time.perf_counter() - started:.0f} s)", flush=True)
-        args.out.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
+            print(f"{name}/{key}: {entry['sessions'][-1]['range']}", flush=True)
+        print(f"  ({time.perf_counter() - started:.0f} s, load average "
+              f"{session['load_average']['before']} -> {session['load_average']['after']})", flush=True)
+        args.out.write_text(json.dumps(table, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
     print(f"written to {args.out}")
     return 0
 

@@ -26,7 +26,8 @@ import math
 from dataclasses import dataclass
 from typing import Mapping
 
-__all__ = ["Band", "Verdict", "verdict", "closest_session", "busy_note"]
+__all__ = ["Band", "Verdict", "verdict", "closest_session", "busy_note", "session_ranges",
+           "reference_note"]
 
 BUSY_NOTE_CORES = 0.25  # other work below this many cores is not worth a word
 
@@ -130,3 +131,70 @@ def busy_note(meta: Mapping | None) -> str:
         return ""
     of = f" of {cpus}" if cpus else ""
     return f"other work used {busy:.1f}{of} cores during this run, which can blur any race"
+
+
+SESSION_ORDER = ("quiet", "loaded")  # a run that fits both resembles the quiet one
+
+
+def _session_name(session: Mapping) -> str:
+    load = (session.get("load_average") or {}).get("before")
+    cpus = (session.get("machine") or {}).get("cpus")
+    busy = "" if load is None else f", load {load:g}" + (f" on {cpus} CPUs" if cpus else "")
+    date = str(session.get("date") or "undated").split(" ")[0]
+    return f"{session.get('label', 'unlabelled')} session of {date}{busy}"
+
+
+def session_ranges(entry: Mapping, field: str) -> dict[str, tuple[float, float]]:
+    """Each recorded session's (low, high) of ``field``, by name, quiet sessions first.
+
+    ``entry`` is one experiment of ``data/lesson-ranges.json`` (for example
+    ``table["round_robin"]["gap_0ms"]``): its ``sessions`` each hold a ``label``
+    (quiet or loaded), a date, the load average and the runs.  Sessions without
+    the field are left out.
+
+    Args:
+        entry: one experiment's record.
+        field: the run field to range over (``"rr_score"``, ``"busiest"``...).
+    """
+    sessions = sorted(entry.get("sessions", []),
+                      key=lambda s: SESSION_ORDER.index(s["label"]) if s.get("label") in SESSION_ORDER
+                      else len(SESSION_ORDER))
+    out: dict[str, tuple[float, float]] = {}
+    for session in sessions:
+        values = [row[field] for row in session.get("runs", [])
+                  if isinstance(row.get(field), (int, float)) and not isinstance(row.get(field), bool)]
+        if values:
+            out[_session_name(session)] = (min(values), max(values))
+    return out
+
+
+def reference_note(value: float, entry: Mapping, field: str, *, name: str | None = None,
+                   digits: int = 2) -> str:
+    """Every session's range of ``field`` and the one ``value`` resembles, as printed lines.
+
+    Args:
+        value: this run's value (NaN: the ranges only).
+        entry: one experiment of ``data/lesson-ranges.json``.
+        field: the run field.
+        name: what the field is called in the lesson (default ``field``).
+        digits: decimals to print.
+    """
+    ranges = session_ranges(entry, field)
+    if not ranges:
+        return f"no reference runs of {name or field} are recorded"
+    counts = {(_session_name(s)): len(s.get("runs", [])) for s in entry.get("sessions", [])}
+    lines = [f"reference runs of {name or field} (data/lesson-ranges.json):"]
+    for session, (low, high) in ranges.items():
+        span = f"{low:.{digits}f}" if low == high else f"{low:.{digits}f}–{high:.{digits}f}"
+        lines.append(f"  {session}: {span} over {counts.get(session, '?')} runs")
+    if not any(session.startswith("quiet") for session in ranges):
+        lines.append("  (no quiet session recorded yet)")
+    if not math.isnan(value):
+        value = round(value, digits)  # the kept runs are rounded as printed: compare like with like
+        nearest = closest_session(value, ranges)
+        if any(low <= value <= high for low, high in ranges.values()):
+            lines.append(f"  this run ({value:.{digits}f}) resembles the {nearest}")
+        else:
+            lines.append(f"  this run ({value:.{digits}f}) lies outside every recorded range; "
+                         f"nearest: the {nearest}")
+    return "\n".join(lines)
