@@ -11,6 +11,13 @@ What is checked:
 * a notebook without slide metadata is cut at its headings, one with metadata where its author
   said, and building never writes to the notebooks;
 * the render check fails on a deck whose reveal.js is missing (so it can fail at all);
+* **every slide of every deck fits the 1280 x 720 frame**: each deck is loaded with a small
+  script that steps through every slide and measures how far its content reaches; none may reach
+  past the frame's height (``tools/build_slides.py`` cuts the slides by estimate, this is the
+  measurement). The same holds for a deck whose cells have outputs (a tall figure, a long
+  printout, a table, a long code cell and a long markdown cell), and for the lessons' executed
+  decks when ``make book`` has made them; a deck with a block no cut can split overflows and the
+  check says so (so it can fail at all);
 * one deck (06) is photographed into ``build/slides-screenshot.png`` for a person to look at.
 
 reveal.js comes from its npm package, installed once into ``build/.npm``.  Without npm and
@@ -19,13 +26,17 @@ without that folder, the browser tests skip and say why; without Chromium, likew
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import io
+import json
 import re
 import shutil
 import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from html.parser import HTMLParser
+import html
 from pathlib import Path
 
 import nbformat
@@ -72,6 +83,54 @@ class DeckReader(HTMLParser):
             self.png_images += 1
         elif tag == "script" and attributes.get("src"):
             self.scripts.append(attributes["src"])
+
+
+# Steps through every slide (the current one is laid out; the others may be hidden) and writes,
+# for each, how far its content reaches below the slide's top, as JSON in <pre id=slide-heights>.
+MEASURE = """<script>
+(function () {
+  function measure() {
+    var config = Reveal.getConfig(), rows = [];
+    Reveal.getSlides().forEach(function (slide) {
+      var at = Reveal.getIndices(slide), bottom = 0;
+      Reveal.slide(at.h, at.v);
+      Array.prototype.forEach.call(slide.children, function (child) {
+        bottom = Math.max(bottom, child.offsetTop + child.offsetHeight);
+      });
+      var heading = slide.querySelector('h1, h2, h3, h4');
+      rows.push({h: at.h, v: at.v || 0, bottom: bottom,
+                 title: heading ? heading.textContent.replace('\u00b6', '') : ''});
+    });
+    var pre = document.createElement('pre');
+    pre.id = 'slide-heights';
+    pre.textContent = JSON.stringify({width: config.width, height: config.height, slides: rows});
+    document.body.appendChild(pre);
+  }
+  if (Reveal.isReady()) { measure(); } else { Reveal.on('ready', measure); }
+})();
+</script>"""
+HEIGHTS = re.compile(r'<pre id="slide-heights">(.*?)</pre>', re.S)
+
+
+def slide_heights(chromium: str, deck: Path) -> dict:
+    """Load ``deck`` with :data:`MEASURE` appended; return the frame and every slide's extent."""
+    probe = deck.with_name(deck.stem + "-measured.html")
+    probe.write_text(deck.read_text(encoding="utf-8").replace("</html>", MEASURE + "</html>"),
+                     encoding="utf-8")
+    try:
+        page = load_page(chromium, probe.as_uri(), settle_ms=SETTLE_MS)
+    finally:
+        probe.unlink()
+    found = HEIGHTS.search(page.dom)
+    assert found, f"{deck.name}: the measuring script wrote nothing (did reveal.js start?)"
+    return json.loads(html.unescape(found.group(1)))
+
+
+def overflowing(measured: dict) -> list[str]:
+    """The slides whose content reaches past the frame, as 'h.v "title": N px of H'."""
+    height = build_slides.FRAME[1]
+    return [f'{row["h"]}.{row["v"]} "{row["title"][:50]}": {row["bottom"]} px of {height}'
+            for row in measured["slides"] if row["bottom"] > height]
 
 
 def read_deck(dom: str) -> DeckReader:
@@ -129,7 +188,7 @@ def decks(reveal: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     for path in NOTEBOOKS:
         notebook = nbformat.read(path, as_version=4)
         if not build_slides.has_slide_metadata(notebook):
-            build_slides.tag_by_headings(notebook)
+            build_slides.fit_to_frame(notebook)
         slides[path.stem] = build_slides.count_slides(notebook)
     return {"path": out, "slides": slides}
 
@@ -142,9 +201,28 @@ def loaded_decks(chromium: str, decks: dict) -> dict[str, LoadedPage]:
     return dict(zip(LESSONS, found))
 
 
+@pytest.fixture(scope="session")
+def measured_decks(chromium: str, decks: dict) -> dict[str, dict]:
+    paths = [decks["path"] / f"{lesson}.slides.html" for lesson in LESSONS]
+    with ThreadPoolExecutor(max_workers=3) as browsers:
+        found = list(browsers.map(lambda deck: slide_heights(chromium, deck), paths))
+    return dict(zip(LESSONS, found))
+
+
 # -- the lessons' decks ----------------------------------------------------------------------------
 
 @pytest.mark.system
+@pytest.mark.parametrize("lesson", LESSONS)
+def test_every_slide_fits_the_frame(lesson: str, decks: dict,
+                                    measured_decks: dict[str, dict]) -> None:
+    """Issue 22 item 6: no slide of a lesson's deck reaches past the 1280 x 720 frame."""
+    measured = measured_decks[lesson]
+    assert (measured["width"], measured["height"]) == build_slides.FRAME
+    assert len(measured["slides"]) == decks["slides"][lesson], "not every slide was measured"
+    assert not overflowing(measured), (f"{lesson}.slides.html overflows the frame: "
+                                       + "; ".join(overflowing(measured)))
+
+
 @pytest.mark.parametrize("lesson", LESSONS)
 def test_each_deck_renders_offline(lesson: str, decks: dict,
                                    loaded_decks: dict[str, LoadedPage]) -> None:
@@ -170,7 +248,7 @@ def test_a_screenshot_of_one_deck(chromium: str, decks: dict) -> None:
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         shot = Path(tmp) / "deck.png"
-        run_chromium(chromium, "--window-size=1280,800", f"--virtual-time-budget={SETTLE_MS}",
+        run_chromium(chromium, "--window-size=1280,720", f"--virtual-time-budget={SETTLE_MS}",
                      f"--screenshot={shot}",
                      (decks["path"] / f"{lesson}.slides.html").resolve().as_uri())
         assert shot.exists() and shot.stat().st_size > 10_000, "the screenshot is missing or blank"
@@ -186,6 +264,80 @@ def test_the_render_check_fails_without_reveal(chromium: str, decks: dict,
     page = load_page(chromium, (tmp_path / "alone.slides.html").as_uri(), settle_ms=SETTLE_MS)
     problems = render_problems(page, slides=decks["slides"][lesson])
     assert any("did not initialise" in problem for problem in problems), problems
+
+
+def _figure_png(width_in: float, height_in: float) -> str:
+    """A real matplotlib figure as base64 PNG, the way an inline backend stores it."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width_in, height_in), dpi=100)
+    figure.subplots().plot([0, 1, 2], [2, 0, 1])
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _with_outputs() -> nbformat.NotebookNode:
+    """A lesson-like notebook whose cells have every kind of output the lessons have, tall ones."""
+    md, code, out = nbformat.v4.new_markdown_cell, nbformat.v4.new_code_cell, nbformat.v4
+    table = "<table>" + "".join(f"<tr><td>{row}</td><td>{row * row}</td></tr>"
+                                for row in range(15)) + "</table>"
+    paragraphs = "\n\n".join(f"Paragraph {n}: " + "a sentence that takes some room. " * 6
+                              for n in range(30))
+    return _notebook(
+        md("# A lesson with outputs\n\n**Goal:** fit.\n\n" + paragraphs),
+        code("\n".join(f"x{n} = {n}  # a long cell" for n in range(90)), outputs=[
+            out.new_output("stream", name="stdout", text="".join(f"line {n}\n" for n in range(40))),
+            out.new_output("display_data", data={"image/png": _figure_png(6, 12),
+                                                 "text/plain": "<Figure>"}),
+            out.new_output("execute_result", data={"text/html": table, "text/plain": "table"},
+                           execution_count=1)]),
+        md("## Two wide figures"),
+        code("fig", outputs=[out.new_output("display_data", data={
+            "image/png": _figure_png(14, 4), "text/plain": "<Figure>"})] * 2))
+
+
+def test_a_deck_with_tall_outputs_fits_the_frame(chromium: str, reveal: Path,
+                                                 tmp_path: Path) -> None:
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    nbformat.write(_with_outputs(), folder / "00_outputs.ipynb")
+    build_slides.build(tmp_path / "slides", runner.notebook_paths(folder), execute=False,
+                       reveal=reveal)
+    measured = slide_heights(chromium, tmp_path / "slides" / "00_outputs.slides.html")
+    assert len(measured["slides"]) >= 8, "the tall cells were not cut into several slides"
+    assert not overflowing(measured), "; ".join(overflowing(measured))
+
+
+def test_the_fit_check_fails_on_a_slide_too_tall(chromium: str, reveal: Path,
+                                                 tmp_path: Path) -> None:
+    """A markdown table of 40 rows is one block: no cut can split it, and the check says so."""
+    table = "| n | n² |\n|---|---|\n" + "\n".join(f"| {n} | {n * n} |" for n in range(40))
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    nbformat.write(_notebook(nbformat.v4.new_markdown_cell("# Too tall\n\n" + table)),
+                   folder / "00_tall.ipynb")
+    build_slides.build(tmp_path / "slides", runner.notebook_paths(folder), execute=False,
+                       reveal=reveal)
+    measured = slide_heights(chromium, tmp_path / "slides" / "00_tall.slides.html")
+    assert overflowing(measured), measured
+
+
+def test_the_executed_lessons_decks_fit_the_frame(chromium: str, reveal: Path,
+                                                  tmp_path: Path) -> None:
+    """With figures and tables: the decks `make slides` builds from `make book`'s executed lessons."""
+    book = ROOT / "build" / "book"
+    fresh = [path for path in NOTEBOOKS if (book / path.name).is_file()
+             and (book / path.name).stat().st_mtime >= path.stat().st_mtime]
+    if not fresh:
+        pytest.skip("THE EXECUTED DECKS WERE NOT MEASURED: no fresh build/book/NN_*.ipynb; "
+                    "run `make book`, then this test")
+    build_slides.build(tmp_path / "slides", fresh, book=book, execute=False, reveal=reveal)
+    problems = []
+    for path in fresh:
+        measured = slide_heights(chromium, tmp_path / "slides" / f"{path.stem}.slides.html")
+        problems += [f"{path.stem}: {slide}" for slide in overflowing(measured)]
+    assert not problems, "executed decks overflow the frame: " + "; ".join(problems)
 
 
 # -- cutting and executing, on fixture notebooks ----------------------------------------------------

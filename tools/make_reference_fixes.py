@@ -1,13 +1,13 @@
-"""Regenerate the reference data of notebook 10 ("The fixes"): the sweep and the restart comparison.
+"""Regenerate the reference data of notebooks 10 ("The fixes") and 11 (the sweep and the restarts).
 
     .venv/bin/python tools/make_reference_fixes.py [--out data] [--only sweep|restarts|notebook]
 
-* ``<out>/sweep/``: ``sweep.csv`` (``acceptlab.lab.sweep.run_sweep()`` over the
+* ``<out>/sweep/`` (notebook 11): ``sweep.csv`` (``acceptlab.lab.sweep.run_sweep()`` over the
   default ``GRID``: every strategy this machine runs, one row per
   strategy x condition) and ``meta.json`` (the machine, the conditions, each
   run's bound in seconds, the wall time the sweep took, the load average
   before and after it, the date, the strategies left out and why).
-* ``<out>/restarts/<design>-<graceful|killed>/``: one run per restart design
+* ``<out>/restarts/<design>-<graceful|killed>/`` (notebook 11): one run per restart design
   of ``acceptlab.lab.sweep.compare_restarts`` (shared socket; reuseport;
   reuseport with ``net.ipv4.tcp_migrate_req=1``), as written by ``Run.save``.
   Each design runs in a private network namespace, so this part needs root;
@@ -41,9 +41,11 @@ from acceptlab.lab.sweep import GRID, compare_restarts, run_sweep
 SECONDS = 1.5  # each sweep cell's bound (run_sweep's default, as `acceptlab sweep`)
 
 _LIGHT = dict(workers=4, connections=64, gap=0.001)
-_BUSY = dict(workers=2, kind="hybrid", threads=3, connections=40, concurrency=2, work="sleep:15")
+# CPU work: what Puma's busy sleep saves is contention for a process's interpreter lock.
+_BUSY = dict(workers=2, kind="hybrid", threads=3, connections=40, concurrency=2, work="spin:10",
+             protocol="http")
 _BACK_TO_BACK = dict(workers=4, connections=80)
-_LONG = dict(workers=2, kind="hybrid", threads=3, connections=4, concurrency=4, work="sleep:200")
+_LONG = dict(workers=2, kind="hybrid", threads=3, connections=4, concurrency=4, work="sleep:60")
 _BY_CPU = dict(workers=4, connections=40)
 NOTEBOOK_RUNS: dict[str, tuple[dict, int | None]] = {
     # name: (run_experiment keywords, the CPU to pin the client to, or None)
@@ -54,6 +56,7 @@ NOTEBOOK_RUNS: dict[str, tuple[dict, int | None]] = {
     "blocking-back-to-back": (dict(strategy="blocking", **_BACK_TO_BACK), None),
     "handoff-back-to-back": (dict(strategy="handoff", **_BACK_TO_BACK), None),
     "blocking-hybrid-long": (dict(strategy="blocking", **_LONG), None),
+    "handoff-least-busy-hybrid-long": (dict(strategy="handoff-least-busy", **_LONG), None),
     "exact-hybrid-long": (dict(strategy="exact", **_LONG), None),
     "reuseport-cpu-cpu0": (dict(strategy="reuseport-cpu", **_BY_CPU), 0),
     "reuseport-cpu-cpu1": (dict(strategy="reuseport-cpu", **_BY_CPU), 1),
