@@ -545,7 +545,8 @@ def run_lesson(student: Student, lesson: Path, *,
                 elif "image/png" in output.get("data", {}):
                     result.images += 1
             if status != "ok":
-                result.error = f"cell {number} ended with status {status}"
+                why = "; ".join(line for line in result.error_outputs if line.startswith(f"cell {number}:"))
+                result.error = f"cell {number} ended with status {status}" + (f" ({why})" if why else "")
                 break
         result.seconds = time.monotonic() - started
         if result.error is None:

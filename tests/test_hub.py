@@ -176,7 +176,7 @@ def _write_summary(room: Classroom, path: Path) -> None:
 
 def test_every_student_completes_every_lesson(classroom):
     assert len(classroom.results) == len(STUDENTS) * len(LESSONS)
-    failures = [f"{r.student} {r.lesson}: {r.error or r.error_outputs}"
+    failures = [f"{r.student} {r.lesson}: {r.error or ''} {r.error_outputs}"
                 for r in classroom.results if not r.ok]
     assert not failures, "\n".join(failures)
 
