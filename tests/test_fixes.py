@@ -44,7 +44,7 @@ def _best_of(tries: int, attempt):
 def test_handoff_deals_strict_turns_even_back_to_back(kind):
     """Node's SCHED_RR: the acceptor decides, so no pause between connections is needed."""
     _need("handoff", kind)
-    with WorkerPool(4, kind=kind, strategy="handoff") as pool:
+    with WorkerPool(workers=4, kind=kind, strategy="handoff") as pool:
         client = fire(pool.address, connections=80)  # gap=0: back to back
     assert client["ok"].all()
     assert _order(pool) == [k % 4 for k in range(80)]
@@ -53,7 +53,7 @@ def test_handoff_deals_strict_turns_even_back_to_back(kind):
 def test_handoff_least_busy_prefers_an_idle_process():
     """With long conversations the least-busy dealer never stacks two on one process while one is idle."""
     _need("handoff-least-busy", "hybrid")
-    with WorkerPool(2, kind="hybrid", threads=3, strategy="handoff-least-busy",
+    with WorkerPool(workers=2, kind="hybrid", threads=3, strategy="handoff-least-busy",
                     work="sleep:200") as pool:
         client = fire(pool.address, connections=4, concurrency=4)
     assert client["ok"].all()
@@ -70,7 +70,7 @@ def test_exact_balance_admits_only_the_least_busy_process():
     _need("exact", "hybrid")
     counts = {}
     for strategy in ("blocking", "exact"):
-        with WorkerPool(2, kind="hybrid", threads=3, strategy=strategy, work="sleep:200") as pool:
+        with WorkerPool(workers=2, kind="hybrid", threads=3, strategy=strategy, work="sleep:200") as pool:
             client = fire(pool.address, connections=4, concurrency=4)
         assert client["ok"].all()
         counts[strategy] = analysis.open_per_process(pool.events(), threads=3)
@@ -87,7 +87,7 @@ def test_busy_sleep_sends_work_to_the_idle_process():
     _need("busy-sleep", "hybrid")
 
     def attempt():
-        with WorkerPool(2, kind="hybrid", threads=3, strategy="busy-sleep",
+        with WorkerPool(workers=2, kind="hybrid", threads=3, strategy="busy-sleep",
                         work="sleep:15") as pool:
             client = fire(pool.address, connections=80, concurrency=2)
         share = analysis.busy_while_idle(pool.events(), threads=3)
@@ -107,7 +107,7 @@ def test_reorder_hands_the_load_on_every_16_accepts():
     _need("reorder")
 
     def attempt():
-        with WorkerPool(4, kind="process", strategy="reorder") as pool:
+        with WorkerPool(workers=4, kind="process", strategy="reorder") as pool:
             fire(pool.address, connections=64, gap=0.001)
         order = _order(pool)
         blocks = [order[k:k + 16] for k in range(0, 64, 16)]
@@ -131,7 +131,7 @@ def test_reuseport_by_cpu_keeps_a_connection_on_the_clients_cpu(strategy):
     saved = os.sched_getaffinity(0)
     try:
         for cpu in (0, 1):
-            with WorkerPool(4, kind="process", strategy=strategy) as pool:
+            with WorkerPool(workers=4, kind="process", strategy=strategy) as pool:
                 os.sched_setaffinity(0, {cpu})  # this thread, and the client thread it starts
                 try:
                     client = fire(pool.address, connections=40)
@@ -148,7 +148,7 @@ def test_reuseport_by_cpu_keeps_a_connection_on_the_clients_cpu(strategy):
 
 def test_hybrid_kind_is_processes_of_threads():
     """kind='hybrid': P processes x T threads; slot p*T+t is thread t of process p."""
-    with WorkerPool(2, kind="hybrid", threads=3, strategy="blocking") as pool:
+    with WorkerPool(workers=2, kind="hybrid", threads=3, strategy="blocking") as pool:
         client = fire(pool.address, connections=30, gap=0.001)
         pids = pool.pids
     events = pool.events()
@@ -163,7 +163,7 @@ def test_hybrid_kind_is_processes_of_threads():
 
 def test_hybrid_graceful_restart_finishes_the_conversation_in_hand():
     """Retiring a hybrid process lets its busy thread finish; no client fails."""
-    with WorkerPool(2, kind="hybrid", threads=2, strategy="blocking", work="sleep:100") as pool:
+    with WorkerPool(workers=2, kind="hybrid", threads=2, strategy="blocking", work="sleep:100") as pool:
         import threading
 
         results = {}

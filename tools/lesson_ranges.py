@@ -65,12 +65,12 @@ def gil(runs: int) -> dict:
             row = {}
             for kind in ("thread", "process"):
                 run = run_experiment(workers=4, kind=kind, work=work, connections=connections,
-                                     concurrency=8, client_processes=2)
+                                     concurrency=8, processes=2)
                 row[kind] = round(_throughput(run.client), 1)
             row["ratio"] = round(row["process"] / row["thread"], 2)
             rows.append(row)
         values[work] = {"settings": {"workers": 4, "connections": connections, "concurrency": 8,
-                                     "client_processes": 2}, "runs": rows}
+                                     "processes": 2}, "runs": rows}
     return values
 
 

@@ -29,7 +29,10 @@ _WHERE = {
     "run_experiment": "lab.experiment",
     "compare": "lab.experiment",
     "Run": "lab.experiment",
-    "Limits": "server.conversation",
+    "Limits": "specs",
+    "PoolSpec": "specs",
+    "LoadSpec": "specs",
+    "RunOptions": "specs",
     "STRATEGIES": "server.strategies",
     "Unavailable": "linux.support",
 }

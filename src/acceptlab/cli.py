@@ -31,10 +31,10 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 from . import __version__
 from .basics import show_address
-from .server.conversation import Limits
-from .server.protocol import PROTOCOLS
-from .server.strategies import STRATEGIES
 from .linux.support import Unavailable
+from .registry import STRATEGY_RECORDS
+from .server.protocol import PROTOCOLS
+from .specs import Limits, LoadSpec, PoolSpec, RunOptions
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -74,7 +74,11 @@ def _check_host(host: str, allow_remote: bool) -> None:
 
 
 def _check_values(args: argparse.Namespace) -> None:
-    """Refuse values argparse's types let through but no run can use, before anything starts."""
+    """Refuse what the specs would let through but the command line bounds, before anything starts.
+
+    Everything else is checked once, by the specs the commands build
+    (:mod:`acceptlab.specs`): their one-line ``ValueError`` is the message.
+    """
     def bad(message: str) -> None:
         raise UsageError(message)
 
@@ -84,31 +88,12 @@ def _check_values(args: argparse.Namespace) -> None:
     workers = getattr(args, "workers", None)
     if workers is not None and not 1 <= workers <= MAX_WORKERS:
         bad(f"--workers {workers}: choose 1 to {MAX_WORKERS}")
-    if getattr(args, "idle_timeout", 1) <= 0:
-        bad(f"--idle-timeout {args.idle_timeout}: a client needs more than 0 seconds to speak")
-    if getattr(args, "max_request", 1) < 1:
-        bad(f"--max-request {args.max_request}: a request needs at least 1 byte")
-    rate = getattr(args, "rate", None)
-    if rate is not None and rate <= 0:
-        bad(f"--rate {rate}: an open loop needs a positive rate (connections per second)")
-    for name in ("connections", "concurrency", "processes"):
-        value = getattr(args, name, None)
-        if value is not None and value < 1:
-            bad(f"--{name} {value}: must be at least 1")
-    if getattr(args, "retries", 0) < 0:
-        bad(f"--retries {args.retries}: must be 0 or more")
-    if getattr(args, "duration", 1) <= 0:
-        bad(f"--duration {args.duration}: must be more than 0 seconds")
-    if getattr(args, "gap", 0) < 0:
-        bad(f"--gap {args.gap}: must be 0 or more seconds")
     threads = getattr(args, "threads", None)
     if threads is not None and not 1 <= threads <= MAX_WORKERS:
         bad(f"--threads {threads}: choose 1 to {MAX_WORKERS}")
-    if threads not in (None, 1) and getattr(args, "kind", "hybrid") != "hybrid":
-        bad(f"--threads {threads} needs --kind hybrid (processes of several threads)")
-    every = getattr(args, "restart_every", None)
-    if every is not None and every <= 0:
-        bad(f"--restart-every {every}: must be more than 0 seconds")
+    connections = getattr(args, "connections", None)
+    if connections is not None and connections < 1:
+        bad(f"--connections {connections}: must be at least 1")
 
 
 class OutputDirectory:
@@ -440,30 +425,36 @@ def _add_pool_options(parser: argparse.ArgumentParser) -> None:
                         help="how many (processes, for hybrid) (default: 4)")
     parser.add_argument("--threads", type=int, default=None,
                         help="threads per process with --kind hybrid (default: 2)")
-    parser.add_argument("--strategy", choices=tuple(STRATEGIES), default="blocking",
+    parser.add_argument("--strategy", choices=tuple(STRATEGY_RECORDS), default="blocking",
                         help="how each worker waits for a connection (default: blocking)")
+    parser.add_argument("--strategy-option", type=_strategy_option, action="append", default=[],
+                        metavar="NAME=VALUE",
+                        help="one of the strategy's own settings, e.g. every=8 for reorder or "
+                             "accept_timeout=0.5 for timeout (repeatable)")
     parser.add_argument("--protocol", choices=tuple(PROTOCOLS), default="zen",
                         help="what the workers speak (default: zen, the book's)")
     parser.add_argument("--work", default="none", help="none, sleep:MS or spin:MS per request")
     parser.add_argument("--start-method", choices=("fork", "spawn", "forkserver"),
                         help="how processes are started (default: the platform's)")
-    parser.add_argument("--idle-timeout", type=float, default=Limits.idle_timeout,
+    parser.add_argument("--idle-timeout", type=float, default=Limits().idle_timeout,
                         help="seconds a silent client may hold a worker")
-    parser.add_argument("--max-request", type=int, default=Limits.max_request,
+    parser.add_argument("--max-request", type=int, default=Limits().max_request,
                         help="bytes a request may take")
 
 
 def _add_load_options(parser: argparse.ArgumentParser, connections: int) -> None:
     parser.add_argument("--connections", "-c", type=int, default=connections,
                         help=f"connections to make (default: {connections})")
-    parser.add_argument("--duration", type=float, default=60.0,
-                        help="stop after this many seconds whatever the count (default: 60)")
+    parser.add_argument("--duration", type=float, default=LoadSpec.duration,
+                        help=f"stop after this many seconds whatever the count "
+                             f"(default: {LoadSpec.duration:g})")
     shape = parser.add_mutually_exclusive_group()
     shape.add_argument("--concurrency", type=int, default=1,
                        help="closed loop: clients at once (default 1: sequential)")
     shape.add_argument("--rate", type=float, help="open loop: new connections per second")
     parser.add_argument("--processes", type=int, default=1, help="client processes")
     parser.add_argument("--retries", type=int, default=0, help="retries of a failed connection")
+    parser.add_argument("--seed", type=int, help="makes an open loop's arrival times repeatable")
     parser.add_argument("--gap", type=float, default=0.0,
                         help="seconds each client pauses between connections")
     parser.add_argument("--json", action="store_true", help="print one JSON summary line")
@@ -476,20 +467,32 @@ def _add_out_options(parser: argparse.ArgumentParser, default: str) -> None:
                         help="replace the results already in --out")
 
 
-def _limits(args: argparse.Namespace) -> Limits:
-    return Limits(max_request=args.max_request, idle_timeout=args.idle_timeout)
+def _strategy_option(text: str) -> tuple[str, float]:
+    """``--strategy-option every=8`` -> ``('every', 8.0)``."""
+    name, equals, value = text.partition("=")
+    try:
+        return name, float(value) if equals else float("nan")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: write NAME=NUMBER, e.g. every=8") from None
 
 
-def _threads(args: argparse.Namespace) -> int:
-    """--threads, defaulting to 2 for hybrid workers (1 thread each would just be processes)."""
-    if args.threads is None:
-        return 2 if args.kind == "hybrid" else 1
-    return args.threads
+def _pool_spec(args: argparse.Namespace) -> PoolSpec:
+    """The pool the options describe (the spec checks every value)."""
+    threads = args.threads if args.threads is not None else (2 if args.kind == "hybrid" else 1)
+    extra = {name: getattr(args, name) for name in ("host", "port", "join") if name in args}
+    return PoolSpec(workers=args.workers, kind=args.kind, threads=threads,
+                    strategy=args.strategy, strategy_options=dict(args.strategy_option),
+                    protocol=args.protocol, work=args.work, start_method=args.start_method,
+                    limits=Limits(max_request=args.max_request, idle_timeout=args.idle_timeout),
+                    record=not getattr(args, "no_record", False), **extra)
 
 
-def _slots(args: argparse.Namespace) -> int:
-    """How many event-log slots the pool has: one per thread of a hybrid worker."""
-    return args.workers * _threads(args)
+def _load_spec(args: argparse.Namespace) -> LoadSpec:
+    """The load the options describe (the spec checks every value)."""
+    return LoadSpec(protocol=args.protocol, connections=args.connections,
+                    concurrency=args.concurrency, rate=args.rate, gap=args.gap,
+                    duration=args.duration, processes=args.processes, seed=args.seed,
+                    retries=args.retries)
 
 
 # -- main ----------------------------------------------------------------------------------------
@@ -541,17 +544,14 @@ def _cmd_serve(args: argparse.Namespace, stop: threading.Event) -> int:
     from .server.pool import WorkerPool
 
     _check_host(args.host, args.allow_remote)
-    pool = WorkerPool(workers=args.workers, kind=args.kind, strategy=args.strategy,
-                      protocol=args.protocol, work=args.work, host=args.host, port=args.port,
-                      start_method=args.start_method, limits=_limits(args),
-                      record=not args.no_record, join=args.join, threads=_threads(args))
-    with pool:
+    spec = _pool_spec(args)
+    with WorkerPool(spec) as pool:
         print(f"listening on {show_address(*pool.address[:2])}", flush=True)
         while not stop.wait(0.5):
             states = pool.status()
             if all(slot.state == "down" for slot in states):  # nobody left to serve
                 raise states[0].error  # one line, exit code 2 (a RuntimeError)
-    print(_show_table(analysis.per_worker(pool.events(), _slots(args))))
+    print(_show_table(analysis.per_worker(pool.events(), spec.slots)))
     return 0
 
 
@@ -578,10 +578,7 @@ def _cmd_load(args: argparse.Namespace, stop: threading.Event) -> int:
 
     if not _is_loopback(args.host):
         raise UsageError(f"{args.host} is not a loopback address: the kit only loads this machine")
-    client = fire((args.host, args.port), protocol=args.protocol, connections=args.connections,
-                  concurrency=args.concurrency, rate=args.rate, processes=args.processes,
-                  duration=args.duration, gap=args.gap, retries=args.retries,
-                  progress=not args.json, stop=stop)
+    client = fire((args.host, args.port), _load_spec(args), progress=not args.json, stop=stop)
     summary = _load_summary(client)
     if args.json:
         print(json.dumps({**summary, "interrupted": stop.is_set()}))
@@ -619,20 +616,24 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
 
 def _cmd_run(args: argparse.Namespace, stop: threading.Event) -> int:
     """Serve, fire, stop; save the run under --out and print the per-worker table."""
+    options = RunOptions(sample_queue=args.sample_queue, trace=args.trace,
+                         restart_every=args.restart_every, graceful=args.graceful)
+    return _run_and_report(args, stop, (_pool_spec(args), _load_spec(args), options), "out/run")
+
+
+def _run_and_report(args: argparse.Namespace, stop: threading.Event,
+                    specs: tuple[PoolSpec, LoadSpec, RunOptions], default_out: str) -> int:
+    """Run the specs, save the run under --out, print its table (or one JSON line)."""
+    from dataclasses import replace
+
     from .views import analysis
     from .lab.experiment import run_experiment
 
-    out = OutputDirectory(args.out, "out/run", args.force)
+    pool, load, options = specs
+    out = OutputDirectory(args.out, default_out, args.force)
     try:
-        run = run_experiment(workers=args.workers, kind=args.kind, strategy=args.strategy,
-                             protocol=args.protocol, work=args.work,
-                             connections=args.connections, concurrency=args.concurrency,
-                             rate=args.rate, client_processes=args.processes, gap=args.gap,
-                             duration=args.duration, retries=args.retries,
-                             start_method=args.start_method, limits=_limits(args),
-                             sample_queue=args.sample_queue, progress=not args.json, stop=stop,
-                             trace=args.trace, threads=_threads(args),
-                             restart_every=args.restart_every, graceful=args.graceful)
+        run = run_experiment(pool, load,
+                             options=replace(options, progress=not args.json, stop=stop))
     except BaseException:
         out.discard()
         raise
@@ -651,7 +652,7 @@ def _cmd_run(args: argparse.Namespace, stop: threading.Event) -> int:
             summary["restarts"] = losses.to_dict(orient="records")
         print(json.dumps({key: _plain(value) for key, value in summary.items()}))
     else:
-        print(f"{run.label}: {args.workers} workers, {len(run.client)} connections "
+        print(f"{run.label}: {pool.workers} workers, {len(run.client)} connections "
               f"-> {out.path}/")
         print(_show_table(table))
         print("\n".join(_client_lines(client)))
@@ -662,6 +663,35 @@ def _cmd_run(args: argparse.Namespace, stop: threading.Event) -> int:
         _say_interrupted(f"kept the {len(run.client)} connections that completed in {out.path}/")
         return INTERRUPTED
     return 0
+
+
+# -- rerun ---------------------------------------------------------------------------------------
+
+@_command
+def _add_rerun(commands: argparse._SubParsersAction) -> None:
+    rerun = commands.add_parser("rerun", help="make a saved run again, with the same settings",
+                                description="Read a saved run's meta.json and make the run "
+                                            "again: the same pool, load (seed included) and "
+                                            "options, on this machine.")
+    rerun.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `run`")
+    rerun.add_argument("--json", action="store_true", help="print one JSON summary line")
+    _add_out_options(rerun, "out/rerun")
+    rerun.set_defaults(handler=_cmd_rerun)
+
+
+def _cmd_rerun(args: argparse.Namespace, stop: threading.Event) -> int:
+    """Repeat a saved run (an older run's flat meta.json works too)."""
+    from .lab.experiment import Run
+
+    source = Path(args.run_dir)
+    if not (source / "meta.json").is_file():
+        raise UsageError(f"{source} is not a saved run (no meta.json in it)")
+    saved = Run(*(None,) * 2, meta=json.loads((source / "meta.json").read_text()))
+    pool = saved.pool_spec
+    if pool is None:
+        raise UsageError(f"{source} is an observed real server, not a run the kit served: "
+                         f"`acceptlab observe` makes it again")
+    return _run_and_report(args, stop, (pool, saved.load_spec, saved.options), "out/rerun")
 
 
 def _restart_losses(run) -> "pd.DataFrame | None":
@@ -681,7 +711,7 @@ def _add_compare(commands: argparse._SubParsersAction) -> None:
                                   description="Run the strategies side by side; write the "
                                               "runs, a summary table and figures.")
     compare.add_argument("--strategies", nargs="+", default=None, metavar="S",
-                         choices=tuple(STRATEGIES),
+                         choices=tuple(STRATEGY_RECORDS),
                          help="default: every strategy this machine supports")
     compare.add_argument("--kinds", nargs="+", default=["process", "thread"],
                          choices=("thread", "process"),
@@ -797,15 +827,10 @@ def _cmd_observe(args: argparse.Namespace, stop: threading.Event) -> int:
     from .views import analysis
     from .real.observe import observe
 
-    if args.processes != 1 or args.retries:
-        raise UsageError("observe fires from one client process without retries "
-                         "(--processes 1, --retries 0)")
     if not _is_loopback(args.host):
         raise UsageError(f"{args.host} is not a loopback address: the kit only loads this machine")
     try:
-        run = observe(args.pid, port=args.port, host=args.host, protocol=args.protocol,
-                      connections=args.connections, concurrency=args.concurrency,
-                      rate=args.rate, duration=args.duration, gap=args.gap,
+        run = observe(args.pid, _load_spec(args), port=args.port, host=args.host,
                       baseline=not args.no_baseline, attribution=args.attribution)
     except ProcessLookupError as exc:
         raise UsageError(str(exc)) from None
@@ -929,7 +954,7 @@ def _add_sweep(commands: argparse._SubParsersAction) -> None:
     sweep.add_argument("--quick", action="store_true",
                        help="three conditions and fewer connections (about half a minute)")
     sweep.add_argument("--strategies", nargs="+", default=None, metavar="S",
-                       choices=tuple(STRATEGIES),
+                       choices=tuple(STRATEGY_RECORDS),
                        help="default: every strategy this machine runs with processes")
     sweep.add_argument("--workers", "-n", type=int, default=4,
                        help="worker processes per run (default: 4)")

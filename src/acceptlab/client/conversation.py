@@ -40,14 +40,10 @@ from __future__ import annotations
 import re
 import socket
 
-from ..server.protocol import PROTOCOLS, Protocol, parse_served_by
+from ..server.protocol import MAX_REPLY, PROTOCOLS, Protocol, parse_served_by
 
 __all__ = ["ClientConversation", "MAX_REPLY", "PROBE", "PROBE_WAIT", "ERRORS", "error_name",
            "check_reply", "recognise", "printable"]
-
-MAX_REPLY = 1 << 20
-"""Bytes a reply may reach before the client gives up ("too-long"): a client must be bounded too.
-(1 MiB: the kit's own replies are under 200 bytes; any real page a test might fetch fits.)"""
 
 PROBE = b"\r\n\r\n"
 """Sent to a silent server after a timeout: the blank line that ends an HTTP request head."""

@@ -44,7 +44,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from ..basics import address_family, missing_as_na, now, show_address
 from .conversation import (ERRORS, PROBE_WAIT, ClientConversation, error_name,
@@ -52,6 +52,7 @@ from .conversation import (ERRORS, PROBE_WAIT, ClientConversation, error_name,
 from ..server.conversation import RECV_SIZE
 from .lean import LEAN, closed_loop
 from ..server.protocol import PROTOCOLS, Protocol, get_protocol
+from ..specs import CLIENT_TIMEOUT, LoadSpec, RunOptions, build_specs
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -64,15 +65,8 @@ CLIENT_COLUMNS = ("conn", "local_port", "t_start_ns", "t_connected_ns", "t_reply
 # Columns that may have no value (-1 in a record, <NA> in the table): integers with gaps.
 CLIENT_NULLABLE = ("local_port", "t_connected_ns", "t_reply_ns", "t_done_ns", "worker")
 
-TIMEOUT = 2.0
-"""Default seconds any single wait of a client may last (connect, send, or one reply).
-
-Loopback only: a healthy server on this machine answers in well under a
-millisecond, and the slowest lessons' waits stay near one second (the
-reference run with one slow worker under SO_REUSEPORT has the worst, 1.1 s,
-from queueing behind that worker).  Two seconds keeps those, while a server
-that will never answer costs two seconds, not a minute.  Pass ``timeout=`` for
-deliberately slow servers."""
+TIMEOUT = CLIENT_TIMEOUT
+"""Default seconds any single wait of a client may last (see :data:`acceptlab.specs.CLIENT_TIMEOUT`)."""
 
 GRACE = 0.25
 """Seconds after the duration (or a stop) that connections in flight get to finish before they
@@ -455,23 +449,15 @@ def _fire_in_process(share: _Share,
     return [_as_row(record) for record in records], mismatch
 
 
-def fire(
-    address: tuple[str, int],
-    *,
-    protocol: str = "zen",
-    connections: int = 100,
-    concurrency: int = 1,
-    rate: float | None = None,
-    processes: int = 1,
-    duration: float = 60.0,
-    gap: float = 0.0,
-    timeout: float = TIMEOUT,
-    retries: int = 0,
-    seed: int | None = None,
-    progress: bool = False,
-    stop: threading.Event | None = None,
-) -> "pd.DataFrame":
-    """Fire up to ``connections`` connections at ``address`` for at most ``duration`` seconds.
+def fire(address: tuple[str, int], load: LoadSpec | None = None, *,
+         options: RunOptions | None = None, **shortcuts: Any) -> "pd.DataFrame":
+    """Fire up to ``load.connections`` connections at ``address`` for at most ``load.duration`` s.
+
+    ``fire(address, LoadSpec(connections=200, gap=0.001))`` and
+    ``fire(address, connections=200, gap=0.001)`` fire the same load: keywords
+    are shortcuts for the fields of :class:`~acceptlab.specs.LoadSpec` (what
+    each means, and its checks, are there) and for ``progress`` and ``stop``
+    of :class:`~acceptlab.specs.RunOptions`.
 
     Returns one row per connection *attempt* (numbered in ``attempt``; a
     connection number with no ``ok`` row was lost), ordered by start time.
@@ -485,52 +471,40 @@ def fire(
     Throughput: a closed loop over ``processes >= 2`` (no ``rate``, no ``gap``)
     runs the epoll engine, one per client process (Linux; elsewhere the
     threads).  On two cores, ``processes=2, concurrency=16`` is the fastest.
+    The duration is a promise: no connection starts after it, whatever is
+    still going :data:`GRACE` s later is cut (``unfinished``), and ``fire``
+    returns well within a second after it.  Starting client processes counts
+    against it.
 
     Args:
         address: the server's ``(host, port)``; loopback, as every load of the kit.
-        protocol: ``"zen"``, ``"lancelot"`` or ``"http"``.
-        connections: how many connection numbers to fire at most.
-        concurrency: a closed loop of this many clients *per client process*
-            (``1`` with one process: sequential).  Ignored with ``rate``.
-        rate: an open loop of Poisson arrivals at this many per second *in all*.
-        processes: client processes to split the connections over, each running
-            the same mode: ``processes=2, concurrency=16`` keeps 32 connections
-            in flight, ``processes=2, rate=100`` fires 50/s from each.
-        duration: seconds from this call after which no connection starts;
-            whatever is still going :data:`GRACE` s later is cut (``unfinished``),
-            and ``fire`` returns well within a second after the duration.
-            Starting client processes counts against it.
-        gap: seconds each client pauses between connections.
-        timeout: seconds any single wait may last (:data:`TIMEOUT`: short, for loopback).
-        retries: times a failed connection is tried again (each attempt is a row).
-        seed: makes the open loop's arrival times repeatable.
-        progress: show a progress bar (tqdm) whose rate is over the load's wall time.
-        stop: an Event the caller may set (the CLI does on Ctrl-C) to end the load early,
-            as if its duration ran out then: no new connection, :data:`GRACE` s for those
-            in flight, and the rows of all attempts so far returned as usual
-            (``frame.attrs['stopped']`` is then true).
+        load: what to fire (``LoadSpec()`` if None).
+        options: ``progress`` (a tqdm bar whose rate is over the load's wall time)
+            and ``stop`` (an Event the caller may set, as the CLI does on Ctrl-C, to
+            end the load early as if its duration ran out then: no new connection,
+            :data:`GRACE` s for those in flight, every row so far returned, and
+            ``frame.attrs['stopped']`` true); the other options are a run's.
+        **shortcuts: fields of ``LoadSpec`` (and ``progress``, ``stop``) replacing
+            those of ``load`` and ``options``.
 
     Raises:
-        ProtocolMismatch: a reply cannot belong to ``protocol`` (the load stops at once).
-        ValueError: a setting no load can honour (negative counts, a zero timeout...).
+        ProtocolMismatch: a reply cannot belong to ``load.protocol`` (the load stops at once).
     """
     import pandas as pd
 
-    get_protocol(protocol)  # fail fast on a bad name
-    if (connections < 0 or concurrency < 1 or processes < 1 or duration <= 0 or timeout <= 0
-            or retries < 0 or gap < 0 or (rate is not None and rate <= 0)):
-        raise ValueError("fire() needs connections >= 0, concurrency >= 1, processes >= 1, "
-                         "duration > 0, timeout > 0, retries >= 0, gap >= 0 and, if given, "
-                         "rate > 0")
+    _, load, options = build_specs(None, load, options, caller="fire",
+                                   only=(LoadSpec, RunOptions), **shortcuts)
+    processes, stop = load.processes, options.stop
     began = now()
-    stop_ns = began + int(duration * 1e9)
-    lean = LEAN and processes > 1 and not rate and not gap
-    shares = [_Share(tuple(address), protocol, range(k, connections, processes), concurrency,
-                     rate / processes if rate is not None else None, gap, timeout, retries,
-                     None if seed is None else seed + k, lean, stop_ns,
+    stop_ns = began + int(load.duration * 1e9)
+    lean = LEAN and processes > 1 and not load.rate and not load.gap
+    shares = [_Share(tuple(address), load.protocol, range(k, load.connections, processes),
+                     load.concurrency, load.rate / processes if load.rate is not None else None,
+                     load.gap, load.timeout, load.retries,
+                     None if load.seed is None else load.seed + k, lean, stop_ns,
                      stop_ns + int(GRACE * 1e9))
               for k in range(processes)]
-    with _Progress(connections, progress, shared=processes > 1) as bar:
+    with _Progress(load.connections, options.progress, shared=processes > 1) as bar:
         if processes == 1:
             results = [_fire_in_process(shares[0], _Together(bar.counter, _Stop(stop)))]
         else:
@@ -539,11 +513,12 @@ def fire(
     rows = list(itertools.chain.from_iterable(rows for rows, _ in results))
     mismatch = next((found for _, found in results if found is not None), None)
     if mismatch is not None:
-        raise ProtocolMismatch(address, protocol, *mismatch)
+        raise ProtocolMismatch(address, load.protocol, *mismatch)
     frame = missing_as_na(pd.DataFrame(rows, columns=list(CLIENT_COLUMNS)), CLIENT_NULLABLE)
     frame = frame.sort_values("t_start_ns", kind="stable").reset_index(drop=True)
-    frame.attrs.update(address=show_address(*address[:2]), protocol=protocol, timeout=timeout,
-                       duration=duration, t_begin_ns=began, t_end_ns=now(), late_processes=late,
+    frame.attrs.update(address=show_address(*address[:2]), protocol=load.protocol,
+                       timeout=load.timeout, duration=load.duration, t_begin_ns=began,
+                       t_end_ns=now(), late_processes=late,
                        stopped=stop is not None and stop.is_set())
     return frame
 

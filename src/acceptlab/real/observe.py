@@ -63,6 +63,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
@@ -74,9 +75,10 @@ from ..client.conversation import PROBE_WAIT, ClientConversation, error_name
 from ..server.conversation import RECV_SIZE
 from ..lab.experiment import Run, machine
 from ..linux.kernel import QUEUE_COLUMNS
-from ..client.load import (CLIENT_COLUMNS, CLIENT_NULLABLE, TIMEOUT, ConnectionRecord, ProtocolMismatch,
+from ..client.load import (CLIENT_COLUMNS, CLIENT_NULLABLE, ConnectionRecord, ProtocolMismatch,
                    client_socket, fire)
 from ..server.protocol import get_protocol
+from ..specs import LoadSpec, build_specs
 from .topology import Topology, settled_topology
 
 __all__ = ["Attributor", "observe", "coverage", "reply_pid", "ATTRIBUTIONS"]
@@ -344,12 +346,10 @@ def _pick_port(found: Topology, port: int | None) -> int:
     return ports[0]
 
 
-def observe(pid: int, *, port: int | None = None, host: str = "127.0.0.1",
-            protocol: str = "http", connections: int = 200, concurrency: int = 1,
-            rate: float | None = None, duration: float = 60.0, gap: float = 0.0,
-            timeout: float = TIMEOUT, seed: int | None = None, baseline: bool = True,
-            queue_interval: float = 0.005, label: str | None = None,
-            server: dict | None = None, attribution: str = "auto") -> Run:
+def observe(pid: int, load: LoadSpec | None = None, *, port: int | None = None,
+            host: str = "127.0.0.1", baseline: bool = True, queue_interval: float = 0.005,
+            label: str | None = None, server: dict | None = None, attribution: str = "auto",
+            **shortcuts: Any) -> Run:
     """Fire a load at the running server ``pid`` and attribute each connection to its worker.
 
     Inspects the server first (:func:`acceptlab.real.topology.topology`), then
@@ -359,14 +359,12 @@ def observe(pid: int, *, port: int | None = None, host: str = "127.0.0.1",
 
     Args:
         pid: the server's master (or its only process).
+        load: the load (:class:`~acceptlab.specs.LoadSpec`; ``http`` by default),
+            from one client process without retries.
         port: the port to load; found from the inspection if the server
             listens on exactly one.
         host: the loopback address the server listens on (127.0.0.1, ::1 or
             localhost).
-        protocol: ``http`` (any HTTP server), ``zen`` or ``lancelot`` (the
-            kit's own).
-        connections, concurrency, rate, duration, gap, timeout, seed: the
-            load, as for :func:`acceptlab.client.load.fire` (one client process).
         baseline: also fire the same load without attribution, to record
             switches and latency unobserved in ``meta["baseline"]``.
         queue_interval: seconds between accept-queue samples.
@@ -376,12 +374,17 @@ def observe(pid: int, *, port: int | None = None, host: str = "127.0.0.1",
         attribution: ``after-reply``, ``before-request`` (see the module's
             docstring) or ``auto``: one trial connection first, not recorded,
             tells whether the server keeps a connection open after answering.
+        **shortcuts: fields of ``LoadSpec`` replacing those of ``load``.
     """
+    _, load, _ = build_specs(None, load or LoadSpec(protocol="http"), caller="observe",
+                             only=(LoadSpec,), **shortcuts)
+    if load.connections < 1:
+        raise ValueError(f"connections={load.connections}: observe needs at least 1")
+    if load.processes != 1 or load.retries:
+        raise ValueError(f"processes={load.processes}, retries={load.retries}: observe fires "
+                         f"from one client process without retries")
+    protocol, timeout = load.protocol, load.timeout
     chosen = get_protocol(protocol)
-    if connections < 1 or concurrency < 1 or duration <= 0 or timeout <= 0 or gap < 0 or (
-            rate is not None and rate <= 0):
-        raise ValueError("observe() needs connections >= 1, concurrency >= 1, duration > 0, "
-                         "timeout > 0, gap >= 0 and, if given, rate > 0")
     if attribution not in ATTRIBUTIONS:
         raise ValueError(f"attribution is one of {', '.join(ATTRIBUTIONS)}, not {attribution!r}")
     if host not in _LOOPBACK:
@@ -410,8 +413,8 @@ def observe(pid: int, *, port: int | None = None, host: str = "127.0.0.1",
     try:
         observed = _drive(lambda conn: _one_connection(address, chosen, conn, attributor, timeout,
                                                        after_reply),
-                          connections=connections, concurrency=concurrency, rate=rate,
-                          duration=duration, gap=gap, seed=seed)
+                          connections=load.connections, concurrency=load.concurrency,
+                          rate=load.rate, duration=load.duration, gap=load.gap, seed=load.seed)
     finally:
         attributor.close()
         if sampler is not None:
@@ -430,9 +433,7 @@ def observe(pid: int, *, port: int | None = None, host: str = "127.0.0.1",
     queue = sampler.to_frame() if sampler is not None else pd.DataFrame(columns=QUEUE_COLUMNS)
     meta = {**machine(), "label": name, "observed": True, "strategy": strategy, "kind": "process",
             "workers": len(workers), "worker_pids": workers, "pid": pid, "port": port,
-            "protocol": protocol, "connections": connections, "concurrency": concurrency,
-            "rate": rate, "gap": gap, "duration": duration, "timeout": timeout,
-            "attribution": attribution, "started": wall, "seconds": (ended - started) / 1e9,
+            "load": load.as_dict(), "attribution": attribution, "started": wall, "seconds": (ended - started) / 1e9,
             "queue": queue_note,
             "inspection": found.to_json(), "prediction": found.prediction,
             "coverage": _coverage(observed, workers),
@@ -440,9 +441,7 @@ def observe(pid: int, *, port: int | None = None, host: str = "127.0.0.1",
                         for (p, t) in sorted(after)],
             **({"server": server} if server else {})}
     if baseline:
-        meta["baseline"] = _baseline(address, workers, protocol=protocol, connections=connections,
-                                     concurrency=concurrency, rate=rate, duration=duration,
-                                     gap=gap, timeout=timeout, seed=seed)
+        meta["baseline"] = _baseline(address, workers, load)
     return Run(events, client, queue, meta)
 
 
@@ -527,10 +526,10 @@ def _coverage(observed: list[_Observed], workers: list[int]) -> dict:
             "named": len(named), "agree": agree, "disagree": len(named) - agree}
 
 
-def _baseline(address: tuple[str, int], workers: list[int], **load: object) -> dict:
+def _baseline(address: tuple[str, int], workers: list[int], load: LoadSpec) -> dict:
     """The same load with the plain client: switches per connection and latency, unobserved."""
     before = _switches(workers)
-    client = fire(address, **load)  # type: ignore[arg-type]
+    client = fire(address, load)
     after = _switches(workers)
     per_worker = _per_worker_delta(before, after, workers)
     ok = int(client["ok"].sum())

@@ -85,11 +85,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Protocol, Sequence
 
 from ..basics import address_family, now, show_address
-from .conversation import Limits
 from .eventlog import read_events
 from .strategies import STRATEGIES, Preparation, Setting, prepare
 from ..linux.support import check_strategy
-from .work import parse_work
+from ..specs import PoolSpec, build_specs
 from .worker import (RETIRE_SIGNAL, Control, InjectedCrash, WorkerSpec, hybrid_main,
                      process_alive, process_main, serve, stderr_path, stop_mark)
 
@@ -482,78 +481,32 @@ class _Slot:
 class WorkerPool:
     """N workers sharing one listening socket, and a supervisor that replaces the dead.
 
+    ``WorkerPool(PoolSpec(workers=4, strategy="poll"))`` and
+    ``WorkerPool(workers=4, strategy="poll")`` make the same pool: keywords are
+    shortcuts for the fields of :class:`~acceptlab.specs.PoolSpec`, which
+    says what each one means and checks them.
+
     Args:
-        workers: how many workers (slots), at least 1.
-        kind: ``'process'``, ``'thread'``, or ``'hybrid'``: ``workers`` processes
-            with ``threads`` threads each, all waiting on the socket (gunicorn's
-            gthread workers, Puma's clustered mode).
-        strategy: how each worker waits (see :mod:`acceptlab.server.strategies`).
-        protocol: ``'zen'``, ``'lancelot'`` or ``'http'``.
-        work: ``'none'``, ``'sleep:MS'``, ``'spin:MS'``, or a list giving each
-            slot its own, e.g. ``['sleep:30', 'sleep:10', 'sleep:10']`` for one
-            slow worker.
-        host: the address to listen on (loopback by default).
-        port: the port; 0 (the default) lets the kernel pick a free one.
-        backlog: the accept queue's length.
-        start_method: ``'fork'``, ``'spawn'`` or ``'forkserver'``; None means the
-            platform default.
-        limits: per-connection defences (size limit, idle timeout).
-        supervise: replace workers that die (the book's supervisor).
-        interval: seconds between the supervisor's looks at the workers.
+        spec: what the pool is (workers, kind, strategy, protocol, work,
+            address, supervision...); ``PoolSpec()`` if None.
         log_dir: where event logs go (a temporary directory if None).
         label: a name for this run, written into every event row.
-        timeout: the ``timeout`` strategy's accept timeout, seconds.
-        record: False turns the event log off, only to measure what it costs.
-        join: True joins a port where another server already listens (only
-            ``reuseport`` can); False refuses such a port with :class:`PortInUse`.
-        boot_attempts: how many times in a row a slot's worker may die before it
-            is ready before the slot is left down.
-        threads: threads per worker process, for ``kind='hybrid'`` (1 otherwise).
-            Their event-log slots are ``process * threads + thread``.
+        **shortcuts: fields of :class:`~acceptlab.specs.PoolSpec`, replacing
+            those of ``spec``.
     """
 
-    def __init__(
-        self,
-        workers: int = 4,
-        *,
-        kind: str = "process",
-        strategy: str = "blocking",
-        protocol: str = "zen",
-        work: str | Sequence[str] = "none",
-        host: str = "127.0.0.1",
-        port: int = 0,
-        backlog: int = 128,
-        start_method: str | None = None,
-        limits: Limits = Limits(),
-        supervise: bool = True,
-        interval: float = 0.1,
-        log_dir: str | os.PathLike | None = None,
-        label: str = "",
-        timeout: float = 1.0,
-        record: bool = True,
-        join: bool = False,
-        boot_attempts: int = 3,
-        threads: int = 1,
-    ) -> None:
-        if workers < 1:
-            raise ValueError(f"workers must be at least 1, not {workers}")
-        if boot_attempts < 1:
-            raise ValueError(f"boot_attempts must be at least 1, not {boot_attempts}")
-        check_strategy(strategy, kind)
-        if threads < 1 or (threads > 1 and kind != "hybrid"):
-            raise ValueError(f"threads={threads}: more than one thread per worker needs "
-                             f"kind='hybrid' (and at least 1)")
-        works = [work] if isinstance(work, str) else list(work)
-        for spec in works:
-            parse_work(spec)  # a bad spec fails here, not in a worker
-        self.workers, self.kind, self.strategy = workers, kind, strategy
-        self.protocol, self.work, self.limits = protocol, work, limits
-        self.host, self.backlog, self.label = host, backlog, label
-        self.supervise, self.interval, self.record = supervise, interval, record
-        self.join, self.boot_attempts = join, boot_attempts
-        self.start_method = start_method or multiprocessing.get_start_method()
-        self.threads = threads
-        self.setting = Setting(timeout=timeout, backlog=backlog, workers=workers, threads=threads)
+    def __init__(self, spec: PoolSpec | None = None, *, log_dir: str | os.PathLike | None = None,
+                 label: str = "", **shortcuts: object) -> None:
+        spec, _, _ = build_specs(spec, caller="WorkerPool", only=(PoolSpec,), **shortcuts)
+        check_strategy(spec.strategy, spec.kind)
+        if spec.start_method is None:  # record the one used: a saved run names it
+            spec = replace(spec, start_method=multiprocessing.get_start_method())
+        self.spec = spec
+        self.label = label
+        self.setting = Setting(timeout=spec.settings.get("accept_timeout", 1.0),
+                               reorder_every=int(spec.settings.get("every", 16)),
+                               busy_sleep=spec.settings.get("pause", 0.005),
+                               backlog=spec.backlog, workers=spec.workers, threads=spec.threads)
         self._prepared: Preparation | None = None
         if log_dir is None:
             _sweep_abandoned_logs()
@@ -562,7 +515,6 @@ class WorkerPool:
         self.log_dir = str(log_dir)
         Path(self.log_dir).mkdir(parents=True, exist_ok=True)
         self.replacements: list[Replacement] = []
-        self._requested_port = port
         self._listener: socket.socket | None = None
         self._slots: list[_Slot] = []
         self._retired: list[_Worker] = []  # restarted on purpose, finishing in their own time
@@ -570,6 +522,28 @@ class WorkerPool:
         self._lock = threading.Lock()  # guards _slots and _retired against the supervisor
         self._stopping = threading.Event()
         self._supervisor: threading.Thread | None = None
+
+    @property
+    def workers(self) -> int:
+        """How many worker slots (processes, for a hybrid pool)."""
+        return self.spec.workers
+
+    @property
+    def kind(self) -> str:
+        return self.spec.kind
+
+    @property
+    def strategy(self) -> str:
+        return self.spec.strategy
+
+    @property
+    def protocol(self) -> str:
+        return self.spec.protocol
+
+    @property
+    def start_method(self) -> str:
+        """The start method the workers use (the platform's default if the spec named none)."""
+        return self.spec.start_method or ""
 
     # -- starting ---------------------------------------------------------------
     def start(self, *, ready_timeout: float = 15.0) -> "WorkerPool":
@@ -582,10 +556,11 @@ class WorkerPool:
         if self._listener is not None:
             raise RuntimeError("this pool has already been started")
         self._ready_timeout = ready_timeout
-        reuseport = STRATEGIES[self.strategy].own_socket  # each worker binds its own
-        if reuseport and not self.join and self._requested_port:
-            _refuse_a_taken_port(self.host, self._requested_port)  # the bind below would join it
-        self._listener = open_listener(self.host, self._requested_port, backlog=self.backlog,
+        spec = self.spec
+        reuseport = STRATEGIES[spec.strategy].own_socket  # each worker binds its own
+        if reuseport and not spec.join and spec.port:
+            _refuse_a_taken_port(spec.host, spec.port)  # the bind below would join it
+        self._listener = open_listener(spec.host, spec.port, backlog=spec.backlog,
                                        listen=not reuseport, reuseport=reuseport)
         self._prepared = prepare(self.strategy, self._listener,
                                  replace(self.setting, address=self._listener.getsockname()[:2]),
@@ -605,23 +580,22 @@ class WorkerPool:
         except BaseException:
             self.stop()
             raise
-        if self.supervise:
+        if self.spec.supervise:
             self._supervisor = threading.Thread(target=self._supervise,
                                                 name="acceptlab-supervisor", daemon=True)
             self._supervisor.start()
         return self
 
     def _launch(self, slot: int, generation: int) -> _Worker:
-        work = self.work if isinstance(self.work, str) else self.work[slot % len(self.work)]
-        spec = WorkerSpec(slot, generation, self.strategy, self.protocol, work,
-                          self.limits, self.log_dir, self.setting, record=self.record)
+        spec = WorkerSpec(slot, generation, self.strategy, self.protocol, self.spec.work_for(slot),
+                          self.spec.limits, self.log_dir, self.setting, record=self.spec.record)
         listener = self._prepared.listener_for(slot, self._listener)
         if self.setting.in_flight is not None:
             self.setting.in_flight[slot] = 0  # a dead generation's connections died with it
         if self.kind == "thread":
             return _ThreadWorker(listener, spec)
         return _ProcessWorker(multiprocessing.get_context(self.start_method), listener, spec,
-                              threads=self.threads)
+                              threads=self.spec.threads)
 
     def _wait_for(self, slot: int) -> None:
         """Block until ``slot`` serves; raise its :class:`WorkerBootError` if it ends up down."""
@@ -752,7 +726,7 @@ class WorkerPool:
     # -- the supervisor ------------------------------------------------------------
     def _supervise(self) -> None:
         """Every ``interval`` seconds, move each slot along its life (see the module docstring)."""
-        while not self._stopping.wait(self.interval):
+        while not self._stopping.wait(self.spec.interval):
             for slot in range(self.workers):
                 with self._lock:  # slot by slot, so kill() and restart() need not wait long
                     if self._stopping.is_set():
@@ -797,7 +771,7 @@ class WorkerPool:
         entry.error_exit = exit
         # While start() runs, its caller gets the error, which counts the attempts: no log lines.
         log = logger.log if self._supervisor is not None else _quiet
-        if entry.boot_failures >= self.boot_attempts:
+        if entry.boot_failures >= self.spec.boot_attempts:
             entry.state = "down"
             entry.error = WorkerBootError(slot, entry.boot_failures, exit, words,
                                           self._why_a_worker_cannot_start())
