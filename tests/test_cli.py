@@ -253,8 +253,6 @@ def test_serve_with_nothing_served_shows_dashes_not_nan():
 
 
 def _pool_can_join() -> bool:
-    import inspect
-
     import dataclasses
 
     from acceptlab.specs import PoolSpec

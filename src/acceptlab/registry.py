@@ -317,8 +317,8 @@ _RECORDS = (
         prediction=RecentWaiters(), wakeups="about 2, some EAGAIN",
         lesson="the most recent waiter is woken first, and the re-queue wakes another: uneven",
         requires=_EPOLL, kinds=("thread",),
-        kinds_why="the kit shares its epoll instance between threads only (a forked child "
-                  "could share it too: the kit keeps this lesson to threads)"),
+        kinds_why="the kit shares one epoll instance between threads (a forked child could "
+                  "share it too: the kit's choice)"),
     StrategyRecord(
         "reuseport", "ReusePort", "kernel",
         waits="each worker binds its own socket, `SO_REUSEPORT`",
@@ -430,21 +430,49 @@ def expected_share(strategy: str, workers: int, connections: int,
     return record.predict(workers, connections, options)
 
 
-def markdown_table(family: str | None = None, *, link: str = "sources.md") -> str:
+_HEADINGS = {
+    "strategy": "strategy",
+    "waits": "how each worker waits",
+    "mechanism": "mechanism (source)",
+    "prediction": "predicted split, light load",
+    "wakeups": "wakeups per connection",
+    "origin": "origin",
+    "requires": "needs",
+    "lesson": "its lesson",
+}
+
+
+def _cell(record: StrategyRecord, column: str, link: str) -> str:
+    if column == "strategy":
+        kinds = "" if record.kinds == ALL_KINDS else f" ({', '.join(record.kinds)} only)"
+        return f"`{record.name}`{kinds}"
+    if column == "mechanism":
+        return f"{record.mechanism} ([source]({link}#{record.source}))"
+    if column == "prediction":
+        return record.prediction.words
+    if column == "requires":
+        return str(record.requires)
+    return str(getattr(record, column))
+
+
+def markdown_table(family: str | None = None,
+                   columns: tuple[str, ...] = ("strategy", "waits", "mechanism", "prediction",
+                                               "wakeups"),
+                   *, link: str = "sources.md") -> str:
     """The strategies as a Markdown table, as ``README.md`` and ``docs/handout.md`` show them.
+
+    ``tools/strategy_tables.py`` writes it into those files; a test checks they agree.
 
     Args:
         family: ``'kernel'`` or ``'fix'`` for one family, None for every strategy.
+        columns: which facts, among ``strategy``, ``waits``, ``mechanism``,
+            ``prediction``, ``wakeups``, ``origin``, ``requires`` and ``lesson``.
         link: the path of ``docs/sources.md`` as seen from the document.
     """
-    lines = ["| strategy | how each worker waits | mechanism (source) | predicted split, light load "
-             "| wakeups per connection | origin |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| " + " | ".join(_HEADINGS[column] for column in columns) + " |",
+             "|" + "---|" * len(columns)]
     for record in STRATEGY_RECORDS.values():
-        if family is not None and record.family != family:
-            continue
-        kinds = "" if record.kinds == ALL_KINDS else f" ({', '.join(record.kinds)} only)"
-        lines.append(f"| `{record.name}`{kinds} | {record.waits} | {record.mechanism} "
-                     f"([source]({link}#{record.source})) | {record.prediction.words} "
-                     f"| {record.wakeups} | {record.origin} |")
+        if family is None or record.family == family:
+            lines.append("| " + " | ".join(_cell(record, column, link) for column in columns)
+                         + " |")
     return "\n".join(lines)

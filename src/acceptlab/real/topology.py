@@ -15,8 +15,9 @@ in the README).  Nothing here needs root for your own processes; what could not
 be read (another user's process) is listed in ``unreadable`` and the rest is
 still reported.
 
-The names of the prediction come from :func:`acceptlab.views.analysis.expected_share`
-("taking turns", "fair die", "racy", "one worker takes most").
+The names of the prediction come from each strategy's record in
+:mod:`acceptlab.registry` ("taking turns", "fair die", "racy", "one worker
+takes most", "uneven, recent waiters win").
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ import collections
 import time
 from dataclasses import dataclass, field
 
-from ..views import analysis
 from ..linux import procfs
+from ..registry import STRATEGY_RECORDS
 
 __all__ = ["ThreadWait", "ProcessView", "ListenerView", "Topology", "topology", "settled_topology",
            "match_strategy", "format_topology", "PREDICTIONS"]
@@ -159,7 +160,8 @@ PREDICTIONS = {
                        "first registered that is idle, so one worker takes most under light "
                        "load",
     "shared-epoll": "threads share one epoll instance: the last thread to wait is woken "
-                    "first, so one or two threads take most",
+                    "first, and the level-triggered re-queue wakes another: uneven, recent "
+                    "waiters win",
     "reuseport": "one listener per worker (SO_REUSEPORT): a hash of each connection's "
                  "addresses decides, a fair die with even shares on average; a slow worker's "
                  "own queue grows",
@@ -176,16 +178,9 @@ _NO_WAITER = ("no thread waits for a connection right now (all busy, not a serve
 
 
 def _analysis_group(strategy: str) -> str:
-    """The kind of prediction :func:`analysis.expected_share` makes, in its own words."""
-    if strategy in analysis.TAKE_TURNS:
-        return "taking turns"
-    if strategy in analysis.HASHED:
-        return "fair die"
-    if strategy in analysis.HERD:
-        return "racy"
-    if strategy in analysis.ONE_WORKER:
-        return "one worker takes most"
-    return "decided by the hand-out"
+    """The kind of prediction the strategy's record makes, in its own words."""
+    record = STRATEGY_RECORDS.get(strategy)
+    return record.prediction.words if record is not None else "decided by the hand-out"
 
 
 def _read_thread(process: ProcessView, tid: int, listeners: set[int],

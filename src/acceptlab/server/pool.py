@@ -82,11 +82,12 @@ import weakref
 from dataclasses import dataclass, replace
 from multiprocessing.connection import wait as wait_for_any
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Protocol, Sequence
+from typing import TYPE_CHECKING, Iterator, Protocol
 
 from ..basics import address_family, now, show_address
 from .eventlog import read_events
-from .strategies import STRATEGIES, Preparation, Setting, prepare
+from .sharing import Setup, Shared, set_up
+from .strategies import STRATEGIES
 from ..linux.support import check_strategy
 from ..specs import PoolSpec, build_specs
 from .worker import (RETIRE_SIGNAL, Control, InjectedCrash, WorkerSpec, hybrid_main,
@@ -503,11 +504,7 @@ class WorkerPool:
             spec = replace(spec, start_method=multiprocessing.get_start_method())
         self.spec = spec
         self.label = label
-        self.setting = Setting(timeout=spec.settings.get("accept_timeout", 1.0),
-                               reorder_every=int(spec.settings.get("every", 16)),
-                               busy_sleep=spec.settings.get("pause", 0.005),
-                               backlog=spec.backlog, workers=spec.workers, threads=spec.threads)
-        self._prepared: Preparation | None = None
+        self._setup: Setup | None = None
         if log_dir is None:
             _sweep_abandoned_logs()
             log_dir = tempfile.mkdtemp(prefix=f"{_LOG_PREFIX}{os.getpid()}-")
@@ -562,11 +559,11 @@ class WorkerPool:
             _refuse_a_taken_port(spec.host, spec.port)  # the bind below would join it
         self._listener = open_listener(spec.host, spec.port, backlog=spec.backlog,
                                        listen=not reuseport, reuseport=reuseport)
-        self._prepared = prepare(self.strategy, self._listener,
-                                 replace(self.setting, address=self._listener.getsockname()[:2]),
-                                 lock_dir=self.log_dir,
-                                 context=multiprocessing.get_context(self.start_method))
-        self.setting = self._prepared.setting
+        shared = Shared(address=self._listener.getsockname()[:2], backlog=spec.backlog,
+                        workers=spec.workers, threads=spec.threads)
+        self._setup = set_up(STRATEGIES[spec.strategy], self._listener, shared,
+                             lock_dir=self.log_dir,
+                             context=multiprocessing.get_context(self.start_method))
         try:
             for slot in range(self.workers):
                 with self._lock:
@@ -575,8 +572,8 @@ class WorkerPool:
                 # One at a time, each ready before the next starts: the kernel queues them in
                 # slot order.
                 self._wait_for(slot)
-            if self._prepared.acceptor is not None:  # handoff: deal only to ready workers
-                self._prepared.acceptor.start()
+            if self._setup.acceptor is not None:  # handoff: deal only to ready workers
+                self._setup.acceptor.start()
         except BaseException:
             self.stop()
             raise
@@ -588,10 +585,10 @@ class WorkerPool:
 
     def _launch(self, slot: int, generation: int) -> _Worker:
         spec = WorkerSpec(slot, generation, self.strategy, self.protocol, self.spec.work_for(slot),
-                          self.spec.limits, self.log_dir, self.setting, record=self.spec.record)
-        listener = self._prepared.listener_for(slot, self._listener)
-        if self.setting.in_flight is not None:
-            self.setting.in_flight[slot] = 0  # a dead generation's connections died with it
+                          self.spec.limits, self.log_dir, self._setup.shared,
+                          self.spec.settings, record=self.spec.record)
+        listener = self._setup.listener_for(slot, self._listener)
+        self._setup.forget_in_flight(slot)  # a dead generation's connections died with it
         if self.kind == "thread":
             return _ThreadWorker(listener, spec)
         return _ProcessWorker(multiprocessing.get_context(self.start_method), listener, spec,
@@ -629,7 +626,7 @@ class WorkerPool:
         """(host, port) the pool listens on; connect here."""
         if self._listener is None:
             raise RuntimeError("start the pool first")
-        return self.setting.address
+        return self._setup.shared.address
 
     @property
     def listening_socket(self) -> socket.socket:
@@ -815,8 +812,8 @@ class WorkerPool:
         self._stopping.set()
         if self._supervisor is not None and self._supervisor is not threading.current_thread():
             self._supervisor.join()
-        if self._prepared is not None and self._prepared.acceptor is not None:
-            self._prepared.acceptor.stop()  # deal no more connections to workers that are leaving
+        if self._setup is not None and self._setup.acceptor is not None:
+            self._setup.acceptor.stop()  # deal no more connections to workers that are leaving
         deadline = time.monotonic() + timeout
         with self._lock:
             workers = [entry.worker for entry in self._slots] + self._retired
@@ -840,8 +837,8 @@ class WorkerPool:
             worker.close()
         if self._listener is not None:
             self._listener.close()
-        if self._prepared is not None:
-            self._prepared.close()  # the shared epoll, the handoff channels
+        if self._setup is not None:
+            self._setup.close()  # the shared epoll, the handoff channels
 
     def __enter__(self) -> "WorkerPool":
         return self.start() if self._listener is None else self

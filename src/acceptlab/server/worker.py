@@ -43,14 +43,15 @@ import time
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable, Mapping, Protocol
 
 from ..basics import now
 from .conversation import Limits, converse
 from .eventlog import EventWriter, NullWriter, log_path
 from ..linux.kernel import voluntary_switches
 from .protocol import get_protocol, served_by
-from .strategies import Setting, make_waiter
+from .sharing import Shared
+from .strategies import make_waiter
 from .work import parse_work
 
 __all__ = ["WorkerSpec", "Control", "InjectedCrash", "serve", "process_main", "hybrid_main",
@@ -73,7 +74,8 @@ class WorkerSpec:
     work: str
     limits: Limits
     log_dir: str
-    setting: Setting = field(default_factory=Setting)
+    shared: Shared = field(default_factory=Shared)
+    options: Mapping[str, float] = field(default_factory=dict)  # the strategy's own
     parent_pid: int = field(default_factory=os.getpid)  # the pool's process
     record: bool = True  # False only to measure what recording costs (bench/)
 
@@ -128,7 +130,7 @@ def serve(listener: socket.socket, spec: WorkerSpec, control: Control | None = N
     work = parse_work(spec.work)
     tid = threading.get_native_id()
     who = served_by(spec.slot, os.getpid(), tid)
-    waiter = make_waiter(spec.strategy, listener, spec.setting, slot=spec.slot)
+    waiter = make_waiter(spec.strategy, listener, spec.shared, slot=spec.slot, options=spec.options)
     control.sockets.append(waiter.listener)
     writer = EventWriter if spec.record else NullWriter
     # The context-switch count feeds only the log: with the log off, don't pay for reading it.

@@ -49,13 +49,15 @@ run however it is given.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
+
+from .. import registry
+from ..registry import Prediction
 
 __all__ = [
     "accepted",
@@ -71,6 +73,13 @@ __all__ = [
     "Reconciliation",
     "expected_share",
     "Prediction",
+    "TAKE_TURNS",
+    "ONE_WORKER",
+    "RECENT_WAITERS",
+    "HERD",
+    "HASHED",
+    "IN_BLOCKS",
+    "BY_CPU",
     "queue_owners",
     "summary",
     "summarize_runs",
@@ -80,17 +89,6 @@ __all__ = [
     "open_per_process",
     "busy_while_idle",
 ]
-
-# The strategies of strategies.py, grouped by what they predict under light load.
-TAKE_TURNS = ("blocking", "locked",  # a FIFO queue of waiters: strict round robin
-              "handoff", "handoff-least-busy")  # one acceptor deals in turn
-ONE_WORKER = ("epoll-exclusive", "shared-epoll")  # one (or two) hot workers take most
-HERD = ("timeout", "poll", "epoll",  # every idle worker wakes and races for the connection
-        "busy-sleep", "exact")  # woken alike while no process is busy (the light-load case)
-HASHED = ("reuseport",)  # the kernel picks a socket by a hash of the 4-tuple: a fair die
-IN_BLOCKS = ("reorder",)  # EPOLLEXCLUSIVE's one worker, handing over every 16 accepts
-BY_CPU = ("reuseport-cpu", "reuseport-incoming-cpu")  # the CPU the connection arrived on decides
-REORDER_EVERY = 16  # nginx's number, and Setting.reorder_every's default
 
 # The slow-worker lesson: one worker of three takes 30 ms per request, the others 10 ms, under
 # a closed loop of 12 clients.  One definition for ``make demo`` (report.py) and the reference
@@ -678,137 +676,60 @@ def reconcile(client: pd.DataFrame, events: pd.DataFrame) -> Reconciliation:
 
 
 # --------------------------------------------------------------------------- what each strategy predicts
+# Each strategy's prediction is its record's (acceptlab.registry): the model, its band, its words.
 
 
-@dataclass(frozen=True)
-class Prediction:
-    """What a strategy predicts for each worker's count of accepted connections.
-
-    * ``share``: each worker's expected fraction of the connections, or NaN
-      when the strategy predicts no even share (``kind == 'one-worker'``);
-    * ``low``, ``high``: the band a worker's count is expected to fall in
-      (inclusive), which a plot draws as a shaded band;
-    * ``note``: the prediction in words, for a legend or a print;
-    * ``kind``: which sort of prediction this is, so a plot can draw it:
-      ``'exact'`` (taking turns: every count is ``low`` or ``high``, one
-      apart at most), ``'binomial'`` (a fair die: 99 % of counts fall in the
-      band), ``'racy'`` (a race, roughly even: the die's band is a guide,
-      not a promise) or ``'one-worker'`` (one worker takes most; the band
-      is the whole range 0..connections, i.e. no prediction per worker).
-    """
-
-    share: float
-    low: int
-    high: int
-    note: str
-    kind: str
-
-
-def _binomial_band(n: int, p: float, coverage: float = 0.99) -> tuple[int, int]:
-    """The central ``coverage`` interval of Binomial(n, p), from its exact probabilities.
-
-    ``low`` is the smallest k with P(X <= k) >= (1 - coverage)/2 and ``high``
-    the smallest k with P(X <= k) >= (1 + coverage)/2, so at least
-    ``coverage`` of the probability lies in ``[low, high]``.  The
-    probabilities are computed in logs so that n in the millions does not
-    overflow.
-    """
-    if n == 0 or p <= 0:
-        return 0, 0
-    if p >= 1:
-        return n, n
-    # P(X = k+1) / P(X = k) = (n-k)/(k+1) · p/(1-p): start from P(X = 0) = (1-p)^n and
-    # add up the logs of those ratios, all at once with cumsum.
-    k = np.arange(n)
-    steps = np.log(n - k) - np.log(k + 1) + math.log(p) - math.log1p(-p)
-    log_pmf = n * math.log1p(-p) + np.concatenate([[0.0], np.cumsum(steps)])
-    cdf = np.cumsum(np.exp(log_pmf))
-    tail = (1 - coverage) / 2
-    low = int(np.searchsorted(cdf, tail))  # first k with cdf >= tail
-    high = int(min(np.searchsorted(cdf, 1 - tail), n))
-    return low, high
-
-
-def expected_share(strategy: str, workers: int, connections: int) -> Prediction:
+def expected_share(strategy: str, workers: int, connections: int,
+                   options: Mapping[str, float] | None = None) -> Prediction:
     """What ``strategy`` predicts for how ``connections`` are spread over ``workers``.
 
     These are the light-load predictions of each strategy's mechanism (under
     saturation every shared-queue strategy follows each worker's service
-    rate instead):
+    rate instead), one model per strategy, written in its record
+    (:data:`acceptlab.registry.STRATEGY_RECORDS`):
 
-    * ``blocking`` and ``locked``: waiters queue FIFO, so workers take turns
-      and every count is exactly connections/workers (``kind='exact'``;
-      ``low``/``high`` differ by one when it does not divide).  For
-      ``locked`` that holds only if the lock wakes its waiters in order:
-      measure it.
-    * ``reuseport``: the kernel hashes each connection's addresses to pick a
-      socket, like throwing a fair die, so each count is
-      Binomial(connections, 1/workers); the band is its central 99 %
-      interval (``kind='binomial'``).
-    * ``timeout``, ``poll``, ``epoll``: a thundering herd; every idle worker
-      wakes and races, so counts are roughly even but nothing guarantees it
-      (``kind='racy'``; the die's 99 % band is given as a guide).
-    * ``epoll-exclusive`` and ``shared-epoll``: one worker (or two) takes
-      most; no per-worker share is predicted, so ``share`` is NaN and the
-      band is 0..connections (``kind='one-worker'``).
-
-    The ecosystem's fixes:
-
-    * ``handoff`` and ``handoff-least-busy``: one acceptor deals in turn
-      (least busy first, and under light load every process is idle), so
-      the counts are those of taking turns (``kind='exact'``).
-    * ``reorder``: blocks of 16 connections, each block to the next worker
-      (``kind='exact'``, with the counts the blocks give).
-    * ``busy-sleep`` and ``exact``: every idle waiter wakes, and under light
-      load no process is busy, so it is the herd's race (``kind='racy'``).
-    * ``reuseport-cpu`` and ``reuseport-incoming-cpu``: the CPU the
-      connection arrived on picks the socket, which no count can predict
-      without knowing where the client ran (``kind='one-worker'``).
+    * taking turns (``blocking``, ``locked``, ``handoff``, ``handoff-least-busy``):
+      every count is connections/workers (``kind='exact'``; ``low``/``high``
+      differ by one when it does not divide).  For ``locked`` that holds only
+      if the lock wakes its waiters in order: measure it.
+    * a fair die (``reuseport``): each count is Binomial(connections,
+      1/workers); the band is its central 99 % interval (``kind='binomial'``).
+    * a race (``timeout``, ``poll``, ``epoll``, and ``busy-sleep`` and
+      ``exact`` while no process is busy): roughly even, nothing guarantees it
+      (``kind='racy'``; the die's band is a guide).
+    * one worker takes most (``epoll-exclusive``): no per-worker share,
+      ``share`` is NaN and the band is 0..connections (``kind='one-worker'``).
+    * uneven (``shared-epoll``: the most recent waiter is woken first;
+      ``reuseport-cpu`` and ``reuseport-incoming-cpu``: the client's CPU
+      decides): no per-worker count is predicted (``kind='uneven'``).
+    * blocks in turn (``reorder``): blocks of ``every`` connections (16, as
+      nginx), each block to the next worker (``kind='exact'``).
 
     An unknown strategy raises ``ValueError``.
 
     Args:
-        strategy: the strategy's name, as in ``acceptlab.server.strategies.STRATEGIES``.
+        strategy: the strategy's name.
         workers: the pool size.
         connections: how many connections were (or will be) accepted.
+        options: the strategy's options, if the run changed its defaults
+            (``{"every": 8}`` for ``reorder``).
     """
-    if workers < 1:
-        raise ValueError("workers must be at least 1")
-    if connections < 0:
-        raise ValueError("connections cannot be negative")
-    even = 1 / workers
-    if strategy in TAKE_TURNS:
-        low, left_over = divmod(connections, workers)
-        high = low + (left_over > 0)  # some workers get one more when it does not divide
-        note = f"taking turns: {low} each" if low == high else f"taking turns: {low}–{high} each"
-        if strategy == "locked":
-            note += " (if the lock wakes waiters in order)"
-        return Prediction(even, low, high, note, "exact")
-    if strategy in HASHED:
-        low, high = _binomial_band(connections, even)
-        return Prediction(even, low, high,
-                          f"fair die: 99 % of counts in {low}–{high}", "binomial")
-    if strategy in HERD:
-        low, high = _binomial_band(connections, even)
-        return Prediction(even, low, high,
-                          f"racy, roughly even (a fair die gives {low}–{high})", "racy")
-    if strategy in ONE_WORKER:
-        return Prediction(float("nan"), 0, connections, "one worker takes most", "one-worker")
-    if strategy in IN_BLOCKS:
-        # Blocks of 16 in turn: block b goes to worker b % workers.
-        blocks = [min(REORDER_EVERY, connections - start)
-                  for start in range(0, connections, REORDER_EVERY)]
-        counts = [sum(blocks[b] for b in range(worker, len(blocks), workers))
-                  for worker in range(workers)]
-        return Prediction(even, min(counts), max(counts),
-                          f"blocks of {REORDER_EVERY} in turn: {min(counts)}–{max(counts)} each",
-                          "exact")
-    if strategy in BY_CPU:
-        return Prediction(float("nan"), 0, connections,
-                          "the client's CPU decides: workers past the CPUs get none",
-                          "one-worker")
-    known = ", ".join(TAKE_TURNS + HASHED + HERD + ONE_WORKER + IN_BLOCKS + BY_CPU)
-    raise ValueError(f"no prediction for strategy {strategy!r}; known: {known}")
+    return registry.expected_share(strategy, workers, connections, options)
+
+
+def _predicted_by(model: type[registry.Model]) -> tuple[str, ...]:
+    return tuple(name for name, record in registry.STRATEGY_RECORDS.items()
+                 if type(record.prediction) is model)
+
+
+# The strategies grouped by what they predict under light load (a lesson's "which of these").
+TAKE_TURNS = _predicted_by(registry.Turns)  # a FIFO of waiters, or a dealer: strict turns
+ONE_WORKER = _predicted_by(registry.OneWorker)  # the first registered idle waiter takes most
+RECENT_WAITERS = _predicted_by(registry.RecentWaiters)  # LIFO-ish: uneven, recent waiters win
+HERD = _predicted_by(registry.Herd)  # every idle worker wakes and races for the connection
+HASHED = _predicted_by(registry.FairDie)  # a hash of the 4-tuple picks the socket: a fair die
+IN_BLOCKS = _predicted_by(registry.InBlocks)  # one worker at a time, handing over every N
+BY_CPU = _predicted_by(registry.ByCpu)  # the CPU the connection arrived on decides
 
 
 def open_per_process(events: pd.DataFrame, *, threads: int) -> list[int]:
