@@ -249,3 +249,18 @@ def test_without_an_event_log_a_pool_starts_serves_and_writes_no_file(kind):
         zen_round_trip(pool.address)
         assert [s.state for s in pool.status()] == ["serving", "serving"]
         assert not list(Path(pool.log_dir).glob("*.events"))
+
+
+def test_a_slots_life_is_a_table_and_an_illegal_move_raises():
+    """The supervisor's states move only along TRANSITIONS (h11's _state.py is the model)."""
+    from acceptlab.server.supervisor import TRANSITIONS, SlotEvent, SlotState, _Slot
+
+    assert {state for state, _ in TRANSITIONS} | set(TRANSITIONS.values()) == set(SlotState)
+    assert {event for _, event in TRANSITIONS} == set(SlotEvent)
+    slot = _Slot(worker=None)  # type: ignore[arg-type]
+    for event, state in ((SlotEvent.BOOT_FAILED, "retrying"), (SlotEvent.BACKOFF_OVER, "starting"),
+                         (SlotEvent.READY, "serving"), (SlotEvent.DIED, "starting")):
+        slot.move(event)
+        assert slot.state == state
+    with pytest.raises(RuntimeError, match="cannot take BACKOFF_OVER"):
+        slot.move(SlotEvent.BACKOFF_OVER)

@@ -41,7 +41,8 @@ import os
 import select
 import socket
 import time
-from typing import Any, Mapping, NamedTuple, Protocol, runtime_checkable
+import typing
+from typing import Any, Mapping, NamedTuple
 
 from ..basics import address_family, now
 from ..linux.bpf import SO_INCOMING_CPU, attach_cpu_program
@@ -66,8 +67,8 @@ class Wakeup(NamedTuple):
         return cls("accepted", t_wake_ns, now(), conn, address[1])
 
 
-@runtime_checkable
-class Waiter(Protocol):
+@typing.runtime_checkable
+class Waiter(typing.Protocol):
     """What the worker loop asks of a strategy (:mod:`acceptlab.server.worker`)."""
 
     listener: socket.socket  # what the pool shuts down to wake a thread worker
