@@ -1,4 +1,4 @@
-"""Tests of acceptlab.views.analysis on hand-built tables whose right answers we know.
+"""Tests of acceptlab.analysis on hand-built tables whose right answers we know.
 
 The synthetic runs (``synth_events``, ``synth_client`` and the three
 sequences, in tests/helpers.py) write the tables a real run would write, so

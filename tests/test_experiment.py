@@ -158,7 +158,7 @@ def test_the_arrows_point_one_way_experiment_does_not_import_analysis():
 
 
 def test_report_neither_prints_nor_picks_a_matplotlib_backend():
-    calls = _calls("lab/report")
+    calls = _calls("views/report")
     assert "print" not in calls and "matplotlib.use" not in calls, calls
 
 

@@ -38,7 +38,7 @@ _WHERE = {
 }
 # Modules a lesson imports by their short name: ``from acceptlab import analysis, plots``.
 _MODULES = {
-    "analysis": "views.analysis",
+    "analysis": "analysis",
     "plots": "views.plots",
     "kernel": "linux.kernel",
     "support": "linux.support",

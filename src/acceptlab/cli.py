@@ -171,7 +171,7 @@ def _errors_by_kind(client: "pd.DataFrame") -> dict[str, int]:
 
 def _load_summary(client: "pd.DataFrame") -> dict:
     """Throughput, latency percentiles and errors by cause from a client table."""
-    from .views import analysis
+    from . import analysis
 
     ok = int(client["ok"].sum())
     span = (client["t_done_ns"].max() - client["t_start_ns"].min()) / 1e9 if len(client) else 0
@@ -540,7 +540,7 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
 
 def _cmd_serve(args: argparse.Namespace, stop: threading.Event) -> int:
     """Serve until Ctrl-C or SIGTERM, then stop the pool and print per-worker counts."""
-    from .views import analysis
+    from . import analysis
     from .server.pool import WorkerPool
 
     _check_host(args.host, args.allow_remote)
@@ -626,7 +626,7 @@ def _run_and_report(args: argparse.Namespace, stop: threading.Event,
     """Run the specs, save the run under --out, print its table (or one JSON line)."""
     from dataclasses import replace
 
-    from .views import analysis
+    from . import analysis
     from .lab.experiment import run_experiment
 
     pool, load, options = specs
@@ -731,7 +731,7 @@ def _cmd_compare(args: argparse.Namespace, stop: threading.Event) -> int:
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no window, works headless
-    from .lab.report import write_comparison
+    from .views.report import write_comparison
 
     out = OutputDirectory(args.out, "out/compare", args.force)
     try:
@@ -824,7 +824,7 @@ def _add_observe(commands: argparse._SubParsersAction) -> None:
 
 def _cmd_observe(args: argparse.Namespace, stop: threading.Event) -> int:
     """Observe a running server under load: who accepted what, switches, coverage."""
-    from .views import analysis
+    from . import analysis
     from .real.observe import observe
 
     if not _is_loopback(args.host):

@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import pandas as pd
 
-from ..views import analysis
+from .. import analysis
 from .experiment import Run, run_experiment
 from ..linux.support import Unavailable, check_strategy
 from ..registry import STRATEGY_RECORDS

@@ -67,7 +67,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..views import analysis
+from .. import analysis
 from ..server import eventlog
 from ..linux import procfs
 from ..basics import missing_as_na, now
