@@ -257,12 +257,12 @@ def _pool_can_join() -> bool:
 
     from acceptlab.specs import PoolSpec
 
-    return "join" in {field.name for field in dataclasses.fields(PoolSpec)}
+    return "join_port" in {field.name for field in dataclasses.fields(PoolSpec)}
 
 
 def test_a_second_reuseport_server_is_refused_unless_it_asks_to_join():
     if not _pool_can_join():
-        pytest.skip("needs WorkerPool(join=...) from the core branch (contract 1): without it "
+        pytest.skip("needs WorkerPool(join_port=...) from the core branch (contract 1): without it "
                     "a reuseport pool joins a taken port silently")
     first, port = start_serve("--strategy", "reuseport", "--kind", "thread", "--workers", "2")
     try:

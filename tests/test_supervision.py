@@ -117,7 +117,7 @@ def test_a_second_reuseport_pool_on_a_taken_port_is_refused_unless_it_joins_on_p
             second.start()
         assert len(listen_queues(port)) == 2  # the refused pool left nothing behind
         with WorkerPool(workers=2, kind="thread", strategy="reuseport", port=port,
-                        join=True) as joined:
+                        join_port=True) as joined:
             assert len(listen_queues(port)) == 4  # one group of four sockets: on purpose
             for _ in range(8):
                 zen_round_trip((first.address[0], port))

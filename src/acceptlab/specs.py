@@ -152,7 +152,7 @@ class PoolSpec(_Spec):
         boot_attempts: how many times in a row a slot's worker may die before
             it is ready before the slot is left down.
         record: False turns the event log off, only to measure what it costs.
-        join: True joins a port where another server already listens (only
+        join_port: True joins a port where another server already listens (only
             ``reuseport`` can); False refuses such a port.
     """
 
@@ -172,7 +172,7 @@ class PoolSpec(_Spec):
     interval: float = 0.1
     boot_attempts: int = 3
     record: bool = True
-    join: bool = False
+    join_port: bool = False
 
     def __post_init__(self) -> None:
         if self.workers < 1:

@@ -1,4 +1,6 @@
-"""Turn the kit's tables into the numbers a lesson talks about.
+"""The numbers a lesson talks about, from a run's tables: who got each connection (shares),
+who was woken and what it cost (wakeups), how long clients waited (latency), whether every
+connection arrived once (reconcile), and what each strategy predicts (predictions).
 
 Every function here reads plain DataFrames (``events``, ``client``, ``queue``;
 their columns are described in ``data/README.md``) and returns a number, a

@@ -12,15 +12,15 @@ two very different engines without a second copy of its rules.
 
 An engine's side of the bargain::
 
-    talk = ClientConversation(ZEN)
-    outgoing = talk.start()                 # the first question
-    while not talk.ended:
+    conversation = ClientConversation(ZEN)
+    outgoing = conversation.start()                # the first question
+    while not conversation.ended:
         send(outgoing)
-        data = recv()                       # b'' when the server closed
-        outgoing = talk.receive(data)       # the next question(s), or b''
-    # on a wait that ran out:  outgoing = talk.timed_out()   (a probe, or b'': ended)
-    # on a socket error:       talk.fail(error_name(exc))
-    record(talk.error, talk.worker)         # '' when every answer was right
+        data = recv()                              # b'' when the server closed
+        outgoing = conversation.receive(data)      # the next question(s), or b''
+    # on a wait that ran out:  outgoing = conversation.timed_out()  (a probe, or b'': ended)
+    # on a socket error:       conversation.fail(error_name(exc))
+    record(conversation.error, conversation.worker)  # '' when every answer was right
 
 Recognising the wrong protocol.  The zen client's questions end at ``?`` with
 no newline, and an HTTP server waits for a blank line, so a zen client talking

@@ -23,6 +23,7 @@ only asks whether a measurement or a strategy is possible.
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import multiprocessing
 import os
@@ -244,10 +245,13 @@ def features() -> dict[str, object]:
 
 # -- what the probes mean for each strategy ----------------------------------------------------
 
+_MODULES = {"select": select, "socket": socket, "fcntl": fcntl}  # where Requires' constants live
+
+
 def _has_constant(dotted: str) -> bool:
-    """Does this Python have ``dotted`` (``'select.EPOLLEXCLUSIVE'``)?  Standard modules only."""
+    """Does this Python have ``dotted`` (``'select.EPOLLEXCLUSIVE'``)?"""
     module, _, name = dotted.partition(".")
-    return hasattr(sys.modules.get(module) or __import__(module), name)
+    return hasattr(_MODULES[module], name)
 
 
 def unmet(requires: Requires) -> str | None:

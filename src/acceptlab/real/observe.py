@@ -75,8 +75,9 @@ from ..client.conversation import PROBE_WAIT, ClientConversation, error_name
 from ..server.conversation import RECV_SIZE
 from ..lab.experiment import Run, machine
 from ..linux.kernel import QUEUE_COLUMNS
-from ..client.load import (CLIENT_COLUMNS, CLIENT_NULLABLE, ConnectionRecord, ProtocolMismatch,
-                   client_socket, fire)
+from ..client.load import fire
+from ..client.records import CLIENT_COLUMNS, CLIENT_NULLABLE, ConnectionRecord, ProtocolMismatch
+from ..client.threads import client_socket
 from ..server.protocol import get_protocol
 from ..specs import LoadSpec, build_specs
 from .topology import Topology, settled_topology
@@ -205,8 +206,8 @@ def _one_connection(address: tuple[str, int], protocol, conn: int, attributor: A
     """
     observed = _Observed(ConnectionRecord(conn, t_start_ns=now()))
     record, received = observed.record, []
-    talk = ClientConversation(protocol, keep_alive=after)
-    sock = client_socket(address, talk)
+    conversation = ClientConversation(protocol, keep_alive=after)
+    sock = client_socket(address, conversation)
     if sock is not None:
         with sock:
             sock.settimeout(timeout)
@@ -218,27 +219,27 @@ def _one_connection(address: tuple[str, int], protocol, conn: int, attributor: A
                 if not after:  # hold the request back until a worker holds the connection
                     observed.holder, observed.seen_ns = attributor.attribute(
                         client, deadline=time.monotonic() + timeout)
-                outgoing = talk.start()
-                while not talk.ended:
+                outgoing = conversation.start()
+                while not conversation.ended:
                     if outgoing:
                         sock.sendall(outgoing)
                     try:
                         data = sock.recv(RECV_SIZE)
                     except TimeoutError:  # a probe to send (and a short wait for it), or the end
-                        outgoing = talk.timed_out()
+                        outgoing = conversation.timed_out()
                         sock.settimeout(PROBE_WAIT)
                         continue
                     received.append(data)
-                    outgoing = talk.receive(data)
-                    if record.t_reply_ns < 0 and talk.replies:
+                    outgoing = conversation.receive(data)
+                    if record.t_reply_ns < 0 and conversation.replies:
                         record.t_reply_ns = now()
-                if after and talk.held_open:  # answered and still held: one look
+                if after and conversation.held_open:  # answered and still held: one look
                     observed.holder, observed.seen_ns = attributor.look(client)
             except OSError as exc:
-                talk.fail(error_name(exc))
-    record.ok, record.error = not talk.error, talk.error
-    if talk.error == "mismatch":
-        record.mismatch = (talk.received, talk.likely)
+                conversation.fail(error_name(exc))
+    record.ok, record.error = not conversation.error, conversation.error
+    if conversation.error == "mismatch":
+        record.mismatch = (conversation.received, conversation.likely)
     if record.ok:
         observed.named = reply_pid(b"".join(received[-2:]))  # the pid is in the last reply
     record.t_done_ns = now()

@@ -46,7 +46,7 @@ Error handling
 --------------
 * A port that already has a listener raises :class:`PortInUse` naming it,
   even for ``reuseport`` (which the kernel would let join), unless the spec's
-  ``join`` is true.
+  ``join_port`` is true.
 * A strategy this platform lacks raises :class:`acceptlab.linux.support.Unavailable`
   before anything starts.
 * A worker that cannot boot makes :meth:`start` raise :class:`WorkerBootError`;
@@ -141,7 +141,7 @@ def _refuse_a_taken_port(host: str, port: int) -> None:
         open_listener(host, port, listen=False).close()
     except PortInUse:
         raise PortInUse(errno.EADDRINUSE, f"port {port} on {host} is already in use "
-                                          f"(pass join=True, or --join, to share it on purpose)"
+                                          f"(pass join_port=True, or --join, to share it on purpose)"
                         ) from None
 
 
@@ -216,7 +216,7 @@ class WorkerPool:
             raise RuntimeError("this pool has already been started")
         spec = self.spec
         own_socket = STRATEGIES[spec.strategy].own_socket  # reuseport: each worker binds its own
-        if own_socket and not spec.join and spec.port:
+        if own_socket and not spec.join_port and spec.port:
             _refuse_a_taken_port(spec.host, spec.port)  # the bind below would join it
         self._listener = open_listener(spec.host, spec.port, backlog=spec.backlog,
                                        listen=not own_socket, reuseport=own_socket)
