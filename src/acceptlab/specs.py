@@ -34,7 +34,7 @@ import dataclasses
 import threading
 import warnings
 from dataclasses import dataclass, field, fields
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from .registry import STRATEGY_RECORDS, strategy_record
 
@@ -59,6 +59,24 @@ that will never answer costs two seconds, not a minute."""
 def _bad(name: str, value: object, rule: str) -> ValueError:
     """The one shape of every spec error: ``workers=0: must be at least 1``."""
     return ValueError(f"{name}={value!r}: {rule}")
+
+
+def _check(spec: object, *, choices: Mapping[str, Iterable[str]] | None = None,
+           at_least: Mapping[str, float] | None = None,
+           above: Mapping[str, float] | None = None) -> None:
+    """Check fields: one of their choices, or at least / more than a floor (None is not checked)."""
+    for name, allowed in (choices or {}).items():
+        value = getattr(spec, name)
+        if value not in allowed:
+            raise _bad(name, value, f"choose one of {', '.join(allowed)}")
+    for name, floor in (at_least or {}).items():
+        value = getattr(spec, name)
+        if value is not None and value < floor:
+            raise _bad(name, value, f"must be at least {floor:g}")
+    for name, floor in (above or {}).items():
+        value = getattr(spec, name)
+        if value is not None and value <= floor:
+            raise _bad(name, value, f"must be more than {floor:g}")
 
 
 def read_work(text: str) -> tuple[str, float]:
@@ -175,15 +193,11 @@ class PoolSpec(_Spec):
     join_port: bool = False
 
     def __post_init__(self) -> None:
-        if self.workers < 1:
-            raise _bad("workers", self.workers, "must be at least 1")
-        if self.kind not in KINDS:
-            raise _bad("kind", self.kind, f"choose one of {', '.join(KINDS)}")
+        _check(self, choices={"kind": KINDS, "strategy": STRATEGY_RECORDS,
+                              "protocol": PROTOCOL_NAMES}, at_least={"workers": 1})
         if self.threads < 1 or (self.threads > 1 and self.kind != "hybrid"):
             raise _bad("threads", self.threads,
                        "more than one thread per worker needs kind='hybrid' (and at least 1)")
-        if self.strategy not in STRATEGY_RECORDS:
-            raise _bad("strategy", self.strategy, f"choose one of {', '.join(STRATEGY_RECORDS)}")
         declared = strategy_record(self.strategy).options
         unknown = sorted(set(self.strategy_options) - set(declared))
         if unknown:
@@ -191,8 +205,6 @@ class PoolSpec(_Spec):
             raise _bad("strategy_options", dict(self.strategy_options),
                        f"{self.strategy} has no option {unknown[0]!r} (its options: {has})")
         object.__setattr__(self, "strategy_options", dict(self.strategy_options))
-        if self.protocol not in PROTOCOL_NAMES:
-            raise _bad("protocol", self.protocol, f"choose one of {', '.join(PROTOCOL_NAMES)}")
         if not isinstance(self.work, str):  # a list from a caller or from JSON: keep a tuple
             object.__setattr__(self, "work", tuple(self.work))
             if not self.work:
@@ -204,12 +216,7 @@ class PoolSpec(_Spec):
                        f"choose one of {', '.join(START_METHODS)} (or None: the default)")
         if not 0 <= self.port <= 65535:
             raise _bad("port", self.port, "not a TCP port (0-65535; 0 means any free one)")
-        if self.backlog < 0:
-            raise _bad("backlog", self.backlog, "must be 0 or more")
-        if self.interval <= 0:
-            raise _bad("interval", self.interval, "must be more than 0 seconds")
-        if self.boot_attempts < 1:
-            raise _bad("boot_attempts", self.boot_attempts, "must be at least 1")
+        _check(self, at_least={"backlog": 0, "boot_attempts": 1}, above={"interval": 0})
 
     @property
     def settings(self) -> dict[str, float]:
@@ -271,24 +278,10 @@ class LoadSpec(_Spec):
     timeout: float = CLIENT_TIMEOUT
 
     def __post_init__(self) -> None:
-        if self.protocol not in PROTOCOL_NAMES:
-            raise _bad("protocol", self.protocol, f"choose one of {', '.join(PROTOCOL_NAMES)}")
-        for name in ("concurrency", "processes"):
-            if getattr(self, name) < 1:
-                raise _bad(name, getattr(self, name), "must be at least 1")
-        if self.connections < 0:
-            raise _bad("connections", self.connections, "must be 0 or more")
-        if self.rate is not None and self.rate <= 0:
-            raise _bad("rate", self.rate,
-                       "an open loop needs a positive rate (connections per second)")
-        if self.gap < 0:
-            raise _bad("gap", self.gap, "must be 0 or more seconds")
-        if self.duration <= 0:
-            raise _bad("duration", self.duration, "must be more than 0 seconds")
-        if self.retries < 0:
-            raise _bad("retries", self.retries, "must be 0 or more")
-        if self.timeout <= 0:
-            raise _bad("timeout", self.timeout, "must be more than 0 seconds")
+        _check(self, choices={"protocol": PROTOCOL_NAMES},
+               at_least={"concurrency": 1, "processes": 1, "connections": 0, "gap": 0,
+                         "retries": 0},
+               above={"rate": 0, "duration": 0, "timeout": 0})
 
 
 @dataclass(frozen=True)
@@ -321,10 +314,7 @@ class RunOptions(_Spec):
     stop: threading.Event | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
-        if self.queue_interval <= 0:
-            raise _bad("queue_interval", self.queue_interval, "must be more than 0 seconds")
-        if self.restart_every is not None and self.restart_every <= 0:
-            raise _bad("restart_every", self.restart_every, "must be more than 0 seconds")
+        _check(self, above={"queue_interval": 0, "restart_every": 0})
 
     def as_dict(self) -> dict[str, Any]:
         """What a saved run records: everything but ``progress`` and ``stop``."""

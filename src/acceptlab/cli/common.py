@@ -179,3 +179,11 @@ def plain(value: object) -> object:
 
 def say_interrupted(what: str) -> None:
     print(f"acceptlab: interrupted: {what}", file=sys.stderr, flush=True)
+
+
+def saved_run(directory: str) -> Path:
+    """The directory of a saved run (``Run.save``), or a :class:`UsageError` saying it is not one."""
+    source = Path(directory)
+    if not (source / "meta.json").is_file():
+        raise UsageError(f"{source} is not a saved run (no meta.json in it)")
+    return source

@@ -87,3 +87,8 @@ def load_spec(args: argparse.Namespace) -> LoadSpec:
                     concurrency=args.concurrency, rate=args.rate, gap=args.gap,
                     duration=args.duration, processes=args.processes, seed=args.seed,
                     retries=args.retries)
+
+
+def add_run_dir(parser: argparse.ArgumentParser) -> None:
+    """The saved run a command reads (``replay``, ``rerun``)."""
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `run`")

@@ -7,7 +7,8 @@ import logging
 import threading
 from pathlib import Path
 
-from .common import UsageError
+from .common import UsageError, saved_run
+from .options import add_run_dir
 
 
 def add(commands: argparse._SubParsersAction) -> None:
@@ -15,7 +16,7 @@ def add(commands: argparse._SubParsersAction) -> None:
                                  description="Write a saved run's film: the accept queue, the "
                                              "sleeping workers in the kernel's order, who is "
                                              "woken and who wins.")
-    replay.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `run`")
+    add_run_dir(replay)
     replay.add_argument("--out", default="film.html", help="film.html (offline) or film.gif")
     replay.add_argument("--connections", type=int, default=24,
                         help="how many connections to show (default 24)")
@@ -27,9 +28,7 @@ def handle(args: argparse.Namespace, stop: threading.Event) -> int:
     from ..lab.experiment import Run
     from ..views.film import replay, save_film
 
-    source = Path(args.run_dir)
-    if not (source / "meta.json").is_file():
-        raise UsageError(f"{source} is not a saved run (no meta.json in it)")
+    source = saved_run(args.run_dir)
     if Path(args.out).suffix.lower() not in (".html", ".htm", ".gif"):
         raise UsageError(f"--out must end in .html or .gif, not {args.out!r}")
     if args.connections < 1:

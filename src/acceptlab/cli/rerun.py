@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import threading
-from pathlib import Path
 
-from .common import UsageError
-from .options import add_out_options
+from .common import UsageError, saved_run
+from .options import add_out_options, add_run_dir
 from .run import run_and_report
 
 
@@ -17,7 +15,7 @@ def add(commands: argparse._SubParsersAction) -> None:
                                 description="Read a saved run's meta.json and make the run "
                                             "again: the same pool, load (seed included) and "
                                             "options, on this machine.")
-    rerun.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `run`")
+    add_run_dir(rerun)
     rerun.add_argument("--json", action="store_true", help="print one JSON summary line")
     add_out_options(rerun, "out/rerun")
     rerun.set_defaults(handler=handle)
@@ -27,10 +25,8 @@ def handle(args: argparse.Namespace, stop: threading.Event) -> int:
     """Repeat a saved run (an older run's flat meta.json works too)."""
     from ..lab.experiment import Run
 
-    source = Path(args.run_dir)
-    if not (source / "meta.json").is_file():
-        raise UsageError(f"{source} is not a saved run (no meta.json in it)")
-    saved = Run(*(None,) * 2, meta=json.loads((source / "meta.json").read_text()))
+    source = saved_run(args.run_dir)
+    saved = Run.load(source)
     pool = saved.pool_spec
     if pool is None:
         raise UsageError(f"{source} is an observed real server, not a run the kit served: "
