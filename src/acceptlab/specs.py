@@ -119,12 +119,22 @@ class Limits:
                        "a client needs more than 0 seconds to speak (None: wait forever)")
 
 
+def _plain(value: Any) -> Any:
+    """A value as JSON gives it back: tuples become lists, inside dicts too."""
+    if isinstance(value, (tuple, list)):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    return value
+
+
 class _Spec:
     """What the three specs share: a dict to record, and the way back from one."""
 
     def as_dict(self) -> dict[str, Any]:
-        """The spec as plain values (lists for tuples), for ``meta.json``."""
-        return dataclasses.asdict(self)  # type: ignore[call-overload]
+        """The spec as plain values (lists for tuples), as ``meta.json`` will give it back."""
+        return {name: _plain(value)
+                for name, value in dataclasses.asdict(self).items()}  # type: ignore[call-overload]
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]):
@@ -318,7 +328,7 @@ class RunOptions(_Spec):
 
     def as_dict(self) -> dict[str, Any]:
         """What a saved run records: everything but ``progress`` and ``stop``."""
-        return {f.name: getattr(self, f.name) for f in fields(self)
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)
                 if f.name not in ("progress", "stop")}
 
 
