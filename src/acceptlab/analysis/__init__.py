@@ -52,8 +52,9 @@ run however it is given.
 from __future__ import annotations
 
 from .latency import latency, latency_ms
-from .predictions import (BY_CPU, HASHED, HERD, IN_BLOCKS, ONE_WORKER, RECENT_WAITERS, TAKE_TURNS,
-                          Prediction, busy_while_idle, expected_share, open_per_process)
+from .predictions import (BY_CPU, HASHED, HERD, IN_BLOCKS, ONE_WORKER, RECENT_WAITERS,
+                          REORDER_EVERY, TAKE_TURNS, Prediction, busy_while_idle,
+                          expected_share, open_per_process)
 from .queues import queue_owners
 from .reconcile import Reconciliation, join_client_events, reconcile
 from .shares import accepted, jain_fairness, per_worker, round_robin_score
@@ -66,7 +67,7 @@ __all__ = [
     "latency_ms", "latency",
     "join_client_events", "reconcile", "Reconciliation",
     "expected_share", "Prediction", "TAKE_TURNS", "ONE_WORKER", "RECENT_WAITERS", "HERD",
-    "HASHED", "IN_BLOCKS", "BY_CPU", "open_per_process", "busy_while_idle",
+    "HASHED", "IN_BLOCKS", "BY_CPU", "REORDER_EVERY", "open_per_process", "busy_while_idle",
     "queue_owners",
     "summary", "summarize_runs", "unpack_run", "single_value", "SLOW_WORKER",
 ]

@@ -12,7 +12,8 @@ from .columns import ns
 from .shares import accepted
 
 __all__ = ["expected_share", "Prediction", "TAKE_TURNS", "ONE_WORKER", "RECENT_WAITERS", "HERD",
-           "HASHED", "IN_BLOCKS", "BY_CPU", "open_per_process", "busy_while_idle"]
+           "HASHED", "IN_BLOCKS", "BY_CPU", "REORDER_EVERY", "open_per_process",
+           "busy_while_idle"]
 
 
 def expected_share(strategy: str, workers: int, connections: int,
@@ -66,6 +67,7 @@ HERD = _predicted_by(registry.Herd)  # every idle worker wakes and races for the
 HASHED = _predicted_by(registry.FairDie)  # a hash of the 4-tuple picks the socket: a fair die
 IN_BLOCKS = _predicted_by(registry.InBlocks)  # one worker at a time, handing over every N
 BY_CPU = _predicted_by(registry.ByCpu)  # the CPU the connection arrived on decides
+REORDER_EVERY = int(registry.STRATEGY_RECORDS["reorder"].options["every"])  # nginx's 16
 
 
 def open_per_process(events: pd.DataFrame, *, threads: int) -> list[int]:

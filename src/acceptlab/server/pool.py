@@ -197,6 +197,11 @@ class WorkerPool:
         return self.spec.protocol
 
     @property
+    def interval(self) -> float:
+        """Seconds between the supervisor's looks at the workers."""
+        return self.spec.interval
+
+    @property
     def start_method(self) -> str:
         """The start method the workers use (the platform's default if the spec named none)."""
         return self.spec.start_method or ""
