@@ -49,7 +49,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from acceptlab.linux.busy import BusySampler
-from acceptlab.views.analysis import HASHED, HERD, ONE_WORKER, TAKE_TURNS
+from acceptlab.analysis import HASHED, HERD, ONE_WORKER, TAKE_TURNS
 
 from . import RESULTS
 from .hub import Hub, HubUnavailable, LessonResult, install_node_tools, lessons, run_lesson

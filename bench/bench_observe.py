@@ -280,7 +280,7 @@ def kit_against_real(min_rounds: int, max_rounds: int, seconds: float, budget: f
     banner("the kit's http server, gunicorn sync and uvicorn under the same load")
     servers = [real_server(name, workers=2) for name in names]
     try:
-        with WorkerPool(2, kind="process", strategy="blocking", protocol="http") as pool:
+        with WorkerPool(workers=2, kind="process", strategy="blocking", protocol="http") as pool:
             addresses = {"kit": pool.address, **{s.name: s.address for s in servers}}
             pids = {"kit": pool.pids, **{s.name: s.workers for s in servers}}
 

@@ -8,7 +8,7 @@ the sweep is repeated, each time in another order.
 
 * throughput: wrk's completed requests per second (= new connections per second);
 * fairness: from the kit's own event log, the connections each worker accepted
-  during that second; Jain's index (``acceptlab.views.analysis.jain_fairness``) is 1
+  during that second; Jain's index (``acceptlab.analysis.jain_fairness``) is 1
   when every worker got the same share and 1/n when one worker got everything;
   the busiest worker's share is given too;
 * CPU per connection of the server process(es), from /proc.
@@ -22,7 +22,7 @@ import contextlib
 import statistics
 import time
 
-from acceptlab.views.analysis import jain_fairness
+from acceptlab.analysis import jain_fairness
 from acceptlab.server.eventlog import read_events
 
 from . import RESULTS

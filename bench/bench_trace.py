@@ -62,7 +62,7 @@ def _own_cpu() -> float:
 
 def one_round(strategy: str, traced: bool, connections: int) -> dict:
     """One pool, one load, traced or not; the figures of that round."""
-    with WorkerPool(4, kind="process", strategy=strategy) as pool:
+    with WorkerPool(workers=4, kind="process", strategy=strategy) as pool:
         pids = list(pool.pids)
         tracer = KernelTrace(tids=pids, port=pool.address[1]).start() if traced else None
         try:

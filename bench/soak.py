@@ -187,13 +187,13 @@ class Server:
 
 
 def soak(kind: str = "process", duration: float = 60.0, workers: int = 4,
-         client_processes: int = 2, concurrency: int = 16, warmup: float = 2.0,
+         processes: int = 2, concurrency: int = 16, warmup: float = 2.0,
          max_connections: int = 2_000_000) -> SoakResult:
     """Hold a closed-loop load at full speed on a fresh pool for ``duration`` seconds."""
     with tempfile.TemporaryDirectory(prefix="acceptlab-soak-") as log_dir, \
             Server(kind, workers, log_dir) as server:
         load = dict(connections=max_connections, concurrency=concurrency,
-                    processes=client_processes, timeout=5)
+                    processes=processes, timeout=5)
         warm = fire(server.address, protocol="zen", duration=warmup, **load)
         pids = server.measured_pids()
         before = [Snapshot.of(pid) for pid in pids]

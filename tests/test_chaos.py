@@ -24,7 +24,7 @@ outside).  Then we check what the issue promises:
   open while a worker was dying (from our signal to the supervisor seeing the
   death), and such failures are counted;
 * **with retries no request is lost**: every connection number has an ok row;
-* **the books reconcile exactly** (:func:`acceptlab.views.analysis.reconcile`): every
+* **the books reconcile exactly** (:func:`acceptlab.analysis.reconcile`): every
   ok attempt joins exactly one accepted event, no event is claimed twice, and
   every accepted event belongs to an ok attempt or to a failed one, including
   events of workers killed after they accepted.

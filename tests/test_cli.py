@@ -160,7 +160,7 @@ def test_bad_arguments_are_one_line_not_a_traceback():
     result = subprocess.run([*ACCEPTLAB, "run", "--work", "nap:3", "-c", "1"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
-    assert result.stderr.strip() == "acceptlab: bad work model 'nap:3'; use none, sleep:<ms> or spin:<ms>"
+    assert result.stderr.strip() == "acceptlab: work='nap:3': use none, sleep:<ms> or spin:<ms>"
 
 
 # -- what a newcomer reads: help, version, usage, numbers ---------------------------------------
@@ -267,17 +267,17 @@ def test_serve_with_nothing_served_shows_dashes_not_nan():
 
 
 def _pool_can_join() -> bool:
-    import inspect
+    import dataclasses
 
-    from acceptlab.server.pool import WorkerPool
+    from acceptlab.specs import PoolSpec
 
-    return "join" in inspect.signature(WorkerPool).parameters
+    return "join_port" in {field.name for field in dataclasses.fields(PoolSpec)}
 
 
 @pytest.mark.system
 def test_a_second_reuseport_server_is_refused_unless_it_asks_to_join():
     if not _pool_can_join():
-        pytest.skip("needs WorkerPool(join=...) from the core branch (contract 1): without it "
+        pytest.skip("needs WorkerPool(join_port=...) from the core branch (contract 1): without it "
                     "a reuseport pool joins a taken port silently")
     first, port = start_serve("--strategy", "reuseport", "--kind", "thread", "--workers", "2")
     try:

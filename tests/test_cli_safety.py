@@ -23,7 +23,6 @@ the bind fails after the warning.  No host name is resolved (no DNS traffic).
 from __future__ import annotations
 
 import ast
-import inspect
 import ipaddress
 import os
 import pickle
@@ -39,6 +38,7 @@ import acceptlab
 from acceptlab.cli import BOOK_PORT, build_parser
 from acceptlab.server.conversation import recv_until
 from acceptlab.server.pool import WorkerPool
+from acceptlab.specs import PoolSpec
 from helpers import port_is_free
 
 ACCEPTLAB = [sys.executable, "-m", "acceptlab"]
@@ -80,9 +80,7 @@ def assert_one_clear_line(result: subprocess.CompletedProcess, *words: str) -> N
 
 @pytest.mark.system
 def test_pools_default_to_loopback_and_an_ephemeral_port(start_pool):
-    parameters = inspect.signature(WorkerPool).parameters
-    assert parameters["host"].default == "127.0.0.1"
-    assert parameters["port"].default == 0
+    assert (PoolSpec().host, PoolSpec().port) == ("127.0.0.1", 0)
     pool = start_pool(workers=1, kind="thread")
     host, port = pool.listening_socket.getsockname()[:2]
     assert host == "127.0.0.1" and port != 0 and port != BOOK_PORT

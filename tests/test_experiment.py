@@ -95,11 +95,12 @@ def test_compare_runs_the_grid_and_skips_what_cannot_run():
     assert len(skipped) == 1 and skipped[0].startswith("shared-epoll/process")
 
 
-def test_run_experiment_is_keyword_only_and_documents_every_parameter():
+def test_run_experiment_takes_specs_and_documents_every_parameter():
     signature = inspect.signature(run_experiment)
-    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in signature.parameters.values())
-    with pytest.raises(TypeError):
-        run_experiment(2)  # type: ignore[misc]
+    assert len(signature.parameters) <= 4
+    assert signature.parameters["options"].kind is inspect.Parameter.KEYWORD_ONLY
+    with pytest.raises(TypeError, match="unexpected keyword argument 'wrokers'"):
+        run_experiment(wrokers=2)  # type: ignore[call-arg]
     doc = inspect.getdoc(run_experiment)
     assert "Args:" in doc
     args_block = doc.split("Args:")[1]
@@ -176,7 +177,7 @@ def test_the_arrows_point_one_way_experiment_does_not_import_analysis():
 
 
 def test_report_neither_prints_nor_picks_a_matplotlib_backend():
-    calls = _calls("lab/report")
+    calls = _calls("views/report")
     assert "print" not in calls and "matplotlib.use" not in calls, calls
 
 

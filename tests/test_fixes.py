@@ -190,8 +190,9 @@ def test_hybrid_graceful_restart_finishes_the_conversation_in_hand():
     assert pool.replacements[0].exit == "restarted gracefully"
 
 
-def test_cpu_program_is_the_selftests_three_instructions():
-    from acceptlab.server.strategies import cpu_program
+def test_cpu_program_is_the_selftests_two_instructions_around_the_kits_modulo():
+    """The selftest returns the CPU (``A = cpu; return A``); the ``A %= N`` between is the kit's."""
+    from acceptlab.linux.bpf import cpu_program
 
     code = cpu_program(4)
     assert len(code) == 3 * 8

@@ -500,7 +500,7 @@ def test_computing_threads_stay_under_the_gil_ceiling():
     1 / (3 × 5 ms) connections per second (10 % margin for timing), whatever the machine."""
     from acceptlab import run_experiment
     run = run_experiment(workers=4, kind="thread", work="spin:5", connections=60, concurrency=8,
-                         client_processes=2)
+                         processes=2)
     client = run.client
     rate = int(client["ok"].sum()) / ((client["t_done_ns"].max() - client["t_start_ns"].min()) / 1e9)
     assert rate <= 1.1 * 1000 / 15, f"{rate:.1f} conn/s is above the GIL's ceiling"

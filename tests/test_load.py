@@ -242,12 +242,12 @@ def test_a_client_that_cannot_even_make_a_socket_gets_a_failed_row(monkeypatch):
     """Out of file descriptors (EMFILE): the attempt is a row with its cause, not an exception."""
     import errno
 
-    from acceptlab.client import load
+    from acceptlab.client import threads
 
     def no_more_files(*args, **kwargs):
         raise OSError(errno.EMFILE, "Too many open files")
 
-    monkeypatch.setattr(load.socket, "socket", no_more_files)
+    monkeypatch.setattr(threads.socket, "socket", no_more_files)
     client = fire(("127.0.0.1", 9), connections=3, retries=1)
     assert len(client) == 6 and not client["ok"].any()
     assert (client["error"] == "OSError").all()

@@ -292,7 +292,7 @@ def test_latency_cdf_legend_is_the_analysis_table():
                                                          dtype="Int64")
     table = analysis.latency(client).iloc[0]
     legend = plots.latency_cdf({"run": client}).axes[0].get_legend().get_texts()[0].get_text()
-    assert legend == f"run: p50 {plots._ms(table['p50_ms'])}, p99 {plots._ms(table['p99_ms'])}"
+    assert legend == f"run: p50 {plots.costs._ms(table['p50_ms'])}, p99 {plots.costs._ms(table['p99_ms'])}"
 
 
 def test_figures_of_empty_runs_still_render():

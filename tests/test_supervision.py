@@ -125,7 +125,7 @@ def test_a_second_reuseport_pool_on_a_taken_port_is_refused_unless_it_joins_on_p
             second.start()
         assert len(listen_queues(port)) == 2  # the refused pool left nothing behind
         with WorkerPool(workers=2, kind="thread", strategy="reuseport", port=port,
-                        join=True) as joined:
+                        join_port=True) as joined:
             assert len(listen_queues(port)) == 4  # one group of four sockets: on purpose
             for _ in range(8):
                 zen_round_trip((first.address[0], port))
@@ -265,3 +265,18 @@ def test_without_an_event_log_a_pool_starts_serves_and_writes_no_file(start_pool
     zen_round_trip(pool.address)
     assert [s.state for s in pool.status()] == ["serving", "serving"]
     assert not list(Path(pool.log_dir).glob("*.events"))
+
+
+def test_a_slots_life_is_a_table_and_an_illegal_move_raises():
+    """The supervisor's states move only along TRANSITIONS (h11's _state.py is the model)."""
+    from acceptlab.server.supervisor import TRANSITIONS, SlotEvent, SlotState, _Slot
+
+    assert {state for state, _ in TRANSITIONS} | set(TRANSITIONS.values()) == set(SlotState)
+    assert {event for _, event in TRANSITIONS} == set(SlotEvent)
+    slot = _Slot(worker=None)  # type: ignore[arg-type]
+    for event, state in ((SlotEvent.BOOT_FAILED, "retrying"), (SlotEvent.BACKOFF_OVER, "starting"),
+                         (SlotEvent.READY, "serving"), (SlotEvent.DIED, "starting")):
+        slot.move(event)
+        assert slot.state == state
+    with pytest.raises(RuntimeError, match="cannot take BACKOFF_OVER"):
+        slot.move(SlotEvent.BACKOFF_OVER)

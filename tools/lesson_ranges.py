@@ -92,7 +92,7 @@ def gil(runs: int) -> dict:
             row["ratio"] = round(row["process"] / row["thread"], 2)
             rows.append(row)
         values[work] = {"settings": {"threads": "1 process x 4 threads", "processes": 4,
-                                     "connections": 60, "concurrency": 8, "client_processes": 1},
+                                     "connections": 60, "concurrency": 8, "processes": 1},
                         "runs": rows}
     return values
 

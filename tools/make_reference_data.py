@@ -22,7 +22,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from acceptlab.views.analysis import SLOW_WORKER
+from acceptlab.analysis import SLOW_WORKER
 from acceptlab.lab.experiment import run_experiment
 from acceptlab.server.strategies import STRATEGIES
 from acceptlab.linux.support import Unavailable, check_strategy

@@ -22,7 +22,8 @@ import sys
 from pathlib import Path
 
 from acceptlab.lab.experiment import run_experiment
-from acceptlab.server.strategies import STRATEGIES, Unavailable, check_strategy
+from acceptlab.linux.support import Unavailable, check_strategy
+from acceptlab.server.strategies import STRATEGIES
 from acceptlab.linux.tracing import TracingUnavailable, agreement, tracefs_root
 
 LIGHT = dict(kind="process", workers=4, gap=0.001)

@@ -29,13 +29,16 @@ _WHERE = {
     "run_experiment": "lab.experiment",
     "compare": "lab.experiment",
     "Run": "lab.experiment",
-    "Limits": "server.conversation",
+    "Limits": "specs",
+    "PoolSpec": "specs",
+    "LoadSpec": "specs",
+    "RunOptions": "specs",
     "STRATEGIES": "server.strategies",
     "Unavailable": "linux.support",
 }
 # Modules a lesson imports by their short name: ``from acceptlab import analysis, plots``.
 _MODULES = {
-    "analysis": "views.analysis",
+    "analysis": "analysis",
     "plots": "views.plots",
     "kernel": "linux.kernel",
     "support": "linux.support",

@@ -1,3 +1,3 @@
-"""The client side: fire connections at a server and record each one; the client's
-conversation without I/O; a lean epoll engine for heavy loads.
-"""
+"""The client side of an experiment: fire connections sequentially, in a closed loop or an
+open one (load), hold each conversation without I/O (conversation), and a lean epoll engine
+when one Python process must keep up with a server (lean)."""

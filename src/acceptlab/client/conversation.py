@@ -12,15 +12,15 @@ two very different engines without a second copy of its rules.
 
 An engine's side of the bargain::
 
-    talk = ClientConversation(ZEN)
-    outgoing = talk.start()                 # the first question
-    while not talk.ended:
+    conversation = ClientConversation(ZEN)
+    outgoing = conversation.start()                # the first question
+    while not conversation.ended:
         send(outgoing)
-        data = recv()                       # b'' when the server closed
-        outgoing = talk.receive(data)       # the next question(s), or b''
-    # on a wait that ran out:  outgoing = talk.timed_out()   (a probe, or b'': ended)
-    # on a socket error:       talk.fail(error_name(exc))
-    record(talk.error, talk.worker)         # '' when every answer was right
+        data = recv()                              # b'' when the server closed
+        outgoing = conversation.receive(data)      # the next question(s), or b''
+    # on a wait that ran out:  outgoing = conversation.timed_out()  (a probe, or b'': ended)
+    # on a socket error:       conversation.fail(error_name(exc))
+    record(conversation.error, conversation.worker)  # '' when every answer was right
 
 Recognising the wrong protocol.  The zen client's questions end at ``?`` with
 no newline, and an HTTP server waits for a blank line, so a zen client talking
@@ -40,14 +40,10 @@ from __future__ import annotations
 import re
 import socket
 
-from ..server.protocol import PROTOCOLS, Protocol, parse_served_by
+from ..server.protocol import MAX_REPLY, PROTOCOLS, Protocol, parse_served_by
 
 __all__ = ["ClientConversation", "MAX_REPLY", "PROBE", "PROBE_WAIT", "ERRORS", "error_name",
            "check_reply", "recognise", "printable"]
-
-MAX_REPLY = 1 << 20
-"""Bytes a reply may reach before the client gives up ("too-long"): a client must be bounded too.
-(1 MiB: the kit's own replies are under 200 bytes; any real page a test might fetch fits.)"""
 
 PROBE = b"\r\n\r\n"
 """Sent to a silent server after a timeout: the blank line that ends an HTTP request head."""

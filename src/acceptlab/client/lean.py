@@ -33,14 +33,14 @@ import itertools
 import os
 import select
 import socket
-from typing import Callable
 
 from ..basics import address_family, now
-from .conversation import PROBE_WAIT, ClientConversation, error_name
 from ..server.conversation import RECV_SIZE
 from ..server.protocol import Protocol
+from .control import LoadControl, LoadPart
+from .conversation import PROBE_WAIT, ClientConversation, error_name
 
-__all__ = ["LEAN", "closed_loop"]
+__all__ = ["LEAN", "ClosedLoop"]
 
 LEAN = hasattr(select, "epoll") and hasattr(socket, "SOCK_NONBLOCK")
 """Can this machine run the epoll engine?  (Linux: yes; elsewhere the threads do the work.)"""
@@ -49,72 +49,110 @@ _SCAN_NS = 5_000_000  # how often (ns) to look for connections past their timeou
 _BATCH = 256  # connections per bump of the shared progress counter
 
 
-class _Flight:
-    """One connection in flight (``__slots__``: one is made per attempt)."""
+class _InFlight:
+    """One connection attempt in flight (``__slots__``: one is made per attempt)."""
 
     __slots__ = ("sock", "conn", "attempt", "t_start", "t_connected", "t_reply", "pending",
-                 "deadline", "talk")
+                 "deadline", "conversation")
 
 
-def closed_loop(address: tuple[str, int], protocol: Protocol, numbers: range, *,
-                concurrency: int, stop_ns: int, cut_ns: int, timeout: float, retries: int,
-                report: Callable[[int], None], stop) -> tuple[list[tuple], tuple | None]:
-    """Keep ``concurrency`` connections in flight until ``numbers`` or the time runs out.
+class ClosedLoop:
+    """Keep ``part.concurrency`` connections in flight until ``part.numbers`` or the time runs out.
+
+    Call :meth:`run` once.  Its steps: :meth:`_start` opens a connection and
+    sends the first question; the epoll loop in :meth:`run` hands each ready
+    socket to :meth:`_writable` or :meth:`_readable`; :meth:`_scan` finds
+    connections past their timeout (:meth:`_expired`) or past the cut; and
+    :meth:`_finish` records an attempt that ended and queues its retry or the
+    next connection number.
 
     Args:
-        address: the server's ``(host, port)``.
+        part: this client process's part of the load (address, numbers,
+            concurrency, timeout, retries, when to stop and when to cut).
         protocol: what to ask and how to check the answers.
-        numbers: the connection numbers this process fires.
-        concurrency: connections kept in flight at once.
-        stop_ns: no connection (nor retry) starts at or after this ``now()``.
-        cut_ns: connections still in flight at this ``now()`` end as ``unfinished``.
-        timeout: seconds any single wait may last.
-        retries: failed attempts started again per connection number.
-        report: called with a count of finished connection numbers (the progress bar).
-        stop: the load's stop flag: ``stop.value`` is 0 while the load runs, else the
-            ``now()`` at which connections still in flight are cut (none starts once it is
-            set).  Anyone may set it; this loop sets it to "now" when a reply shows that
-            the server speaks another protocol.
-
-    Returns:
-        The rows (tuples in ``acceptlab.client.load.CLIENT_COLUMNS`` order) and, if a
-        server spoke another protocol, ``(received, likely)`` from the first such reply.
+        control: the load's stop flag (this loop cuts at once when a reply shows
+            that the server speaks another protocol) and progress counter.
     """
-    family, kind = address_family(address[0]), socket.SOCK_STREAM | socket.SOCK_NONBLOCK
-    timeout_ns, probe_ns = int(timeout * 1e9), int(PROBE_WAIT * 1e9)
-    poller = select.epoll()
-    flights: dict[int, _Flight] = {}  # by file descriptor
-    first = concurrency if now() < stop_ns else 0  # a process that started late fires nothing
-    starts = collections.deque((conn, 1) for conn in itertools.islice(iter(numbers), first))
-    todo = iter(numbers[len(starts):])
-    rows: list[tuple] = []
-    mismatch: tuple | None = None
-    unreported = 0
 
-    def start(conn: int, attempt: int) -> None:
-        flight = _Flight()
+    def __init__(self, part: LoadPart, protocol: Protocol, control: LoadControl) -> None:
+        self.part, self.protocol, self.control = part, protocol, control
+        self.family = address_family(part.address[0])
+        self.timeout_ns, self.probe_ns = int(part.timeout * 1e9), int(PROBE_WAIT * 1e9)
+        self.poller = select.epoll()
+        self.in_flight: dict[int, _InFlight] = {}  # by file descriptor
+        first = part.concurrency if now() < part.stop_ns else 0  # a late process fires nothing
+        self.starts = collections.deque(
+            (conn, 1) for conn in itertools.islice(iter(part.numbers), first))
+        self.todo = iter(part.numbers[len(self.starts):])
+        self.rows: list[tuple] = []
+        self.mismatch: tuple | None = None
+        self.unreported = 0
+
+    def run(self) -> tuple[list[tuple], tuple | None]:
+        """Fire the part.
+
+        Returns:
+            The rows (tuples in ``acceptlab.client.records.CLIENT_COLUMNS`` order) and,
+            if a server spoke another protocol, ``(received, likely)`` from the
+            first such reply.
+        """
+        next_scan = now() + _SCAN_NS
+        try:
+            while True:
+                while self.starts:  # started here, not inside _finish(): no recursion
+                    self._start(*self.starts.popleft())
+                if not self.in_flight:
+                    break
+                for fd, _ in self.poller.poll(_SCAN_NS / 1e9):
+                    flight = self.in_flight[fd]
+                    flight.deadline = now() + self.timeout_ns
+                    try:
+                        if flight.pending:
+                            self._writable(flight)
+                        else:
+                            self._readable(flight)
+                    except OSError as exc:
+                        self._finish(flight, flight.conversation.fail(error_name(exc)))
+                moment = now()
+                if moment >= next_scan:
+                    next_scan = moment + _SCAN_NS
+                    self._scan(moment)
+        finally:
+            for flight in self.in_flight.values():
+                flight.sock.close()
+            self.poller.close()
+            self.control.report(self.unreported)
+        return self.rows, self.mismatch
+
+    # -- one connection's steps ------------------------------------------------------------------
+    def _start(self, conn: int, attempt: int) -> None:
+        """Open a non-blocking connection and send the first question at once."""
+        flight = _InFlight()
         flight.conn, flight.attempt, flight.sock = conn, attempt, None
         flight.t_connected = flight.t_reply = -1
-        flight.talk = talk = ClientConversation(protocol)
+        flight.conversation = conversation = ClientConversation(self.protocol)
         flight.t_start = now()
         try:
-            flight.sock = sock = socket.socket(family, kind)
+            flight.sock = sock = socket.socket(self.family,
+                                               socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
         except OSError as exc:  # out of file descriptors, say: a failed attempt like any other
-            return finish(flight, talk.fail(error_name(exc)))
-        flights[sock.fileno()] = flight
-        flight.deadline = flight.t_start + timeout_ns
-        code = sock.connect_ex(address)
+            return self._finish(flight, conversation.fail(error_name(exc)))
+        self.in_flight[sock.fileno()] = flight
+        flight.deadline = flight.t_start + self.timeout_ns
+        code = sock.connect_ex(self.part.address)
         if code not in (0, errno.EINPROGRESS):
-            return finish(flight, talk.fail(error_name(OSError(code, os.strerror(code)))))
-        flight.pending = talk.start()
+            return self._finish(flight, conversation.fail(error_name(OSError(code,
+                                                                             os.strerror(code)))))
+        flight.pending = conversation.start()
         try:
-            if send(flight):
+            if self._send(flight):
                 flight.t_connected = now()
         except OSError as exc:
-            return finish(flight, talk.fail(error_name(exc)))
-        poller.register(sock.fileno(), select.EPOLLOUT if flight.pending else select.EPOLLIN)
+            return self._finish(flight, conversation.fail(error_name(exc)))
+        self.poller.register(sock.fileno(), select.EPOLLOUT if flight.pending else select.EPOLLIN)
 
-    def send(flight: _Flight) -> bool:
+    @staticmethod
+    def _send(flight: _InFlight) -> bool:
         """Send what is pending, as much as fits; False if the socket cannot take any yet."""
         try:
             sent = flight.sock.send(flight.pending)
@@ -123,111 +161,88 @@ def closed_loop(address: tuple[str, int], protocol: Protocol, numbers: range, *,
         flight.pending = flight.pending[sent:]
         return True
 
-    def writable(flight: _Flight) -> None:
-        if send(flight):  # raises if the connection failed, e.g. refused
+    def _writable(self, flight: _InFlight) -> None:
+        if self._send(flight):  # raises if the connection failed, e.g. refused
             if flight.t_connected < 0:
                 flight.t_connected = now()
             if not flight.pending:
-                poller.modify(flight.sock.fileno(), select.EPOLLIN)
+                self.poller.modify(flight.sock.fileno(), select.EPOLLIN)
 
-    def readable(flight: _Flight) -> None:
+    def _readable(self, flight: _InFlight) -> None:
         """Feed what has arrived to the conversation; send what it asks next."""
-        sock, talk = flight.sock, flight.talk
+        sock, conversation = flight.sock, flight.conversation
         while True:
             try:
                 chunk = sock.recv(RECV_SIZE)
             except BlockingIOError:
                 return  # all read for now
-            outgoing = talk.receive(chunk)
-            if flight.t_reply < 0 and talk.replies:
+            outgoing = conversation.receive(chunk)
+            if flight.t_reply < 0 and conversation.replies:
                 flight.t_reply = now()
-            if talk.ended:
-                return finish(flight, talk.error)
+            if conversation.ended:
+                return self._finish(flight, conversation.error)
             if outgoing:
                 flight.pending = outgoing  # the next question, at once
-                send(flight)
+                self._send(flight)
                 if flight.pending:
-                    poller.modify(sock.fileno(), select.EPOLLOUT)
+                    self.poller.modify(sock.fileno(), select.EPOLLOUT)
                     return
 
-    def expired(flight: _Flight, moment: int) -> None:
-        """A wait outlasted ``timeout``: probe the server once (see ClientConversation), or end."""
-        talk = flight.talk
-        if flight.t_connected < 0 or flight.pending:  # never connected, or could not even send
-            return finish(flight, talk.fail("timeout"))
-        flight.pending = talk.timed_out()
-        if talk.ended:
-            return finish(flight, talk.error)
-        flight.deadline = moment + probe_ns
-        try:
-            send(flight)
-        except OSError as exc:
-            return finish(flight, talk.fail(error_name(exc)))
-        if flight.pending:
-            poller.modify(flight.sock.fileno(), select.EPOLLOUT)
+    def _scan(self, moment: int) -> None:
+        """Every few milliseconds: cut everything past the cut, or handle expired waits."""
+        stopped = self.control.stop.cut_ns
+        if moment >= self.part.cut_ns or (stopped and moment >= stopped):  # cut what is going
+            for flight in list(self.in_flight.values()):
+                self._finish(flight, flight.conversation.fail("unfinished"))
+            self.starts.clear()
+            return
+        for flight in [f for f in self.in_flight.values() if f.deadline < moment]:
+            self._expired(flight, moment)
 
-    def finish(flight: _Flight, error: str) -> None:
+    def _expired(self, flight: _InFlight, moment: int) -> None:
+        """A wait outlasted ``timeout``: probe the server once (see ClientConversation), or end."""
+        conversation = flight.conversation
+        if flight.t_connected < 0 or flight.pending:  # never connected, or could not even send
+            return self._finish(flight, conversation.fail("timeout"))
+        flight.pending = conversation.timed_out()
+        if conversation.ended:
+            return self._finish(flight, conversation.error)
+        flight.deadline = moment + self.probe_ns
+        try:
+            self._send(flight)
+        except OSError as exc:
+            return self._finish(flight, conversation.fail(error_name(exc)))
+        if flight.pending:
+            self.poller.modify(flight.sock.fileno(), select.EPOLLOUT)
+
+    def _finish(self, flight: _InFlight, error: str) -> None:
         """Record a connection attempt that ended; queue its retry or the next connection."""
-        nonlocal unreported, mismatch
         sock, port = flight.sock, -1
         if sock is not None:  # None: the socket could not even be created
-            del flights[sock.fileno()]
+            del self.in_flight[sock.fileno()]
             try:
                 port = sock.getsockname()[1]
             except OSError:
                 pass
             sock.close()  # also takes it out of the epoll
         moment = now()
-        rows.append((flight.conn, port, flight.t_start, flight.t_connected, flight.t_reply,
-                     moment, not error, error, flight.talk.worker, flight.attempt))
-        going = moment < stop_ns and not stop.value
+        conversation = flight.conversation
+        self.rows.append((flight.conn, port, flight.t_start, flight.t_connected, flight.t_reply,
+                          moment, not error, error, conversation.worker, flight.attempt))
+        going = moment < self.part.stop_ns and not self.control.stop.cut_ns
         if error == "mismatch":
-            if mismatch is None:
-                mismatch = (flight.talk.received, flight.talk.likely)
-            stop.value, going = moment, False  # no retry, no next connection, anywhere
-        elif error and flight.attempt <= retries and going:  # every attempt is a row of its own
-            starts.append((flight.conn, flight.attempt + 1))
+            if self.mismatch is None:
+                self.mismatch = (conversation.received, conversation.likely)
+            self.control.stop.cut_ns = moment  # no retry, no next connection, anywhere
+            going = False
+        elif error and flight.attempt <= self.part.retries and going:  # each attempt is a row
+            self.starts.append((flight.conn, flight.attempt + 1))
             return
-        unreported += 1  # a connection number is done
-        if unreported == _BATCH:
-            report(unreported)
-            unreported = 0
+        self.unreported += 1  # a connection number is done
+        if self.unreported == _BATCH:
+            self.control.report(self.unreported)
+            self.unreported = 0
         if going:
-            conn = next(todo, None)
+            conn = next(self.todo, None)
             if conn is not None:
-                starts.append((conn, 1))
-
-    next_scan = now() + _SCAN_NS
-    try:
-        while True:
-            while starts:  # started here, not inside finish(): no recursion when all fail
-                start(*starts.popleft())
-            if not flights:
-                break
-            for fd, _ in poller.poll(_SCAN_NS / 1e9):
-                flight = flights[fd]
-                flight.deadline = now() + timeout_ns
-                try:
-                    if flight.pending:
-                        writable(flight)
-                    else:
-                        readable(flight)
-                except OSError as exc:
-                    finish(flight, flight.talk.fail(error_name(exc)))
-            moment = now()
-            if moment >= next_scan:
-                next_scan = moment + _SCAN_NS
-                stopped = stop.value
-                if moment >= cut_ns or (stopped and moment >= stopped):  # cut what is going
-                    for flight in list(flights.values()):
-                        finish(flight, flight.talk.fail("unfinished"))
-                    starts.clear()
-                    continue
-                for flight in [f for f in flights.values() if f.deadline < moment]:
-                    expired(flight, moment)
-    finally:
-        for flight in flights.values():
-            flight.sock.close()
-        poller.close()
-        report(unreported)
-    return rows, mismatch
+                self.starts.append((conn, 1))

@@ -1,3 +1,3 @@
-"""Experiments: one call starts the workers, fires the load, stops everything and keeps
-the data (a Run); grids of experiments, rolling restarts, the demo's comparison.
-"""
+"""Experiments: one call starts the workers, fires the load, stops everything and keeps the
+data as a Run whose meta records its specs (experiment); grids of runs (compare, sweep), and
+what rolling restarts cost (restarts)."""

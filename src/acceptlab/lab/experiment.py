@@ -10,13 +10,22 @@ kernel's own account (see :mod:`acceptlab.linux.tracing`).  :meth:`Run.save` /
 a trace; every column is described in ``data/README.md``).  :func:`compare` runs a grid of
 experiments and returns them together.
 
-Resource handling: the pool and the sampler are stopped in ``finally``
-blocks, so an exception or a KeyboardInterrupt (the notebook's stop button)
-leaves no worker behind.  A caller that wants to end a run early *and keep
-it* (the CLI on Ctrl-C) passes ``stop``, an Event: the load ends, the pool
-stops, and the run comes back with ``meta['interrupted'] = True``.
+``meta`` records the run's specs whole (``meta['pool']``, ``meta['load']``,
+``meta['options']``: :mod:`acceptlab.specs`), the machine, and what happened
+(port, duration, queue note, replacements, restarts, trace).  ``label``,
+``strategy``, ``kind`` and ``workers`` also sit at its top level, where tables
+and figures look for a run's name, as in the flat ``meta`` of older runs
+(the reference runs in ``data/``); :attr:`Run.pool_spec` and
+:attr:`Run.load_spec` read either layout.
 
-This module sits below :mod:`acceptlab.views.analysis` in the layers and does not
+Resource handling: the pool, the tracer and the sampler are entered on one
+:class:`contextlib.ExitStack`, so an exception or a KeyboardInterrupt (the
+notebook's stop button) leaves no worker behind.  A caller that wants to end
+a run early *and keep it* (the CLI on Ctrl-C) passes a ``stop`` Event: the
+load ends, the pool stops, and the run comes back with
+``meta['interrupted'] = True``.
+
+This module sits below :mod:`acceptlab.analysis` in the layers and does not
 import it: a :class:`Run` holds tables, analysis reads them.
 """
 
@@ -27,23 +36,23 @@ import itertools
 import json
 import os
 import platform
+import random
 import sys
-import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
 from .. import __version__
 from ..server import eventlog
-from ..server.conversation import Limits
 from ..linux.kernel import QUEUE_COLUMNS, QueueSampler, Unsupported
 from ..client.load import CLIENT_COLUMNS, CLIENT_NULLABLE, fire
 from ..server.pool import WorkerPool
 from .restarts import RollingRestart
 from ..server.strategies import STRATEGIES
+from ..specs import RENAMED, LoadSpec, PoolSpec, RunOptions, build_specs
 
 __all__ = ["Run", "run_experiment", "compare", "machine"]
 
@@ -54,6 +63,12 @@ _TABLES = {
     "client": (CLIENT_COLUMNS, CLIENT_NULLABLE),
     "queue": (QUEUE_COLUMNS, ("backlog",)),
 }
+
+
+# The pool's parameters an older run recorded flat in its meta (beside the port it was given,
+# which is not what it asked for).
+_FLAT_POOL = ("workers", "kind", "threads", "strategy", "protocol", "work", "start_method",
+              "backlog")
 
 
 @dataclass
@@ -74,8 +89,37 @@ class Run:
     @property
     def workers(self) -> int:
         """How many worker slots the run had: one per thread of a hybrid pool's processes."""
+        if "pool" in self.meta:
+            return PoolSpec.from_dict(self.meta["pool"]).slots
         threads = int(self.meta.get("threads") or 1) if self.meta.get("kind") == "hybrid" else 1
         return int(self.meta["workers"]) * threads
+
+    @property
+    def pool_spec(self) -> PoolSpec | None:
+        """The pool the run had, from ``meta['pool']`` or an older run's flat ``meta``.
+
+        None for a run the kit did not serve (``acceptlab observe`` of a real server).
+        """
+        if "pool" in self.meta:
+            return PoolSpec.from_dict(self.meta["pool"])
+        if self.meta.get("observed") or "strategy" not in self.meta:
+            return None
+        flat = {key: self.meta[key] for key in _FLAT_POOL if key in self.meta}
+        limits = {key: self.meta[key] for key in ("max_request", "idle_timeout") if key in self.meta}
+        return PoolSpec.from_dict({**flat, "limits": limits})
+
+    @property
+    def load_spec(self) -> LoadSpec:
+        """The load the run fired, from ``meta['load']`` or an older run's flat ``meta``."""
+        if "load" in self.meta:
+            return LoadSpec.from_dict(self.meta["load"])
+        flat = {RENAMED.get(key, key): value for key, value in self.meta.items()}
+        return LoadSpec.from_dict(flat)
+
+    @property
+    def options(self) -> RunOptions:
+        """How the run was carried out (label, queue sampling, tracing, restarts)."""
+        return RunOptions.from_dict(self.meta.get("options", self.meta))
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write the run as CSV files plus ``meta.json`` into ``directory``; return it."""
@@ -147,126 +191,90 @@ def machine() -> dict:
     }
 
 
-def run_experiment(
-    *,
-    workers: int = 4,
-    kind: str = "process",
-    strategy: str = "blocking",
-    protocol: str = "zen",
-    work: str | Sequence[str] = "none",
-    connections: int = 200,
-    concurrency: int = 1,
-    rate: float | None = None,
-    client_processes: int = 1,
-    gap: float = 0.0,
-    duration: float = 60.0,
-    retries: int = 0,
-    start_method: str | None = None,
-    backlog: int = 128,
-    limits: Limits = Limits(),
-    sample_queue: bool = False,
-    queue_interval: float = 0.002,
-    label: str | None = None,
-    progress: bool = False,
-    trace: bool = False,
-    stop: threading.Event | None = None,
-    threads: int = 1,
-    restart_every: float | None = None,
-    graceful: bool = True,
-) -> Run:
+def run_experiment(pool: PoolSpec | None = None, load: LoadSpec | None = None, *,
+                   options: RunOptions | None = None, **shortcuts: Any) -> Run:
     """Start a :class:`~acceptlab.server.pool.WorkerPool`, fire a load at it, stop it, return a :class:`Run`.
 
     One call is one experiment because the three parts only mean something
     together: the events name the workers, the client rows name the
-    connections, and ``meta`` records everything needed to make the run
-    again.  The pool and the sampler are stopped whatever happens.
+    connections, and ``meta`` records the specs whole, so the run can be made
+    again (``acceptlab rerun``).  A load with a ``rate`` and no ``seed`` draws
+    a seed and records it.  The pool, the sampler and the tracer are stopped
+    whatever happens.
+
+    ``run_experiment(workers=4, gap=0.001)`` and
+    ``run_experiment(PoolSpec(workers=4), LoadSpec(gap=0.001))`` make the same
+    run: keywords are shortcuts for the fields of the three specs
+    (:func:`acceptlab.specs.build_specs`).
 
     Args:
-        workers, kind, strategy, protocol, work, start_method, backlog, limits:
-            the pool, as :class:`~acceptlab.server.pool.WorkerPool` takes them.
-        connections, concurrency, rate, gap, duration, retries: the load, as
-            :func:`~acceptlab.client.load.fire` takes them.
-        client_processes: client processes firing the load (``fire``'s
-            ``processes``).
-        sample_queue: read the accept-queue depth every ``queue_interval``
-            seconds (Linux only; elsewhere ``meta['queue']`` says why it is
-            missing).
-        label: the run's name in tables and figures (default
-            ``'strategy/kind'``).
-        progress: show a progress bar while the load runs.
-        trace: record the kernel's wakeups and TCP state changes into
-            ``Run.trace`` (root and tracefs only; elsewhere a
-            :class:`~acceptlab.linux.tracing.TracingUnavailableWarning` and
-            ``meta['trace']`` say why, and the run goes on untraced).
-        stop: an Event that ends the run early when set (the CLI sets it on
-            Ctrl-C): the load stops starting connections, the pool stops, and
-            the run holds what completed, with ``meta['interrupted']`` true.
-        threads: threads per worker process for ``kind='hybrid'``.
-        restart_every: restart one worker after another every this many
-            seconds while the load runs (:class:`~acceptlab.lab.restarts.RollingRestart`);
-            ``meta['restarts']`` lists them, and
-            :func:`~acceptlab.lab.restarts.restart_losses` counts what each cost.
-        graceful: restart by asking the worker to finish and leave (True) or
-            by killing it (False).
+        pool: the server (:class:`~acceptlab.specs.PoolSpec`).
+        load: the client (:class:`~acceptlab.specs.LoadSpec`; by default it
+            speaks the pool's protocol).
+        options: label, queue sampling, tracing, rolling restarts, progress bar
+            and stop Event (:class:`~acceptlab.specs.RunOptions`).  A stop Event
+            that is set ends the run early: the load stops starting
+            connections, the pool stops, and the run holds what completed,
+            with ``meta['interrupted']`` true.
+        **shortcuts: fields of any of the three specs, replacing theirs.
 
     Returns:
-        A :class:`Run` with ``events``, ``client``, ``queue`` and ``meta``.
+        A :class:`Run` with ``events``, ``client``, ``queue`` and ``meta``
+        (and ``trace``, when ``options.trace`` could be honoured).
     """
-    parameters = {key: value for key, value in locals().items()
-                  if key not in ("limits", "stop")}
-    parameters.update(max_request=limits.max_request, idle_timeout=limits.idle_timeout)
-    pool = WorkerPool(workers=workers, kind=kind, strategy=strategy, protocol=protocol,
-                      work=work, start_method=start_method, backlog=backlog, limits=limits,
-                      label=label or f"{strategy}/{kind}", threads=threads)
-    restarts = RollingRestart(pool, every=restart_every, graceful=graceful) if restart_every else None
-    sampler: QueueSampler | None = None
-    tracer, trace_note = None, "not traced"  # trace hook
-    queue_note = "not sampled"
+    pool, load, options = build_specs(pool, load, options, **shortcuts)
+    if load.rate is not None and load.seed is None:  # an open loop repeats only with its seed
+        load = replace(load, seed=random.SystemRandom().randrange(2**31))
+    label = options.label or pool.label
     started = time.time()
-    try:
-        pool.start()
-        if trace:  # trace hook: after start (the workers' ids are known), before the load
-            from ..linux.tracing import trace_pool
-
-            tracer, trace_note = trace_pool(pool)
-        if sample_queue:
-            sampler, queue_note = _start_sampler(pool, queue_interval)
-        with restarts or contextlib.nullcontext():
-            client = fire(pool.address, protocol=protocol, connections=connections,
-                          concurrency=concurrency, rate=rate, processes=client_processes,
-                          duration=duration, gap=gap, retries=retries, progress=progress,
-                          stop=stop)
-    finally:
-        try:
-            if sampler is not None:
-                sampler.stop()
-        finally:
-            try:
-                if tracer is not None:  # trace hook: reads the buffer, removes the instance
-                    tracer.stop()
-            finally:
-                pool.stop()  # whatever happened above, no worker is left behind
+    with contextlib.ExitStack() as running:
+        workers = running.enter_context(WorkerPool(pool, label=label))  # stopped last
+        tracer, trace_note = _start_tracer(workers, running) if options.trace else (None, "")
+        sampler, queue_note = (_start_sampler(workers, options.queue_interval, running)
+                               if options.sample_queue else (None, "not sampled"))
+        if options.restart_every:
+            restarts = running.enter_context(
+                RollingRestart(workers, every=options.restart_every, graceful=options.graceful))
+        client = fire(workers.address, load, options=options)
     queue = sampler.to_frame() if sampler is not None else pd.DataFrame(columns=QUEUE_COLUMNS)
-    meta = {**machine(), **parameters, "start_method": pool.start_method,
-            "port": pool.address[1], "started": started, "seconds": time.time() - started,
-            "queue": queue_note, "replacements": len(pool.replacements),
-            "interrupted": stop is not None and stop.is_set()}
-    if restarts is not None:
+    meta = {**machine(), "label": label, "strategy": pool.strategy, "kind": pool.kind,
+            "workers": pool.workers,
+            "pool": workers.spec.as_dict(), "load": load.as_dict(), "options": options.as_dict(),
+            "port": workers.address[1], "started": started, "seconds": time.time() - started,
+            "queue": queue_note, "replacements": len(workers.replacements),
+            "interrupted": options.stop is not None and options.stop.is_set()}
+    if options.restart_every:
         meta["restarts"] = restarts.as_records()
-    if tracer is not None:  # trace hook
-        meta.update(trace=trace_note, trace_lost=tracer.lost, trace_tids=tracer.tids)
-    elif trace:
+    if options.trace:
         meta["trace"] = trace_note
-    return Run(pool.events(), client, queue, meta, tracer.table if tracer is not None else None)
+        if tracer is not None:
+            meta.update(trace_lost=tracer.lost, trace_tids=tracer.tids)
+    return Run(workers.events(), client, queue, meta, tracer.table if tracer is not None else None)
 
 
-def _start_sampler(pool: WorkerPool, interval: float) -> tuple[QueueSampler | None, str]:
+def _start_tracer(pool: WorkerPool, running: contextlib.ExitStack):
+    """Trace the kernel's account of ``pool`` (after start: its workers' ids are known).
+
+    Returns the tracer (None when tracing is unavailable) and ``meta['trace']``'s note;
+    ``running`` stops the tracer (reads its buffer, removes the instance) before the pool.
+    """
+    from ..linux.tracing import trace_pool
+
+    tracer, note = trace_pool(pool)
+    if tracer is not None:
+        running.callback(tracer.stop)
+    return tracer, note
+
+
+def _start_sampler(pool: WorkerPool, interval: float,
+                   running: contextlib.ExitStack) -> tuple[QueueSampler | None, str]:
     """Sample the shared socket, or for ``reuseport`` every worker's own socket by port."""
     try:
         if STRATEGIES[pool.strategy].own_socket:  # one queue per worker: find them by port
             sampler = QueueSampler(port=pool.address[1], interval=interval)
         else:
             sampler = QueueSampler(sockets=[pool.listening_socket], interval=interval)
+        running.callback(sampler.stop)
         return sampler.start(), "sampled"
     except Unsupported as exc:
         return None, f"unavailable: {exc}"
@@ -276,62 +284,74 @@ def compare(
     strategies: Iterable[str] = ("blocking", "poll", "epoll-exclusive", "reuseport"),
     kinds: Iterable[str] = ("process",),
     *,
-    loads: Iterable[dict] = ({},),
-    progress: bool = False,
-    stop: threading.Event | None = None,
-    **common: object,
+    pool: PoolSpec | None = None,
+    load: LoadSpec | None = None,
+    loads: Iterable[LoadSpec | Mapping[str, Any]] = ({},),
+    options: RunOptions | None = None,
+    **shortcuts: Any,
 ) -> dict[str, Run]:
     """Run every strategy x kind x load and return the runs by label (``strategy/kind[/load]``).
 
     A grid, because a lesson's question is nearly always "which of these
     behaves how": the runs come back together, keyed by a readable label.
-    Combinations the platform or kind cannot run (``shared-epoll`` with
-    processes, say) are skipped, and listed in every run's
-    ``meta['skipped_in_comparison']``.
+    Each cell's specs are the base specs with the cell's strategy, kind and
+    load replaced (:func:`dataclasses.replace`).  Combinations the platform or
+    kind cannot run (``shared-epoll`` with processes, say) are skipped, and
+    listed in every run's ``meta['skipped_in_comparison']``.
 
     Args:
-        strategies: strategy names (see :mod:`acceptlab.server.strategies`).
+        strategies: strategy names (:data:`acceptlab.registry.STRATEGY_RECORDS`).
         kinds: ``'process'``, ``'thread'``, ...
-        loads: keyword sets for :func:`run_experiment`, one column of the grid
-            each (e.g. ``[{"connections": 200}, {"concurrency": 8}]``).
-        progress: one progress bar over the runs.
-        stop: an Event that ends the comparison early: the run in progress is
-            kept (interrupted), no further run starts.
-        **common: keywords for every :func:`run_experiment` call.
+        pool, load: the base specs every cell starts from.
+        loads: one column of the grid each: a :class:`~acceptlab.specs.LoadSpec`,
+            or shortcuts applied to the base specs (e.g.
+            ``[{"connections": 200}, {"concurrency": 8}]``).
+        options: as for :func:`run_experiment`, except that ``progress`` shows
+            one bar over the runs and ``stop`` also keeps further runs from
+            starting (the run in progress is kept, interrupted).
+        **shortcuts: fields of the specs, for every cell.
     """
     from ..linux.support import Unavailable, check_strategy
 
-    loads = list(loads)
-    grid = list(itertools.product(strategies, kinds, loads))
+    pool, load, options = build_specs(pool, load, options, caller="compare", **shortcuts)
+    columns = list(loads)
+    grid = list(itertools.product(strategies, kinds, columns))
     runs: dict[str, Run] = {}
     skipped: list[str] = []
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
+    stop = options.stop
+    with contextlib.ExitStack() as bars:
+        bar = None
+        if options.progress:
+            from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(grid), unit="run", desc="experiments")
-    try:
-        for strategy, kind, load in grid:
+            bar = bars.enter_context(tqdm(total=len(grid), unit="run", desc="experiments"))
+        for strategy, kind, column in grid:
             if stop is not None and stop.is_set():
                 break
-            name = "/".join([strategy, kind] + ([_describe(load)] if len(loads) > 1 else []))
+            name = "/".join([strategy, kind] + ([_describe(column)] if len(columns) > 1 else []))
             try:
                 check_strategy(strategy, kind)
             except Unavailable as exc:
                 skipped.append(f"{name}: {exc}")
             else:
-                runs[name] = run_experiment(strategy=strategy, kind=kind, label=name, stop=stop,
-                                            **{**common, **load})
+                cell = replace(pool, strategy=strategy, kind=kind)
+                given = column if isinstance(column, Mapping) else {}
+                cell, cell_load, _ = build_specs(
+                    cell, column if isinstance(column, LoadSpec) else load, caller="compare",
+                    **given)
+                runs[name] = run_experiment(cell, cell_load,
+                                            options=replace(options, label=name, progress=False))
             if bar is not None:
                 bar.update()
-    finally:
-        if bar is not None:
-            bar.close()
     for run in runs.values():
         run.meta["skipped_in_comparison"] = skipped
     return runs
 
 
-def _describe(load: dict) -> str:
-    """A short label for a load's keywords: ``{'concurrency': 8}`` -> ``'concurrency=8'``."""
+def _describe(load: LoadSpec | Mapping[str, Any]) -> str:
+    """A short label for a grid column: ``{'concurrency': 8}`` -> ``'concurrency=8'``."""
+    if isinstance(load, LoadSpec):
+        changed = {key: value for key, value in load.as_dict().items()
+                   if value != getattr(LoadSpec(), key)}
+        return ",".join(f"{key}={value}" for key, value in sorted(changed.items())) or "load"
     return ",".join(f"{key}={value}" for key, value in sorted(load.items()))

@@ -27,14 +27,16 @@ from __future__ import annotations
 import math
 import resource
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Sequence
 
 import pandas as pd
 
-from ..views import analysis
+from .. import analysis
 from .experiment import Run, run_experiment
 from ..linux.support import Unavailable, check_strategy
+from ..registry import STRATEGY_RECORDS
+from ..specs import LoadSpec, PoolSpec, RunOptions, build_specs
 
 __all__ = ["Condition", "GRID", "QUICK", "METRICS", "run_sweep", "winners"]
 
@@ -46,8 +48,9 @@ class Condition:
     Args:
         name: short label for tables and heatmaps.
         question: what this condition asks, in one line.
-        load: keyword arguments for :func:`acceptlab.lab.experiment.run_experiment`
-            (protocol, connections, concurrency, work, ...).
+        load: fields of the specs, as shortcuts of
+            :func:`acceptlab.lab.experiment.run_experiment` (protocol,
+            connections, concurrency, work, ...).
     """
 
     name: str
@@ -121,10 +124,11 @@ def run_sweep(
     strategies: Iterable[str] | None = None,
     *,
     conditions: Sequence[Condition] = GRID,
-    workers: int = 4,
+    pool: PoolSpec | None = None,
     seconds: float = 1.5,
     progress: Callable[[int, int, str], None] | None = None,
     stop: threading.Event | None = None,
+    **shortcuts: Any,
 ) -> pd.DataFrame:
     """Run every strategy under every condition; return one row per cell.
 
@@ -134,8 +138,11 @@ def run_sweep(
             cannot run here is left out and named in the table's
             ``attrs['skipped']``.
         conditions: the grid's columns (:data:`GRID`, :data:`QUICK`, or your own).
-        workers: worker processes per run (the slow-worker condition's work
-            list gives each slot its own service time, cycling if shorter).
+        pool: the pool every cell starts from (default: 4 process workers;
+            each cell sets its strategy, ``kind='process'`` and
+            ``start_method='fork'``, and its condition's fields).  The
+            slow-worker condition's work list gives each slot its own service
+            time, cycling if shorter.
         seconds: the bound on each run's load; a cell ends at its connection
             count or after this long, whichever comes first.
         progress: called as ``progress(done, total, label)`` after each cell
@@ -143,14 +150,16 @@ def run_sweep(
         stop: an Event that ends the sweep early (Ctrl-C in the CLI): the cell
             under way keeps what completed, no further cell starts, and the
             table's ``attrs['interrupted']`` is True.
+        **shortcuts: fields of :class:`~acceptlab.specs.PoolSpec` (``workers=4``)
+            replacing those of ``pool``.
 
     Returns:
         A DataFrame with columns ``strategy``, ``condition`` and the
         :data:`METRICS` (plus ``accepted``, ``client_ok``, ``errors``).
     """
-    from ..server.strategies import STRATEGIES
-
-    names = list(STRATEGIES) if strategies is None else list(strategies)
+    base, _, _ = build_specs(pool, caller="run_sweep", only=(PoolSpec,), **shortcuts)
+    base = replace(base, kind="process", start_method="fork")  # see the module docstring
+    names = list(STRATEGY_RECORDS) if strategies is None else list(strategies)
     runnable, skipped = [], []
     for name in names:
         try:
@@ -165,9 +174,9 @@ def run_sweep(
         if stop is not None and stop.is_set():
             break
         before = _children_cpu_seconds()
-        run = run_experiment(workers=workers, kind="process", strategy=name,
-                             start_method="fork", duration=seconds, stop=stop,
-                             label=f"{name}/{condition.name}", **condition.load)
+        run = run_experiment(replace(base, strategy=name), LoadSpec(duration=seconds),
+                             options=RunOptions(label=f"{name}/{condition.name}", stop=stop),
+                             **condition.load)
         rows.append({"strategy": name, "condition": condition.name,
                      **_cell(run, _children_cpu_seconds() - before)})
         if progress is not None:
@@ -214,10 +223,9 @@ RESTART_DESIGNS: dict[str, tuple[str, int | None]] = {
 MIGRATE = "net.ipv4.tcp_migrate_req"
 
 
-def _restart_run(strategy: str, label: str, load: dict) -> Run:
+def _restart_run(pool: PoolSpec, load: LoadSpec, options: RunOptions) -> Run:
     """One load with rolling restarts (module-level: it may run in a forked namespace child)."""
-    return run_experiment(strategy=strategy, kind="process", start_method="fork",
-                          label=label, **load)
+    return run_experiment(pool, load, options=options)
 
 
 def compare_restarts(
@@ -254,25 +262,26 @@ def compare_restarts(
     """
     from ..linux.netns import NoPrivilege, read_sysctl, run_isolated
 
-    load = dict(workers=workers, concurrency=concurrency, work=work, duration=seconds,
-                connections=10**6, restart_every=every, graceful=graceful)
+    pool = PoolSpec(workers=workers, kind="process", start_method="fork", work=work)
+    load = LoadSpec(concurrency=concurrency, duration=seconds, connections=10**6)
     host = read_sysctl(MIGRATE)
     results: dict[str, Run | str] = {}
     for design, (strategy, migrate) in RESTART_DESIGNS.items():
         label = f"{design} ({'graceful' if graceful else 'killed'})"
+        specs = (replace(pool, strategy=strategy), load,
+                 RunOptions(label=label, restart_every=every, graceful=graceful))
         sysctls = {} if migrate is None or host is None else {MIGRATE: migrate}
         try:
             if isolate:
-                run = run_isolated(_restart_run, strategy, label, load, sysctls=sysctls,
-                                   timeout=seconds + 60)
+                run = run_isolated(_restart_run, *specs, sysctls=sysctls, timeout=seconds + 60)
             elif migrate is not None and str(migrate) != host:
                 raise NoPrivilege(f"{MIGRATE} is {host} on this host, and this design needs "
                                   f"{migrate}: it needs a private network namespace (root)")
             else:
-                run = _restart_run(strategy, label, load)
+                run = _restart_run(*specs)
         except NoPrivilege as exc:
             if isolate and (migrate is None or str(migrate) == host):
-                run = _restart_run(strategy, label, load)  # the host already has what it needs
+                run = _restart_run(*specs)  # the host already has what it needs
             else:
                 results[design] = str(exc)
                 continue

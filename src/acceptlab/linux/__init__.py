@@ -1,4 +1,3 @@
-"""What Linux lets a program see of its own and other servers' sockets: accept-queue
-depth, context switches, /proc, tracefs, network namespaces, and which strategies this
-machine supports.
-"""
+"""What Linux lets a program see: accept-queue depth and context switches (kernel), other
+processes' sockets and waits (procfs), the kernel's own account of wakeups (tracing), and
+which strategies this machine can run (support)."""

@@ -11,7 +11,10 @@ So both read the same probes, here:
 * :func:`feature_report` / :func:`features`: each feature, tried for real where
   that is cheap (a throwaway listener on 127.0.0.1, a throwaway epoll);
 * :func:`strategy_support` / :func:`check_strategy`: per strategy and kind of
-  worker, None if it runs here, else a one-line reason, derived from those probes;
+  worker, None if it runs here, else a one-line reason: each strategy's
+  record in :mod:`acceptlab.registry` declares what it needs
+  (:class:`~acceptlab.registry.Requires`), and :func:`unmet` checks that
+  against the same probes;
 * :func:`format_report`: the doctor's text, both tables.
 
 :mod:`acceptlab.linux.kernel` measures (queue depth, context switches); this module
@@ -20,6 +23,7 @@ only asks whether a measurement or a strategy is possible.
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import multiprocessing
 import os
@@ -30,13 +34,13 @@ import socket
 import sys
 from dataclasses import dataclass
 
+from ..registry import STRATEGY_RECORDS, Requires
+from ..specs import KINDS
+from .bpf import SO_INCOMING_CPU, attach_cpu_program
 from .kernel import Unsupported, accept_queue, listen_queues, voluntary_switches
-from ..server.strategies import SO_ATTACH_REUSEPORT_CBPF, SO_INCOMING_CPU, STRATEGIES, cpu_program
 
 __all__ = ["Unavailable", "Feature", "feature_report", "features", "strategy_support",
-           "check_strategy", "format_report", "KINDS"]
-
-KINDS = ("thread", "process", "hybrid")
+           "check_strategy", "format_report", "unmet", "KINDS"]
 
 
 class Unavailable(RuntimeError):
@@ -117,18 +121,12 @@ def _check_reuseport_cbpf() -> tuple[bool, str]:
     available, detail = _check_reuseport()
     if not available:
         return False, detail
-    import ctypes
-    import struct
-
-    code = cpu_program(2)
-    buffer = ctypes.create_string_buffer(code, len(code))
-    program = struct.pack("@HP", len(code) // 8, ctypes.addressof(buffer))
     try:
         with socket.socket() as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind(("127.0.0.1", 0))
             sock.listen(1)
-            sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, program)
+            attach_cpu_program(sock, 2)
     except OSError as exc:
         return False, f"the kernel refused a reuseport BPF program (needs Linux >= 4.5): {exc.strerror}"
     return True, "a classic BPF program can choose the socket of a SO_REUSEPORT group"
@@ -247,35 +245,52 @@ def features() -> dict[str, object]:
 
 # -- what the probes mean for each strategy ----------------------------------------------------
 
+_MODULES = {"select": select, "socket": socket, "fcntl": fcntl}  # where Requires' constants live
+
+
+def _has_constant(dotted: str) -> bool:
+    """Does this Python have ``dotted`` (``'select.EPOLLEXCLUSIVE'``)?"""
+    module, _, name = dotted.partition(".")
+    return hasattr(_MODULES[module], name)
+
+
+def unmet(requires: Requires) -> str | None:
+    """Why this machine does not meet ``requires`` (one line), or None if it does.
+
+    The order gives the most useful reason first: a missing constant, then
+    the feature tried for real (its reason names the platform or the kernel),
+    then the declared platform, kernel and root.
+    """
+    for constant in requires.constants:
+        if not _has_constant(constant):
+            return f"this Python has no {constant}"
+    if requires.probe is not None:
+        available, detail = _CAPABILITIES[requires.probe]()
+        if not available:
+            return detail
+    if requires.platform is not None and not sys.platform.startswith(requires.platform):
+        return f"needs {requires.platform.capitalize()}; this is {sys.platform}"
+    version = _kernel_version()
+    if requires.kernel is not None and (version is None or version < requires.kernel):
+        return (f"needs Linux >= {requires.kernel[0]}.{requires.kernel[1]}; "
+                f"kernel is {platform.release()}")
+    if requires.root and os.geteuid() != 0:
+        return "needs root"
+    return None
+
+
 def _missing(name: str, kind: str) -> str | None:
     """Why ``name`` cannot run for workers of ``kind`` on this machine, or None if it can."""
-    if name not in STRATEGIES:
-        return f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}"
+    record = STRATEGY_RECORDS.get(name)
+    if record is None:
+        return f"unknown strategy {name!r}; choose one of {', '.join(STRATEGY_RECORDS)}"
     if kind not in KINDS:
         return f"unknown kind {kind!r}; choose 'thread', 'process' or 'hybrid'"
-    if name == "poll" and not hasattr(select, "poll"):
-        return "poll: select.poll() does not exist on this platform"
-    if name in ("epoll", "epoll-exclusive", "shared-epoll", "reorder"):
-        available, detail = _check_epoll()
-        if not available:
-            return f"{name}: {detail}"
-    if name in ("epoll-exclusive", "reorder"):
-        available, detail = _check_epoll_exclusive()
-        if not available:
-            return f"{name}: {detail}"
-    if name == "exact" and not hasattr(select, "poll"):
-        return "exact: select.poll() does not exist on this platform"
-    if name == "shared-epoll" and kind != "thread":
-        return "shared-epoll: an epoll object cannot be shared by processes here; use kind='thread'"
-    checks = {"reuseport": _check_reuseport, "reuseport-cpu": _check_reuseport_cbpf,
-              "reuseport-incoming-cpu": _check_incoming_cpu}
-    if name in checks:
-        available, detail = checks[name]()
-        if not available:
-            return f"{name}: {detail}"
-    if name.startswith("handoff") and not hasattr(socket, "send_fds"):
-        return f"{name}: passing descriptors (socket.send_fds) needs Python >= 3.9 on Unix"
-    return None
+    reason = unmet(record.requires)
+    if reason is None and kind not in record.kinds:
+        only = " or ".join(f"kind={k!r}" for k in record.kinds)
+        reason = f"{record.kinds_why}; use {only}"
+    return f"{name}: {reason}" if reason else None
 
 
 def check_strategy(name: str, kind: str) -> None:
@@ -285,7 +300,7 @@ def check_strategy(name: str, kind: str) -> None:
     workers would fail once per worker, with a traceback each.
 
     Args:
-        name: a strategy (see :data:`acceptlab.server.strategies.STRATEGIES`).
+        name: a strategy (see :data:`acceptlab.registry.STRATEGY_RECORDS`).
         kind: ``'thread'``, ``'process'`` or ``'hybrid'``.
     """
     reason = _missing(name, kind)
@@ -295,7 +310,7 @@ def check_strategy(name: str, kind: str) -> None:
 
 def strategy_support() -> dict[str, dict[str, str | None]]:
     """Per strategy and kind: None if it runs here, else the one-line reason why not."""
-    return {name: {kind: _missing(name, kind) for kind in KINDS} for name in STRATEGIES}
+    return {name: {kind: _missing(name, kind) for kind in KINDS} for name in STRATEGY_RECORDS}
 
 
 def format_report() -> str:

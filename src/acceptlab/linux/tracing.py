@@ -76,7 +76,7 @@ import secrets
 import sys
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, NamedTuple
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -357,10 +357,44 @@ def trace_pool(pool: Any, *, buffer_kb: int = 8192) -> tuple[KernelTrace | None,
 
 
 # -- the two accounts side by side ---------------------------------------------------------
-CROSS_COLUMNS = ("connection", "peer_port", "worker", "t_arrival_ns", "arrival_from",
-                 "t_accept_ns", "kernel_woken", "kernel_wakeups", "kernel_other",
-                 "kernel_same_waits",
-                 "log_wakeups", "log_returns", "log_outcomes", "difference", "cause")
+class CrossCheckRow(NamedTuple):
+    """One accepted connection in :func:`cross_check`: the kernel's account beside the log's."""
+
+    connection: int  # its place in the accept order
+    peer_port: int
+    worker: int  # the slot that accepted it
+    t_arrival_ns: int
+    arrival_from: str  # 'kernel' (ESTABLISHED on the server's side), 'client', or ''
+    t_accept_ns: int
+    kernel_woken: str  # the slots the kernel woke while they waited, in wake order
+    kernel_wakeups: int
+    kernel_other: int  # of those, wakeups that were not the arrival's
+    kernel_same_waits: int  # the kernel's wakeups of the waits the log charges here
+    log_wakeups: Any  # nvcsw summed over the waits that returned here (<NA>: not counted)
+    log_returns: int
+    log_outcomes: str
+    difference: Any  # log_wakeups - kernel_wakeups (<NA> without a count)
+    cause: str
+
+
+CROSS_COLUMNS = CrossCheckRow._fields
+
+
+class _Spans:
+    """Each connection's span of time: from its arrival to the next connection's arrival."""
+
+    def __init__(self, arrivals: list[int]) -> None:
+        import numpy as np
+
+        self.order = np.argsort(np.asarray(arrivals, dtype=np.int64), kind="stable")
+        self.sorted = np.asarray(arrivals, dtype=np.int64)[self.order]
+
+    def holding(self, times: Any) -> Any:
+        """The connection whose span holds each time (-1: before the first arrival)."""
+        import numpy as np
+
+        found = np.searchsorted(self.sorted, times, side="right") - 1
+        return np.where(found >= 0, self.order[np.clip(found, 0, None)], -1)
 
 
 def cross_check(run: Any) -> "pd.DataFrame":
@@ -401,7 +435,6 @@ def cross_check(run: Any) -> "pd.DataFrame":
     Args:
         run: a :class:`~acceptlab.lab.experiment.Run` with a ``trace`` table.
     """
-    import numpy as np
     import pandas as pd
 
     trace = getattr(run, "trace", None)
@@ -411,84 +444,107 @@ def cross_check(run: Any) -> "pd.DataFrame":
     events = run.events
     port = int(run.meta["port"])
     slot_of = dict(zip(events["tid"].astype(int), events["worker"].astype(int)))
-    accepted = events[events["outcome"] == "accepted"].sort_values("t_accept_ns", kind="stable")
-    accepted = accepted.reset_index(drop=True)
-
-    # Arrival of each connection: the kernel's ESTABLISHED on the server's side, else the client's.
-    states = trace[(trace["event"] == "inet_sock_set_state") & (trace["sport"] == port)
-                   & (trace["state"] == "ESTABLISHED")]
-    arrived = dict(zip(states["dport"].astype(int), states["t_ns"].astype(int)))
-    started = {}
-    if len(run.client):
-        client = run.client.dropna(subset=["local_port"])
-        started = dict(zip(client["local_port"].astype(int), client["t_start_ns"].astype(int)))
+    accepted = (events[events["outcome"] == "accepted"]
+                .sort_values("t_accept_ns", kind="stable").reset_index(drop=True))
+    established = trace[(trace["event"] == "inet_sock_set_state") & (trace["sport"] == port)
+                        & (trace["state"] == "ESTABLISHED")]
     ports = accepted["peer_port"].astype(int).tolist()
-    arrival = [arrived.get(p, started.get(p, -1)) for p in ports]
-    source = ["kernel" if p in arrived else "client" if p in started else "" for p in ports]
-    order = np.argsort(np.asarray(arrival, dtype=np.int64), kind="stable")
-    arrival_sorted = np.asarray(arrival, dtype=np.int64)[order]
-
-    def window(times: np.ndarray) -> np.ndarray:
-        """The connection (row of ``accepted``) whose time span holds each time; -1: before all."""
-        found = np.searchsorted(arrival_sorted, times, side="right") - 1
-        return np.where(found >= 0, order[np.clip(found, 0, None)], -1)
-
-    # Kernel wakeups of worker threads while they were inside a wait of the event log.
+    # Phase 1: when each connection arrived, and so the span of time it owns.
+    arrival, source = _arrivals(ports, established, run.client)
+    spans = _Spans(arrival)
+    # Phase 2: the kernel's account: wakeups of workers inside a wait of the event log.
     waits = events[events["tid"].isin(list(slot_of))].copy()
-    waits["end"] = waits["t_wake_ns"].fillna(np.iinfo(np.int64).max).astype("int64")
-    wakeups = trace[(trace["event"] == "sched_wakeup") & trace["tid"].isin(list(slot_of))]
-    inside, same_wait = [], np.zeros(len(waits), dtype=np.int64)
-    position = {tid: group for tid, group in waits.groupby("tid")}
-    established = {waker: group["t_ns"].astype("int64").to_numpy()
-                   for waker, group in states.groupby("by_tid")}
-    for t_ns, tid, waker in zip(wakeups["t_ns"].astype("int64"), wakeups["tid"].astype(int),
-                                wakeups["by_tid"].astype(int)):
-        group = position.get(tid)
-        if group is None:
-            continue
-        hit = (group["t_wait_ns"].to_numpy() <= t_ns) & (t_ns <= group["end"].to_numpy())
-        if hit.any():
-            mine = established.get(waker, np.empty(0, dtype=np.int64))
-            by_arrival = bool(((mine <= t_ns) & (mine >= t_ns - _SAME_SOFTIRQ_NS)).any())
-            inside.append((t_ns, tid, by_arrival))
-            same_wait[waits.index.get_indexer(group.index[hit][:1])[0]] += 1
-    woken: list[list[int]] = [[] for _ in ports]
-    other = [0] * len(ports)
-    if inside:
-        times = np.array([t for t, _, _ in inside], dtype=np.int64)
-        for connection, (_, tid, by_arrival) in zip(window(times), inside):
-            if connection >= 0:
-                woken[connection].append(slot_of[tid])
-                other[connection] += not by_arrival
-
-    # The log's account: the waits that returned within each connection's span.
-    returned = waits[waits["outcome"] != "waiting"].copy()
-    returned["same"] = same_wait[waits.index.get_indexer(returned.index)]
-    returned["connection"] = window(returned["t_wake_ns"].astype("int64").to_numpy())
-    returned = returned[returned["connection"] >= 0]
+    woken, other, same_wait = _kernel_account(trace, waits, established, slot_of, spans,
+                                              len(ports))
+    # Phase 3: the log's account: the waits that returned within each connection's span.
+    returned = _returned_waits(waits, same_wait, spans)
     by_connection = returned.groupby("connection")
     log = by_connection["nvcsw"].sum(min_count=1)
     has_gap = by_connection["nvcsw"].apply(lambda column: column.isna().any())
     outcomes = by_connection["outcome"].apply(lambda column: " ".join(map(str, column)))
-
+    returns = by_connection.size()
+    # Phase 4: one row per connection, the two accounts side by side.
     rows = []
     for index, row in accepted.iterrows():
         kernel = len(woken[index])
-        counted = log.get(index, 0)
         gap = bool(has_gap.get(index, False))
-        log_value = pd.NA if gap else int(counted if counted == counted else 0)
+        counted = log.get(index, 0)
+        log_value = pd.NA if gap else (0 if pd.isna(counted) else int(counted))
         same = int(returned.loc[returned["connection"] == index, "same"].sum())
         difference = pd.NA if gap else log_value - kernel
-        rows.append((index, ports[index], int(row["worker"]), arrival[index], source[index],
-                     int(row["t_accept_ns"]), " ".join(map(str, woken[index])), kernel,
-                     other[index], same,
-                     log_value, int(by_connection.size().get(index, 0)),
-                     outcomes.get(index, ""), difference,
-                     _cause(difference, kernel, same, log_value, gap)))
+        rows.append(CrossCheckRow(
+            connection=index, peer_port=ports[index], worker=int(row["worker"]),
+            t_arrival_ns=arrival[index], arrival_from=source[index],
+            t_accept_ns=int(row["t_accept_ns"]),
+            kernel_woken=" ".join(map(str, woken[index])), kernel_wakeups=kernel,
+            kernel_other=other[index], kernel_same_waits=same, log_wakeups=log_value,
+            log_returns=int(returns.get(index, 0)), log_outcomes=outcomes.get(index, ""),
+            difference=difference, cause=_cause(difference, kernel, same, log_value, gap)))
     frame = pd.DataFrame(rows, columns=list(CROSS_COLUMNS))
     for name in ("log_wakeups", "difference"):
         frame[name] = frame[name].astype("Int64")
     return frame
+
+
+def _arrivals(ports: list[int], established: "pd.DataFrame",
+              client: "pd.DataFrame") -> tuple[list[int], list[str]]:
+    """Each connection's arrival: the kernel's ESTABLISHED on the server's side, else the
+    client's start (-1 if neither saw it), and which of the two it was."""
+    arrived = dict(zip(established["dport"].astype(int), established["t_ns"].astype(int)))
+    started = {}
+    if len(client):
+        known = client.dropna(subset=["local_port"])
+        started = dict(zip(known["local_port"].astype(int), known["t_start_ns"].astype(int)))
+    arrival = [arrived.get(p, started.get(p, -1)) for p in ports]
+    source = ["kernel" if p in arrived else "client" if p in started else "" for p in ports]
+    return arrival, source
+
+
+def _kernel_account(trace: "pd.DataFrame", waits: "pd.DataFrame", established: "pd.DataFrame",
+                    slot_of: dict[int, int], spans: _Spans,
+                    connections: int) -> tuple[list[list[int]], list[int], Any]:
+    """The kernel's wakeups of worker threads while they were inside a wait of the event log.
+
+    Returns, per connection, the slots woken in its span and how many of those
+    wakeups were not the arrival's; and, per wait, how many times the kernel woke it.
+    """
+    import numpy as np
+
+    waits["end"] = waits["t_wake_ns"].fillna(np.iinfo(np.int64).max).astype("int64")
+    wakeups = trace[(trace["event"] == "sched_wakeup") & trace["tid"].isin(list(slot_of))]
+    inside, same_wait = [], np.zeros(len(waits), dtype=np.int64)
+    of_thread = {tid: group for tid, group in waits.groupby("tid")}
+    by_waker = {waker: group["t_ns"].astype("int64").to_numpy()
+                for waker, group in established.groupby("by_tid")}
+    for t_ns, tid, waker in zip(wakeups["t_ns"].astype("int64"), wakeups["tid"].astype(int),
+                                wakeups["by_tid"].astype(int)):
+        group = of_thread.get(tid)
+        if group is None:
+            continue
+        hit = (group["t_wait_ns"].to_numpy() <= t_ns) & (t_ns <= group["end"].to_numpy())
+        if hit.any():
+            # The arrival's wakeup: its waker moved a connection to ESTABLISHED just before.
+            mine = by_waker.get(waker, np.empty(0, dtype=np.int64))
+            by_arrival = bool(((mine <= t_ns) & (mine >= t_ns - _SAME_SOFTIRQ_NS)).any())
+            inside.append((t_ns, tid, by_arrival))
+            same_wait[waits.index.get_indexer(group.index[hit][:1])[0]] += 1
+    woken: list[list[int]] = [[] for _ in range(connections)]
+    other = [0] * connections
+    if inside:
+        times = np.array([t for t, _, _ in inside], dtype=np.int64)
+        for connection, (_, tid, by_arrival) in zip(spans.holding(times), inside):
+            if connection >= 0:
+                woken[connection].append(slot_of[tid])
+                other[connection] += not by_arrival
+    return woken, other, same_wait
+
+
+def _returned_waits(waits: "pd.DataFrame", same_wait: Any, spans: _Spans) -> "pd.DataFrame":
+    """The waits that returned, each with the kernel's wakeups of it and the connection it ends in."""
+    returned = waits[waits["outcome"] != "waiting"].copy()
+    returned["same"] = same_wait[waits.index.get_indexer(returned.index)]
+    returned["connection"] = spans.holding(returned["t_wake_ns"].astype("int64").to_numpy())
+    return returned[returned["connection"] >= 0]
 
 
 def _cause(difference: Any, kernel: int, same: int, log: Any, gap: bool) -> str:

@@ -5,7 +5,8 @@ beside the live value; ``acceptlab calibrate`` measures the machine, ``acceptlab
 # The parts, in reading order: rules (one small class per mechanism, and RULES, the one
 # strategy -> mechanism table), engine (the clock, the clients, the workers, the CPU),
 # calibration (measuring this machine; kept in the user's cache), bands (predict(): bands
-# from many simulated runs) and command (the two commands).  Names are imported on first
+# from many simulated runs) and describe (both in words; the commands are acceptlab.cli.calibrate
+# and acceptlab.cli.predict).  Names are imported on first
 # use, so the command line does not pay for numpy and pandas before it needs them:
 #
 #     from acceptlab import model

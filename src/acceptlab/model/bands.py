@@ -1,8 +1,8 @@
 """From many simulated runs to a band per metric: what ``acceptlab predict`` prints.
 
 :func:`predict` simulates ``runs`` runs of one scenario, measures each with
-the kit's own :func:`acceptlab.views.analysis.summary` and
-:func:`acceptlab.views.analysis.latency` (so a simulated ``rr_score`` is exactly
+the kit's own :func:`acceptlab.analysis.summary` and
+:func:`acceptlab.analysis.latency` (so a simulated ``rr_score`` is exactly
 what ``acceptlab run --json`` would report for the same table), and returns
 the central 90 % of each metric's values: ``{"rr_score": [low, high], ...}``.
 A live run "agrees with the model" when its value lies inside the band
@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from ..views import analysis
+from .. import analysis
 from .calibration import Calibration, current
 from .engine import Scenario, Simulation
 

@@ -110,7 +110,7 @@ class HerdTable:
     ``ranks``: for each connection a sleeper won among two or more, the
     winner's place among the sleepers, from 0 (first) to 1 (last), in the
     order of the family's wait queue: for ``poll`` the order they began to
-    wait (its ``norm_rank``, :func:`acceptlab.views.analysis.wake_order_ranks`:
+    wait (its ``norm_rank``, :func:`acceptlab.analysis.wake_order_ranks`:
     each poll() queues its waiter anew), for ``epoll`` the order the workers
     registered their epolls (slot order, fixed at start-up); ``p_eagain``: the share of the woken
     losers whose wait came back to Python with EAGAIN (the others went back
@@ -226,7 +226,7 @@ def measure_pool(run: Any, *, regime: str) -> Pool:
             ``client`` and ``meta``).
         regime: ``'busy'`` for a run without a gap, ``'idle'`` with one.
     """
-    from ..views import analysis
+    from .. import analysis
 
     joined = analysis.join_client_events(run.client, run.events)
     joined = joined.sort_values("t_start_ns", kind="stable").reset_index(drop=True)
@@ -282,7 +282,7 @@ def measure_herd(run: Any, *, family: str, regime: str) -> HerdTable:
             ``'epoll'`` (registered once, per worker).
         regime: ``'busy'`` or ``'idle'`` (see :class:`Pool`).
     """
-    from ..views import analysis
+    from .. import analysis
 
     events = run.events
     ranks = analysis.wake_order_ranks(events)
@@ -324,7 +324,7 @@ def _place_by_slot(events: pd.DataFrame, won: pd.DataFrame) -> np.ndarray:
 
 def measure_lag(run: Any) -> SAMPLES:
     """Each connection's worker lag (worker ``t_done`` - client ``t_done``, µs) in any run."""
-    from ..views import analysis
+    from .. import analysis
 
     joined = analysis.join_client_events(run.client, run.events)
     return _kept(_us(joined["t_done_ns_event"]) - _us(joined["t_done_ns_client"]))

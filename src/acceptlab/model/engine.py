@@ -20,7 +20,7 @@ everything else happens here, the same for every strategy:
 Every wait is one row of an events table with the kit's own columns
 (``worker, t_wait_ns, t_wake_ns, t_accept_ns, t_done_ns, outcome, nvcsw``),
 and every connection one row of a client table (``t_start_ns, t_done_ns,
-ok``), so :mod:`acceptlab.views.analysis` measures a simulated run exactly as it
+ok``), so :mod:`acceptlab.analysis` measures a simulated run exactly as it
 measures a live one.
 """
 

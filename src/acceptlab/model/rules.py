@@ -273,7 +273,7 @@ class ReRegistering(FirstRegistered):
     """
 
     mechanism = "re-registering"
-    every = 16  # nginx's number (ngx_reorder_accept_events), Setting.reorder_every's default
+    every = 16  # nginx's number (ngx_reorder_accept_events), the reorder record's `every`
 
     def __init__(self, sim: "Simulation") -> None:
         super().__init__(sim)

@@ -73,10 +73,11 @@ import re
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
-from ..views import analysis
+from .. import analysis
 from ..server import eventlog
 from ..linux import procfs
 from ..basics import missing_as_na, now
@@ -84,9 +85,11 @@ from ..client.conversation import PROBE_WAIT, ClientConversation, error_name
 from ..server.conversation import RECV_SIZE
 from ..lab.experiment import Run, machine
 from ..linux.kernel import QUEUE_COLUMNS
-from ..client.load import (CLIENT_COLUMNS, CLIENT_NULLABLE, TIMEOUT, ConnectionRecord, ProtocolMismatch,
-                   client_socket, fire)
+from ..client.load import fire
+from ..client.records import CLIENT_COLUMNS, CLIENT_NULLABLE, ConnectionRecord, ProtocolMismatch
+from ..client.threads import client_socket
 from ..server.protocol import get_protocol
+from ..specs import LoadSpec, build_specs
 from .topology import Topology, settled_topology
 from .attribution import FIRST_BYTE, ConfirmedLook, Watch, defer_accept, listener_defers
 
@@ -220,8 +223,8 @@ def _one_connection(address: tuple[str, int], protocol, conn: int, attributor: A
     """
     observed = _Observed(ConnectionRecord(conn, t_start_ns=now()))
     record, received = observed.record, []
-    talk = ClientConversation(protocol, keep_alive=after)
-    sock = client_socket(address, talk)
+    conversation = ClientConversation(protocol, keep_alive=after)
+    sock = client_socket(address, conversation)
     if sock is not None:
         with sock:
             sock.settimeout(timeout)
@@ -230,33 +233,33 @@ def _one_connection(address: tuple[str, int], protocol, conn: int, attributor: A
                 record.t_connected_ns = now()
                 client = sock.getsockname()
                 record.local_port = client[1]
-                outgoing = talk.start()
+                outgoing = conversation.start()
                 if first_byte:  # a deferring listener hands the connection over on data
                     sock.sendall(outgoing[:1])
                     outgoing = outgoing[1:]
                 if not after:  # hold the request back until a worker holds the connection
                     observed.holder, observed.seen_ns = attributor.attribute(
                         client, deadline=time.monotonic() + timeout)
-                while not talk.ended:
+                while not conversation.ended:
                     if outgoing:
                         sock.sendall(outgoing)
                     try:
                         data = sock.recv(RECV_SIZE)
                     except TimeoutError:  # a probe to send (and a short wait for it), or the end
-                        outgoing = talk.timed_out()
+                        outgoing = conversation.timed_out()
                         sock.settimeout(PROBE_WAIT)
                         continue
                     received.append(data)
-                    outgoing = talk.receive(data)
-                    if record.t_reply_ns < 0 and talk.replies:
+                    outgoing = conversation.receive(data)
+                    if record.t_reply_ns < 0 and conversation.replies:
                         record.t_reply_ns = now()
-                if after and talk.held_open:  # answered and still held: one look
+                if after and conversation.held_open:  # answered and still held: one look
                     observed.holder, observed.seen_ns = attributor.look(client)
             except OSError as exc:
-                talk.fail(error_name(exc))
-    record.ok, record.error = not talk.error, talk.error
-    if talk.error == "mismatch":
-        record.mismatch = (talk.received, talk.likely)
+                conversation.fail(error_name(exc))
+    record.ok, record.error = not conversation.error, conversation.error
+    if conversation.error == "mismatch":
+        record.mismatch = (conversation.received, conversation.likely)
     if record.ok:
         observed.named = reply_pid(b"".join(received[-2:]))  # the pid is in the last reply
     record.t_done_ns = now()
@@ -371,12 +374,10 @@ def _pick_port(found: Topology, port: int | None) -> int:
     return ports[0]
 
 
-def observe(pid: int, *, port: int | None = None, host: str = "127.0.0.1",
-            protocol: str = "http", connections: int = 200, concurrency: int = 1,
-            rate: float | None = None, duration: float = 60.0, gap: float = 0.0,
-            timeout: float = TIMEOUT, seed: int | None = None, baseline: bool = True,
-            queue_interval: float = 0.005, label: str | None = None,
-            server: dict | None = None, attribution: str = "auto") -> Run:
+def observe(pid: int, load: LoadSpec | None = None, *, port: int | None = None,
+            host: str = "127.0.0.1", baseline: bool = True, queue_interval: float = 0.005,
+            label: str | None = None, server: dict | None = None, attribution: str = "auto",
+            **shortcuts: Any) -> Run:
     """Fire a load at the running server ``pid`` and attribute each connection to its worker.
 
     Inspects the server first (:func:`acceptlab.real.topology.topology`), then
@@ -388,14 +389,12 @@ def observe(pid: int, *, port: int | None = None, host: str = "127.0.0.1",
         pid: any process of the server: its master, its only process, or a
             worker (the inspection finds the whole server from it, and says so
             in ``meta["inspection"]["found_from"]`` and the log).
+        load: the load (:class:`~acceptlab.specs.LoadSpec`; ``http`` by default),
+            from one client process without retries.
         port: the port to load; found from the inspection if the server
             listens on exactly one.
         host: the loopback address the server listens on (127.0.0.1, ::1 or
             localhost).
-        protocol: ``http`` (any HTTP server), ``zen`` or ``lancelot`` (the
-            kit's own).
-        connections, concurrency, rate, duration, gap, timeout, seed: the
-            load, as for :func:`acceptlab.client.load.fire` (one client process).
         baseline: also fire the same load without attribution, to record
             switches and latency unobserved in ``meta["baseline"]``.
         queue_interval: seconds between accept-queue samples.
@@ -407,16 +406,21 @@ def observe(pid: int, *, port: int | None = None, host: str = "127.0.0.1",
             recorded, tells whether the server keeps a connection open after
             answering, and the listener's ``TCP_DEFER_ACCEPT`` whether a
             worker can hold one before its data.
+        **shortcuts: fields of ``LoadSpec`` replacing those of ``load``.
 
     Raises:
         CannotAttribute: none of the first few connections could be attributed
             (:mod:`acceptlab.real.attribution`; the message says why).
     """
+    _, load, _ = build_specs(None, load or LoadSpec(protocol="http"), caller="observe",
+                             only=(LoadSpec,), **shortcuts)
+    if load.connections < 1:
+        raise ValueError(f"connections={load.connections}: observe needs at least 1")
+    if load.processes != 1 or load.retries:
+        raise ValueError(f"processes={load.processes}, retries={load.retries}: observe fires "
+                         f"from one client process without retries")
+    protocol, timeout = load.protocol, load.timeout
     chosen = get_protocol(protocol)
-    if connections < 1 or concurrency < 1 or duration <= 0 or timeout <= 0 or gap < 0 or (
-            rate is not None and rate <= 0):
-        raise ValueError("observe() needs connections >= 1, concurrency >= 1, duration > 0, "
-                         "timeout > 0, gap >= 0 and, if given, rate > 0")
     if attribution not in ATTRIBUTIONS:
         raise ValueError(f"attribution is one of {', '.join(ATTRIBUTIONS)}, not {attribution!r}")
     if host not in _LOOPBACK:
@@ -452,8 +456,9 @@ def observe(pid: int, *, port: int | None = None, host: str = "127.0.0.1",
         observed = _drive(watch.wrap(lambda conn: _one_connection(
                               address, chosen, conn, attributor, timeout, after_reply,
                               first_byte)),
-                          connections=connections, concurrency=concurrency, rate=rate,
-                          duration=duration, gap=gap, seed=seed, halt=watch.halt)
+                          connections=load.connections, concurrency=load.concurrency,
+                          rate=load.rate, duration=load.duration, gap=load.gap, seed=load.seed,
+                          halt=watch.halt)
     finally:
         attributor.close()
         if sampler is not None:
@@ -473,10 +478,8 @@ def observe(pid: int, *, port: int | None = None, host: str = "127.0.0.1",
     queue = sampler.to_frame() if sampler is not None else pd.DataFrame(columns=QUEUE_COLUMNS)
     meta = {**machine(), "label": name, "observed": True, "strategy": strategy, "kind": "process",
             "workers": len(workers), "worker_pids": workers, "pid": pid, "port": port,
-            "protocol": protocol, "connections": connections, "concurrency": concurrency,
-            "rate": rate, "gap": gap, "duration": duration, "timeout": timeout,
-            "attribution": attribution, "started": wall, "seconds": (ended - started) / 1e9,
-            "defer_accept": defer_accept(found, port),
+            "load": load.as_dict(), "attribution": attribution, "started": wall,
+            "seconds": (ended - started) / 1e9, "defer_accept": defer_accept(found, port),
             "queue": queue_note,
             "inspection": found.to_json(), "prediction": found.prediction,
             "coverage": _coverage(observed, workers),
@@ -484,9 +487,7 @@ def observe(pid: int, *, port: int | None = None, host: str = "127.0.0.1",
                         for (p, t) in sorted(after)],
             **({"server": server} if server else {})}
     if baseline:
-        meta["baseline"] = _baseline(address, workers, protocol=protocol, connections=connections,
-                                     concurrency=concurrency, rate=rate, duration=duration,
-                                     gap=gap, timeout=timeout, seed=seed)
+        meta["baseline"] = _baseline(address, workers, load)
     return Run(events, client, queue, meta)
 
 
@@ -573,10 +574,10 @@ def _coverage(observed: list[_Observed], workers: list[int]) -> dict:
             "named": named, "agree": agree, "disagree": len(both) - agree}
 
 
-def _baseline(address: tuple[str, int], workers: list[int], **load: object) -> dict:
+def _baseline(address: tuple[str, int], workers: list[int], load: LoadSpec) -> dict:
     """The same load with the plain client: switches per connection and latency, unobserved."""
     before = _switches(workers)
-    client = fire(address, **load)  # type: ignore[arg-type]
+    client = fire(address, load)
     after = _switches(workers)
     per_worker = _per_worker_delta(before, after, workers)
     ok = int(client["ok"].sum())

@@ -22,8 +22,9 @@ process's memory instead of guessing them), a lock around the wait from
 :func:`topology` finds the whole server first: every process that holds the
 same listener, and their common parent (:func:`server_root`).
 
-The names of the prediction come from :func:`acceptlab.views.analysis.expected_share`
-("taking turns", "fair die", "racy", "one worker takes most").
+The names of the prediction come from each strategy's record in
+:mod:`acceptlab.registry` ("taking turns", "fair die", "racy", "one worker
+takes most", "uneven, recent waiters win").
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ import textwrap
 import time
 from dataclasses import dataclass, field
 
-from ..views import analysis
 from ..linux import peek, procfs
+from ..registry import STRATEGY_RECORDS
 from . import locking
 from .locking import AcceptLock
 from .waits import ProcessReader, ThreadWait
@@ -150,7 +151,8 @@ PREDICTIONS = {
                        "first registered that is idle, so one worker takes most under light "
                        "load",
     "shared-epoll": "threads share one epoll instance: the last thread to wait is woken "
-                    "first, so one or two threads take most",
+                    "first, and the level-triggered re-queue wakes another: uneven, recent "
+                    "waiters win",
     "reuseport": "one listener per worker (SO_REUSEPORT): a hash of each connection's "
                  "addresses decides, a fair die with even shares on average; a slow worker's "
                  "own queue grows",
@@ -169,16 +171,9 @@ _UNKNOWN_SETS = ("no thread is seen waiting for a connection, and the descriptor
 
 
 def _analysis_group(strategy: str) -> str:
-    """The kind of prediction :func:`analysis.expected_share` makes, in its own words."""
-    if strategy in analysis.TAKE_TURNS:
-        return "taking turns"
-    if strategy in analysis.HASHED:
-        return "fair die"
-    if strategy in analysis.HERD:
-        return "racy"
-    if strategy in analysis.ONE_WORKER:
-        return "one worker takes most"
-    return "decided by the hand-out"
+    """The kind of prediction the strategy's record makes, in its own words."""
+    record = STRATEGY_RECORDS.get(strategy)
+    return record.prediction.words if record is not None else "decided by the hand-out"
 
 
 def server_root(pid: int, listening: dict) -> tuple[int, str | None]:

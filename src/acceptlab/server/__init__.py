@@ -1,4 +1,3 @@
-"""The book's server: the conversation, how a worker waits (the strategies), the worker
-loop, its event log, and the pool with the supervisor that replaces dead workers.
-Read worker.py first: it is the book's loop.
-"""
+"""The book's server, read in this order: worker.py (wait, accept, converse, repeat), then
+strategies.py (fifteen ways to wait, and what each makes the kernel do), then pool.py (N
+workers on one socket, started in slot order, kept alive by a supervisor)."""

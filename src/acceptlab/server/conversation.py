@@ -10,35 +10,20 @@ The client side here is the book's client, as a lesson types it: :func:`ask`
 and :func:`recv_until`, blocking and trusting.  The load generator's client,
 which checks every answer and notices a server of another protocol, holds its
 conversations through :class:`acceptlab.client.conversation.ClientConversation`;
-both stop reading at the same :data:`~acceptlab.client.conversation.MAX_REPLY`.
+both stop reading at the same :data:`~acceptlab.server.protocol.MAX_REPLY`.
 """
 
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
 from typing import Callable
 
-from ..client.conversation import MAX_REPLY
-from .protocol import Problem, Protocol, split_requests
+from ..specs import Limits
+from .protocol import MAX_REPLY, Problem, Protocol, split_requests
 
 __all__ = ["Limits", "converse", "ask", "recv_until"]
 
 RECV_SIZE = 4096
-
-
-@dataclass(frozen=True)
-class Limits:
-    """How much a server tolerates from one client before it complains and hangs up.
-
-    ``max_request``: bytes one request may take before its terminator arrives.
-    ``idle_timeout``: seconds a client may stay silent (a slow client holding a
-    worker is the subject of the slow-clients lesson); ``None`` waits forever,
-    the book's behaviour, and no defence at all.
-    """
-
-    max_request: int = 4096
-    idle_timeout: float | None = 5.0
 
 
 def converse(

@@ -39,8 +39,7 @@ from ..basics import missing_as_na
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["OUTCOMES", "COLUMNS", "NULLABLE", "EventWriter", "NullWriter", "read_events",
-           "log_path"]
+__all__ = ["OUTCOMES", "COLUMNS", "NULLABLE", "EventWriter", "read_events", "log_path"]
 
 # How a wait ended, stored as a small integer; "waiting" until it ends.
 OUTCOMES = ("accepted", "eagain", "timeout", "error", "waiting")
@@ -139,31 +138,6 @@ class EventWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-class NullWriter:
-    """An :class:`EventWriter` that records nothing and creates no file: the benchmarks' "event log off"."""
-
-    def __init__(self, path: str | os.PathLike, worker: int, generation: int) -> None:
-        pass
-
-    def begin_wait(self, tid: int, t_wait_ns: int) -> int:
-        return 0
-
-    def woke(self, *args: object, **kwargs: object) -> None:
-        pass
-
-    def done(self, index: int, t_done_ns: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def __enter__(self) -> "NullWriter":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
 
 
 # Columns that may have no value (stored as -1, read as <NA>): integers with gaps.

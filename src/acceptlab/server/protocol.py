@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 __all__ = [
+    "MAX_REPLY",
     "Problem",
     "Protocol",
     "ZEN",
@@ -40,6 +41,11 @@ __all__ = [
     "served_by",
     "parse_served_by",
 ]
+
+
+MAX_REPLY = 1 << 20
+"""Bytes a reply may reach before a client gives up ("too-long"): a client must be bounded too.
+(1 MiB: the kit's own replies are under 200 bytes; any real page a test might fetch fits.)"""
 
 
 class Problem(enum.Enum):

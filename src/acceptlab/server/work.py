@@ -13,6 +13,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from ..specs import read_work
+
 __all__ = ["Work", "parse_work"]
 
 
@@ -41,19 +43,11 @@ class Work:
 def parse_work(spec: str | Work) -> Work:
     """Turn ``'none'``, ``'sleep:5'`` or ``'spin:2.5'`` into a :class:`Work`.
 
+    The grammar is :func:`acceptlab.specs.read_work`'s (a pool's spec is checked with it).
+
     >>> parse_work('sleep:5')
     Work(kind='sleep', ms=5.0)
     """
     if isinstance(spec, Work):
         return spec
-    kind, _, ms = spec.partition(":")
-    if kind == "none" and not ms:
-        return Work()
-    if kind in ("sleep", "spin"):
-        try:
-            value = float(ms)
-        except ValueError:
-            value = -1.0
-        if value >= 0:
-            return Work(kind, value)
-    raise ValueError(f"bad work model {spec!r}; use none, sleep:<ms> or spin:<ms>")
+    return Work(*read_work(spec))

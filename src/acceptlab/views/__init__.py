@@ -1,3 +1,2 @@
-"""Reading a Run: the numbers a lesson talks about (analysis), the figures (plots), and
-the wait queue replayed as a film.
-"""
+"""Seeing a run: figures with one colour per worker and each strategy's prediction (plots),
+the wait queue replayed as a film (film), and the comparison make demo writes (report)."""

@@ -24,9 +24,9 @@ from typing import Sequence
 
 import pandas as pd
 
-from ..views import analysis
-from ..views import plots
-from .experiment import Run, compare
+from .. import analysis
+from . import plots
+from ..lab.experiment import Run, compare
 from ..server.strategies import STRATEGIES
 from ..linux.support import Unavailable, strategy_support
 
