@@ -297,6 +297,7 @@ def _with_outputs() -> nbformat.NotebookNode:
             "image/png": _figure_png(14, 4), "text/plain": "<Figure>"})] * 2))
 
 
+@pytest.mark.system
 def test_a_deck_with_tall_outputs_fits_the_frame(chromium: str, reveal: Path,
                                                  tmp_path: Path) -> None:
     folder = tmp_path / "notebooks"
@@ -309,6 +310,7 @@ def test_a_deck_with_tall_outputs_fits_the_frame(chromium: str, reveal: Path,
     assert not overflowing(measured), "; ".join(overflowing(measured))
 
 
+@pytest.mark.system
 def test_the_fit_check_fails_on_a_slide_too_tall(chromium: str, reveal: Path,
                                                  tmp_path: Path) -> None:
     """A markdown table of 40 rows is one block: no cut can split it, and the check says so."""
