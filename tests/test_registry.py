@@ -38,6 +38,7 @@ def test_each_class_takes_only_its_own_options():
         assert own <= keywords and keywords - own <= shared, (name, keywords, own)
 
 
+@pytest.mark.system
 def test_a_waiter_is_what_the_worker_loop_expects():
     with socket.create_server(("127.0.0.1", 0)) as listener:
         waiter = make_waiter("blocking", listener, Shared(), slot=0)

@@ -96,6 +96,7 @@ def test_the_entry_points_take_at_most_four_parameters(function):
     assert len(inspect.signature(function).parameters) <= 4
 
 
+@pytest.mark.system
 def test_meta_records_the_specs_whole_and_the_specs_come_back():
     run = run_experiment(workers=2, kind="thread", connections=10, rate=500.0, label="seeded")
     assert run.meta["pool"]["workers"] == 2 and run.meta["load"]["rate"] == 500.0
@@ -116,6 +117,7 @@ def test_every_reference_run_in_data_still_loads_with_its_specs():
             assert run.pool_spec is not None and run.pool_spec.strategy == run.meta["strategy"]
 
 
+@pytest.mark.system
 def test_rerun_repeats_a_saved_run_with_the_same_specs_seed_included(tmp_path):
     first, second = tmp_path / "first", tmp_path / "second"
     cli = [sys.executable, "-m", "acceptlab"]
@@ -133,6 +135,7 @@ def test_rerun_repeats_a_saved_run_with_the_same_specs_seed_included(tmp_path):
     assert new["load"]["seed"] == 11 and new["pool"]["strategy_options"] == {"every": 2}
 
 
+@pytest.mark.system
 def test_rerun_reads_an_old_flat_run_too(tmp_path):
     out = tmp_path / "again"
     done = subprocess.run([sys.executable, "-m", "acceptlab", "rerun",
