@@ -7,8 +7,8 @@
 // browser and reports what it saw, lesson by lesson, so that one failure does not hide another.
 // For each lesson it:
 //   1. opens the lesson in the lab (the first one from the address `make lab` printed);
-//   2. runs it with Run All (the command palette's "Run All Cells", as a learner would) and
-//      waits for the notebook's execution indicator to go from busy back to idle;
+//   2. runs it with Run All (the menu Run > Run All Cells, as a learner would), and waits for
+//      the notebook's execution indicator to go from busy back to idle;
 //   3. saves it (Ctrl+S), so that the test reads the outputs the lab holds;
 //   4. presses play ONCE on each film and watches whether the frame advances;
 //   5. in the playground, changes one widget (the strategy), presses Run, and waits for the
@@ -78,23 +78,23 @@ async function scrollTo(page, target) {
 async function openLesson(page, lesson, first) {
   if (!first) await page.goto(`${plan.base}/lab/tree/${lesson.path}?reset`);
   await page.waitForSelector(`${NOTEBOOK} .jp-Notebook .jp-Cell`, { timeout: 90000 });
+  const shown = await currentTab(page);
+  if (shown !== lesson.name) {  // reported (the test checks the first one); go on with the lesson
+    await page.locator('.lm-DockPanel-tabBar .lm-TabBar-tab', { hasText: lesson.name }).first().click();
+  }
   await page.waitForSelector(`${NOTEBOOK} .jp-Notebook-ExecutionIndicator[data-status="idle"]`,
     { timeout: 90000 });
-  return currentTab(page);
+  return shown;
 }
 
 async function runAll(page, lesson, record) {
   await page.evaluate(() => { window.acceptlabSawBusy = false; });
-  await page.keyboard.press('Control+Shift+C');
-  const input = page.locator('.lm-CommandPalette-input');
-  await input.waitFor({ timeout: 10000 });
-  await input.fill('Run All Cells');
-  const chosen = page.locator('.lm-CommandPalette-item.lm-mod-active');
-  await chosen.waitFor({ timeout: 10000 });
-  record.command = (await chosen.innerText()).split('\n')[0].trim();
-  if (record.command !== 'Run All Cells') throw new Error(`the palette offered "${record.command}"`);
+  await page.locator('.lm-MenuBar-item', { hasText: /^Run$/ }).click();
+  const item = page.locator('.lm-Menu-item:visible', { hasText: /^Run All Cells/ }).first();
+  record.command = (await item.locator('.lm-Menu-itemLabel').innerText()).trim();
+  if (record.command !== 'Run All Cells') throw new Error(`the Run menu offered "${record.command}"`);
   const started = Date.now();
-  await page.keyboard.press('Enter');
+  await item.click();
   await page.waitForFunction(selector => {
     const indicator = document.querySelector(selector);
     if (!indicator) return false;
@@ -142,10 +142,11 @@ async function playFilms(page, lesson, record) {
 }
 
 async function usePlayground(page, lesson, record) {
-  const select = page.locator(`${NOTEBOOK} .widget-dropdown`, { hasText: 'strategy' }).locator('select');
-  record.playground = { found: await scrollTo(page, select) };
+  const strategy = page.locator('.widget-dropdown', { hasText: 'strategy' });
+  const panel = page.locator(`${NOTEBOOK} .jp-OutputArea-output`).filter({ has: strategy }).first();
+  record.playground = { found: await scrollTo(page, panel) };
   if (!record.playground.found) return;
-  const panel = page.locator(`${NOTEBOOK} .jp-OutputArea-output`).filter({ has: select }).first();
+  const select = panel.locator('.widget-dropdown', { hasText: 'strategy' }).locator('select');
   record.playground.cutLabels = await panel.locator('.widget-label, .widget-label-basic')
     .evaluateAll(labels => labels.filter(label => label.scrollWidth > label.clientWidth)
       .map(label => `${label.textContent.trim()} (${label.scrollWidth} px of text in ${label.clientWidth} px)`));
@@ -181,7 +182,9 @@ async function openSource(page, lesson, record) {
   record.source.tab = await currentTab(page);
   record.source.dialog = await openDialog(page);
   const viewer = page.locator('.jp-MainAreaWidget:not(.lm-mod-hidden) .jp-RenderedMarkdown').last();
-  const target = viewer.locator(`[id="${anchor}"], [name="${anchor}"]`).first();
+  // JupyterLab 4 renders a Markdown id (explicit, or a heading's) as data-jupyter-id
+  const target = viewer.locator(
+    `[data-jupyter-id="${anchor}"], [id="${anchor}"], [name="${anchor}"]`).first();
   await target.waitFor({ state: 'attached', timeout: 15000 }).catch(() => {});
   await page.waitForTimeout(500);  // the viewer scrolls to the anchor once it has rendered
   record.source.anchorInView = (await target.count()) > 0 && await target.evaluate(element => {

@@ -271,6 +271,7 @@ def session(lab: LabServer, tmp_path_factory: pytest.TempPathFactory) -> dict:
             "screenshots": str(SCREENSHOTS), "filmWaitMs": int(FILM_WAIT_S * 1000),
             "lessonTimeoutMs": LESSON_TIMEOUT_S * 1000,
             "lessons": [_plan_lesson(path) for path in LESSONS]}
+    shutil.rmtree(SCREENSHOTS, ignore_errors=True)  # this run's pictures only
     (scratch / "plan.json").write_text(json.dumps(plan, indent=1))
     results_path = scratch / "results.json"
     done = subprocess.run([node, str(DRIVER), str(scratch / "plan.json"), str(results_path)],
@@ -349,6 +350,7 @@ def test_a_source_link_of_the_lesson_opens_in_the_lab(session: dict, path: Path)
         pytest.fail(f"{path.name} links no source (docs/sources.md#...) to click")
     problem = _failed(record, "source link")
     assert problem is None, problem
+    assert "source" in record, f"{path.name}: not reached after {record.get('failure')}"
     source = record["source"]
     assert source["found"], f"{path.name}: no rendered link to {source['link']} in the lab's page"
     assert not source.get("dialog"), f"{path.name}: clicking {source['link']} showed: {source['dialog']}"
@@ -366,7 +368,8 @@ def test_every_film_plays_on_the_first_click(session: dict, path: Path) -> None:
     record = _record(session, path)
     problem = _failed(record, "films")
     assert problem is None, problem
-    films = record.get("films", [])
+    assert "films" in record, f"{path.name}: not reached after {record.get('failure')}"
+    films = record["films"]
     assert films, f"{path.name} makes a film, but the lab shows no player with a Play button"
     stuck = [f"film {film['index']}: one click on play, no new frame within {FILM_WAIT_S:.0f} s "
              f"(picture {film['heightBefore']:.0f} px high before the click, "
@@ -382,7 +385,8 @@ def test_the_playground_redraws_when_a_widget_changes(session: dict, path: Path)
     record = _record(session, path)
     problem = _failed(record, "playground")
     assert problem is None, problem
-    played = record.get("playground", {})
+    assert "playground" in record, f"{path.name}: not reached after {record.get('failure')}"
+    played = record["playground"]
     assert played.get("found"), f"{path.name}: the lab shows no strategy dropdown"
     assert played["mentionsChoice"] and played["imagesAfter"] > played["imagesBefore"], (
         f"{path.name}: after {played['changed']} and Run, the panel's output was not redrawn "
@@ -402,5 +406,9 @@ def test_the_lab_stops_leaving_no_kernel_or_worker(lab: LabServer, session: dict
     problems = [f"{record['name']}: {record['shutdownError']}" for record in session["lessons"]
                 if record.get("shutdownError")]
     leftovers = lab.stop()
+    assert lab.watcher is not None
+    kernels = [command for command in lab.watcher.commands.values() if "ipykernel" in command]
+    assert len(kernels) >= len(LESSONS), (  # else the watcher missed them, and the check is empty
+        f"the watcher saw {len(kernels)} kernels under `make lab` for {len(LESSONS)} lessons")
     assert not problems, f"kernels could not be shut down: {problems}"
     assert not leftovers, f"processes outlived `make lab` (now ended by PID): {leftovers}"
