@@ -81,7 +81,8 @@ NO_BROWSER_TOOLS = (
     "It drives Chromium with Playwright from npm (`sudo apt-get install chromium npm`; "
     "CI does this in .ci/run); playwright-core is installed into build/.npm-lab on first use.")
 
-pytestmark = [pytest.mark.system, pytest.mark.timeout(2400)]
+pytestmark = pytest.mark.timeout(2400)
+system = pytest.mark.system  # the tests that need `make lab` running (and a browser, for some)
 
 
 # -- what the lessons link ------------------------------------------------------------------------
@@ -156,6 +157,50 @@ def notebook_markdown(notebook: dict) -> list[str]:
             for cell in notebook["cells"] if cell["cell_type"] == "markdown"]
 
 
+# -- the rules themselves, without a server ------------------------------------------------------
+
+def test_links_resolve_from_the_lessons_folder_as_jupyterlab_resolves_them() -> None:
+    lesson = "notebooks/02_x.ipynb"
+    assert lab_path(lesson, "../docs/sources.md#book-2nd") == "docs/sources.md"
+    assert lab_path(lesson, "../data/a%20b/meta.json") == "data/a b/meta.json"
+    assert lab_path(lesson, "03_y.ipynb") == "notebooks/03_y.ipynb"
+    assert lab_path(lesson, "../../outside.md") is None
+    assert [target for target in markdown_targets(
+        "See [a](../a.md#x), ![b](b.png), <a href=\"c.md\">c</a> and `[not](code.md)`.\n\n"
+        "[ref][r] and https://example.org\n\n[r]: ../d.csv") if is_relative(target)] == \
+        ["../a.md#x", "b.png", "c.md", "../d.csv"]
+
+
+def test_anchors_are_the_ones_jupyterlab_renders() -> None:
+    found = lab_anchors('<a id="book-2nd"></a>\n\n## Laptops that are *not* `Linux`\n')
+    assert {"book-2nd", "Laptops-that-are-not-Linux"} <= found
+    assert "laptops-that-are-not-linux" not in found  # GitHub's slug; JupyterLab keeps the case
+
+
+def test_an_error_shows_only_in_a_cell_tagged_shows_error() -> None:
+    spawn_failure = nbformat.v4.new_output(
+        "stream", name="stderr",
+        text="Traceback (most recent call last):\nAttributeError: Can't get attribute 'greet'\n")
+    warning = nbformat.v4.new_output("stream", name="stderr", text="UserWarning: slow machine\n")
+    raised = nbformat.v4.new_output("error", ename="ValueError", evalue="bad", traceback=[])
+    cells = [nbformat.v4.new_code_cell("demo()", execution_count=1, outputs=[spawn_failure]),
+             nbformat.v4.new_code_cell("demo()", execution_count=2, outputs=[spawn_failure],
+                                       metadata={"tags": [INTENDED_ERROR_TAG]}),
+             nbformat.v4.new_code_cell("warn()", execution_count=3, outputs=[warning]),
+             nbformat.v4.new_code_cell("fail()", execution_count=4, outputs=[raised]),
+             nbformat.v4.new_code_cell("after()"),
+             nbformat.v4.new_code_cell("  ")]
+    found = unintended_errors(nbformat.v4.new_notebook(cells=cells))
+    assert [entry.split(" ", 2)[1] for entry in found] == ["0", "3:", "4"], found
+
+
+def test_the_lab_test_finds_the_films_and_the_playground() -> None:
+    """Detection from the lessons' code: a film or the playground renamed must not go unchecked."""
+    assert any(path.name.startswith("02_") for path in FILM_LESSONS), FILM_LESSONS
+    assert PLAYGROUNDS, "no lesson builds the playground's widgets any more"
+    assert all(_plan_lesson(path)["sourceLink"] for path in LESSONS)
+
+
 # -- the server ---------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -173,6 +218,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory):
         print(f"ended by PID after the lab stopped: {leftovers}")
 
 
+@system
 def test_make_lab_prints_the_address_of_the_first_lesson(lab: LabServer) -> None:
     assert lab.printed_url.startswith(f"{lab.base}/lab/tree/notebooks/00_setup_check.ipynb?"), (
         f"`make lab` should print (and open) the first lesson; its log says:\n{lab.log()[-1500:]}")
@@ -180,6 +226,7 @@ def test_make_lab_prints_the_address_of_the_first_lesson(lab: LabServer) -> None
     assert status == 200 and model["type"] == "directory", "the lab is not rooted at the repository"
 
 
+@system
 @pytest.mark.parametrize("path", LESSONS, ids=IDS)
 def test_every_relative_link_of_the_lesson_opens_in_the_lab(lab: LabServer, path: Path) -> None:
     lesson = f"notebooks/{path.name}"
@@ -247,7 +294,7 @@ def _plan_lesson(path: Path) -> dict:
                and target.split("#")[0].endswith("docs/sources.md")]
     number = path.name[:2]
     return {"name": path.name, "number": number, "path": f"notebooks/{path.name}",
-            "films": bool(re.search(r"views\.film\b|views import film\b", code)),
+            "films": bool(re.search(r"\bfilm\b|\breplay\(", code)),
             "playground": "ipywidgets" in code and "strategy" in code,
             "sourceLink": sources[0] if sources else None,
             "screenshotFilm": number == SCREENSHOT_LESSON,
@@ -302,6 +349,7 @@ def _failed(record: dict, *steps: str) -> str | None:
     return None
 
 
+@system
 def test_make_lab_opens_the_first_lesson_and_asks_nothing(session: dict) -> None:
     assert session["firstTab"] == LESSONS[0].name, (
         f"the address `make lab` printed opened {session['firstTab']!r}, not {LESSONS[0].name}")
@@ -327,6 +375,7 @@ def unintended_errors(notebook: nbformat.NotebookNode) -> list[str]:
     return found
 
 
+@system
 @pytest.mark.parametrize("path", LESSONS, ids=IDS)
 def test_run_all_shows_no_error_the_lesson_does_not_declare(session: dict, path: Path) -> None:
     record = _record(session, path)
@@ -342,6 +391,7 @@ def test_run_all_shows_no_error_the_lesson_does_not_declare(session: dict, path:
                         + "\n  ".join(errors))
 
 
+@system
 @pytest.mark.parametrize("path", LESSONS, ids=IDS)
 def test_a_source_link_of_the_lesson_opens_in_the_lab(session: dict, path: Path) -> None:
     record = _record(session, path)
@@ -363,6 +413,7 @@ def test_a_source_link_of_the_lesson_opens_in_the_lab(session: dict, path: Path)
 FILM_LESSONS = [path for path in LESSONS if _plan_lesson(path)["films"]]
 
 
+@system
 @pytest.mark.parametrize("path", FILM_LESSONS, ids=[path.stem for path in FILM_LESSONS])
 def test_every_film_plays_on_the_first_click(session: dict, path: Path) -> None:
     record = _record(session, path)
@@ -380,6 +431,7 @@ def test_every_film_plays_on_the_first_click(session: dict, path: Path) -> None:
 PLAYGROUNDS = [path for path in LESSONS if _plan_lesson(path)["playground"]]
 
 
+@system
 @pytest.mark.parametrize("path", PLAYGROUNDS, ids=[path.stem for path in PLAYGROUNDS])
 def test_the_playground_redraws_when_a_widget_changes(session: dict, path: Path) -> None:
     record = _record(session, path)
@@ -393,6 +445,7 @@ def test_the_playground_redraws_when_a_widget_changes(session: dict, path: Path)
         f"({played['imagesBefore']} -> {played['imagesAfter']} figures)")
 
 
+@system
 @pytest.mark.parametrize("path", PLAYGROUNDS, ids=[path.stem for path in PLAYGROUNDS])
 def test_no_label_of_the_playground_is_cut_short(session: dict, path: Path) -> None:
     played = _record(session, path).get("playground", {})
@@ -401,6 +454,7 @@ def test_no_label_of_the_playground_is_cut_short(session: dict, path: Path) -> N
     assert not played["cutLabels"], f"{path.name}: labels cut short in the lab: {played['cutLabels']}"
 
 
+@system
 def test_the_lab_stops_leaving_no_kernel_or_worker(lab: LabServer, session: dict) -> None:
     """Last: every lesson's kernel was shut down; then the server stops and nothing is left."""
     problems = [f"{record['name']}: {record['shutdownError']}" for record in session["lessons"]
