@@ -79,13 +79,20 @@ handout: setup
 strip: setup
 	$(BIN)/nbstripout --keep-id notebooks/*.ipynb
 
-# JupyterLab on 127.0.0.1 (RISE's "Render as slideshow" presents a notebook live).  As root,
-# e.g. in a container, --allow-root is added; LAB_ARGS passes more options, for example
+# JupyterLab on 127.0.0.1, rooted at the repository, so that every link of a lesson opens
+# (../docs/sources.md#..., ../data/..., the other lessons); the page it opens, and the address it
+# prints, show the first lesson (LAB_START).  Its settings are tools/lab-settings/overrides.json:
+# the "Jupyter news?" prompt answered no and no update check (a classroom may have no network).
+# RISE's "Render as slideshow" presents a notebook live.  As root, e.g. in a container,
+# --allow-root is added; LAB_ARGS passes more options, for example
 #   make lab LAB_ARGS="--no-browser --port=8899"
 LAB_ARGS ?=
+LAB_START ?= notebooks/00_setup_check.ipynb
 LAB_AS_ROOT = $(if $(filter 0,$(shell id -u)),--allow-root)
 lab: setup
-	$(BIN)/jupyter lab --ip=127.0.0.1 --notebook-dir=notebooks $(LAB_AS_ROOT) $(LAB_ARGS)
+	$(BIN)/jupyter lab --ip=127.0.0.1 --ServerApp.root_dir="$(CURDIR)" \
+	    --LabApp.default_url="/lab/tree/$(LAB_START)" \
+	    --LabApp.app_settings_dir="$(CURDIR)/tools/lab-settings" $(LAB_AS_ROOT) $(LAB_ARGS)
 
 bench: $(DEV)
 	$(BIN)/python -m bench.run_all
