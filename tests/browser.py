@@ -112,34 +112,53 @@ def remote_loads(html_text: str) -> list[str]:
     return REMOTE_LOAD.findall(html_text)
 
 
-# -- films: matplotlib's jshtml players ------------------------------------------------------------
+# -- films: acceptlab's film player (acceptlab.views.film.offline_html) -------------------------
 
+# After the page loads: note how tall each film's picture is BEFORE anyone presses anything
+# (a picture that only appears on the first click fails a learner), then press play ONCE on
+# each film, as a learner's first click would.
 PRESS_PLAY = ("<script>addEventListener('load', () => setTimeout(() => {"
-              "for (const name of Object.keys(window))"
-              "  if (/^anim[0-9a-f]{32}$/.test(name)) window[name].play_animation();"
-              "}, 50));</script>")
-FRAME = re.compile(r'frames\[(\d+)\] = "(data:image/png;base64,[^"]*)"', re.S)
+              "for (const film of document.querySelectorAll('.acceptlab-film')) {"
+              "  const img = film.querySelector('img.acceptlab-film-frame');"
+              "  img.setAttribute('data-height-before-play', img.getBoundingClientRect().height);"
+              "  img.setAttribute('data-natural-width', img.naturalWidth);"
+              "  film.querySelector('button[data-action=play]').click();"
+              "}}, 50));</script>")
+FRAME = re.compile(r'"(data:image/png;base64,[A-Za-z0-9+/=]*)"')
+PLAYER = re.compile(r'<div class="acceptlab-film".*?</script>', re.S)
+PICTURE = re.compile(r'<img\b[^>]*\bclass="acceptlab-film-frame"[^>]*>')
 
 
 def frames_of(html: str) -> list[str]:
-    """The embedded frames of every film player in ``html``, in order."""
-    flat = html.replace("\\\n", "")  # jshtml continues long string literals with backslashes
-    return [data for _, data in FRAME.findall(flat)]
+    """The frames of every film player in ``html``, in order (its first picture not repeated)."""
+    frames = []
+    for player in PLAYER.findall(html):
+        script = player[player.index("<script>"):]
+        frames += FRAME.findall(script)
+    return frames
+
+
+def _attribute(tag: str, name: str) -> str:
+    found = re.search(rf'\b{name}="([^"]*)"', tag)  # nbconvert may reorder the attributes
+    return found.group(1) if found else ""
 
 
 def shown_images(dom: str) -> list[str]:
-    """What each film player's <img> shows now."""
-    shown = []
-    for tag in re.findall(r'<img\b[^>]*\bid="_anim_img[0-9a-f]+"[^>]*>', dom):
-        source = re.search(r'\bsrc="([^"]*)"', tag)  # nbconvert may reorder the attributes
-        shown.append(source.group(1) if source else "")
-    return shown
+    """What each film player's picture shows now."""
+    return [_attribute(tag, "src") for tag in PICTURE.findall(dom)]
+
+
+def heights_before_play(dom: str) -> list[float]:
+    """How tall (CSS pixels) each film's picture was on the page before play was pressed."""
+    return [float(_attribute(tag, "data-height-before-play") or 0)
+            for tag in PICTURE.findall(dom)]
 
 
 def plays(binary: str, page: Path) -> tuple[bool, list[str]]:
-    """Load ``page`` with play pressed on every film; (every player moved past frame 0, remote requests).
+    """Load ``page``, press play once on every film; (every picture showed and moved on, requests).
 
-    A minute of Chromium's virtual time passes, so a film of a few dozen frames has moved on.
+    "Showed": before the click, each picture was on the page with a height.  "Moved on":
+    after a minute of Chromium's virtual time, each shows a later frame than its first.
     """
     html = page.read_text(encoding="utf-8")
     frames = frames_of(html)
@@ -149,5 +168,7 @@ def plays(binary: str, page: Path) -> tuple[bool, list[str]]:
                       if "</body>" in html else html + PRESS_PLAY, encoding="utf-8")
     loaded = load_page(binary, played.as_uri(), settle_ms=60_000)
     shown = shown_images(loaded.dom)
-    moved = bool(shown) and all(src != frames[0] and src in frames for src in shown)
+    visible = heights_before_play(loaded.dom)
+    moved = (bool(shown) and all(height > 0 for height in visible)
+             and all(src != frames[0] and src in frames for src in shown))
     return moved, loaded.remote_requests
