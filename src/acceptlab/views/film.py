@@ -33,17 +33,10 @@ Where each thing comes from
 * **The captions** are computed from each frame (who is where in the queue),
   not from what the strategy should do, so a film of an odd run says so.
 
-The player
-----------
-:func:`offline_html` writes a small player of its own rather than matplotlib's
-``to_jshtml``: its ``<img>`` carries the first frame in the page itself.
-matplotlib's player leaves the picture empty until its script sets it; in
-JupyterLab 4 (default "contentVisibility" windowing), when Run All has already
-scrolled past the cell by then, Chromium never lays the picture out again and
-it stays 0 px high until a click changes it.  With the first frame in the
-markup, the picture has its size from the start: in JupyterLab, in the book,
-in a page opened from disk, and with no script at all.  The buttons are drawn
-with inline SVG (no icon font, no network).
+Behind the first screen: :mod:`acceptlab.views.film_scene` draws one frame (the same
+picture in the film and in the still strip) and :mod:`acceptlab.views.film_player` is the
+HTML player, whose first frame is in the page itself, so it shows before any click in
+JupyterLab, in the book and in a file opened from disk.
 """
 
 from __future__ import annotations
@@ -51,23 +44,21 @@ from __future__ import annotations
 import base64
 import html as html_text
 import io
-import json
 import os
 import textwrap
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
-from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.patches import FancyBboxPatch, Rectangle
 from PIL import Image
 
-from .style import MIN_FONT_PT, PREDICTION, ink_on, worker_colour
+from .film_player import player_html
+from .film_scene import Look, draw_scene
+from .style import MIN_FONT_PT, worker_colour
 
 __all__ = ["ORDER", "PHASES", "Frame", "Film", "script", "caption", "replay", "still_strip",
            "offline_html", "save_film"]
@@ -285,134 +276,6 @@ def caption(frame: Frame, rule: str) -> str:
     return f"Worker {winner} waits again, number {place + 1} in the queue."
 
 
-# --------------------------------------------------------------------------- drawing one frame
-
-
-@dataclass(frozen=True)
-class _Look:
-    """Sizes of a scene, so a frame of the film and a panel of the strip both read at 8 pt+."""
-
-    text: float  # labels, in points
-    box: float  # a worker's number inside its box
-
-
-def _queue_words(rule: str) -> tuple[str, str, str]:
-    """(label of the wait queue, label of its head, label of its tail), per strategy."""
-    return {
-        "tail": ("asleep in accept(),\nin the kernel's queue", "head:\nwoken next",
-                 "tail:\nnew sleepers join"),
-        "fixed": ("asleep in epoll_wait(),\nin registration order", "head:\nwoken next",
-                  "tail"),
-        "lifo": ("asleep in one shared\nepoll (newest first)", "head: newest,\nwoken next",
-                 "tail:\noldest"),
-        "all": ("asleep in poll()/epoll\n(all are woken)", "longest\nasleep",
-                "newest\nasleep"),
-    }.get(rule, ("asleep", "head", "tail"))
-
-
-# The word over a highlighted worker: woken by the kernel (dashed); woken and winning the race
-# of a herd (solid); woken alone (solid); accepting the connection.
-_MARKS = {"woken": "woken", "winner": "wins", "alone": "woken", "accepts": "accepts"}
-
-
-def _worker_box(ax: Axes, x: float, y: float, slot: int, state: str, look: _Look,
-                width: float = 1.0, height: float = 1.3) -> None:
-    """One worker: a box in its colour; woken ones outlined dashed, the winner outlined solid."""
-    colour = worker_colour(slot)
-    line = {"woken": (3.0, "--"), "winner": (3.5, "-"), "alone": (3.5, "-"),
-            "accepts": (3.5, "-")}.get(state, (0.8, "-"))
-    ax.add_patch(FancyBboxPatch((x, y), width, height, boxstyle="round,pad=0.04",
-                                facecolor=colour, edgecolor=PREDICTION if state != "asleep"
-                                else "white", linewidth=line[0], linestyle=line[1]))
-    ax.text(x + width / 2, y + height / 2, str(slot), ha="center", va="center",
-            color=ink_on(colour), fontsize=look.box, fontweight="bold")
-    if state in _MARKS:
-        ax.text(x + width / 2, y + height + 0.15, _MARKS[state], ha="center", va="bottom",
-                fontsize=look.text, fontweight="bold")
-
-
-def _connections(ax: Axes, x: float, y: float, count: int, look: _Look, limit: int = 8) -> None:
-    """Queued connections as small dark squares (a number past ``limit``)."""
-    for k in range(min(count, limit)):
-        ax.add_patch(Rectangle((x + 0.38 * k, y), 0.28, 0.7, facecolor="0.25"))
-    if count > limit:
-        ax.text(x + 0.38 * limit + 0.1, y + 0.35, f"+{count - limit}", fontsize=look.text,
-                va="center")
-    if count == 0:
-        ax.text(x, y + 0.35, "empty", fontsize=look.text, va="center", color="0.35")
-
-
-def _state(frame: Frame, slot: int) -> str:
-    """How a sleeping worker is drawn: asleep, woken, woken alone, or woken and winning."""
-    if frame.phase == "wakes" and slot in frame.woken:
-        if slot != frame.winner:
-            return "woken"
-        return "winner" if len(frame.woken) > 1 else "alone"
-    return "asleep"
-
-
-def _draw_scene(ax: Axes, frame: Frame, workers: int, rule: str, look: _Look) -> None:
-    """The accept queue(s), the sleepers in the kernel's order, and who is serving."""
-    for artist in [*ax.patches, *ax.texts]:  # cheaper than ax.clear(), which rebuilds the axes
-        artist.remove()
-    ax.set_xlim(0, 10)
-    ax.set_ylim(0, 10)
-    ax.axis("off")
-    if rule == "own":
-        _draw_own_queues(ax, frame, workers, look)
-    else:
-        _draw_shared_queue(ax, frame, workers, rule, look)
-
-
-def _draw_shared_queue(ax: Axes, frame: Frame, workers: int, rule: str, look: _Look) -> None:
-    """One listener: its accept queue; the wait queue as a lane, head left, tail right; serving."""
-    left = 3.3
-    ax.text(0, 9.1, "accept queue\n(connections)", fontsize=look.text, va="center")
-    _connections(ax, left, 8.75, frame.queued[0], look)
-    label, head, tail = _queue_words(rule)
-    ax.text(0, 5.6, label, fontsize=look.text, va="center")
-    step = min(1.3, (9.9 - left) / max(workers, 1))
-    width = step * 0.8
-    lane = max(len(frame.sleeping), 1) * step + 0.1
-    ax.add_patch(FancyBboxPatch((left - 0.1, 4.7), lane, 1.8, boxstyle="round,pad=0.05",
-                                facecolor="0.93", edgecolor="0.55", linewidth=1))
-    for position, slot in enumerate(frame.sleeping):
-        _worker_box(ax, left + step * position, 4.95, slot, _state(frame, slot), look,
-                    width=width)
-    if frame.sleeping:
-        ax.text(left + width / 2, 4.45, head, ha="center", va="top", fontsize=look.text)
-        if len(frame.sleeping) > 1:
-            last = left + step * (len(frame.sleeping) - 1) + width / 2
-            ax.text(last, 4.45, tail, ha="center", va="top", fontsize=look.text)
-    else:
-        ax.text(left + 0.1, 5.6, "nobody", fontsize=look.text, va="center", color="0.35")
-    ax.text(0, 1.4, "serving a\nconnection", fontsize=look.text, va="center")
-    awake = [slot for slot in range(workers) if slot not in frame.sleeping]
-    for position, slot in enumerate(awake):
-        state = "accepts" if slot == frame.winner and frame.phase == "taken" else "serving"
-        _worker_box(ax, left + step * position, 0.75, slot, state, look, width=width)
-    if not awake:
-        ax.text(left + 0.1, 1.4, "nobody", fontsize=look.text, va="center", color="0.35")
-
-
-def _draw_own_queues(ax: Axes, frame: Frame, workers: int, look: _Look) -> None:
-    """reuseport: one row per worker, its own listener's accept queue and whether it sleeps."""
-    height = 8.4 / max(workers, 1)
-    ax.text(3.0, 9.6, "its own accept queue", fontsize=look.text, va="center")
-    ax.text(6.7, 9.6, "asleep", fontsize=look.text, va="center", ha="center")
-    ax.text(8.7, 9.6, "serving", fontsize=look.text, va="center", ha="center")
-    for slot in range(workers):
-        y = 9.0 - height * (slot + 1)
-        box = min(1.2, height * 0.8)
-        ax.text(0, y + box / 2, f"listener {slot}", fontsize=look.text, va="center")
-        _connections(ax, 3.0, y + box / 2 - 0.35, frame.queued[slot], look, limit=6)
-        asleep = slot in frame.sleeping
-        state = _state(frame, slot) if asleep else "serving"
-        if slot == frame.winner and frame.phase == "taken":
-            state = "accepts"
-        _worker_box(ax, 6.2 if asleep else 8.2, y, slot, state, look, width=1.0, height=box)
-
-
 # --------------------------------------------------------------------------- the film
 
 
@@ -489,7 +352,7 @@ def replay(
     kind = run.meta.get("kind")
     title = f"{strategy}" + (f", {workers} {kind} workers" if kind else f", {workers} workers")
     captions = [caption(frame, rule) for frame in frames]
-    look = _Look(text=10, box=13)
+    look = Look(text=10, box=13)
     fig = Figure(figsize=figsize, dpi=dpi)  # a fixed layout: a layout engine per frame is slow
     scene = fig.add_axes((0.01, 0.02, 0.70, 0.72))
     bars = fig.add_axes((0.78, 0.2, 0.20, 0.45))
@@ -514,7 +377,7 @@ def replay(
         header.set_text(f"{title} · connection {frame.connection + 1} of "
                         f"{len(frames) // len(PHASES)} · step {number + 1} of {len(frames)}")
         line.set_text("\n".join(textwrap.wrap(captions[number], 80)))
-        _draw_scene(scene, frame, workers, rule, look)
+        draw_scene(scene, frame, workers, rule, look)
         for bar, count in zip(heights, frame.counts):
             bar.set_height(count)
 
@@ -551,11 +414,11 @@ def still_strip(
     rule = _rule(run)
     workers = len(frames[0].counts)
     rows = -(-len(steps) // columns)
-    look = _Look(text=MIN_FONT_PT + 0.5, box=11)
+    look = Look(text=MIN_FONT_PT + 0.5, box=11)
     fig = Figure(figsize=(9.0, 2.7 * rows + 0.4), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, columns)).ravel()
     for ax, step in zip(axes, steps):
-        _draw_scene(ax, frames[step], workers, rule, look)
+        draw_scene(ax, frames[step], workers, rule, look)
         words = textwrap.fill(caption(frames[step], rule), 52)
         ax.set_title(f"{step + 1}. {words}", fontsize=look.text + 0.5, loc="left")
     for ax in axes[len(steps):]:
@@ -564,84 +427,6 @@ def still_strip(
     fig.suptitle(f"{strategy}: what the kernel does with each connection, step by step",
                  fontsize=12)
     return fig
-
-
-# --------------------------------------------------------------------------- the player
-
-# Inline SVG icons (24 x 24): no icon font to fetch, so every button draws offline.
-_ICONS = {
-    "first": '<path d="M5 5h2.5v14H5zM19 5v14L8.5 12z"/>',
-    "previous": '<path d="M17 5v14L6 12z"/>',
-    "play": '<path d="M7 5v14l12-7z"/>',
-    "pause": '<path d="M6 5h4v14H6zM14 5h4v14h-4z"/>',
-    "next": '<path d="M7 5v14l11-7z"/>',
-    "last": '<path d="M16.5 5H19v14h-2.5zM5 5v14l10.5-7z"/>',
-}
-_BUTTONS = [("first", "first frame"), ("previous", "previous frame"),
-            ("play", "play / pause"), ("next", "next frame"), ("last", "last frame")]
-
-_STYLE = """<style>
-.acceptlab-film { display: inline-block; max-width: 100%; font-family: sans-serif; }
-.acceptlab-film img.acceptlab-film-frame { display: block; max-width: 100%; height: auto; }
-.acceptlab-film-controls { display: flex; align-items: center; gap: 6px; margin: 6px 0;
-  flex-wrap: wrap; }
-.acceptlab-film-controls button { display: inline-flex; align-items: center; gap: 4px;
-  padding: 3px 8px; font-size: 14px; cursor: pointer; }
-.acceptlab-film-controls svg { width: 18px; height: 18px; fill: currentColor; }
-.acceptlab-film-controls input[type=range] { flex: 1 1 200px; }
-.acceptlab-film-counter { font-size: 14px; min-width: 7em; }
-</style>"""
-
-# The player: the frames, a slider, the buttons.  It finds its own container (the script's
-# parent), so two films on a page do not meet, and needs no global name.
-_SCRIPT = """<script>
-(function () {
-  var root = (document.currentScript && document.currentScript.parentNode)
-             || document.getElementById("%(id)s");
-  var frames = %(frames)s, captions = %(captions)s, interval = %(interval)d;
-  var img = root.querySelector("img.acceptlab-film-frame");
-  var slider = root.querySelector("input[type=range]");
-  var counter = root.querySelector(".acceptlab-film-counter");
-  var play = root.querySelector("button[data-action=play]");
-  var icons = {play: %(play_icon)s, pause: %(pause_icon)s};
-  var current = 0, timer = null;
-  function show(n) {
-    current = Math.max(0, Math.min(frames.length - 1, n));
-    img.src = frames[current];
-    img.alt = captions[current];
-    slider.value = current;
-    counter.textContent = "step " + (current + 1) + " of " + frames.length;
-  }
-  function stop() {
-    if (timer) { clearInterval(timer); timer = null; }
-    play.innerHTML = icons.play + " play";
-  }
-  function start() {
-    if (current >= frames.length - 1) show(0);
-    play.innerHTML = icons.pause + " pause";
-    timer = setInterval(function () {
-      if (current >= frames.length - 1) { stop(); } else { show(current + 1); }
-    }, interval);
-  }
-  var actions = {
-    first: function () { stop(); show(0); },
-    previous: function () { stop(); show(current - 1); },
-    play: function () { if (timer) { stop(); } else { start(); } },
-    next: function () { stop(); show(current + 1); },
-    last: function () { stop(); show(frames.length - 1); }
-  };
-  root.querySelectorAll("button[data-action]").forEach(function (button) {
-    button.addEventListener("click", actions[button.getAttribute("data-action")]);
-  });
-  slider.addEventListener("input", function () { stop(); show(parseInt(slider.value, 10)); });
-  root.acceptlabFilm = {play: actions.play, show: show};
-  show(0);
-})();
-</script>"""
-
-
-def _svg(name: str) -> str:
-    return (f'<svg viewBox="0 0 24 24" aria-hidden="true">{_ICONS[name]}</svg>')
 
 
 def offline_html(film: Film, *, fps: float | None = None) -> str:
@@ -657,27 +442,11 @@ def offline_html(film: Film, *, fps: float | None = None) -> str:
         film: what :func:`replay` returned.
         fps: frames per second (default: from the film's interval).
     """
-    interval = int(1000 / fps) if fps else film.interval
     pngs = film.pngs()
-    sources = ["data:image/png;base64," + base64.b64encode(png).decode("ascii") for png in pngs]
     width, height = Image.open(io.BytesIO(pngs[0])).size
-    ident = f"acceptlab-film-{uuid.uuid4().hex}"
-    buttons = "".join(
-        f'<button type="button" data-action="{name}" title="{label}" aria-label="{label}">'
-        f'{_svg(name)}{" play" if name == "play" else ""}</button>'
-        for name, label in _BUTTONS)
-    player = _SCRIPT % {
-        "id": ident, "frames": json.dumps(sources), "captions": json.dumps(film.captions),
-        "interval": interval, "play_icon": json.dumps(_svg("play")),
-        "pause_icon": json.dumps(_svg("pause"))}
-    return (f'{_STYLE}<div class="acceptlab-film" id="{ident}">'
-            f'<img class="acceptlab-film-frame" src="{sources[0]}" width="{width}" '
-            f'height="{height}" alt="{html_text.escape(film.captions[0])}">'
-            f'<div class="acceptlab-film-controls">{buttons}'
-            f'<input type="range" min="0" max="{len(sources) - 1}" value="0" step="1" '
-            f'aria-label="frame">'
-            f'<span class="acceptlab-film-counter">step 1 of {len(sources)}</span></div>'
-            f'{player}</div>')
+    sources = ["data:image/png;base64," + base64.b64encode(png).decode("ascii") for png in pngs]
+    return player_html(sources, film.captions, width=width, height=height,
+                       interval=int(1000 / fps) if fps else film.interval)
 
 
 def save_film(film: Film, path: str | os.PathLike, *, fps: float | None = None) -> Path:
