@@ -60,7 +60,8 @@ STDERR_MIME = "application/vnd.jupyter.stderr"
 INTENDED_ERROR_TAG = "celltag_shows-error"
 KNOWN_DEMONSTRATIONS: list[tuple[str, str]] = []
 
-pytestmark = pytest.mark.timeout(900)  # includes building the book when it is not fresh
+pytestmark = [pytest.mark.timeout(900),  # includes building the book when it is not fresh
+              pytest.mark.system]
 
 
 # -- helpers -------------------------------------------------------------------------------

@@ -154,6 +154,7 @@ def test_the_still_strip_shows_the_first_connections_step_by_step():
         still_strip(run, steps=[])
 
 
+@pytest.mark.system  # starts a Python process, to see what a fresh interpreter imports
 def test_the_library_neither_uses_pyplot_nor_picks_a_backend():
     code = ("import sys, matplotlib\n"
             "from acceptlab.lab.experiment import Run\n"
