@@ -21,7 +21,8 @@ Where the predictions come from
   wakes 1 worker; a herd wakes every idle worker (all of them, under the light
   load of ``compare``); a lock around ``accept()`` and the shared epoll cost
   about 2 (lesson 06's models: one wakeup on the lock or the epoll, one in
-  ``accept()``); a hand-off, 2 (the acceptor, then the worker it deals to).
+  ``accept()``); a hand-off wakes the one worker it deals to (the acceptor
+  is not a worker, so its own wakeups are not counted).
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def strategy_group(strategy: str) -> str:
 
 def predicted_wakeups(strategy: str, workers: int) -> float:
     """Wakeups per connection under light load, by the models the lessons teach (see above)."""
-    if strategy in ("locked", "shared-epoll", "handoff", "handoff-least-busy"):
+    if strategy in ("locked", "shared-epoll"):
         return 2.0
     if strategy in analysis.HERD:
         return float(workers)
@@ -175,16 +176,35 @@ def strategy_map(runs: Mapping[str, Any] | pd.DataFrame, *, title: str | None = 
 
 def _label_points(ax: Any, labels: Mapping[str, list[tuple[float, float]]],
                   decades_per_inch: float) -> None:
-    """Name each strategy once, right of its points, moving a name down where names would touch."""
-    placed: list[tuple[float, float, float]] = []  # (left, right in log10 x, y) of names written
-    for strategy, points in sorted(labels.items(), key=lambda item: -max(p[1] for p in item[1])):
-        x = max(p[0] for p in points)
-        y = float(np.mean([p[1] for p in points]))
+    """Name the strategies beside their points: one list for points that sit together.
+
+    Strategies whose points nearly coincide (the many that take turns at one wakeup and an
+    even share) share one label, a name per line, so no name drifts away from its point.
+    """
+    spots = sorted((max(p[0] for p in points), float(np.mean([p[1] for p in points])), name)
+                   for name, points in labels.items())
+    clusters: list[list[tuple[float, float, str]]] = []
+    for spot in spots:
+        for cluster in clusters:
+            if any(abs(math.log10(spot[0] / x)) < 0.05 and abs(spot[1] - y) < 0.035
+                   for x, y, _ in cluster):
+                cluster.append(spot)
+                break
+        else:
+            clusters.append([spot])
+    placed: list[tuple[float, float, float, float]] = []  # left, right, bottom, top
+    line = 0.034  # a 9-point line, in units of busiest share (the axes are ~4.6 in tall)
+    for cluster in sorted(clusters, key=lambda c: -max(y for _, y, _ in c)):
+        x = max(x for x, _, _ in cluster)
+        y = float(np.mean([y for _, y, _ in cluster]))
+        names = sorted(name for _, _, name in cluster)
         left = math.log10(x) + 0.12 * decades_per_inch  # the 9-point offset, in decades
-        right = left + len(strategy) * 9 * 0.6 / 72 * decades_per_inch
-        while any(left < other_right and other_left < right and abs(y - other_y) < 0.04
-                  for other_left, other_right, other_y in placed):
-            y -= 0.045
-        placed.append((left, right, y))
-        ax.annotate(strategy, (x, y), xytext=(9, 0), textcoords="offset points", va="center",
-                    fontsize=9)
+        right = left + max(len(n) for n in names) * 9 * 0.6 / 72 * decades_per_inch
+        half = line * len(names) / 2
+        while any(left < r and l < right and y - half < t and b < y + half
+                  for l, r, b, t in placed):
+            y -= line
+        placed.append((left, right, y - half, y + half))
+        ax.annotate("\n".join(names), (x, y), xytext=(9, 0), textcoords="offset points",
+                    va="center", fontsize=9, linespacing=1.05,
+                    bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none", "pad": 0.5})
