@@ -47,7 +47,7 @@ from PIL import Image  # noqa: E402
 import acceptlab  # noqa: E402
 from acceptlab import analysis, plots  # noqa: E402
 from acceptlab.lab.experiment import Run  # noqa: E402
-from acceptlab.views import film, strategy_map, style  # noqa: E402
+from acceptlab.views import film, shares, strategy_map, style  # noqa: E402
 from helpers import (one_worker, random_sequence, round_robin, synth_client,  # noqa: E402
                      synth_events)
 
@@ -182,7 +182,7 @@ RECIPES: dict[str, Callable[[], list[Figure]]] = {
     "restart_losses": lambda: [plots.restart_losses({
         "shared socket": pd.DataFrame({"refused": [0, 1], "reset": [0, 0], "delayed": [2, 3]}),
         "reuseport": pd.DataFrame({"refused": [4, 6], "reset": [1, 0], "delayed": [0, 1]})})],
-    "real_server_shares": lambda: [plots.real_server_shares(real_server_runs())],
+    "real_server_shares": lambda: [shares.real_server_shares(real_server_runs())],
     "replay": lambda: [film.replay(reference("blocking-process-light"), max_connections=2).figure],
     "still_strip": lambda: [film.still_strip(reference(name))
                             for name in ("blocking-process-light", "reuseport-process-light")],

@@ -362,6 +362,7 @@ def replay(
     bars.set_xticks(range(workers), [str(w) for w in range(workers)])
     bars.yaxis.get_major_locator().set_params(integer=True)
     bars.set_xlabel("worker", fontsize=look.text)
+    bars.set_ylabel("connections", fontsize=look.text)
     bars.set_title("accepted so far", fontsize=look.text)
     bars.tick_params(labelsize=look.text)
     bars.spines[["top", "right"]].set_visible(False)

@@ -6,9 +6,10 @@ itself; in a script, save it with ``fig.savefig("name.png")``.
 
 Two habits run through the module:
 
-* **One colour per worker**, everywhere: worker *w* is colour *w* of
-  matplotlib's ``tab10`` palette, so worker 2 is the same green in the bar
-  chart, the raster, the timeline and its legend.
+* **One colour per worker**, everywhere: worker *w* is colour *w* of the
+  kit's colour-blind-safe palette (:mod:`acceptlab.views.style`), so worker 2
+  is the same green in the bar chart, the raster, the timeline, the film and
+  their legends.
 * **The kit's vocabulary**: a *wakeup* is a voluntary context switch (the
   kernel woke a sleeping worker); a *return* is a wait that came back to
   Python.  :mod:`acceptlab.views.analysis` explains why they differ.
@@ -36,7 +37,7 @@ from matplotlib.legend_handler import HandlerTuple
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from . import analysis
+from . import analysis, style
 
 __all__ = [
     "worker_colour",
@@ -60,8 +61,8 @@ ORDER_ZOOM = 24
 
 
 def worker_colour(worker: int) -> tuple[float, float, float, float]:
-    """The colour of ``worker`` in every figure of the kit (tab10; repeats after 10 workers)."""
-    return _TAB10(int(worker) % 10)
+    """The colour of ``worker`` in every figure of the kit (:func:`acceptlab.views.style.worker_colour`)."""
+    return style.worker_colour(worker)
 
 
 def _ms_since(values: pd.Series, start: int) -> np.ndarray:
@@ -363,18 +364,22 @@ def _replacements(events: pd.DataFrame) -> pd.DataFrame:
 def wakeups_by_strategy(summary_df: pd.DataFrame, *, title: str | None = None) -> Figure:
     """Wakeups per accepted connection, against the returns and EAGAINs a worker could see.
 
-    ``summary_df`` is :func:`acceptlab.views.analysis.summarize_runs`'s table, one
-    row per run, labelled by its index (typically the strategy's name).
-    Three bars per run:
+    ``summary_df`` is :func:`acceptlab.views.analysis.summarize_runs`'s table (or
+    ``acceptlab compare``'s summary), one row per run, labelled by its index:
+    ``strategy/kind`` (the demo) or any name (a lesson's runs).  Strategies go
+    down the side, in the table's order; each kind of worker is one horizontal
+    bar, in its kind's colour, so processes and threads sit side by side:
 
-    * **wakeups** (``wakeups_per_accept``): voluntary context switches of
-      the waiting workers per connection: how many times a worker was put
-      to sleep and woken by the kernel for each connection;
-    * **returns** (``returns_per_accept``): waits that came back to Python;
-    * **EAGAIN** (``eagain_per_accept``): returns that lost the race.
+    * the **bar** is the wakeups (``wakeups_per_accept``): voluntary context
+      switches of the waiting workers per connection, how many times a worker
+      was put to sleep and woken by the kernel for each connection;
+    * a **diamond** marks the returns (``returns_per_accept``): waits that came
+      back to Python;
+    * a **cross** marks the EAGAINs (``eagain_per_accept``): returns that lost
+      the race.
 
     The dashed line at 1 is the ideal: one wakeup per connection.  A
-    thundering herd has a tall wakeup bar and short return and EAGAIN bars,
+    thundering herd has a long bar with its diamond and cross near 1 and 0,
     because the kernel quietly puts most losers back to sleep.  "n/a" marks
     a run whose OS does not count context switches per thread.
 
@@ -383,34 +388,56 @@ def wakeups_by_strategy(summary_df: pd.DataFrame, *, title: str | None = None) -
         title: the title; the default asks the figure's question.
     """
     labels = [str(label) for label in summary_df.index]
-    x = np.arange(len(labels))
+    kinds_column = summary_df["kind"] if "kind" in summary_df else pd.Series(None, summary_df.index)
+    rows = []  # (strategy, kind or None, row label)
+    for label, kind in zip(labels, kinds_column):
+        strategy, _, named_kind = label.partition("/")
+        rows.append((strategy, named_kind or (str(kind) if isinstance(kind, str) else None), label))
+    strategies = list(dict.fromkeys(strategy for strategy, _, _ in rows))
+    kinds = list(dict.fromkeys(kind for _, kind, _ in rows))
 
     def column(name: str) -> pd.Series:
         return pd.to_numeric(summary_df.get(name, pd.Series(np.nan, summary_df.index)))
 
-    bars = [("wakeups_per_accept", "wakeups (voluntary context switches)", 0.42, 0),
-            ("returns_per_accept", "returns (waits that came back to Python)", 0.24, 1),
-            ("eagain_per_accept", "EAGAIN (returns that lost the race)", 0.24, 2)]
-    fig = Figure(figsize=(max(6.0, 1.2 + 1.0 * len(labels)), 4.4), layout="constrained")
+    wakeups, returns, eagain = (column(name).set_axis(labels) for name in
+                                ("wakeups_per_accept", "returns_per_accept", "eagain_per_accept"))
+    band = 0.8 / max(len(kinds), 1)  # each strategy's row holds one bar per kind
+    fig = Figure(figsize=(9.0, max(3.2, 1.6 + len(strategies) * (0.2 + 0.17 * len(kinds)))),
+                 layout="constrained")
     ax = fig.subplots()
-    offsets = (-0.27, 0.06, 0.30)  # the wide wakeup bar first, the two lesser ones beside it
     tallest = 1.0
-    for (name, label, width, colour), offset in zip(bars, offsets):
-        values = column(name)
-        ax.bar(x + offset, values.fillna(0), width, color=_OTHER(colour), label=label)
-        for i in np.flatnonzero(values.isna().to_numpy()):
-            ax.text(x[i] + offset, 0, "n/a", ha="center", va="bottom", fontsize="x-small")
-        if values.notna().any():
-            tallest = max(tallest, float(values.max(skipna=True)))
-    ax.axhline(1, color="black", linestyle="--", linewidth=1,
-               label="1 wakeup per connection (wake-one)")
-    ax.set_xticks(x, labels, rotation=30 if len(labels) > 4 else 0,
-                  ha="right" if len(labels) > 4 else "center")
-    ax.set_ylim(0, tallest * 1.6)  # head room for the legend
-    ax.set_xlabel("run")
-    ax.set_ylabel("per accepted connection")
+    for strategy, kind, label in rows:
+        y = strategies.index(strategy) - 0.4 + band * (kinds.index(kind) + 0.5)
+        colour = style.kind_colour(kind) if kind else style.series_colour(0)
+        value = wakeups[label]
+        if np.isnan(value):
+            ax.text(0.02, y, "n/a", va="center", fontsize=8)
+        else:
+            ax.barh(y, value, band * 0.9, color=colour)
+            tallest = max(tallest, value)
+        ax.plot([returns[label]], [y], marker="D", markersize=6, color="black",
+                markerfacecolor="white", linestyle="none")
+        ax.plot([eagain[label]], [y], marker="x", markersize=7, color="black", linestyle="none")
+        tallest = max(tallest, np.nan_to_num(returns[label]), np.nan_to_num(eagain[label]))
+    ax.axvline(1, color=style.PREDICTION, linestyle="--", linewidth=1)
+    ax.set_yticks(range(len(strategies)), strategies)
+    ax.set_ylim(len(strategies) - 0.5, -0.5)  # the first strategy on top, like the table
+    ax.set_xlim(0, tallest * 1.08)
+    ax.set_xlabel("per accepted connection")
+    ax.set_ylabel("strategy")
+    ax.grid(axis="x", color="0.9")
+    ax.set_axisbelow(True)
     _title(ax, title, "How many wakeups did each connection cost?")
-    ax.legend(fontsize="small", loc="upper left")
+    handles = [Patch(facecolor=style.kind_colour(kind) if kind else style.series_colour(0),
+                     label=f"wakeups, {kind} workers (context switches)" if kind
+                     else "wakeups (voluntary context switches)") for kind in kinds]
+    handles += [Line2D([], [], marker="D", color="black", markerfacecolor="white",
+                       linestyle="none", label="returns (waits that came back to Python)"),
+                Line2D([], [], marker="x", color="black", linestyle="none",
+                       label="EAGAIN (returns that lost the race)"),
+                Line2D([], [], color=style.PREDICTION, linestyle="--",
+                       label="1 wakeup per connection (wake one)")]
+    fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize=9)
     if not labels:
         _no_data(ax, "no runs")
     return fig
@@ -427,7 +454,7 @@ def _queue_labels(names: list[str], owners: Mapping[str, Any]) -> dict[str, str]
             labels[name] = f"worker {owners[name]}'s socket"
         elif name.startswith("inode:"):
             unknown += 1
-            labels[name] = f"socket {unknown} (worker not known)"
+            labels[name] = f"listener {unknown} (whose worker the data do not show)"
         else:
             labels[name] = "shared socket" if name == "shared" else name
     return labels
@@ -444,8 +471,11 @@ def queue_depth(queue: pd.DataFrame, *, events: pd.DataFrame | None = None,
     its inode; a learner wants to know whose it is.  Pass the run's
     ``events`` and each socket whose owner shows in the data (see
     :func:`acceptlab.views.analysis.queue_owners`) is labelled by its worker and
-    drawn in that worker's colour; the others are numbered "socket 1 (worker
-    not known)", … in inode order.  ``owners`` overrides that guess when
+    drawn in that worker's colour; the others are numbered "listener 1 (whose
+    worker the data do not show)", … in inode order.  When one line peaks
+    far above another (a closed loop's 4 beside an open loop's 69), the
+    y axis stretches the small depths (linear to 2, logarithmic above), so
+    both peaks show.  ``owners`` overrides that guess when
     the caller knows better.  With ``backlog_line`` the queue's limit (the
     ``backlog`` given to ``listen()``) is drawn dashed in the same colour:
     when the queue reaches it, Linux stops completing handshakes and
@@ -471,26 +501,41 @@ def queue_depth(queue: pd.DataFrame, *, events: pd.DataFrame | None = None,
         names = sorted(sockets.unique())
         labels = _queue_labels(names, known)
         unknown = 0
+        peaks = []
         for name in names:
             rows = queue[sockets == name]
             if name in known:  # a worker's socket, in that worker's colour
-                colour, style = worker_colour(known[name]), "-"
-            else:  # not a worker colour, so nobody reads it as one
-                colour, style = str(0.2 + 0.2 * (unknown % 3)), ("-", "--", ":")[unknown // 3 % 3]
+                colour, line = worker_colour(known[name]), "-"
+            else:  # a colour of the series palette, not a worker's, so nobody reads it as one
+                colour, line = style.series_colour(unknown), ("-", "--", ":")[unknown // 8 % 3]
                 unknown += 1
-            ax.step(_ms_since(rows["t_ns"], start), pd.to_numeric(rows["queue_len"]),
-                    where="post", color=colour, linestyle=style,
+            depth = pd.to_numeric(rows["queue_len"])
+            peaks.append(float(depth.max()) if len(depth) else 0.0)
+            ax.step(_ms_since(rows["t_ns"], start), depth,
+                    where="post", color=colour, linestyle=line, linewidth=1.5,
                     label=f"{labels[name]}: waiting for accept()")
             backlog = pd.to_numeric(rows["backlog"]).dropna() if "backlog" in rows else []
             if backlog_line and len(backlog):
                 ax.axhline(int(backlog.max()), color=colour, linestyle="-.", linewidth=1,
                            label=f"{labels[name]}: backlog limit {int(backlog.max())}")
         ax.set_ylim(bottom=0)
-        fig.legend(loc="outside lower center", ncols=2, fontsize="small")
+        lit = [peak for peak in peaks if peak > 0]
+        if len(lit) > 1 and max(lit) > 8 * min(lit):
+            # A peak of 4 beside one of 69 would be a flat line: stretch the small depths.
+            ax.set_yscale("symlog", linthresh=2, linscale=0.5)
+            ax.yaxis.set_major_locator(ticker.FixedLocator(
+                [v for v in (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+                 if v <= max(lit) * 1.5]))
+            ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+            ax.yaxis.set_minor_locator(ticker.NullLocator())
+            ax.set_ylim(0, max(lit) * 1.5)
+        fig.legend(loc="outside lower center", ncols=1 if len(names) > 2 else 2,
+                   fontsize="small")
     else:
         _no_data(ax, "no queue samples (accept-queue depth is read on Linux only)")
     ax.set_xlabel("time since the first sample (ms)")
-    ax.set_ylabel("connections in the accept queue")
+    ax.set_ylabel("connections in the accept queue" + (
+        "\n(stretched below 2: log scale above)" if ax.get_yscale() == "symlog" else ""))
     _title(ax, title, "Accept-queue depth: connections waiting for a worker")
     return fig
 
@@ -529,7 +574,7 @@ def latency_cdf(clients: Mapping[str, pd.DataFrame], *, title: str | None = None
         if not len(ms):
             ax.plot([], [], " ", label=f"{label}: no successful connections")
             continue
-        colour = _OTHER(i % 8)
+        colour = style.series_colour(i)
         table = analysis.latency(client).iloc[0]
         fraction = np.arange(1, len(ms) + 1) / len(ms)
         ax.step(ms, fraction, where="post", color=colour,
@@ -539,7 +584,7 @@ def latency_cdf(clients: Mapping[str, pd.DataFrame], *, title: str | None = None
     ax.axhline(0.99, color="grey", linestyle=":", linewidth=1)
     if drawn:
         ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+        style.plain_log_axis(ax.xaxis)  # 10, 30, 100, 300 (no 3×10¹)
     else:
         _no_data(ax, "no successful connections")
     ax.set_ylim(0, 1.02)
@@ -555,18 +600,17 @@ def latency_cdf(clients: Mapping[str, pd.DataFrame], *, title: str | None = None
 
 def compare_strategies(runs: Mapping[str, Any], *, max_connections: int = ORDER_ZOOM,
                        title: str | None = None) -> Figure:
-    """All strategies side by side: who got each connection, and how many each worker got.
+    """All strategies, one row each: who got each connection, and how all of them were split.
 
-    For each run, two small panels in one column: on top its accept raster
-    (as :func:`accept_raster`, the first ``max_connections`` connections, so
-    that taking turns and a fair die look different), below its per-worker
-    bars over all connections with the predicted band (as
-    :func:`per_worker_bars`).  Up to four runs share a row of columns; more
-    wrap into further rows, so eight strategies make a 4 × 4 grid.
-
-    The bar panels share one y scale when the runs accepted similar numbers
-    of connections (within a factor of two), so bar heights compare across
-    strategies; otherwise each panel keeps its own scale.
+    Each run is a row of two panels.  Left, its accept raster (as
+    :func:`accept_raster`: the first ``max_connections`` connections, so
+    that taking turns and a fair die look different).  Right, every
+    connection's split as one bar, each worker's share stacked in its
+    colour, ticks at the even split, and beside it the strategy's prediction
+    with a verdict computed from the run
+    (:func:`acceptlab.views.shares.check_prediction`).  Rows read at the
+    page's width however many strategies there are (a grid of small panels
+    did not); the workers' colours are explained once, below.
 
     Args:
         runs: a label (usually the strategy's name) for each run, mapped to
@@ -574,40 +618,55 @@ def compare_strategies(runs: Mapping[str, Any], *, max_connections: int = ORDER_
         max_connections: how many of the first connections the rasters draw.
         title: the overall title; the default says what the panels show.
     """
-    labels = list(runs)
-    columns = max(1, min(len(labels), 4))
-    blocks = max(1, math.ceil(len(labels) / columns))
-    # At least 7 inches wide, so the two-line suptitle fits above a single run.
-    fig = Figure(figsize=(max(7.0, 3.6 * columns), 5.4 * blocks), layout="constrained")
-    axes = fig.subplots(2 * blocks, columns, squeeze=False)
+    from .shares import check_prediction, draw_share_bar
 
-    totals, tallest = [], 0
+    labels = list(runs)
+    count = max(len(labels), 1)
+    fig = Figure(figsize=(9.0, max(3.4, 1.5 + 0.62 * count)), layout="constrained")
+    axes = fig.subplots(count, 2, squeeze=False, sharex="col",
+                        gridspec_kw={"width_ratios": [3, 2.6]})
+    widest, totals = 1, []
     for i, label in enumerate(labels):
         events, _, workers = analysis.unpack_run(runs[label])
-        block, column = divmod(i, columns)
-        top, bottom = axes[2 * block, column], axes[2 * block + 1, column]
-        total = _draw_raster(top, events, workers, max_connections, short=True)
-        top.set_title(label, fontweight="bold")
-        _draw_bars(bottom, events, workers,
-                   analysis.single_value(events, "strategy", default=label), short=True)
+        widest = max(widest, workers)
+        raster, split = axes[i]
+        _draw_raster(raster, events, workers, max_connections, short=True)
+        raster.set_yticks([])
+        raster.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
+        raster.set_xlabel("")
+        total = draw_share_bar(split, 0, events, workers, height=0.8)
+        check = check_prediction(analysis.single_value(events, "strategy", default=label),
+                                 events, workers)
+        if check is not None:
+            split.text(1.04, 0, f"{check.gist}:\n{check.verdict}", va="center", fontsize=8.5)
+        split.set_ylim(-0.6, 0.6)
+        split.set_yticks([])
+        split.set_xlim(0, 1.75)
+        split.spines[["top", "right", "left"]].set_visible(False)
+        split.spines["bottom"].set_bounds(0, 1)
+        split.set_xticks([0, 0.5, 1], ["0", "50 %", "100 %"])
         totals.append(total)
-        tallest = max(tallest, bottom.get_ylim()[1])
-
-    if totals and min(totals) > 0 and max(totals) <= 2 * min(totals):
-        for i in range(len(labels)):
-            block, column = divmod(i, columns)
-            axes[2 * block + 1, column].set_ylim(0, tallest)
-    for i in range(len(labels), blocks * columns):  # the empty places of the last row
-        block, column = divmod(i, columns)
-        axes[2 * block, column].set_visible(False)
-        axes[2 * block + 1, column].set_visible(False)
-    if not labels:
+    if labels:
+        axes[0, 0].set_title(f"who accepted each of the first {max_connections} connections",
+                             fontsize=10)
+        of = f"all {totals[0]}" if len(set(totals)) == 1 else "all of them"
+        axes[0, 1].set_title(f"each worker's share of {of}; prediction", fontsize=10)
+        axes[-1, 0].set_xlabel("connection number, in accept order")
+        axes[-1, 1].set_xlabel("share of the connections (ticks: even split)")
+        for row in axes[:-1]:
+            for ax in row:
+                ax.tick_params(labelbottom=False)
+    else:
         _no_data(axes[0, 0], "no runs")
-
+        axes[0, 0].set_xlabel("connection number, in accept order")
+        axes[0, 0].set_ylabel("worker")
+        axes[0, 1].set_xlabel("share of the connections")
+        axes[0, 1].set_ylabel("run")
+    fig.legend(handles=[Patch(facecolor=worker_colour(w), label=f"worker {w}")
+                        for w in range(widest)],
+               loc="outside lower center", ncols=min(widest, 8), fontsize=9)
     fig.suptitle(title if title is not None else
-                 "How each strategy handed out connections\n"
-                 f"top: who accepted each of the first {max_connections} connections; "
-                 "bottom: all connections per worker against the prediction")
+                 "How each strategy handed out connections: the order, then the split")
     return fig
 
 
@@ -627,10 +686,9 @@ def sweep_heatmaps(table: pd.DataFrame, metrics: Iterable[str] | None = None, *,
     metrics = list(metrics or METRICS)
     strategies = list(dict.fromkeys(table["strategy"]))
     conditions = list(dict.fromkeys(table["condition"]))
-    columns = min(4, len(metrics))
+    columns = min(2, len(metrics))  # two panels a row: the page's width holds two readably
     rows = math.ceil(len(metrics) / columns)
-    fig = Figure(figsize=(3.4 * columns + 1.2, (0.36 * len(strategies) + 1.9) * rows),
-                 layout="constrained")
+    fig = Figure(figsize=(9.0, (0.3 * len(strategies) + 2.0) * rows), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, columns)).ravel()
     for ax in axes[len(metrics):]:
         ax.set_visible(False)
@@ -644,17 +702,21 @@ def sweep_heatmaps(table: pd.DataFrame, metrics: Iterable[str] | None = None, *,
         ax.imshow(shade, cmap="Greys", vmin=0, vmax=1.4, aspect="auto")
         for (row, col), value in np.ndenumerate(grid.to_numpy()):
             text = "—" if np.isnan(value) else (f"{value:.2f}" if abs(value) < 10 else f"{value:.0f}")
-            ax.text(col, row, text, ha="center", va="center", fontsize=7,
+            ax.text(col, row, text, ha="center", va="center", fontsize=8.5,
                     color="white" if shade[row, col] > 0.75 else "black")
         for col in range(len(conditions)):
             column = badness.iloc[:, col]
             if column.notna().any():
                 best = strategies.index(column.idxmin())
                 ax.add_patch(matplotlib.patches.Rectangle((col - 0.5, best - 0.5), 1, 1,
-                                                          fill=False, lw=2, color="tab:green"))
-        ax.set_xticks(range(len(conditions)), conditions, rotation=40, ha="right", fontsize=8)
+                                                          fill=False, lw=2.5,
+                                                          color=style.WORKERS[2]))
+        ax.set_xticks(range(len(conditions)), conditions, rotation=30, ha="right", fontsize=9)
         ax.set_yticks(range(len(strategies)), strategies if index % columns == 0 else [],
-                      fontsize=8)
+                      fontsize=9)
+        ax.set_xlabel("condition", fontsize=9)
+        if index % columns == 0:
+            ax.set_ylabel("strategy", fontsize=9)
         ax.set_title(f"{what}\n({'higher' if higher_better else 'lower'} is better)", fontsize=9)
     fig.suptitle(title or "which strategy wins where (green frame: best per condition)")
     return fig
@@ -667,7 +729,8 @@ def restart_losses(losses: Mapping[str, pd.DataFrame], *, title: str | None = No
     :func:`acceptlab.lab.restarts.restart_losses`'s table.  Bars are the mean per
     restart; the whiskers the range over the restarts.
     """
-    kinds = [("refused", "tab:red"), ("reset", "tab:orange"), ("delayed", "tab:grey")]
+    kinds = [("refused", style.series_colour(2)), ("reset", style.series_colour(1)),
+             ("delayed", style.series_colour(3))]
     fig = Figure(figsize=(7, 3.2), layout="constrained")
     ax = fig.subplots()
     width = 0.8 / len(kinds)
@@ -679,6 +742,7 @@ def restart_losses(losses: Mapping[str, pd.DataFrame], *, title: str | None = No
                    yerr=[[values.mean() - values.min()], [values.max() - values.mean()]],
                    capsize=3)
     ax.set_xticks(range(len(losses)), list(losses))
+    ax.set_xlabel("design")
     ax.set_ylabel("connections per restart")
     ax.legend()
     _title(ax, title, "what one restart cost the clients")
