@@ -172,3 +172,44 @@ def plays(binary: str, page: Path) -> tuple[bool, list[str]]:
     moved = (bool(shown) and all(height > 0 for height in visible)
              and all(src != frames[0] and src in frames for src in shown))
     return moved, loaded.remote_requests
+
+
+# -- figures: every picture of a page, as a reader at the book's width sees it -----------------
+
+PAGE_WIDTH = 900  # CSS pixels: the book's page on a laptop, and the width the figures are made for
+MEASURE = ("<script>addEventListener('load', () => setTimeout(() => {"
+           "document.body.setAttribute('data-page-width', document.documentElement.clientWidth);"
+           "for (const img of document.querySelectorAll('img')) {"
+           "  const box = img.getBoundingClientRect();"
+           "  img.setAttribute('data-shown', [box.left, box.right, box.width, box.height,"
+           "                                  img.naturalWidth].join(' '));"
+           "}}, 50));</script>")
+
+
+@dataclass
+class ShownFigure:
+    """One picture of a page as the browser laid it out (CSS pixels)."""
+
+    left: float
+    right: float
+    width: float
+    height: float
+    natural_width: float
+
+
+def figures_as_shown(binary: str, page: Path, *, width: int = PAGE_WIDTH) -> tuple[float,
+                                                                                    list[ShownFigure]]:
+    """(the page's width, every embedded PNG figure as laid out) in a ``width``-pixel window."""
+    html = page.read_text(encoding="utf-8")
+    measured = page.with_name(page.stem + "-measured.html")
+    measured.write_text(html.replace("</body>", MEASURE + "</body>")
+                        if "</body>" in html else html + MEASURE, encoding="utf-8")
+    loaded = run_chromium(binary, f"--window-size={width},1600", "--virtual-time-budget=5000",
+                          "--dump-dom", measured.as_uri())
+    body = re.search(r'<body\b[^>]*\bdata-page-width="([\d.]+)"', loaded.dom)
+    shown = []
+    for tag in re.findall(r'<img\b[^>]*>', loaded.dom):
+        if 'src="data:image/png' in tag and "data-shown=" in tag \
+                and "acceptlab-film-frame" not in tag:
+            shown.append(ShownFigure(*map(float, _attribute(tag, "data-shown").split())))
+    return (float(body.group(1)) if body else 0.0), shown

@@ -535,7 +535,7 @@ def queue_depth(queue: pd.DataFrame, *, events: pd.DataFrame | None = None,
         _no_data(ax, "no queue samples (accept-queue depth is read on Linux only)")
     ax.set_xlabel("time since the first sample (ms)")
     ax.set_ylabel("connections in the accept queue" + (
-        "\n(stretched below 2: log scale above)" if ax.get_yscale() == "symlog" else ""))
+        "\n(log scale above 2)" if ax.get_yscale() == "symlog" else ""))
     _title(ax, title, "Accept-queue depth: connections waiting for a worker")
     return fig
 
