@@ -372,3 +372,16 @@ def test_the_checks_catch_what_they_look_for():
     ax.set_ylabel("y")
     ax.legend()
     assert problems_of(fine) == []
+
+
+@pytest.mark.system  # starts worker processes: a small `acceptlab compare`, as make demo runs it
+def test_the_demo_draws_the_map_first_and_every_png_within_3_to_1(tmp_path):
+    from acceptlab.lab.report import write_comparison
+
+    result = write_comparison(tmp_path, strategies=["blocking", "poll"], kinds=["process"],
+                              connections=40, slow_worker=False, progress=False)
+    pngs = [path for path in result.written if path.suffix == ".png"]
+    assert pngs and pngs[0].name == "strategy-map.png"
+    for path in pngs:
+        width, height = Image.open(path).size
+        assert max(width / height, height / width) <= style.MAX_ASPECT, (path.name, width, height)
