@@ -112,34 +112,53 @@ def remote_loads(html_text: str) -> list[str]:
     return REMOTE_LOAD.findall(html_text)
 
 
-# -- films: matplotlib's jshtml players ------------------------------------------------------------
+# -- films: acceptlab's film player (acceptlab.views.film.offline_html) -------------------------
 
+# After the page loads: note how tall each film's picture is BEFORE anyone presses anything
+# (a picture that only appears on the first click fails a learner), then press play ONCE on
+# each film, as a learner's first click would.
 PRESS_PLAY = ("<script>addEventListener('load', () => setTimeout(() => {"
-              "for (const name of Object.keys(window))"
-              "  if (/^anim[0-9a-f]{32}$/.test(name)) window[name].play_animation();"
-              "}, 50));</script>")
-FRAME = re.compile(r'frames\[(\d+)\] = "(data:image/png;base64,[^"]*)"', re.S)
+              "for (const film of document.querySelectorAll('.acceptlab-film')) {"
+              "  const img = film.querySelector('img.acceptlab-film-frame');"
+              "  img.setAttribute('data-height-before-play', img.getBoundingClientRect().height);"
+              "  img.setAttribute('data-natural-width', img.naturalWidth);"
+              "  film.querySelector('button[data-action=play]').click();"
+              "}}, 50));</script>")
+FRAME = re.compile(r'"(data:image/png;base64,[A-Za-z0-9+/=]*)"')
+PLAYER = re.compile(r'<div class="acceptlab-film".*?</script>', re.S)
+PICTURE = re.compile(r'<img\b[^>]*\bclass="acceptlab-film-frame"[^>]*>')
 
 
 def frames_of(html: str) -> list[str]:
-    """The embedded frames of every film player in ``html``, in order."""
-    flat = html.replace("\\\n", "")  # jshtml continues long string literals with backslashes
-    return [data for _, data in FRAME.findall(flat)]
+    """The frames of every film player in ``html``, in order (its first picture not repeated)."""
+    frames = []
+    for player in PLAYER.findall(html):
+        script = player[player.index("<script>"):]
+        frames += FRAME.findall(script)
+    return frames
+
+
+def _attribute(tag: str, name: str) -> str:
+    found = re.search(rf'\b{name}="([^"]*)"', tag)  # nbconvert may reorder the attributes
+    return found.group(1) if found else ""
 
 
 def shown_images(dom: str) -> list[str]:
-    """What each film player's <img> shows now."""
-    shown = []
-    for tag in re.findall(r'<img\b[^>]*\bid="_anim_img[0-9a-f]+"[^>]*>', dom):
-        source = re.search(r'\bsrc="([^"]*)"', tag)  # nbconvert may reorder the attributes
-        shown.append(source.group(1) if source else "")
-    return shown
+    """What each film player's picture shows now."""
+    return [_attribute(tag, "src") for tag in PICTURE.findall(dom)]
+
+
+def heights_before_play(dom: str) -> list[float]:
+    """How tall (CSS pixels) each film's picture was on the page before play was pressed."""
+    return [float(_attribute(tag, "data-height-before-play") or 0)
+            for tag in PICTURE.findall(dom)]
 
 
 def plays(binary: str, page: Path) -> tuple[bool, list[str]]:
-    """Load ``page`` with play pressed on every film; (every player moved past frame 0, remote requests).
+    """Load ``page``, press play once on every film; (every picture showed and moved on, requests).
 
-    A minute of Chromium's virtual time passes, so a film of a few dozen frames has moved on.
+    "Showed": before the click, each picture was on the page with a height.  "Moved on":
+    after a minute of Chromium's virtual time, each shows a later frame than its first.
     """
     html = page.read_text(encoding="utf-8")
     frames = frames_of(html)
@@ -149,5 +168,48 @@ def plays(binary: str, page: Path) -> tuple[bool, list[str]]:
                       if "</body>" in html else html + PRESS_PLAY, encoding="utf-8")
     loaded = load_page(binary, played.as_uri(), settle_ms=60_000)
     shown = shown_images(loaded.dom)
-    moved = bool(shown) and all(src != frames[0] and src in frames for src in shown)
+    visible = heights_before_play(loaded.dom)
+    moved = (bool(shown) and all(height > 0 for height in visible)
+             and all(src != frames[0] and src in frames for src in shown))
     return moved, loaded.remote_requests
+
+
+# -- figures: every picture of a page, as a reader at the book's width sees it -----------------
+
+PAGE_WIDTH = 900  # CSS pixels: the book's page on a laptop, and the width the figures are made for
+MEASURE = ("<script>addEventListener('load', () => setTimeout(() => {"
+           "document.body.setAttribute('data-page-width', document.documentElement.clientWidth);"
+           "for (const img of document.querySelectorAll('img')) {"
+           "  const box = img.getBoundingClientRect();"
+           "  img.setAttribute('data-shown', [box.left, box.right, box.width, box.height,"
+           "                                  img.naturalWidth].join(' '));"
+           "}}, 50));</script>")
+
+
+@dataclass
+class ShownFigure:
+    """One picture of a page as the browser laid it out (CSS pixels)."""
+
+    left: float
+    right: float
+    width: float
+    height: float
+    natural_width: float
+
+
+def figures_as_shown(binary: str, page: Path, *, width: int = PAGE_WIDTH) -> tuple[float,
+                                                                                    list[ShownFigure]]:
+    """(the page's width, every embedded PNG figure as laid out) in a ``width``-pixel window."""
+    html = page.read_text(encoding="utf-8")
+    measured = page.with_name(page.stem + "-measured.html")
+    measured.write_text(html.replace("</body>", MEASURE + "</body>")
+                        if "</body>" in html else html + MEASURE, encoding="utf-8")
+    loaded = run_chromium(binary, f"--window-size={width},1600", "--virtual-time-budget=5000",
+                          "--dump-dom", measured.as_uri())
+    body = re.search(r'<body\b[^>]*\bdata-page-width="([\d.]+)"', loaded.dom)
+    shown = []
+    for tag in re.findall(r'<img\b[^>]*>', loaded.dom):
+        if 'src="data:image/png' in tag and "data-shown=" in tag \
+                and "acceptlab-film-frame" not in tag:
+            shown.append(ShownFigure(*map(float, _attribute(tag, "data-shown").split())))
+    return (float(body.group(1)) if body else 0.0), shown

@@ -15,6 +15,9 @@ What is checked:
   it made (Chromium's net log);
 * one page (06) is photographed at 1280x2000 into ``build/book-screenshot.png``, for a person
   to look at;
+* at the book's width (900 CSS pixels), every figure of every page is on screen with a
+  height, inside the page (none cut off at the right edge), and no smaller than half its own
+  size; every film shows its picture before any click and plays on the first;
 * the ``http`` demo: a pre-forked pool serving HTTP is loaded several times by the browser, and
   more than one worker must have served it.
 
@@ -46,7 +49,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from browser import LoadedPage, load_page, plays, remote_loads, run_chromium
+from browser import (PAGE_WIDTH, LoadedPage, figures_as_shown, load_page, plays, remote_loads,
+                     run_chromium)
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
@@ -63,7 +67,7 @@ KNOWN_DEMONSTRATIONS: list[tuple[str, str]] = []
 
 # The timeout includes running the course when no test ran it yet; the group keeps these
 # tests on the pytest-xdist worker that holds the session's runs of the lessons.
-pytestmark = [pytest.mark.timeout(900), pytest.mark.xdist_group("course")]
+pytestmark = [pytest.mark.timeout(900), pytest.mark.xdist_group("course"), pytest.mark.system]
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -379,10 +383,62 @@ FILMS = ["02_many_workers_one_socket", "05_thundering_herd", "06_when_round_robi
 @pytest.mark.parametrize("lesson", FILMS)
 def test_the_wait_queue_films_play_in_the_book(lesson: str, chromium: str, book: dict,
                                                 tmp_path: Path) -> None:
-    """Each lesson with a film: its page holds a player, and pressing play moves it, offline."""
+    """Each lesson with a film: its picture shows before any click, ONE click on play moves it,
+    offline (``browser.plays``)."""
     page = tmp_path / f"{lesson}.html"
     page.write_text((book["path"] / f"{lesson}.html").read_text(encoding="utf-8"),
                     encoding="utf-8")
     moved, remote = plays(chromium, page)
     assert moved, f"{lesson}: the film did not move past its first frame"
     assert not remote, f"{lesson}: the film asked the network for {remote}"
+
+
+@pytest.mark.parametrize("lesson", LESSONS)
+def test_each_pages_figures_are_visible_at_the_books_width(lesson: str, chromium: str, book: dict,
+                                                           tmp_path: Path) -> None:
+    """The figures read at 900 px: laid out with a height, inside the page, not shrunk past half.
+
+    Figures are made for that width (tests/test_figures.py checks their text and shape); this
+    checks that the page shows them so: a figure wider than the page is shrunk to fit (its
+    text with it), and one shrunk to less than half its size is too small to read.
+    """
+    page = tmp_path / f"{lesson}.html"
+    page.write_text((book["path"] / f"{lesson}.html").read_text(encoding="utf-8"),
+                    encoding="utf-8")
+    width, figures = figures_as_shown(chromium, page, width=PAGE_WIDTH)
+    assert width > 0, f"{lesson}: the page did not report its width"
+    wanted = expected_images(book["path"]).get(lesson, 0)
+    assert len(figures) >= min(wanted, 1), f"{lesson}: no figure found on the page"
+    hidden = [f for f in figures if f.height <= 0 or f.width <= 0]
+    assert not hidden, f"{lesson}: {len(hidden)} figures are laid out with no size"
+    cut = [f for f in figures if f.right > width + 1]
+    assert not cut, (f"{lesson}: {len(cut)} figures run past the page's {width:g} px "
+                     f"(rightmost edge {max(f.right for f in cut):g} px)")
+    tiny = [f for f in figures if f.width < 0.5 * f.natural_width]
+    assert not tiny, (f"{lesson}: {len(tiny)} figures shown at less than half their size "
+                      f"({[round(f.width / f.natural_width, 2) for f in tiny]})")
+
+
+
+def test_the_figure_check_measures_what_a_reader_sees(chromium: str, tmp_path: Path) -> None:
+    """The measurement above, on a hand-made page: one figure that fits, one far too wide."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    def png(width: int) -> str:
+        buffer = io.BytesIO()
+        Image.new("RGB", (width, 100), "white").save(buffer, format="PNG")
+        return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+    page = tmp_path / "page.html"
+    page.write_text(f'<!DOCTYPE html><html><body style="margin:0"><img src="{png(600)}">'
+                    f'<div style="max-width:100%"><img src="{png(2400)}" style="max-width:100%">'
+                    f'</div><img src="{png(1500)}"></body></html>')
+    width, figures = figures_as_shown(chromium, page, width=PAGE_WIDTH)
+    assert 880 <= width <= PAGE_WIDTH
+    fits, shrunk, cut = figures
+    assert fits.width == 600 and fits.height == 100 and fits.right <= width
+    assert shrunk.width < 0.5 * shrunk.natural_width  # the check's "too small to read"
+    assert cut.right > width + 1  # the check's "runs past the page"

@@ -1,9 +1,10 @@
-"""The wait-queue film plays in a real browser, offline (issue: the kernel's account, item 3).
+"""The wait-queue film plays in a real browser, offline, on the first click.
 
-A film is matplotlib's ``to_jshtml`` player with every frame embedded as a
-PNG.  "It plays" is checked from what Chromium shows: after the page loads, a
-script presses play on every player on the page, Chromium runs a minute of
-virtual time, and the player's ``<img>`` must then show a later frame than the
+A film is the kit's player (:mod:`acceptlab.views.film_player`) with every frame
+embedded as a PNG.  "It shows" is checked before anything is pressed: the
+picture is on the page with its height.  "It plays" is checked from what
+Chromium shows: a script presses play ONCE on every player, Chromium runs a
+minute of virtual time, and the picture must then show a later frame than the
 first.  "Offline" is checked from Chromium's own net log: the page makes no
 request to another host.
 """
@@ -22,6 +23,9 @@ from acceptlab.views.film import offline_html, replay
 pytestmark = pytest.mark.system
 
 ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.system  # starts Chromium
+
+
 @pytest.mark.parametrize("strategy", ["blocking", "epoll-exclusive", "poll"])
 def test_a_film_of_a_recorded_run_plays_offline(chromium: str, tmp_path: Path, strategy: str):
     run = Run.load(ROOT / "data" / f"trace-{strategy}-process-light")

@@ -22,6 +22,7 @@ from matplotlib.colors import to_rgba  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
 from acceptlab import analysis, plots  # noqa: E402
+from acceptlab.views import style  # noqa: E402
 # The synthetic runs are shared with the analysis tests (tests/ is on the path: pyproject.toml).
 from helpers import (  # noqa: E402
     one_worker,
@@ -67,12 +68,16 @@ def suptitle(fig: Figure) -> str:
 
 
 def assert_labelled(fig: Figure) -> None:
-    """A figure a learner can read: it has axes, and each visible one has a title and labels."""
+    """A figure a learner can read: it has axes, each axis that shows tick labels is named,
+    and the figure has a title."""
     assert isinstance(fig, Figure)
     visible = [ax for ax in fig.axes if ax.get_visible()]
     assert visible
+    fig.canvas.draw()  # tick labels exist once drawn
     for ax in visible:
-        assert ax.get_xlabel() and ax.get_ylabel()
+        for axis, label in ((ax.xaxis, ax.get_xlabel()), (ax.yaxis, ax.get_ylabel())):
+            if any(t.get_visible() and t.get_text() for t in axis.get_ticklabels()):
+                assert label, f"{ax.get_title()!r}: its {axis.axis_name} axis shows ticks unnamed"
     assert any(ax.get_title() for ax in visible) or suptitle(fig)
 
 
@@ -225,17 +230,31 @@ def test_wakeups_by_strategy_draws_context_switches_as_wakeups():
     # poll: each connection woke 3 workers in the kernel, but only the winner's wait returned
     events = synth_events(random_sequence(WORKERS, 40, 2), WORKERS, "poll")
     events["nvcsw"] = 3
-    summary = analysis.summarize_runs({"poll": (events, WORKERS)})
-    ax = plots.wakeups_by_strategy(summary).axes[0]
-    labels = [bars.get_label() for bars in ax.containers]
-    heights = {label.split()[0]: bars.patches[0].get_height()
-               for label, bars in zip(labels, ax.containers)}
-    assert heights == {"wakeups": 3.0, "returns": 1.0, "EAGAIN": 0.0}
-    assert "context switches" in labels[0]
-    assert set(labels) <= {text.get_text() for text in ax.get_legend().get_texts()}
-    # the lesser bars are narrower than the wakeup bar
-    widths = [bars.patches[0].get_width() for bars in ax.containers]
-    assert widths[0] > max(widths[1:]) and widths[1] == pytest.approx(widths[2])
+    summary = analysis.summarize_runs({"poll/process": (events, WORKERS)})
+    fig = plots.wakeups_by_strategy(summary)
+    ax = fig.axes[0]
+    (bar,) = ax.patches  # one strategy, one kind: one horizontal bar, as long as the wakeups
+    assert bar.get_width() == pytest.approx(3.0)
+    marks = {line.get_marker(): line.get_xdata()[0] for line in ax.lines if line.get_marker()
+             in ("D", "x")}
+    assert marks == {"D": 1.0, "x": 0.0}  # returns and EAGAIN, on the same row
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["poll"]
+    legend = [text.get_text() for text in fig.legends[0].get_texts()]
+    assert any("context switches" in text for text in legend)
+
+
+def test_wakeups_by_strategy_puts_kinds_side_by_side_in_their_colours():
+    runs = {f"{name}/{kind}": (synth_events(round_robin(WORKERS, 6), WORKERS, name), WORKERS)
+            for name in ("blocking", "poll", "reuseport") for kind in ("process", "thread")}
+    fig = plots.wakeups_by_strategy(analysis.summarize_runs(runs))
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["blocking", "poll", "reuseport"]
+    colours = [bar.get_facecolor() for bar in ax.patches]
+    assert len(colours) == 6
+    assert colours[0::2] == [to_rgba(style.kind_colour("process"))] * 3
+    assert colours[1::2] == [to_rgba(style.kind_colour("thread"))] * 3
+    width, height = fig.get_size_inches()
+    assert width / height <= style.MAX_ASPECT and height / width <= style.MAX_ASPECT
 
 
 @pytest.mark.parametrize("sockets", [("shared",), ("inode:1", "inode:2", "inode:3")])
@@ -252,9 +271,9 @@ def test_queue_depth_labels_sockets_by_worker_or_by_order_never_by_inode():
     queue = queue_samples(("inode:3681251", "inode:3681299", "inode:3681302"))
     fig = plots.queue_depth(queue, owners={"inode:3681299": 2}, backlog_line=False)
     labels = queue_legend(fig)
-    assert labels == ["socket 1 (worker not known): waiting for accept()",
+    assert labels == ["listener 1 (whose worker the data do not show): waiting for accept()",
                       "worker 2's socket: waiting for accept()",
-                      "socket 2 (worker not known): waiting for accept()"]
+                      "listener 2 (whose worker the data do not show): waiting for accept()"]
     assert not any("inode" in label for label in labels)
     assert fig.axes[0].lines[1].get_color() == plots.worker_colour(2)  # the worker's colour
     shared = queue_legend(plots.queue_depth(queue_samples(("shared",)), backlog_line=False))
@@ -310,14 +329,14 @@ def test_figures_of_empty_runs_still_render():
 
 
 @pytest.mark.parametrize("how_many", [1, 3, 8])
-def test_compare_strategies_wraps_into_rows(how_many):
+def test_compare_strategies_gives_each_run_a_row(how_many):
     runs = {name: (make(), WORKERS) for name, make in list(LOOKS_LIKE.items())[:how_many]}
     fig = plots.compare_strategies(runs)
     assert_labelled(fig)
     assert suptitle(fig)
     visible = [ax for ax in fig.axes if ax.get_visible()]
-    assert len(visible) == 2 * how_many  # a raster and a bar chart per strategy
-    assert {ax.get_title() for ax in visible} >= set(runs)
+    assert len(visible) == 2 * how_many  # a raster and a split per strategy, one row each
+    assert [ax.get_ylabel() for ax in visible[0::2]] == list(runs)
 
 
 def test_compare_strategies_saves_to_png(tmp_path):

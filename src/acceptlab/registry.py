@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping
 
-__all__ = ["StrategyRecord", "Requires", "Prediction", "Model", "Turns", "FairDie", "Herd",
+__all__ = ["StrategyRecord", "Requires", "Wakeups", "Prediction", "Model", "Turns", "FairDie", "Herd",
            "OneWorker", "RecentWaiters", "InBlocks", "ByCpu", "STRATEGY_RECORDS",
            "strategy_record", "expected_share", "markdown_table", "binomial_band"]
 
@@ -232,6 +232,31 @@ _REUSEPORT = Requires(platform="linux", kernel=(3, 9), constants=("socket.SO_REU
 _PASS_FDS = Requires(constants=("socket.send_fds",))
 
 
+@dataclass(frozen=True)
+class Wakeups:
+    """How many workers one connection wakes under light load, as a number and in words.
+
+    ``count`` workers (1 for a wake-one queue, 2 for a lock and then
+    ``accept()``), or, with ``herd``, every worker that was idle.  ``note``
+    adds what the tables say beside the number (what EAGAIN shows, say).
+    """
+
+    count: float = 1.0
+    herd: bool = False
+    note: str = ""
+
+    def per_connection(self, idle_workers: int) -> float:
+        """The predicted wakeups per connection when ``idle_workers`` were waiting."""
+        return float(idle_workers) if self.herd else self.count
+
+    def __str__(self) -> str:
+        number = "≈ idle workers" if self.herd else f"{self.count:g}"
+        return f"{number}{self.note}"
+
+
+_HERD = Wakeups(herd=True)
+
+
 # -- the records -------------------------------------------------------------------------------
 
 
@@ -247,7 +272,7 @@ class StrategyRecord:
     source: str  # the docs/sources.md anchor
     origin: str
     prediction: Model
-    wakeups: str  # wakeups per connection under light load
+    wakeups: Wakeups  # wakeups per connection under light load
     lesson: str
     requires: Requires = Requires()
     kinds: tuple[str, ...] = ALL_KINDS
@@ -274,14 +299,14 @@ _RECORDS = (
         waits="`accept()` on the shared socket",
         mechanism="exclusive wait, FIFO: the head of the queue of sleepers is woken",
         source="accept-wake-one", origin="the book's pre-forked server; Linux's accept()",
-        prediction=Turns(), wakeups="1",
+        prediction=Turns(), wakeups=Wakeups(1),
         lesson="the kernel queues sleeping acceptors and wakes the longest waiter: turns"),
     StrategyRecord(
         "timeout", "Timeout", "kernel",
         waits="`settimeout()`, then `accept()`",
         mechanism="CPython polls before accepting, so every idle worker wakes",
         source="cpython-sock-call", origin="any code that calls settimeout() on a listener",
-        prediction=Herd(), wakeups="≈ idle workers; no EAGAIN reaches Python",
+        prediction=Herd(), wakeups=Wakeups(herd=True, note="; no EAGAIN reaches Python"),
         lesson="a timeout turns accept() into poll(): the herd comes back unseen",
         options=_options(accept_timeout=1.0)),
     StrategyRecord(
@@ -289,7 +314,7 @@ _RECORDS = (
         waits="`select.poll()`, then a non-blocking `accept()`",
         mechanism="non-exclusive waiters: a connection wakes them all",
         source="select-c", origin="select()/poll() servers (gunicorn's sync worker)",
-        prediction=Herd(), wakeups="≈ idle workers; EAGAIN shows only some losers",
+        prediction=Herd(), wakeups=Wakeups(herd=True, note="; EAGAIN shows only some losers"),
         lesson="poll wakes every waiter: a thundering herd that EAGAIN counts understate",
         requires=_POLL),
     StrategyRecord(
@@ -297,7 +322,7 @@ _RECORDS = (
         waits="one epoll per worker, no flag",
         mechanism="non-exclusive, like poll",
         source="epoll-ctl-man", origin="an event loop per worker (uvicorn, Node without cluster)",
-        prediction=Herd(), wakeups="≈ idle workers",
+        prediction=Herd(), wakeups=_HERD,
         lesson="epoll alone does not end the herd: every worker's epoll is woken",
         requires=_EPOLL),
     StrategyRecord(
@@ -305,7 +330,7 @@ _RECORDS = (
         waits="one epoll per worker, `EPOLLEXCLUSIVE`",
         mechanism="the first registered idle epoll is woken",
         source="eventpoll-c", origin="Linux 4.5's EPOLLEXCLUSIVE (nginx uses it)",
-        prediction=OneWorker(), wakeups="1",
+        prediction=OneWorker(), wakeups=Wakeups(1),
         lesson="one wakeup per connection, but always the same worker's: one takes nearly all",
         requires=_EXCLUSIVE),
     StrategyRecord(
@@ -314,7 +339,7 @@ _RECORDS = (
         mechanism="sleepers are queued at the head (LIFO); the level-triggered re-queue "
                   "wakes the next one too",
         source="eventpoll-c", origin="an event loop shared by threads (the kit's case)",
-        prediction=RecentWaiters(), wakeups="about 2, some EAGAIN",
+        prediction=RecentWaiters(), wakeups=Wakeups(2, note=", some EAGAIN"),
         lesson="the most recent waiter is woken first, and the re-queue wakes another: uneven",
         requires=_EPOLL, kinds=("thread",),
         kinds_why="the kit shares one epoll instance between threads (a forked child could "
@@ -324,7 +349,7 @@ _RECORDS = (
         waits="each worker binds its own socket, `SO_REUSEPORT`",
         mechanism="a hash of the connection's addresses picks the socket",
         source="reuseport-select", origin="SO_REUSEPORT, Linux 3.9 (nginx's reuseport)",
-        prediction=FairDie(), wakeups="1",
+        prediction=FairDie(), wakeups=Wakeups(1),
         lesson="a hash deals connections like a die, whatever each worker's speed",
         requires=_REUSEPORT),
     StrategyRecord(
@@ -334,7 +359,7 @@ _RECORDS = (
                   "one waiter of the lock (before, every one)",
         source="flock-tree", origin="Apache's AcceptMutex, uWSGI's thunder lock",
         prediction=Turns(" (if the lock wakes waiters in order)"),
-        wakeups="2: the lock, then `accept()`",
+        wakeups=Wakeups(2, note=": the lock, then `accept()`"),
         lesson="serialising accept() ends the herd at the price of a second wakeup",
         requires=Requires(constants=("fcntl.flock",))),
     StrategyRecord(
@@ -342,7 +367,7 @@ _RECORDS = (
         waits="`EPOLLEXCLUSIVE`, re-registering every `every` accepts",
         mechanism="the re-added epoll goes to the back of the listener's queue",
         source="nginx-reorder", origin="nginx 1.21 (ngx_reorder_accept_events)",
-        prediction=InBlocks(), wakeups="1",
+        prediction=InBlocks(), wakeups=Wakeups(1),
         lesson="stepping back every 16 accepts turns one busy worker into blocks in turn",
         requires=_EXCLUSIVE, options=_options(every=16)),
     StrategyRecord(
@@ -350,7 +375,7 @@ _RECORDS = (
         waits="every waiter polls; a process with connections open sleeps first",
         mechanism="an idle process usually reaches `accept()` first",
         source="puma-2079", origin="Puma (wait_for_less_busy_worker, PR #2079)",
-        prediction=Herd(), wakeups="≈ idle workers",
+        prediction=Herd(), wakeups=_HERD,
         lesson="a busy process pauses before it accepts, so an idle one wins (kind='hybrid')",
         requires=_POLL, options=_options(pause=0.005)),
     StrategyRecord(
@@ -360,7 +385,7 @@ _RECORDS = (
         source="envoy-exact-balance",
         origin="the kit's own: a lock plus a herd, aiming at the even open counts of Envoy's "
                "exact balance (Envoy itself accepts first and posts: see handoff-least-busy)",
-        prediction=Herd(), wakeups="≈ idle workers",
+        prediction=Herd(), wakeups=_HERD,
         lesson="even open counts per process, paid for with a herd and a lock",
         requires=_POLL, options=_options(decline_pause=0.0005)),
     StrategyRecord(
@@ -368,7 +393,7 @@ _RECORDS = (
         waits="one acceptor deals each connection to the next worker (Unix socket)",
         mechanism="the dealer decides, not a race between sleepers",
         source="node-cluster", origin="Node's cluster (SCHED_RR)",
-        prediction=Turns(), wakeups="1, plus the acceptor's",
+        prediction=Turns(), wakeups=Wakeups(1, note=", plus the acceptor's"),
         lesson="strict turns even back to back, for one more hop per connection",
         requires=_PASS_FDS),
     StrategyRecord(
@@ -377,7 +402,7 @@ _RECORDS = (
         mechanism="the dealer counts open connections per process",
         source="envoy-exact-balance",
         origin="Envoy's exact balance (accept, then post to the least-loaded worker)",
-        prediction=Turns(), wakeups="1, plus the acceptor's",
+        prediction=Turns(), wakeups=Wakeups(1, note=", plus the acceptor's"),
         lesson="dealing by open connections evens out long-lived connections",
         requires=_PASS_FDS),
     StrategyRecord(
@@ -387,7 +412,7 @@ _RECORDS = (
         source="reuseport-bpf-cpu",
         origin="the kernel selftest reuseport_bpf_cpu.c (one socket per CPU); the mod is "
                "the kit's generalisation",
-        prediction=ByCpu(), wakeups="1",
+        prediction=ByCpu(), wakeups=Wakeups(1),
         lesson="steering by CPU keeps a connection where it arrived: locality, not balance",
         requires=Requires(platform="linux", kernel=(4, 5), constants=("socket.SO_REUSEPORT",),
                           probe="SO_ATTACH_REUSEPORT_CBPF")),
@@ -396,7 +421,7 @@ _RECORDS = (
         waits="`SO_REUSEPORT` sockets tagged `SO_INCOMING_CPU`",
         mechanism="the group prefers the socket tagged with the arriving CPU",
         source="so-incoming-cpu", origin="SO_INCOMING_CPU in a SO_REUSEPORT group, Linux 6.2",
-        prediction=ByCpu(), wakeups="1",
+        prediction=ByCpu(), wakeups=Wakeups(1),
         lesson="the same steering without BPF, from a socket option",
         requires=Requires(platform="linux", kernel=(6, 2), constants=("socket.SO_REUSEPORT",),
                           probe="SO_INCOMING_CPU")),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import threading
 from pathlib import Path
 
@@ -33,7 +32,6 @@ def handle(args: argparse.Namespace, stop: threading.Event) -> int:
         raise UsageError(f"--out must end in .html or .gif, not {args.out!r}")
     if args.connections < 1:
         raise UsageError(f"--connections must be at least 1, not {args.connections}")
-    logging.getLogger("matplotlib.animation").setLevel(logging.WARNING)  # not "using Pillow"
     film = replay(Run.load(source), max_connections=args.connections)
     print(f"wrote {save_film(film, args.out)}")
     return 0

@@ -1,8 +1,14 @@
 """The wait queue as a film: a recorded run replayed in slow motion, connection by connection.
 
-Static figures show who got the connections; this shows *how*: the accept
-queue filling, the workers asleep in the kernel's order, the one (or all) the
-kernel wakes for each connection, the winner taking it and going back to wait.
+Static figures show who got the connections; this shows *how*: a connection
+arriving in the accept queue, the workers asleep in the kernel's queue (head and
+tail marked), the one (or all) the kernel wakes, the winner taking it and going
+back to wait.  Three frames per connection, each with a caption in plain words::
+
+    film = replay(run, max_connections=8)      # a Film: frames and captions, drawn once
+    HTML(offline_html(film))                   # a notebook: plays offline, first frame shown
+    save_film(film, "film.html")               # or "film.gif", for slides
+    still_strip(run)                           # 6 frames side by side: a Figure for print
 
 Where each thing comes from
 ---------------------------
@@ -24,33 +30,38 @@ Where each thing comes from
   run has a trace (:func:`acceptlab.linux.tracing.cross_check`'s ``kernel_woken``),
   else the waits that *returned* (accepted or EAGAIN): without a trace, a
   waiter woken and put back to sleep inside the kernel cannot be seen.
+* **The captions** are computed from each frame (who is where in the queue),
+  not from what the strategy should do, so a film of an odd run says so.
 
-:func:`replay` returns a :class:`matplotlib.animation.FuncAnimation` drawn on a
-``Figure`` (no pyplot, no backend chosen); :func:`save_film` writes it as one
-self-contained HTML file (``to_jshtml``: frames embedded as base64 PNG, the
-player's JavaScript inline) or as a GIF (Pillow).  matplotlib's player links
-its button icons from a CDN (font-awesome); :func:`offline_html` replaces that
-link with a few inline CSS rules, so nothing is loaded from the network.  In a
-notebook: ``HTML(offline_html(replay(run)))``.
+Behind the first screen: :mod:`acceptlab.views.film_scene` draws one frame (the same
+picture in the film and in the still strip) and :mod:`acceptlab.views.film_player` is the
+HTML player, whose first frame is in the page itself, so it shows before any click in
+JupyterLab, in the book and in a file opened from disk.
 """
 
 from __future__ import annotations
 
+import base64
+import html as html_text
+import io
 import os
-import re
-from dataclasses import dataclass
+import textwrap
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
-from matplotlib.animation import FuncAnimation, PillowWriter
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.patches import FancyBboxPatch, Rectangle
+from PIL import Image
 
-from .plots import worker_colour
+from .film_player import player_html
+from .film_scene import Look, draw_scene
+from .style import MIN_FONT_PT, worker_colour
 
-__all__ = ["ORDER", "Frame", "script", "replay", "offline_html", "save_film"]
+__all__ = ["ORDER", "PHASES", "Frame", "Film", "script", "caption", "replay", "still_strip",
+           "offline_html", "save_film"]
 
 # How the kernel orders the sleeping workers of each strategy, and what the film says about it:
 # "tail" FIFO (a winner goes back to the tail), "all" (everyone is woken; shown longest waiting
@@ -72,7 +83,9 @@ ORDER = {
     "reuseport": ("own", "SO_REUSEPORT: each worker has its own listener and its own queue; "
                          "the kernel picks the listener by hashing the connection"),
 }
-PHASES = ("arrives", "wakes", "taken", "back")
+# What happens to one connection, one frame each: it arrives and the kernel wakes a sleeper;
+# a worker takes it; the worker waits again.
+PHASES = ("wakes", "taken", "back")
 
 
 @dataclass(frozen=True)
@@ -83,7 +96,7 @@ class Frame:
     phase: str  # one of PHASES
     t_ns: int
     sleeping: tuple[int, ...]  # worker slots asleep, in the kernel's queue order (head first)
-    woken: tuple[int, ...]  # workers flashing (phase "wakes")
+    woken: tuple[int, ...]  # workers the kernel woke for this connection (phase "wakes")
     winner: int
     queued: tuple[int, ...]  # connections waiting in each listener's accept queue
     counts: tuple[int, ...]  # connections accepted so far, per worker
@@ -133,7 +146,7 @@ def _woken(run: Any, accepted: pd.DataFrame, arrival: np.ndarray) -> list[tuple[
 
 
 def script(run: Any, *, max_connections: int = 24) -> list[Frame]:
-    """The film's frames, as data: four per connection (arrives, wakes, taken, back).
+    """The film's frames, as data: three per connection (wakes, taken, back).
 
     Why separate from drawing: what the film claims (who sleeps in which
     order, who is woken, who wins) can be checked against the run without
@@ -145,7 +158,7 @@ def script(run: Any, *, max_connections: int = 24) -> list[Frame]:
     """
     events = run.events
     workers = int(run.meta.get("workers") or (int(events["worker"].max()) + 1))
-    rule = ORDER.get(str(run.meta.get("strategy")), ("tail", ""))[0]
+    rule = _rule(run)
     accepted = events[events["outcome"] == "accepted"].sort_values("t_accept_ns", kind="stable")
     accepted = accepted.reset_index(drop=True)
     if not len(accepted):
@@ -180,11 +193,8 @@ def script(run: Any, *, max_connections: int = 24) -> list[Frame]:
     for index in range(shown):
         winner = int(winners[index])
         t_arrive, t_accept = int(arrival[index]), int(accept_times[index])
-        before = sleeping(t_arrive - 1)
-        frames.append(Frame(index, "arrives", t_arrive, before, (), winner, queued(t_arrive),
-                            tuple(counts)))
-        frames.append(Frame(index, "wakes", t_arrive, before, woken[index], winner,
-                            queued(t_arrive), tuple(counts)))
+        frames.append(Frame(index, "wakes", t_arrive, sleeping(t_arrive - 1), woken[index],
+                            winner, queued(t_arrive), tuple(counts)))
         counts[winner] += 1
         frames.append(Frame(index, "taken", t_accept, sleeping(t_accept), (), winner,
                             queued(t_accept), tuple(counts)))
@@ -197,15 +207,126 @@ def script(run: Any, *, max_connections: int = 24) -> list[Frame]:
     return frames
 
 
+def _rule(run: Any) -> str:
+    return ORDER.get(str(run.meta.get("strategy")), ("tail", ""))[0]
+
+
+# --------------------------------------------------------------------------- captions
+
+
+def _names(slots: Sequence[int]) -> str:
+    """'worker 1', 'workers 0 and 2', 'workers 0, 1 and 3'."""
+    numbers = [str(slot) for slot in slots]
+    if len(numbers) == 1:
+        return f"worker {numbers[0]}"
+    return f"workers {', '.join(numbers[:-1])} and {numbers[-1]}"
+
+
+def caption(frame: Frame, rule: str) -> str:
+    """What ``frame`` shows, in one or two plain sentences, computed from the frame itself.
+
+    The words follow what the data say (who was at the head, where the winner
+    went back), so a run that breaks its strategy's rule is captioned as it
+    happened, not as the textbook says.
+    """
+    number, winner = frame.connection + 1, frame.winner
+    if frame.phase == "wakes":
+        if rule == "own":
+            return (f"Connection {number} arrives in worker {winner}'s own accept queue (the "
+                    f"kernel hashed it to listener {winner}); the kernel wakes worker {winner}.")
+        if not frame.sleeping:
+            return (f"Connection {number} arrives and waits in the accept queue: no worker is "
+                    f"asleep, all are serving.")
+        woken = sorted(slot for slot in frame.woken if slot in frame.sleeping) \
+            or sorted(frame.woken)
+        if len(woken) > 1:
+            return (f"Connection {number} arrives; the kernel wakes {_names(woken)}: "
+                    f"they race for it.")
+        who = woken[0] if woken else winner
+        if who == frame.sleeping[0]:
+            why = {"tail": "the longest sleeper, at the head of the queue",
+                   "fixed": "the first registered, at the head of the queue",
+                   "lifo": "the newest sleeper, at the head of the queue",
+                   "all": "the only sleeper it woke"}.get(rule, "at the head of the queue")
+            return f"Connection {number} arrives; the kernel wakes worker {who}, {why}."
+        place = (frame.sleeping.index(who) + 1) if who in frame.sleeping else None
+        where = f"number {place} in the queue" if place else "not asleep in the queue"
+        return f"Connection {number} arrives; the kernel wakes worker {who} ({where})."
+    if frame.phase == "taken":
+        lost = sorted(slot for slot in frame.woken if slot != winner)
+        text = f"Worker {winner} accepts connection {number} and serves it."
+        if lost:
+            text += f" {_names(lost).capitalize()} found nothing to accept."
+        return text
+    # back
+    if rule == "own":
+        return f"Worker {winner} waits again on its own listener."
+    if rule == "all" and winner in frame.sleeping:
+        return (f"Worker {winner} waits again; the next connection wakes every sleeper, "
+                f"whatever their order.")
+    if winner not in frame.sleeping:
+        return f"Worker {winner} is still serving connection {number}."
+    place = frame.sleeping.index(winner)
+    if len(frame.sleeping) == 1:
+        return f"Worker {winner} waits again, alone in the queue."
+    if place == len(frame.sleeping) - 1:
+        return f"Worker {winner} waits again: it joins the tail of the queue."
+    if place == 0:
+        return f"Worker {winner} waits again, back at the head of the queue: it is next."
+    return f"Worker {winner} waits again, number {place + 1} in the queue."
+
+
+# --------------------------------------------------------------------------- the film
+
+
+@dataclass
+class Film:
+    """A run replayed: its frames as data, their captions, and the figure that draws them.
+
+    Each frame is drawn and encoded once (:meth:`pngs`), then reused by
+    :func:`offline_html`, :func:`save_film` and a notebook's display
+    (``_repr_html_``: a ``Film`` as a cell's last expression plays itself).
+    """
+
+    frames: list[Frame]
+    captions: list[str]
+    title: str
+    figure: Figure
+    draw: Callable[[int], None]
+    interval: int = 1200  # milliseconds per frame
+    _pngs: list[bytes] | None = field(default=None, repr=False)
+
+    def pngs(self) -> list[bytes]:
+        """Every frame as PNG bytes (drawn on the first call, kept after)."""
+        if self._pngs is None:
+            canvas = FigureCanvasAgg(self.figure)
+            pngs = []
+            for number in range(len(self.frames)):
+                self.draw(number)
+                canvas.draw()
+                image = Image.frombuffer("RGBA", canvas.get_width_height(),
+                                         canvas.buffer_rgba(), "raw", "RGBA", 0, 1)
+                # A frame has few colours: a 64-colour palette PNG is a quarter the size.
+                small = image.convert("RGB").quantize(64, method=Image.Quantize.FASTOCTREE)
+                buffer = io.BytesIO()
+                small.save(buffer, format="PNG", compress_level=6)
+                pngs.append(buffer.getvalue())
+            self._pngs = pngs
+        return self._pngs
+
+    def _repr_html_(self) -> str:
+        return offline_html(self)
+
+
 def replay(
     run: Any,
     *,
-    max_connections: int = 24,
-    interval: int = 700,
-    figsize: tuple[float, float] = (8.0, 4.6),
-    dpi: int = 72,
-) -> FuncAnimation:
-    """Animate a run: accept queue(s), the sleeping workers in order, who is woken, who wins.
+    max_connections: int = 8,
+    interval: int = 1200,
+    figsize: tuple[float, float] = (9.0, 5.0),
+    dpi: int = 100,
+) -> Film:
+    """Replay a run: the accept queue, the sleepers in the kernel's order, who is woken, who wins.
 
     Why slow motion of a *recorded* run: the kernel's choices take microseconds;
     replaying the recorded times lets a learner watch the order the notebooks
@@ -216,171 +337,143 @@ def replay(
     Args:
         run: a :class:`~acceptlab.lab.experiment.Run`; with a ``trace`` table the
             woken workers are the kernel's account.
-        max_connections: how many connections (the first accepted) to show.
-        interval: milliseconds per frame (four frames per connection).
-        figsize: the figure's size in inches.
-        dpi: resolution of each frame (the HTML and GIF grow with its square).
+        max_connections: how many connections (the first accepted) to show; three
+            frames each.
+        interval: milliseconds per frame when playing.
+        figsize: a frame's size in inches; at ``dpi`` 100 the default is 900 px wide,
+            the book's page.
+        dpi: pixels per inch of each frame (the page grows with its square).
     """
     frames = script(run, max_connections=max_connections)
     workers = len(frames[0].counts)
     strategy = str(run.meta.get("strategy"))
-    rule, caption = ORDER.get(strategy, ("tail", strategy))
+    rule = _rule(run)
     traced = getattr(run, "trace", None) is not None and len(run.trace) > 0
+    kind = run.meta.get("kind")
+    title = f"{strategy}" + (f", {workers} {kind} workers" if kind else f", {workers} workers")
+    captions = [caption(frame, rule) for frame in frames]
+    look = Look(text=10, box=13)
     fig = Figure(figsize=figsize, dpi=dpi)  # a fixed layout: a layout engine per frame is slow
-    fig.subplots_adjust(left=0.08, right=0.98, top=0.93, bottom=0.07, hspace=0.15)
-    scene, bars = fig.subplots(2, 1, height_ratios=[2.2, 1])
-    maximum = max(max(frames[-1].counts), 1)
+    scene = fig.add_axes((0.01, 0.02, 0.70, 0.72))
+    bars = fig.add_axes((0.78, 0.2, 0.20, 0.45))
     heights = bars.bar(range(workers), frames[0].counts,
                        color=[worker_colour(w) for w in range(workers)])
-    bars.set_ylim(0, maximum * 1.15)
-    bars.set_xticks(range(workers), [f"w{w}" for w in range(workers)])
-    bars.set_ylabel("accepted", fontsize=8)
-    bars.tick_params(labelsize=8)
+    bars.set_ylim(0, max(max(frames[-1].counts), 1) * 1.15)
+    bars.set_xticks(range(workers), [str(w) for w in range(workers)])
+    bars.yaxis.get_major_locator().set_params(integer=True)
+    bars.set_xlabel("worker", fontsize=look.text)
+    bars.set_ylabel("connections", fontsize=look.text)
+    bars.set_title("accepted so far", fontsize=look.text)
+    bars.tick_params(labelsize=look.text)
+    bars.spines[["top", "right"]].set_visible(False)
+    header = fig.text(0.01, 0.975, "", fontsize=look.text, color="0.3", va="top")
+    line = fig.text(0.01, 0.925, "", fontsize=12.5, fontweight="bold", va="top",
+                    linespacing=1.3)
+    source = "who was woken: the kernel's trace" if traced else \
+        "who was woken: the waits that returned (no kernel trace)"
+    fig.text(0.99, 0.015, source, fontsize=MIN_FONT_PT + 1, color="0.3", ha="right")
 
     def draw(number: int) -> None:
         frame = frames[number]
-        scene.clear()
-        scene.set_xlim(0, 10)
-        scene.set_ylim(0, 10)
-        scene.axis("off")
-        scene.set_title(f"{run.meta.get('label') or strategy}: connection {frame.connection + 1}"
-                        f"/{len(frames) // 4} {frame.phase}   "
-                        f"(woken: {'kernel trace' if traced else 'event log returns'})",
-                        fontsize=10, loc="left")
-        scene.text(0, 0.2, caption, fontsize=8, color="dimgrey")
-        if rule == "own":
-            _draw_own_queues(scene, frame, workers)
-        else:
-            _draw_shared_queue(scene, frame, workers, rule)
+        header.set_text(f"{title} · connection {frame.connection + 1} of "
+                        f"{len(frames) // len(PHASES)} · step {number + 1} of {len(frames)}")
+        line.set_text("\n".join(textwrap.wrap(captions[number], 80)))
+        draw_scene(scene, frame, workers, rule, look)
         for bar, count in zip(heights, frame.counts):
             bar.set_height(count)
 
-    return FuncAnimation(fig, draw, frames=len(frames), interval=interval, repeat=False)
+    draw(0)
+    return Film(frames, captions, title, fig, draw, interval)
 
 
-def _worker_box(ax: Any, x: float, y: float, slot: int, state: str) -> None:
-    """One worker: its colour, and a thick outline when woken (yellow) or winning (black)."""
-    edge = {"woken": "gold", "winner": "black"}.get(state, "white")
-    ax.add_patch(FancyBboxPatch((x, y), 0.9, 1.2, boxstyle="round,pad=0.05",
-                                facecolor=worker_colour(slot), edgecolor=edge,
-                                linewidth=4 if state != "asleep" else 1,
-                                alpha=1.0 if state != "asleep" else 0.55))
-    ax.text(x + 0.45, y + 0.6, f"w{slot}", ha="center", va="center", color="white",
-            fontsize=9, fontweight="bold")
+def still_strip(
+    run: Any,
+    *,
+    steps: Sequence[int] | None = None,
+    columns: int = 2,
+    max_connections: int = 2,
+) -> Figure:
+    """A few frames of the film side by side, each with its caption: for the book, a handout, slides.
 
-
-def _connection_dots(ax: Any, x: float, y: float, count: int) -> None:
-    """Queued connections as small squares (a number past 12)."""
-    for k in range(min(count, 12)):
-        ax.add_patch(Rectangle((x + 0.3 * k, y), 0.22, 0.5, facecolor="dimgrey"))
-    if count > 12:
-        ax.text(x + 3.7, y + 0.25, f"+{count - 12}", fontsize=8, va="center")
-
-
-def _state(frame: Frame, slot: int) -> str:
-    if frame.phase == "wakes" and slot in frame.woken:
-        return "winner" if slot == frame.winner else "woken"
-    return "asleep"
-
-
-def _draw_shared_queue(ax: Any, frame: Frame, workers: int, rule: str) -> None:
-    """One listener: its accept queue, then the wait queue (head first), then who is serving."""
-    ax.text(0, 8.9, "accept queue", fontsize=9)
-    _connection_dots(ax, 2.2, 8.7, frame.queued[0])
-    label = {"all": "asleep\n(longest waiting first)",
-             "fixed": "asleep in the kernel\n(registration order)"}.get(
-                 rule, "asleep in the kernel\n(head first)")
-    ax.text(0, 6.6, label, fontsize=9, va="center")
-    for position, slot in enumerate(frame.sleeping):
-        _worker_box(ax, 2.2 + 1.1 * position, 6.0, slot, _state(frame, slot))
-    ax.text(0, 3.3, "serving", fontsize=9, va="center")
-    awake = [slot for slot in range(workers) if slot not in frame.sleeping]
-    for position, slot in enumerate(awake):
-        state = "winner" if slot == frame.winner and frame.phase == "taken" else "serving"
-        _worker_box(ax, 2.2 + 1.1 * position, 2.7, slot, state)
-    if frame.phase == "arrives":
-        ax.text(6.5, 8.9, "◀ a connection arrives", fontsize=9, color="firebrick")
-    elif frame.phase == "taken":
-        ax.text(6.5, 3.3, f"w{frame.winner} accepted it", fontsize=9, color="firebrick")
-    elif frame.phase == "back":
-        ax.text(6.5, 6.6, f"w{frame.winner} waits again", fontsize=9, color="firebrick")
-
-
-def _draw_own_queues(ax: Any, frame: Frame, workers: int) -> None:
-    """reuseport: one row per worker, its own accept queue and whether it sleeps."""
-    height = 8.0 / max(workers, 1)
-    for slot in range(workers):
-        y = 9.0 - height * (slot + 1)
-        ax.text(0, y + 0.5, f"listener {slot}", fontsize=8, va="center")
-        _connection_dots(ax, 1.8, y + 0.3, frame.queued[slot])
-        state = _state(frame, slot) if slot in frame.sleeping else "serving"
-        if slot == frame.winner and frame.phase == "taken":
-            state = "winner"
-        _worker_box(ax, 6.0, y, slot, state)
-        ax.text(7.1, y + 0.5, "asleep" if slot in frame.sleeping else "serving", fontsize=8,
-                va="center")
-
-
-# matplotlib's jshtml player draws its buttons with font-awesome, linked from a CDN; these
-# rules draw the same buttons with plain Unicode symbols, so the page needs no network.
-_ICONS = """<style>
-.animation .fa { font-style: normal; display: inline-block; min-width: 1em; }
-.animation .fa-minus::before { content: "\\2212"; }
-.animation .fa-plus::before { content: "+"; }
-.animation .fa-fast-backward::before { content: "\\23EE\\FE0E"; }
-.animation .fa-step-backward::before { content: "\\25C1"; }
-.animation .fa-play::before { content: "\\25B6\\FE0E"; }
-.animation .fa-flip-horizontal { transform: scaleX(-1); }
-.animation .fa-pause::before { content: "\\23F8\\FE0E"; }
-.animation .fa-step-forward::before { content: "\\25B7"; }
-.animation .fa-fast-forward::before { content: "\\23ED\\FE0E"; }
-</style>"""
-_CDN_LINK = re.compile(r"<link[^>]*font-awesome[^>]*>", re.S)
-
-
-def offline_html(animation: FuncAnimation, *, fps: float | None = None) -> str:
-    """The film as an HTML fragment that plays with no network: ``to_jshtml`` without its CDN link.
-
-    Why: a notebook page, the book and a file opened from disk must play the
-    film offline (a classroom may have no network; the book's test forbids
-    any request).  Put it in a notebook with ``IPython.display.HTML(...)``.
+    By default the first two connections, three frames each: a connection
+    arrives and the kernel wakes someone; a worker takes it; it waits again
+    (at the tail for ``blocking``, at the head for ``epoll-exclusive``).
 
     Args:
-        animation: what :func:`replay` returned.
-        fps: frames per second (default: from the animation's interval).
+        run: as for :func:`replay`.
+        steps: which frames (0-based, as in the film's "step" counter) to show,
+            4 to 6 of them reads best; default all frames of the first
+            ``max_connections`` connections.
+        columns: panels per row.
+        max_connections: how many connections the default ``steps`` cover.
     """
-    fps = fps or 1000.0 / animation.event_source.interval
-    html, count = _CDN_LINK.subn(lambda _: _ICONS,
-                                 animation.to_jshtml(fps=fps, default_mode="once"))
-    if count != 1:  # matplotlib changed its template: fail loudly rather than ship a CDN link
-        raise RuntimeError("matplotlib's jshtml no longer has the one font-awesome link "
-                           "acceptlab.views.film replaces; update offline_html")
-    return html
+    frames = script(run, max_connections=max(max_connections,
+                                             (max(steps) // len(PHASES) + 1) if steps else 1))
+    steps = list(steps) if steps is not None else list(range(len(frames)))
+    if not steps or any(not 0 <= step < len(frames) for step in steps):
+        raise ValueError(f"steps must be frame numbers from 0 to {len(frames) - 1}")
+    rule = _rule(run)
+    workers = len(frames[0].counts)
+    rows = -(-len(steps) // columns)
+    look = Look(text=MIN_FONT_PT + 0.5, box=11)
+    fig = Figure(figsize=(9.0, 2.7 * rows + 0.4), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, columns)).ravel()
+    for ax, step in zip(axes, steps):
+        draw_scene(ax, frames[step], workers, rule, look)
+        words = textwrap.fill(caption(frames[step], rule), 52)
+        ax.set_title(f"{step + 1}. {words}", fontsize=look.text + 0.5, loc="left")
+    for ax in axes[len(steps):]:
+        ax.set_visible(False)
+    strategy = str(run.meta.get("strategy"))
+    fig.suptitle(f"{strategy}: what the kernel does with each connection, step by step",
+                 fontsize=12)
+    return fig
 
 
-def save_film(animation: FuncAnimation, path: str | os.PathLike, *,
-              fps: float | None = None) -> Path:
+def offline_html(film: Film, *, fps: float | None = None) -> str:
+    """The film as an HTML fragment that shows its first frame at once and plays with no network.
+
+    Why a player of its own: the picture is in the page from the start
+    (JupyterLab's default windowing, the book and a file opened from disk all
+    show it before any click), its buttons are inline SVG (no icon font), and
+    one click on play plays.  Put it in a notebook with
+    ``IPython.display.HTML(...)``, or make the film the cell's last expression.
+
+    Args:
+        film: what :func:`replay` returned.
+        fps: frames per second (default: from the film's interval).
+    """
+    pngs = film.pngs()
+    width, height = Image.open(io.BytesIO(pngs[0])).size
+    sources = ["data:image/png;base64," + base64.b64encode(png).decode("ascii") for png in pngs]
+    return player_html(sources, film.captions, width=width, height=height,
+                       interval=int(1000 / fps) if fps else film.interval)
+
+
+def save_film(film: Film, path: str | os.PathLike, *, fps: float | None = None) -> Path:
     """Write the film as one offline HTML page (``.html``) or a GIF (``.gif``); return the path.
 
-    Why these two: the HTML (matplotlib's ``to_jshtml``) embeds every frame and
-    the player's script, so it plays from a file, in the book, with no network;
-    a GIF plays anywhere an image does (slides, an issue comment).
+    Why these two: the HTML embeds every frame and the player's script, so it
+    plays from a file, in the book, with no network; a GIF plays anywhere an
+    image does (slides, an issue comment).
 
     Args:
-        animation: what :func:`replay` returned.
+        film: what :func:`replay` returned.
         path: ``*.html``/``*.htm`` or ``*.gif``.
-        fps: frames per second (default: from the animation's interval).
+        fps: frames per second (default: from the film's interval).
     """
     path = Path(path)
-    fps = fps or 1000.0 / animation.event_source.interval
     suffix = path.suffix.lower()
     if suffix in (".html", ".htm"):
-        body = offline_html(animation, fps=fps)
+        body = offline_html(film, fps=fps)
         path.write_text("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
-                        "<title>acceptlab replay</title></head>\n<body>\n" + body
-                        + "\n</body></html>\n")
+                        f"<title>acceptlab replay: {html_text.escape(film.title)}</title>"
+                        "</head>\n<body>\n" + body + "\n</body></html>\n")
     elif suffix == ".gif":
-        animation.save(path, writer=PillowWriter(fps=fps))
+        images = [Image.open(io.BytesIO(png)).convert("RGB") for png in film.pngs()]
+        duration = int(1000 / fps) if fps else film.interval
+        images[0].save(path, save_all=True, append_images=images[1:], duration=duration,
+                       loop=0)
     else:
         raise ValueError(f"a film is written as .html or .gif, not {path.suffix or 'no suffix'!r}")
     return path

@@ -9,7 +9,8 @@
    that hashing connections to per-worker queues gives a slow worker.
 
 It writes every run (``runs/<label>/``), a summary table (``summary.csv`` and
-``summary.md``) and PNG figures, and returns a :class:`Comparison` naming the
+``summary.md``) and PNG figures (``strategy-map.png`` first: every strategy by cost and
+sharing against its prediction), and returns a :class:`Comparison` naming the
 files and holding the tables.  It prints nothing and leaves the matplotlib
 backend to its caller (the CLI picks the file-only ``Agg``; a notebook keeps
 its inline one).
@@ -25,8 +26,9 @@ from typing import Sequence
 import pandas as pd
 
 from .. import analysis
-from . import plots
 from ..lab.experiment import Run, compare
+from . import plots
+from .strategy_map import strategy_map
 from ..server.strategies import STRATEGIES
 from ..linux.support import Unavailable, strategy_support
 
@@ -120,6 +122,7 @@ def write_comparison(
     (out / "summary.md").write_text(readable.to_markdown(floatfmt=".2f", missingval="—") + "\n")
     written += [out / "summary.csv", out / "summary.md"]
 
+    written.append(_save(strategy_map(runs), out / "strategy-map.png"))  # the answer, first
     for kind in kinds:
         of_kind = {label.split("/")[0]: (run.events, run.workers)
                    for label, run in runs.items() if run.meta["kind"] == kind}

@@ -4,20 +4,15 @@ from __future__ import annotations
 
 from typing import Iterable
 
-import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.patches import Patch
 
 from ... import analysis
+from .. import style
 
 __all__ = ["worker_colour", "ORDER_ZOOM"]
-
-TAB10 = matplotlib.colormaps["tab10"]
-# Sockets and runs are not workers: give them another palette so nobody reads
-# "the blue line" as "worker 0".
-OTHER = matplotlib.colormaps["Dark2"]
 
 # Where order is the point (who got connection 1, 2, 3, ...), two dozen connections show it:
 # six turns of four workers.  Two hundred look like four dotted lines whatever the order.
@@ -25,8 +20,8 @@ ORDER_ZOOM = 24
 
 
 def worker_colour(worker: int) -> tuple[float, float, float, float]:
-    """The colour of ``worker`` in every figure of the kit (tab10; repeats after 10 workers)."""
-    return TAB10(int(worker) % 10)
+    """The colour of ``worker`` in every figure of the kit (:func:`acceptlab.views.style.worker_colour`)."""
+    return style.worker_colour(worker)
 
 
 def ms_since(values: pd.Series, start: int) -> np.ndarray:

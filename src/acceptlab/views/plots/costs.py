@@ -8,9 +8,12 @@ import numpy as np
 import pandas as pd
 from matplotlib import ticker
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
 from ... import analysis
-from .common import OTHER, ms_since, no_data, set_title, worker_colour
+from .. import style
+from .common import ms_since, no_data, set_title, worker_colour
 
 __all__ = ["wakeups_by_strategy", "queue_depth", "latency_cdf"]
 
@@ -20,18 +23,22 @@ __all__ = ["wakeups_by_strategy", "queue_depth", "latency_cdf"]
 def wakeups_by_strategy(summary_df: pd.DataFrame, *, title: str | None = None) -> Figure:
     """Wakeups per accepted connection, against the returns and EAGAINs a worker could see.
 
-    ``summary_df`` is :func:`acceptlab.analysis.summarize_runs`'s table, one
-    row per run, labelled by its index (typically the strategy's name).
-    Three bars per run:
+    ``summary_df`` is :func:`acceptlab.analysis.summarize_runs`'s table (or
+    ``acceptlab compare``'s summary), one row per run, labelled by its index:
+    ``strategy/kind`` (the demo) or any name (a lesson's runs).  Strategies go
+    down the side, in the table's order; each kind of worker is one horizontal
+    bar, in its kind's colour, so processes and threads sit side by side:
 
-    * **wakeups** (``wakeups_per_accept``): voluntary context switches of
-      the waiting workers per connection: how many times a worker was put
-      to sleep and woken by the kernel for each connection;
-    * **returns** (``returns_per_accept``): waits that came back to Python;
-    * **EAGAIN** (``eagain_per_accept``): returns that lost the race.
+    * the **bar** is the wakeups (``wakeups_per_accept``): voluntary context
+      switches of the waiting workers per connection, how many times a worker
+      was put to sleep and woken by the kernel for each connection;
+    * a **diamond** marks the returns (``returns_per_accept``): waits that came
+      back to Python;
+    * a **cross** marks the EAGAINs (``eagain_per_accept``): returns that lost
+      the race.
 
     The dashed line at 1 is the ideal: one wakeup per connection.  A
-    thundering herd has a tall wakeup bar and short return and EAGAIN bars,
+    thundering herd has a long bar with its diamond and cross near 1 and 0,
     because the kernel quietly puts most losers back to sleep.  "n/a" marks
     a run whose OS does not count context switches per thread.
 
@@ -40,34 +47,56 @@ def wakeups_by_strategy(summary_df: pd.DataFrame, *, title: str | None = None) -
         title: the title; the default asks the figure's question.
     """
     labels = [str(label) for label in summary_df.index]
-    x = np.arange(len(labels))
+    kinds_column = summary_df["kind"] if "kind" in summary_df else pd.Series(None, summary_df.index)
+    rows = []  # (strategy, kind or None, row label)
+    for label, kind in zip(labels, kinds_column):
+        strategy, _, named_kind = label.partition("/")
+        rows.append((strategy, named_kind or (str(kind) if isinstance(kind, str) else None), label))
+    strategies = list(dict.fromkeys(strategy for strategy, _, _ in rows))
+    kinds = list(dict.fromkeys(kind for _, kind, _ in rows))
 
     def column(name: str) -> pd.Series:
         return pd.to_numeric(summary_df.get(name, pd.Series(np.nan, summary_df.index)))
 
-    bars = [("wakeups_per_accept", "wakeups (voluntary context switches)", 0.42, 0),
-            ("returns_per_accept", "returns (waits that came back to Python)", 0.24, 1),
-            ("eagain_per_accept", "EAGAIN (returns that lost the race)", 0.24, 2)]
-    fig = Figure(figsize=(max(6.0, 1.2 + 1.0 * len(labels)), 4.4), layout="constrained")
+    wakeups, returns, eagain = (column(name).set_axis(labels) for name in
+                                ("wakeups_per_accept", "returns_per_accept", "eagain_per_accept"))
+    band = 0.8 / max(len(kinds), 1)  # each strategy's row holds one bar per kind
+    fig = Figure(figsize=(9.0, max(3.2, 1.6 + len(strategies) * (0.2 + 0.17 * len(kinds)))),
+                 layout="constrained")
     ax = fig.subplots()
-    offsets = (-0.27, 0.06, 0.30)  # the wide wakeup bar first, the two lesser ones beside it
     tallest = 1.0
-    for (name, label, width, colour), offset in zip(bars, offsets):
-        values = column(name)
-        ax.bar(x + offset, values.fillna(0), width, color=OTHER(colour), label=label)
-        for i in np.flatnonzero(values.isna().to_numpy()):
-            ax.text(x[i] + offset, 0, "n/a", ha="center", va="bottom", fontsize="x-small")
-        if values.notna().any():
-            tallest = max(tallest, float(values.max(skipna=True)))
-    ax.axhline(1, color="black", linestyle="--", linewidth=1,
-               label="1 wakeup per connection (wake-one)")
-    ax.set_xticks(x, labels, rotation=30 if len(labels) > 4 else 0,
-                  ha="right" if len(labels) > 4 else "center")
-    ax.set_ylim(0, tallest * 1.6)  # head room for the legend
-    ax.set_xlabel("run")
-    ax.set_ylabel("per accepted connection")
+    for strategy, kind, label in rows:
+        y = strategies.index(strategy) - 0.4 + band * (kinds.index(kind) + 0.5)
+        colour = style.kind_colour(kind) if kind else style.series_colour(0)
+        value = wakeups[label]
+        if np.isnan(value):
+            ax.text(0.02, y, "n/a", va="center", fontsize=8)
+        else:
+            ax.barh(y, value, band * 0.9, color=colour)
+            tallest = max(tallest, value)
+        ax.plot([returns[label]], [y], marker="D", markersize=6, color="black",
+                markerfacecolor="white", linestyle="none")
+        ax.plot([eagain[label]], [y], marker="x", markersize=7, color="black", linestyle="none")
+        tallest = max(tallest, np.nan_to_num(returns[label]), np.nan_to_num(eagain[label]))
+    ax.axvline(1, color=style.PREDICTION, linestyle="--", linewidth=1)
+    ax.set_yticks(range(len(strategies)), strategies)
+    ax.set_ylim(len(strategies) - 0.5, -0.5)  # the first strategy on top, like the table
+    ax.set_xlim(0, tallest * 1.08)
+    ax.set_xlabel("per accepted connection")
+    ax.set_ylabel("strategy")
+    ax.grid(axis="x", color="0.9")
+    ax.set_axisbelow(True)
     set_title(ax, title, "How many wakeups did each connection cost?")
-    ax.legend(fontsize="small", loc="upper left")
+    handles = [Patch(facecolor=style.kind_colour(kind) if kind else style.series_colour(0),
+                     label=f"wakeups, {kind} workers (context switches)" if kind
+                     else "wakeups (voluntary context switches)") for kind in kinds]
+    handles += [Line2D([], [], marker="D", color="black", markerfacecolor="white",
+                       linestyle="none", label="returns (waits that came back to Python)"),
+                Line2D([], [], marker="x", color="black", linestyle="none",
+                       label="EAGAIN (returns that lost the race)"),
+                Line2D([], [], color=style.PREDICTION, linestyle="--",
+                       label="1 wakeup per connection (wake one)")]
+    fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize=9)
     if not labels:
         no_data(ax, "no runs")
     return fig
@@ -84,7 +113,7 @@ def _queue_labels(names: list[str], owners: Mapping[str, Any]) -> dict[str, str]
             labels[name] = f"worker {owners[name]}'s socket"
         elif name.startswith("inode:"):
             unknown += 1
-            labels[name] = f"socket {unknown} (worker not known)"
+            labels[name] = f"listener {unknown} (whose worker the data do not show)"
         else:
             labels[name] = "shared socket" if name == "shared" else name
     return labels
@@ -101,8 +130,11 @@ def queue_depth(queue: pd.DataFrame, *, events: pd.DataFrame | None = None,
     its inode; a learner wants to know whose it is.  Pass the run's
     ``events`` and each socket whose owner shows in the data (see
     :func:`acceptlab.analysis.queue_owners`) is labelled by its worker and
-    drawn in that worker's colour; the others are numbered "socket 1 (worker
-    not known)", … in inode order.  ``owners`` overrides that guess when
+    drawn in that worker's colour; the others are numbered "listener 1 (whose
+    worker the data do not show)", … in inode order.  When one line peaks
+    far above another (a closed loop's 4 beside an open loop's 69), the
+    y axis stretches the small depths (linear to 2, logarithmic above), so
+    both peaks show.  ``owners`` overrides that guess when
     the caller knows better.  With ``backlog_line`` the queue's limit (the
     ``backlog`` given to ``listen()``) is drawn dashed in the same colour:
     when the queue reaches it, Linux stops completing handshakes and
@@ -128,26 +160,41 @@ def queue_depth(queue: pd.DataFrame, *, events: pd.DataFrame | None = None,
         names = sorted(sockets.unique())
         labels = _queue_labels(names, known)
         unknown = 0
+        peaks = []
         for name in names:
             rows = queue[sockets == name]
             if name in known:  # a worker's socket, in that worker's colour
-                colour, style = worker_colour(known[name]), "-"
-            else:  # not a worker colour, so nobody reads it as one
-                colour, style = str(0.2 + 0.2 * (unknown % 3)), ("-", "--", ":")[unknown // 3 % 3]
+                colour, line = worker_colour(known[name]), "-"
+            else:  # a colour of the series palette, not a worker's, so nobody reads it as one
+                colour, line = style.series_colour(unknown), ("-", "--", ":")[unknown // 8 % 3]
                 unknown += 1
-            ax.step(ms_since(rows["t_ns"], start), pd.to_numeric(rows["queue_len"]),
-                    where="post", color=colour, linestyle=style,
+            depth = pd.to_numeric(rows["queue_len"])
+            peaks.append(float(depth.max()) if len(depth) else 0.0)
+            ax.step(ms_since(rows["t_ns"], start), depth,
+                    where="post", color=colour, linestyle=line, linewidth=1.5,
                     label=f"{labels[name]}: waiting for accept()")
             backlog = pd.to_numeric(rows["backlog"]).dropna() if "backlog" in rows else []
             if backlog_line and len(backlog):
                 ax.axhline(int(backlog.max()), color=colour, linestyle="-.", linewidth=1,
                            label=f"{labels[name]}: backlog limit {int(backlog.max())}")
         ax.set_ylim(bottom=0)
-        fig.legend(loc="outside lower center", ncols=2, fontsize="small")
+        lit = [peak for peak in peaks if peak > 0]
+        if len(lit) > 1 and max(lit) > 8 * min(lit):
+            # A peak of 4 beside one of 69 would be a flat line: stretch the small depths.
+            ax.set_yscale("symlog", linthresh=2, linscale=0.5)
+            ax.yaxis.set_major_locator(ticker.FixedLocator(
+                [v for v in (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+                 if v <= max(lit) * 1.5]))
+            ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+            ax.yaxis.set_minor_locator(ticker.NullLocator())
+            ax.set_ylim(0, max(lit) * 1.5)
+        fig.legend(loc="outside lower center", ncols=1 if len(names) > 2 else 2,
+                   fontsize="small")
     else:
         no_data(ax, "no queue samples (accept-queue depth is read on Linux only)")
     ax.set_xlabel("time since the first sample (ms)")
-    ax.set_ylabel("connections in the accept queue")
+    ax.set_ylabel("connections in the accept queue" + (
+        "\n(log scale above 2)" if ax.get_yscale() == "symlog" else ""))
     set_title(ax, title, "Accept-queue depth: connections waiting for a worker")
     return fig
 
@@ -186,7 +233,7 @@ def latency_cdf(clients: Mapping[str, pd.DataFrame], *, title: str | None = None
         if not len(ms):
             ax.plot([], [], " ", label=f"{label}: no successful connections")
             continue
-        colour = OTHER(i % 8)
+        colour = style.series_colour(i)
         table = analysis.latency(client).iloc[0]
         fraction = np.arange(1, len(ms) + 1) / len(ms)
         ax.step(ms, fraction, where="post", color=colour,
@@ -196,7 +243,7 @@ def latency_cdf(clients: Mapping[str, pd.DataFrame], *, title: str | None = None
     ax.axhline(0.99, color="grey", linestyle=":", linewidth=1)
     if drawn:
         ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+        style.plain_log_axis(ax.xaxis)  # 10, 30, 100, 300 (no 3×10¹)
     else:
         no_data(ax, "no successful connections")
     ax.set_ylim(0, 1.02)

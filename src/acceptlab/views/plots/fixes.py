@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from .. import style
 from .common import set_title
 
 __all__ = ["sweep_heatmaps", "restart_losses"]
@@ -30,10 +31,9 @@ def sweep_heatmaps(table: pd.DataFrame, metrics: Iterable[str] | None = None, *,
     metrics = list(metrics or METRICS)
     strategies = list(dict.fromkeys(table["strategy"]))
     conditions = list(dict.fromkeys(table["condition"]))
-    columns = min(4, len(metrics))
+    columns = min(2, len(metrics))  # two panels a row: the page's width holds two readably
     rows = math.ceil(len(metrics) / columns)
-    fig = Figure(figsize=(3.4 * columns + 1.2, (0.36 * len(strategies) + 1.9) * rows),
-                 layout="constrained")
+    fig = Figure(figsize=(9.0, (0.3 * len(strategies) + 2.0) * rows), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, columns)).ravel()
     for ax in axes[len(metrics):]:
         ax.set_visible(False)
@@ -47,17 +47,21 @@ def sweep_heatmaps(table: pd.DataFrame, metrics: Iterable[str] | None = None, *,
         ax.imshow(shade, cmap="Greys", vmin=0, vmax=1.4, aspect="auto")
         for (row, col), value in np.ndenumerate(grid.to_numpy()):
             text = "—" if np.isnan(value) else (f"{value:.2f}" if abs(value) < 10 else f"{value:.0f}")
-            ax.text(col, row, text, ha="center", va="center", fontsize=7,
+            ax.text(col, row, text, ha="center", va="center", fontsize=8.5,
                     color="white" if shade[row, col] > 0.75 else "black")
         for col in range(len(conditions)):
             column = badness.iloc[:, col]
             if column.notna().any():
                 best = strategies.index(column.idxmin())
                 ax.add_patch(matplotlib.patches.Rectangle((col - 0.5, best - 0.5), 1, 1,
-                                                          fill=False, lw=2, color="tab:green"))
-        ax.set_xticks(range(len(conditions)), conditions, rotation=40, ha="right", fontsize=8)
+                                                          fill=False, lw=2.5,
+                                                          color=style.WORKERS[2]))
+        ax.set_xticks(range(len(conditions)), conditions, rotation=30, ha="right", fontsize=9)
         ax.set_yticks(range(len(strategies)), strategies if index % columns == 0 else [],
-                      fontsize=8)
+                      fontsize=9)
+        ax.set_xlabel("condition", fontsize=9)
+        if index % columns == 0:
+            ax.set_ylabel("strategy", fontsize=9)
         ax.set_title(f"{what}\n({'higher' if higher_better else 'lower'} is better)", fontsize=9)
     fig.suptitle(title or "which strategy wins where (green frame: best per condition)")
     return fig
@@ -70,7 +74,8 @@ def restart_losses(losses: Mapping[str, pd.DataFrame], *, title: str | None = No
     :func:`acceptlab.lab.restarts.restart_losses`'s table.  Bars are the mean per
     restart; the whiskers the range over the restarts.
     """
-    kinds = [("refused", "tab:red"), ("reset", "tab:orange"), ("delayed", "tab:grey")]
+    kinds = [("refused", style.series_colour(2)), ("reset", style.series_colour(1)),
+             ("delayed", style.series_colour(3))]
     fig = Figure(figsize=(7, 3.2), layout="constrained")
     ax = fig.subplots()
     width = 0.8 / len(kinds)
@@ -82,6 +87,7 @@ def restart_losses(losses: Mapping[str, pd.DataFrame], *, title: str | None = No
                    yerr=[[values.mean() - values.min()], [values.max() - values.mean()]],
                    capsize=3)
     ax.set_xticks(range(len(losses)), list(losses))
+    ax.set_xlabel("design")
     ax.set_ylabel("connections per restart")
     ax.legend()
     set_title(ax, title, "what one restart cost the clients")

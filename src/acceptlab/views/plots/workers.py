@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any, Mapping
 
 import numpy as np
@@ -11,6 +10,7 @@ from matplotlib import ticker
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.legend_handler import HandlerTuple
+from matplotlib.patches import Patch
 
 from ... import analysis
 from .common import ORDER_ZOOM, no_data, run_name, set_title, swatches, worker_colour
@@ -177,18 +177,17 @@ def accept_raster(events: pd.DataFrame, workers: int, *, max_connections: int = 
 
 def compare_strategies(runs: Mapping[str, Any], *, max_connections: int = ORDER_ZOOM,
                        title: str | None = None) -> Figure:
-    """All strategies side by side: who got each connection, and how many each worker got.
+    """All strategies, one row each: who got each connection, and how all of them were split.
 
-    For each run, two small panels in one column: on top its accept raster
-    (as :func:`accept_raster`, the first ``max_connections`` connections, so
-    that taking turns and a fair die look different), below its per-worker
-    bars over all connections with the predicted band (as
-    :func:`per_worker_bars`).  Up to four runs share a row of columns; more
-    wrap into further rows, so eight strategies make a 4 × 4 grid.
-
-    The bar panels share one y scale when the runs accepted similar numbers
-    of connections (within a factor of two), so bar heights compare across
-    strategies; otherwise each panel keeps its own scale.
+    Each run is a row of two panels.  Left, its accept raster (as
+    :func:`accept_raster`: the first ``max_connections`` connections, so
+    that taking turns and a fair die look different).  Right, every
+    connection's split as one bar, each worker's share stacked in its
+    colour, ticks at the even split, and beside it the strategy's prediction
+    with a verdict computed from the run
+    (:func:`acceptlab.views.shares.check_prediction`).  Rows read at the
+    page's width however many strategies there are (a grid of small panels
+    did not); the workers' colours are explained once, below.
 
     Args:
         runs: a label (usually the strategy's name) for each run, mapped to
@@ -196,38 +195,53 @@ def compare_strategies(runs: Mapping[str, Any], *, max_connections: int = ORDER_
         max_connections: how many of the first connections the rasters draw.
         title: the overall title; the default says what the panels show.
     """
-    labels = list(runs)
-    columns = max(1, min(len(labels), 4))
-    blocks = max(1, math.ceil(len(labels) / columns))
-    # At least 7 inches wide, so the two-line suptitle fits above a single run.
-    fig = Figure(figsize=(max(7.0, 3.6 * columns), 5.4 * blocks), layout="constrained")
-    axes = fig.subplots(2 * blocks, columns, squeeze=False)
+    from .shares import check_prediction, draw_share_bar
 
-    totals, tallest = [], 0
+    labels = list(runs)
+    count = max(len(labels), 1)
+    fig = Figure(figsize=(9.0, max(3.4, 1.5 + 0.62 * count)), layout="constrained")
+    axes = fig.subplots(count, 2, squeeze=False, sharex="col",
+                        gridspec_kw={"width_ratios": [3, 2.6]})
+    widest, totals = 1, []
     for i, label in enumerate(labels):
         events, _, workers = analysis.unpack_run(runs[label])
-        block, column = divmod(i, columns)
-        top, bottom = axes[2 * block, column], axes[2 * block + 1, column]
-        total = _draw_raster(top, events, workers, max_connections, short=True)
-        top.set_title(label, fontweight="bold")
-        _draw_bars(bottom, events, workers,
-                   analysis.single_value(events, "strategy", default=label), short=True)
+        widest = max(widest, workers)
+        raster, split = axes[i]
+        _draw_raster(raster, events, workers, max_connections, short=True)
+        raster.set_yticks([])
+        raster.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
+        raster.set_xlabel("")
+        total = draw_share_bar(split, 0, events, workers, height=0.8)
+        check = check_prediction(analysis.single_value(events, "strategy", default=label),
+                                 events, workers)
+        if check is not None:
+            split.text(1.04, 0, f"{check.gist}:\n{check.verdict}", va="center", fontsize=8.5)
+        split.set_ylim(-0.6, 0.6)
+        split.set_yticks([])
+        split.set_xlim(0, 1.75)
+        split.spines[["top", "right", "left"]].set_visible(False)
+        split.spines["bottom"].set_bounds(0, 1)
+        split.set_xticks([0, 0.5, 1], ["0", "50 %", "100 %"])
         totals.append(total)
-        tallest = max(tallest, bottom.get_ylim()[1])
-
-    if totals and min(totals) > 0 and max(totals) <= 2 * min(totals):
-        for i in range(len(labels)):
-            block, column = divmod(i, columns)
-            axes[2 * block + 1, column].set_ylim(0, tallest)
-    for i in range(len(labels), blocks * columns):  # the empty places of the last row
-        block, column = divmod(i, columns)
-        axes[2 * block, column].set_visible(False)
-        axes[2 * block + 1, column].set_visible(False)
-    if not labels:
+    if labels:
+        axes[0, 0].set_title(f"who accepted each of the first {max_connections} connections",
+                             fontsize=10)
+        of = f"all {totals[0]}" if len(set(totals)) == 1 else "all of them"
+        axes[0, 1].set_title(f"each worker's share of {of}; prediction", fontsize=10)
+        axes[-1, 0].set_xlabel("connection number, in accept order")
+        axes[-1, 1].set_xlabel("share of the connections (ticks: even split)")
+        for row in axes[:-1]:
+            for ax in row:
+                ax.tick_params(labelbottom=False)
+    else:
         no_data(axes[0, 0], "no runs")
-
+        axes[0, 0].set_xlabel("connection number, in accept order")
+        axes[0, 0].set_ylabel("worker")
+        axes[0, 1].set_xlabel("share of the connections")
+        axes[0, 1].set_ylabel("run")
+    fig.legend(handles=[Patch(facecolor=worker_colour(w), label=f"worker {w}")
+                        for w in range(widest)],
+               loc="outside lower center", ncols=min(widest, 8), fontsize=9)
     fig.suptitle(title if title is not None else
-                 "How each strategy handed out connections\n"
-                 f"top: who accepted each of the first {max_connections} connections; "
-                 "bottom: all connections per worker against the prediction")
+                 "How each strategy handed out connections: the order, then the split")
     return fig
