@@ -195,7 +195,7 @@ def compare_strategies(runs: Mapping[str, Any], *, max_connections: int = ORDER_
         max_connections: how many of the first connections the rasters draw.
         title: the overall title; the default says what the panels show.
     """
-    from .shares import check_prediction, draw_share_bar
+    from ..shares import check_prediction, draw_share_bar
 
     labels = list(runs)
     count = max(len(labels), 1)
