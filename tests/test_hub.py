@@ -188,7 +188,8 @@ def test_every_lesson_draws_its_figures(classroom):
 
 def test_every_lesson_made_live_runs_in_its_student_s_own_folder(classroom):
     for result in classroom.results:
-        assert result.probe["runs"], f"{result.student} {result.lesson}: no live run"
+        assert result.probe.get("runs"), (f"{result.student} {result.lesson}: no live run "
+                                          f"(probe: {result.probe or result.error})")
         home = classroom.students[result.student].home
         assert Path(result.probe["cwd"]) == home / "notebooks"
 
