@@ -2,6 +2,7 @@
 
 import ast
 import inspect
+import os
 import sys
 import threading
 import time
@@ -189,3 +190,16 @@ def test_a_runs_slots_count_every_thread_of_a_hybrid_pool():
     assert Run(empty, empty, meta={"workers": 4, "kind": "process", "threads": 1}).workers == 4
     # an observed server's meta lists its threads: its slots are its worker processes
     assert Run(empty, empty, meta={"workers": 4, "threads": [{"pid": 1, "tid": 1}]}).workers == 4
+
+
+@pytest.mark.system
+def test_every_run_records_how_busy_other_work_kept_the_machine(tmp_path):
+    """Issue 26: ``machine_busy`` (cores other work used while the load ran) is in every run's
+    meta.json, so a verdict can say when a run was disturbed."""
+    run = run_experiment(workers=2, kind="thread", connections=20)
+    saved = Run.load(run.save(tmp_path / "run"))
+    if sys.platform.startswith("linux"):
+        assert 0 <= saved.meta["machine_busy"] <= (os.cpu_count() or 1)
+        assert saved.meta["machine_busy_seconds"] > 0
+    else:
+        assert saved.meta["machine_busy"] is None

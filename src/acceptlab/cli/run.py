@@ -9,6 +9,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from ..specs import LoadSpec, PoolSpec, RunOptions
+from ..views.verdicts import busy_note
 from .common import (INTERRUPTED, OutputDirectory, client_lines, load_summary, plain,
                      say_interrupted, show_table)
 from .options import add_load_options, add_out_options, add_pool_options, load_spec, pool_spec
@@ -69,7 +70,8 @@ def run_and_report(args: argparse.Namespace, stop: threading.Event,
         summary.update(per_worker=table["accepts"].astype(int).tolist(),
                        client_errors=len(run.client) - int(summary["client_ok"]),
                        client_errors_by_kind=client["errors"], max_ms=client["max_ms"],
-                       out=str(out.path), interrupted=run.interrupted)
+                       out=str(out.path), interrupted=run.interrupted,
+                       machine_busy=run.meta.get("machine_busy"))
         if losses is not None:
             summary["restarts"] = losses.to_dict(orient="records")
         print(json.dumps({key: plain(value) for key, value in summary.items()}))
@@ -78,6 +80,9 @@ def run_and_report(args: argparse.Namespace, stop: threading.Event,
               f"-> {out.path}/")
         print(show_table(table))
         print("\n".join(client_lines(client)))
+        crowd = busy_note(run.meta)
+        if crowd:
+            print(f"note: {crowd}")
         if losses is not None:
             print("restarts (connections that ended in each restart's window):")
             print(show_table(losses))

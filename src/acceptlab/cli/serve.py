@@ -6,6 +6,7 @@ import argparse
 import threading
 
 from ..basics import show_address
+from ..views.links import demo_link
 from .common import BOOK_PORT, check_host, show_table
 from .options import add_pool_options, pool_spec
 
@@ -37,6 +38,10 @@ def handle(args: argparse.Namespace, stop: threading.Event) -> int:
     spec = pool_spec(args)
     with WorkerPool(spec) as pool:
         print(f"listening on {show_address(*pool.address[:2])}", flush=True)
+        if spec.protocol == "http":  # the link that works where this runs: laptop or hub
+            link = demo_link(pool.address[1], args.host)
+            print(f"open {link.url} in a browser" + (f" ({link.note})" if link.note else ""),
+                  flush=True)
         while not stop.wait(0.5):
             states = pool.status()
             if all(slot.state == "down" for slot in states):  # nobody left to serve

@@ -47,6 +47,7 @@ import pandas as pd
 
 from .. import __version__
 from ..server import eventlog
+from ..linux.busy import BusySampler, BusyUnavailable
 from ..linux.kernel import QUEUE_COLUMNS, QueueSampler, Unsupported
 from ..client.load import CLIENT_COLUMNS, CLIENT_NULLABLE, fire
 from ..server.pool import WorkerPool
@@ -235,14 +236,16 @@ def run_experiment(pool: PoolSpec | None = None, load: LoadSpec | None = None, *
         if options.restart_every:
             restarts = running.enter_context(
                 RollingRestart(workers, every=options.restart_every, graceful=options.graceful))
+        crowd = _crowd_meter()  # how much of the machine other work took while the load ran
         client = fire(workers.address, load, options=options)
+        busy = crowd.stop().as_meta() if crowd is not None else {"machine_busy": None}
     queue = sampler.to_frame() if sampler is not None else pd.DataFrame(columns=QUEUE_COLUMNS)
     meta = {**machine(), "label": label, "strategy": pool.strategy, "kind": pool.kind,
             "workers": pool.workers,
             "pool": workers.spec.as_dict(), "load": load.as_dict(), "options": options.as_dict(),
             "port": workers.address[1], "started": started, "seconds": time.time() - started,
             "queue": queue_note, "replacements": len(workers.replacements),
-            "interrupted": options.stop is not None and options.stop.is_set()}
+            "interrupted": options.stop is not None and options.stop.is_set(), **busy}
     if options.restart_every:
         meta["restarts"] = restarts.as_records()
     if options.trace:
@@ -250,6 +253,19 @@ def run_experiment(pool: PoolSpec | None = None, load: LoadSpec | None = None, *
         if tracer is not None:
             meta.update(trace_lost=tracer.lost, trace_tids=tracer.tids)
     return Run(workers.events(), client, queue, meta, tracer.table if tracer is not None else None)
+
+
+def _crowd_meter() -> BusySampler | None:
+    """Start measuring the cores other work uses (``meta['machine_busy']``); None off Linux.
+
+    The run's own processes are this one and everything below it: the pool's
+    workers and the client processes.  Another pool of the same notebook
+    kernel counts as the run's own, not as other work.
+    """
+    try:
+        return BusySampler().start()
+    except BusyUnavailable:
+        return None
 
 
 def _start_tracer(pool: WorkerPool, running: contextlib.ExitStack):
