@@ -358,7 +358,6 @@ class RemoteKernel:
     """
 
     def __init__(self, student: Student, notebook: str) -> None:
-        import websocket  # websocket-client
         from jupyter_client.session import Session
 
         self.student = student
@@ -369,11 +368,17 @@ class RemoteKernel:
             raise RuntimeError(f"{student.name}: could not start a kernel: {status} {session}")
         self.session_id, self.kernel_id = session["id"], session["kernel"]["id"]
         self.session = Session(username=student.name)
-        url = student.base.replace("http://", "ws://", 1) + \
+        self.url = student.base.replace("http://", "ws://", 1) + \
             f"api/kernels/{self.kernel_id}/channels?session_id={self.session.session}"
-        self.socket = websocket.create_connection(
-            url, header=[f"Authorization: token {student.token}"], timeout=START_TIMEOUT)
+        self.socket = self._connect()
         self._wait_ready()
+
+    def _connect(self):
+        import websocket  # websocket-client
+
+        return websocket.create_connection(
+            self.url, header=[f"Authorization: token {self.student.token}"],
+            timeout=START_TIMEOUT)
 
     def _send(self, msg_type: str, content: dict, channel: str = "shell") -> str:
         from jupyter_client.jsonutil import json_default
@@ -393,17 +398,27 @@ class RemoteKernel:
             raise TimeoutError("no message from the kernel in time") from None
 
     def _wait_ready(self, timeout: float = START_TIMEOUT) -> None:
-        """Ask for kernel_info until the kernel answers (it may still be starting)."""
+        """Ask for kernel_info until the kernel answers (it may still be starting).
+
+        A server that is still bringing the kernel up may close the channels'
+        websocket once; it is opened again, as a front end reconnects.
+        """
+        import websocket
+
         deadline = time.monotonic() + timeout
         while True:
-            asked = self._send("kernel_info_request", {})
-            answer_by = min(time.monotonic() + 5, deadline)
-            with contextlib.suppress(TimeoutError):
-                while True:
-                    message = self._receive(answer_by)
-                    if message.get("parent_header", {}).get("msg_id") == asked and \
-                            message["header"]["msg_type"] == "kernel_info_reply":
-                        return
+            try:
+                asked = self._send("kernel_info_request", {})
+                answer_by = min(time.monotonic() + 5, deadline)
+                with contextlib.suppress(TimeoutError):
+                    while True:
+                        message = self._receive(answer_by)
+                        if message.get("parent_header", {}).get("msg_id") == asked and \
+                                message["header"]["msg_type"] == "kernel_info_reply":
+                            return
+            except (websocket.WebSocketConnectionClosedException, ConnectionError):
+                time.sleep(0.5)
+                self.socket = self._connect()
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"{self.student.name}'s kernel did not answer in {timeout} s")
 

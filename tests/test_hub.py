@@ -43,6 +43,9 @@ import chromium as headless  # noqa: E402  (tools/chromium.py: the flags every b
 
 pytestmark = [
     pytest.mark.system,
+    # Four students' lessons at once fill two cores by themselves: beside the parallel part
+    # of make test their kernels starve, so the class runs in the serial part, alone.
+    pytest.mark.serial,
     pytest.mark.timeout(1800),  # a hang guard for the whole class, not a promise
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a hub on Linux only"),
 ]

@@ -28,7 +28,7 @@ _ICONS = {
     "last": '<path d="M16.5 5H19v14h-2.5zM5 5v14l10.5-7z"/>',
 }
 _BUTTONS = [("first", "first frame"), ("previous", "previous frame"),
-            ("play", "play / pause"), ("next", "next frame"), ("last", "last frame")]
+            ("play", "Play"), ("next", "next frame"), ("last", "last frame")]
 
 _STYLE = """<style>
 .acceptlab-film { display: inline-block; max-width: 100%; font-family: sans-serif; }
@@ -62,13 +62,19 @@ _SCRIPT = """<script>
     slider.value = current;
     counter.textContent = "step " + (current + 1) + " of " + frames.length;
   }
+  function label(name) {  // the button says what a click does now: Play, or Pause
+    play.title = name;
+    play.setAttribute("aria-label", name);
+  }
   function stop() {
     if (timer) { clearInterval(timer); timer = null; }
     play.innerHTML = icons.play + " play";
+    label("Play");
   }
   function start() {
     if (current >= frames.length - 1) show(0);
     play.innerHTML = icons.pause + " pause";
+    label("Pause");
     timer = setInterval(function () {
       if (current >= frames.length - 1) { stop(); } else { show(current + 1); }
     }, interval);
