@@ -39,6 +39,8 @@ else running (``other work`` says how far it was from that).
 
 from __future__ import annotations
 
+import math
+
 import argparse
 import importlib.util
 import os
@@ -75,8 +77,8 @@ def judge(run: dict) -> dict[str, str]:
         verdicts["rr"] = "held" if score >= TURNS_HELD else "blurred"
     if strategy in ONE_WORKER and share is not None:
         verdicts["busiest"] = "one took most" if share > ONE_TOOK_MOST else "spread"
-    if strategy in TAKE_TURNS + ONE_WORKER + HERD + HASHED and wakeups == wakeups \
-            and wakeups is not None:  # NaN where wakeups are not counted
+    counted = wakeups is not None and not math.isnan(wakeups)  # NaN: wakeups not counted here
+    if strategy in TAKE_TURNS + ONE_WORKER + HERD + HASHED and counted:
         verdicts["wakeups"] = "herd" if wakeups > HERD_WAKEUPS else "one"
     return verdicts
 
