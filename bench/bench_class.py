@@ -39,10 +39,9 @@ else running (``other work`` says how far it was from that).
 
 from __future__ import annotations
 
-import math
-
 import argparse
 import importlib.util
+import math
 import os
 import statistics
 import tempfile
