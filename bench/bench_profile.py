@@ -45,7 +45,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import PYTHON, RESULTS
+from . import PYTHON, RESULTS, ROOT
 from .nginx import Nginx
 from .procfs import cpu_times
 from .profile_worker import KIT_PARTS, MINIMAL_PARTS, PART_NOTES
@@ -83,31 +83,70 @@ def one_connection(port: int) -> None:
 
 def instructions(server: str, part: str | None, *options: str, connections: int = 400,
                  warmup: int = 100) -> float:
-    """Instructions per connection of ``server``'s worker, or of one ``part`` of it (callgrind)."""
+    """Instructions per connection of ``server``'s worker, or of one ``part`` of it (callgrind).
+
+    A part's count has the wrappers' own cost (:func:`wrapper_cost`) taken off.
+    """
     folder = Path(tempfile.mkdtemp(prefix="acceptlab-callgrind-"))
     prefix = ("valgrind", "--tool=callgrind", f"--callgrind-out-file={folder}/cg.out")
     if part is not None:
         prefix += ("--collect-atstart=no", "--toggle-collect=_operator_call")
-        options += ("--count", part)
+        options += ("--count", part, "--out", str(folder / "calls.json"))
     try:
         with ProfiledWorker(server, *options, prefix=prefix) as worker:
             for _ in range(warmup):
                 one_connection(worker.port)
             time.sleep(0.5)  # the worker is back in accept(): nothing runs when we zero
+            calls0 = _report(worker, folder / "calls.json")["calls"] if part else {}
             _callgrind_control("--zero", worker.process.pid)
             for _ in range(connections):
                 one_connection(worker.port)
             time.sleep(0.5)
             _callgrind_control("--dump", worker.process.pid)
-        dumps = sorted(folder.glob("cg.out.*"))
-        if not dumps:
-            raise RuntimeError(f"callgrind wrote no dump for {server} {part or ''}")
-        for line in dumps[0].read_text().splitlines():
-            if line.startswith("summary:") or line.startswith("totals:"):
-                return int(line.split()[1]) / connections
-        raise RuntimeError(f"no summary line in {dumps[0]}")
+            calls1 = _report(worker, folder / "calls.json")["calls"] if part else {}
+        count = _dumped(folder)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+    for kind, n in calls1.items():
+        count -= (n - calls0[kind]) * wrapper_cost(kind)
+    return count / connections
+
+
+def _dumped(folder: Path) -> int:
+    """The instructions in callgrind's first dump in ``folder``."""
+    dumps = sorted(folder.glob("cg.out.*"))
+    if not dumps:
+        raise RuntimeError(f"callgrind wrote no dump in {folder}")
+    return _summary(dumps[0])
+
+
+def _summary(path: Path) -> int:
+    for line in path.read_text().splitlines():
+        if line.startswith("summary:") or line.startswith("totals:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no summary line in {path}")
+
+
+_WRAPPER_COST: dict[str, float] = {}
+
+
+def wrapper_cost(kind: str, repeat: int = 20_000) -> float:
+    """Instructions a call through operator.call adds, for a Python function or a C method.
+
+    Measured once per run on a function that does nothing (so its own few
+    instructions are taken off too: a slight over-correction).
+    """
+    if kind not in _WRAPPER_COST:
+        folder = Path(tempfile.mkdtemp(prefix="acceptlab-callgrind-"))
+        try:
+            subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={folder}/cg.out",
+                            "--collect-atstart=no", "--toggle-collect=_operator_call", PYTHON,
+                            "-m", "bench.profile_worker", "calibrate", kind, str(repeat)],
+                           check=True, capture_output=True, cwd=ROOT, timeout=300)
+            _WRAPPER_COST[kind] = _summary(folder / "cg.out") / repeat
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+    return _WRAPPER_COST[kind]
 
 
 def _callgrind_control(action: str, pid: int) -> None:
@@ -132,10 +171,13 @@ def instruction_breakdown(connections: int = 400) -> dict[str, dict[str, float]]
 
 
 def _nested(values: dict[str, float]) -> dict[str, float]:
-    """Take nested parts out of their enclosing part (accept from wait); the rest is the loop."""
+    """Take nested parts out of the part around them (accept out of the wait, the protocol out of
+    the conversation); the rest of the total is the loop's own."""
     values = dict(values)
     if "wait" in values:
         values["wait"] -= values["accept"]
+    if "protocol" in values:
+        values["conversation"] -= values["protocol"]
     values["loop"] = values["total"] - sum(v for k, v in values.items() if k != "total")
     return values
 

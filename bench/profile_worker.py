@@ -20,9 +20,11 @@ Which functions make up each part is :data:`PARTS`.  Two ways to look at them:
 * ``--time`` wraps every part at once with a clock of this thread's CPU time
   (``time.thread_time_ns``: a preempted worker's clock stands still, so a busy
   machine inflates it far less than wall time).  The wrappers' own cost is
-  measured at start-up and subtracted (:class:`CpuTimer`).  SIGUSR2 writes the
-  totals so far to the file named by ``--out`` (the driver reads it before and
-  after a measured run and takes the difference).
+  measured at start-up and subtracted (:class:`CpuTimer`).
+
+SIGUSR2 writes the totals so far (the parts' times, or the calls counted) to
+the file named by ``--out``: the driver reads them before and after a measured
+run and takes the difference.
 
 Either way the worker does exactly what it does when nothing watches, plus the
 wrapping.
@@ -31,6 +33,7 @@ wrapping.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import operator
 import os
@@ -81,13 +84,33 @@ def targets(server: str, strategy: str, protocol: str) -> dict[str, list[tuple[o
     }
 
 
+COUNTED = {"python": 0, "c": 0}  # calls made through operator.call so far, by kind of target
+
+
 def through_call(function: Callable) -> Callable:
-    """``function``, called through ``operator.call`` (callgrind counts inside that C function)."""
+    """``function``, called through ``operator.call`` (callgrind counts inside that C function).
+
+    Calling a Python function from C costs more than calling it from Python
+    (a new C-level evaluation of its frame): :func:`calibrate` measures that
+    cost per call, and the calls are counted here, by kind, so the driver can
+    take it off.
+    """
     call = operator.call
+    kind = "python" if inspect.isfunction(function) else "c"
 
     def counted(*args, **kwargs):
+        COUNTED[kind] += 1
         return call(function, *args, **kwargs)
     return counted
+
+
+def calibrate(kind: str, repeat: int) -> None:
+    """Call a function that does nothing through operator.call ``repeat`` times (under callgrind:
+    the instructions per call are what a wrapped call adds beyond its target's own work)."""
+    target = (lambda: None) if kind == "python" else socket.socket().gettimeout
+    counted = through_call(target)
+    for _ in range(repeat):
+        counted()
 
 
 class CpuTimer:
@@ -161,7 +184,25 @@ def wrap_parts(server: str, strategy: str, protocol: str, *, count: str | None,
             setattr(owner, name, wrapped)
 
 
+def _signals_to_the_main_thread(process) -> None:
+    """Start the orphan watchdog with SIGUSR2 blocked, so the kernel delivers it to the main
+    thread: Python runs a handler in the main thread only, and only once that thread's
+    blocking call returns, which a signal that went to the watchdog would not make it do."""
+    start = process._watch_pool
+
+    def watch(pool_pid: int) -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR2})
+        try:
+            start(pool_pid)
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR2})
+    process._watch_pool = watch
+
+
 def main() -> int:
+    if sys.argv[1:2] == ["calibrate"]:  # calibrate {python,c} REPEAT
+        calibrate(sys.argv[2], int(sys.argv[3]))
+        return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("server", choices=("kit", "minimal"))
     parser.add_argument("--no-record", action="store_true", help="kit: event log off")
@@ -169,7 +210,8 @@ def main() -> int:
     parser.add_argument("--protocol", default="http")
     parser.add_argument("--count", help="the part whose functions go through operator.call")
     parser.add_argument("--time", action="store_true", help="time every part (thread CPU)")
-    parser.add_argument("--out", help="--time: where SIGUSR2 writes the totals (JSON)")
+    parser.add_argument("--out", help="where SIGUSR2 writes the totals so far (JSON): the parts' "
+                                      "times (--time) or the calls counted (--count)")
     args = parser.parse_args()
     parts = KIT_PARTS if args.server == "kit" else MINIMAL_PARTS
     if args.count is not None and args.count not in parts:
@@ -177,12 +219,12 @@ def main() -> int:
     timer = CpuTimer() if args.time else None
     if timer is not None:
         timer.calibrate()
-        out = args.out or os.devnull
-
+    if args.out:
         def report(*_: object) -> None:
-            with open(out + ".tmp", "w") as file:
-                json.dump(timer.totals(), file)
-            os.replace(out + ".tmp", out)
+            totals = timer.totals() if timer is not None else {"calls": COUNTED}
+            with open(args.out + ".tmp", "w") as file:
+                json.dump(totals, file)
+            os.replace(args.out + ".tmp", args.out)
         signal.signal(signal.SIGUSR2, report)
     wrap_parts(args.server, args.strategy, args.protocol, count=args.count, timer=timer)
     listener = socket.socket()
@@ -197,6 +239,7 @@ def main() -> int:
         return 0
     import multiprocessing
 
+    from acceptlab.server import process
     from acceptlab.server.process import process_main
     from acceptlab.server.worker import WorkerSpec
     from acceptlab.specs import Limits
@@ -206,6 +249,7 @@ def main() -> int:
                       work="none", limits=Limits(), log_dir=log_dir, record=not args.no_record,
                       parent_pid=os.getppid())
     _, ready = multiprocessing.Pipe(duplex=False)
+    _signals_to_the_main_thread(process)
     try:
         process_main(listener, spec, ready)  # SIGTERM: SystemExit, as in every kit worker
     finally:
