@@ -59,13 +59,19 @@ STEP = "profile"
 SERVERS = {"kit": KIT_PARTS, "minimal": MINIMAL_PARTS}
 
 
+SRC: str | None = None  # another copy of the kit to profile (--src): its src/ folder
+
+
 class ProfiledWorker(ChildServer):
-    """``bench/profile_worker.py`` as our child: one worker, maybe under callgrind, maybe timed."""
+    """``bench/profile_worker.py`` as our child: one worker, maybe under callgrind, maybe timed.
+
+    It imports the kit from :data:`SRC` when set (``--src``: the code before a change, say).
+    """
 
     def __init__(self, server: str, *options: str, prefix: tuple[str, ...] = (),
                  label: str | None = None) -> None:
         super().__init__(["-m", "bench.profile_worker", server, *options],
-                         label or f"{server} (1 worker)", prefix=prefix)
+                         label or f"{server} (1 worker)", src=SRC, prefix=prefix)
 
 
 # -- 1. instructions per connection (callgrind) -------------------------------------------------
@@ -287,8 +293,8 @@ def strace_counts(server, seconds: int = 2, connections: int = 8) -> tuple[dict[
 def syscall_table() -> tuple[list[dict], dict[str, float]]:
     """System calls per connection, by call, for the kit (log on, off), minimal and nginx."""
     with contextlib.ExitStack() as stack:
-        servers = {"kit": stack.enter_context(KitServer(record=True)),
-                   "kit, log off": stack.enter_context(KitServer(record=False)),
+        servers = {"kit": stack.enter_context(KitServer(record=True, src=SRC)),
+                   "kit, log off": stack.enter_context(KitServer(record=False, src=SRC)),
                    "minimal": stack.enter_context(MinimalServer(2)),
                    "nginx": stack.enter_context(Nginx(workers=2))}
         per_conn = {}
@@ -411,6 +417,15 @@ def run(rounds: int = 3, connections: int = 400) -> list[Figure]:
 
 
 if __name__ == "__main__":
-    quick = "--quick" in sys.argv
-    for figure in run(rounds=1 if quick else 3, connections=200 if quick else 400):
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="1 timed round, 200 connections")
+    parser.add_argument("--src", help="profile the kit in this src/ folder (another version)")
+    parser.add_argument("--out", help="write the parts table here instead of results/")
+    args = parser.parse_args()
+    SRC = args.src
+    if args.out:
+        RESULTS = Path(args.out)
+    for figure in run(rounds=1 if args.quick else 3, connections=200 if args.quick else 400):
         print(figure.row())
