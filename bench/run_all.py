@@ -194,6 +194,7 @@ def main() -> int:
     options = {"servers": dict(min_rounds=rounds["servers"], **limit),
                "client": dict(min_rounds=rounds["client"], **limit),
                "patch": dict(min_rounds=rounds["patch"], **limit),
+               "profile": dict(rounds=1, connections=200) if args.quick else {},
                "scale": dict(repeats=rounds["scale"]),
                "fixes": dict(min_rounds=rounds["fixes"], **limit),
                "model": dict(repeats=1 if args.quick else 3),
