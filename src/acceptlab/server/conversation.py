@@ -24,7 +24,7 @@ from .protocol import MAX_REPLY, Problem, Protocol, split_requests
 __all__ = ["Limits", "converse", "receive", "send", "ask", "recv_until"]
 
 RECV_SIZE = 4096
-_NOW = getattr(socket, "MSG_DONTWAIT", 0)  # "don't wait": Linux, macOS and the BSDs have it
+_DONT_WAIT = getattr(socket, "MSG_DONTWAIT", 0)  # Linux, macOS and the BSDs have it
 
 
 def converse(
@@ -47,7 +47,7 @@ def converse(
     the worker wait (:func:`receive`, :func:`send`): until then every read and
     write is one system call.
     """
-    if not _NOW or conn.gettimeout() is not None:  # a timeout already: make it the idle timeout
+    if not _DONT_WAIT or conn.gettimeout() is not None:  # a timeout already? the idle one, then
         conn.settimeout(limits.idle_timeout)
     buffer = b""
     try:
@@ -90,7 +90,7 @@ def receive(conn: socket.socket, idle_timeout: float | None) -> bytes:
     Raises ``TimeoutError`` when the client stays silent that long (``None``: wait forever).
     """
     try:
-        return conn.recv(RECV_SIZE, _NOW)  # with a timeout set, CPython waits for it first
+        return conn.recv(RECV_SIZE, _DONT_WAIT)  # with a timeout set, CPython waits for it first
     except BlockingIOError:  # nothing yet: wait for it, with the idle timeout from now on
         conn.settimeout(idle_timeout)
         return conn.recv(RECV_SIZE)
@@ -100,7 +100,7 @@ def send(conn: socket.socket, data: bytes, idle_timeout: float | None) -> None:
     """Send all of ``data``: at once if it fits the send buffer, else waiting at most
     ``idle_timeout`` each time the client makes no room (``TimeoutError`` past it)."""
     try:
-        sent = conn.send(data, _NOW)
+        sent = conn.send(data, _DONT_WAIT)
     except BlockingIOError:
         sent = 0
     if sent < len(data):  # the client does not read: wait for room, with the idle timeout

@@ -20,6 +20,7 @@ import resource
 import socket
 import threading
 import time
+import types
 from dataclasses import dataclass, field
 import typing
 from typing import Mapping
@@ -173,8 +174,7 @@ def thread_usage() -> typing.Callable[[], typing.Any]:
     return functools.partial(resource.getrusage, resource.RUSAGE_THREAD)
 
 
-class _NO_COUNT:
-    ru_nvcsw = -1
+_NO_COUNT = types.SimpleNamespace(ru_nvcsw=-1)
 
 
 class NullRecorder:
