@@ -11,7 +11,7 @@ DEV    := $(VENV)/.installed-dev
 # READY: what `setup` provides, everything (other targets may depend on it).
 READY  := $(DEV)
 
-.PHONY: setup demo test test-fast book slides handout strip lab bench clean
+.PHONY: setup demo test test-fast book slides handout strip lab bench bench-goals clean
 
 $(BIN)/python:
 	@echo "== creating a virtual environment in $(VENV)/"
@@ -96,6 +96,10 @@ lab: setup
 
 bench: $(DEV)
 	$(BIN)/python -m bench.run_all
+
+# issue 21's four goals (kit / minimal CPU, log on / off, kit / nginx, lean client / wrk) in one run
+bench-goals: $(DEV)
+	$(BIN)/python -m bench.run_all --only servers client
 
 clean:
 	rm -rf out build .pytest_cache

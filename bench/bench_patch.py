@@ -1,8 +1,11 @@
-"""The proposed patches (bench/patches/*.diff), measured against the code as it is.
+"""Proposed patches (bench/patches/*.diff), measured against the code as it is.
 
-01-hotpath.diff makes a connection cheaper (conversation.py, protocol.py).
-(02-log-off-really-off.diff, which made ``record=False`` skip the
-context-switch counter too, is in src/ since 2026-11-28.)  Patches are applied
+There are none at the moment: 02-log-off-really-off.diff (with the log off, do
+not read the context-switch counter either) went into src/ on 2026-11-28, and
+01-hotpath.diff's two ideas (optimistic I/O, the reply built once per worker)
+went in, in another form, with issue 21 (2026-12-07); both are in the git
+history.  The step is not in ``make bench``'s default run; ``--only patch``
+runs it, and says so when there is nothing to measure.  Patches are applied
 to a temporary copy of src/ (never to src/ itself), and the copy's server runs
 beside the current one: current (log on), patched (log on), patched (log off)
 and nginx, in mirrored rotating rounds as in the servers step.  A patch already

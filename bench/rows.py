@@ -38,6 +38,7 @@ class Figure:
     met: bool | None = None  # None: no target, or not measured
     note: str = ""
     digits: int = 2
+    goal: str = ""  # the goal this figure answers for, e.g. "issue 21": listed apart in the summary
 
     def row(self) -> dict:
         s = self.spread
@@ -47,7 +48,14 @@ class Figure:
                 "max": round(s.high, 4) if s.values else "",
                 "n": len(s.values), "unit": self.unit, "target": self.target,
                 "met": "" if self.met is None else ("yes" if self.met else "NO"),
-                "note": self.note}
+                "goal": self.goal, "note": self.note}
+
+
+def verdict(figure: Figure) -> str:
+    """'met', 'NOT MET', or 'not measured' for a figure with a target."""
+    if figure.met is None:
+        return "not measured"
+    return "met" if figure.met else "NOT MET"
 
 
 def check(spread: Spread, target: str) -> bool | None:

@@ -3,13 +3,16 @@
     .venv/bin/python -m bench.run_all                 # everything
     .venv/bin/python -m bench.run_all --only servers client
     .venv/bin/python -m bench.run_all --quick         # fewer rounds, for trying things out
+    .venv/bin/python -m bench.run_all --only servers client --no-install   # issue 21's four goals
 
 Steps (each prints its own runs as it goes):
 
     servers    1, 2, 4  the kit's server, event log on / off, vs nginx and a minimal Python server
     client     3        the kit's load generator vs wrk, against the same nginx
-    patch      -        the proposed patches (bench/patches/*.diff) vs the code as it is
-    profile    -        system calls per connection (strace -c), py-spy, hot-path piece costs
+    patch      -        proposed patches (bench/patches/*.diff) vs the code as it is (none now;
+                        not in the default run)
+    profile    -        a connection's cost part by part, kit vs minimal: instructions (callgrind),
+                        system calls (strace), CPU time per part (one worker under wrk)
     scale      6        1-16 workers x 1-64 clients, threads and processes: table and plot
     notebooks  5        every lesson three times, each in a fresh kernel: the course's goals
     fixes      -        each fix for the uneven split vs blocking; handoff vs Node's SCHED_RR
@@ -47,15 +50,17 @@ import traceback
 
 from . import RESULTS
 from .nginx import nginx_binary
-from .rows import SKIPPED, Figure, banner, loud_skip, markdown_table, write_csv
+from .rows import SKIPPED, Figure, banner, loud_skip, markdown_table, verdict, write_csv
 
 STEPS = ("servers", "client", "patch", "profile", "scale", "notebooks", "fixes", "model",
          "timings", "class")
-DEFAULT = STEPS[:-1]  # the class takes a quarter of an hour on two cores: asked for by name
+# Asked for by name only: the class takes a quarter of an hour on two cores; patch measures
+# proposed patches, and there are none at the moment (bench/patches/ is empty).
+DEFAULT = tuple(step for step in STEPS if step not in ("patch", "class"))
 NEEDS = {"servers": ("nginx", "wrk"), "client": ("nginx", "wrk"), "patch": ("nginx", "wrk"),
-         "profile": ("nginx", "wrk", "strace"), "scale": ("wrk",), "notebooks": (),
+         "profile": ("nginx", "wrk", "strace", "valgrind"), "scale": ("wrk",), "notebooks": (),
          "fixes": ("wrk",), "model": (), "timings": (), "class": ()}
-PACKAGES = {"nginx": "nginx-light", "wrk": "wrk", "strace": "strace"}
+PACKAGES = {"nginx": "nginx-light", "wrk": "wrk", "strace": "strace", "valgrind": "valgrind"}
 
 
 def find_tool(name: str) -> str | None:
@@ -95,11 +100,30 @@ def versions() -> dict[str, str]:
     }
 
 
+def goals_block(figures: list[Figure], loads: dict[str, tuple[float, float]]) -> list[str]:
+    """The figures that answer for a goal, together: median (range, rounds), target, verdict,
+    and the machine's load average (1 min) when their step began and ended."""
+    lines = []
+    for figure in figures:
+        if not figure.goal:
+            continue
+        value = figure.spread.fmt(figure.digits) if figure.spread.values else "n/a"
+        load = loads.get(figure.step)
+        where = f"load average {load[0]:.1f} -> {load[1]:.1f}" if load else ""
+        lines.append(f"| {figure.name} | {value} | {figure.target} | **{verdict(figure)}** | "
+                     f"{figure.step}, {where} |")
+    if not lines:
+        return []
+    return ["| goal | median (min–max, n) | target | verdict | step, machine |",
+            "|---|---|---|---|---|", *lines]
+
+
 def write_summary(figures: list[Figure], meta: dict, timings: dict[str, float],
                   skipped: dict[str, str], failed: dict[str, str],
-                  name: str = "summary") -> None:
+                  name: str = "summary", loads: dict | None = None) -> None:
     rows = [f.row() for f in figures]
     write_csv(RESULTS / f"{name}.csv", rows)
+    goals = goals_block(figures, loads or {})
     table = [{"figure": f.name,
               "median (min-max, n)": f.spread.fmt(f.digits) if f.spread.values else "n/a",
               "unit": f.unit, "target": f.target,
@@ -122,6 +146,9 @@ def write_summary(figures: list[Figure], meta: dict, timings: dict[str, float],
         "CPU-second of server + wrk, from the OS's accounting: the throughput ratio an idle "
         "machine would show.",
         "",
+        *(["## Goals", "", *goals, "",
+            "The goals of issue 21 are measured by `python -m bench.run_all --only servers client` "
+            "(`make bench-goals`).", "", "## Every figure", ""] if goals else []),
         markdown_table(table),
         "",
         "Targets not met: " + ("none." if not unmet else "; ".join(f.name for f in unmet) +
@@ -137,7 +164,7 @@ def write_summary(figures: list[Figure], meta: dict, timings: dict[str, float],
         + f"; total {sum(timings.values()):.0f} s.",
         "",
         "Files: [servers.csv](servers.csv) (every wrk run), [client.csv](client.csv), "
-        "[patch.csv](patch.csv), [syscalls.csv](syscalls.csv), [micro_costs.csv](micro_costs.csv), "
+        "[syscalls.csv](syscalls.csv), [profile_parts.csv](profile_parts.csv), "
         "[profile_kit.csv](profile_kit.csv), [scale.md](scale.md) / [scale.csv](scale.csv) / "
         "[scale.png](scale.png), [notebooks.csv](notebooks.csv), [fixes.csv](fixes.csv), "
         "[timings.csv](timings.csv), [class.md](class.md) / [class.csv](class.csv).",
@@ -167,6 +194,7 @@ def main() -> int:
     options = {"servers": dict(min_rounds=rounds["servers"], **limit),
                "client": dict(min_rounds=rounds["client"], **limit),
                "patch": dict(min_rounds=rounds["patch"], **limit),
+               "profile": dict(rounds=1, connections=200) if args.quick else {},
                "scale": dict(repeats=rounds["scale"]),
                "fixes": dict(min_rounds=rounds["fixes"], **limit),
                "model": dict(repeats=1 if args.quick else 3),
@@ -175,6 +203,7 @@ def main() -> int:
                "class": dict(students=(1, 2) if args.quick else (1, 4, 8, 16))}
     figures: list[Figure] = []
     timings: dict[str, float] = {}
+    loads: dict[str, tuple[float, float]] = {}  # the 1-minute load average as each step began, ended
     skipped = SKIPPED  # filled by loud_skip, here and inside the steps
     failed: dict[str, str] = {}
     for step in steps:
@@ -184,7 +213,7 @@ def main() -> int:
                   f"{' '.join(PACKAGES[t] for t in absent)})"
             loud_skip(step, why)
             continue
-        step_started = time.monotonic()
+        step_started, load_before = time.monotonic(), os.getloadavg()[0]
         try:
             module = importlib.import_module(f"{__package__}.bench_{step}")
             figures += module.run(**options.get(step, {}))
@@ -193,16 +222,21 @@ def main() -> int:
             failed[step] = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
             print(f"\n!!! FAILED {step}: {failed[step]}", flush=True)
         timings[step] = time.monotonic() - step_started
-        print(f"  ({step}: {timings[step]:.0f} s)", flush=True)
+        loads[step] = (load_before, os.getloadavg()[0])
+        print(f"  ({step}: {timings[step]:.0f} s; load average {load_before:.1f} -> "
+              f"{loads[step][1]:.1f})", flush=True)
     # a partial or quick run must not replace the record of the last full one
     name = "summary-partial" if args.only or args.quick else "summary"
-    write_summary(figures, meta, timings, skipped, failed, name)
+    write_summary(figures, meta, timings, skipped, failed, name, loads)
     banner(f"summary ({time.monotonic() - started:.0f} s in all) -> bench/results/{name}.md")
     for figure in figures:
         value = figure.spread.fmt(figure.digits) if figure.spread.values else "n/a"
-        verdict = "" if figure.met is None else ("  MET" if figure.met else "  NOT MET")
+        said = f"  {verdict(figure).upper()}" if figure.target else ""
         target = f"  [target {figure.target}]" if figure.target else ""
-        print(f"  {figure.name:<52} {value:>30} {figure.unit:<6}{target}{verdict}")
+        print(f"  {figure.name:<52} {value:>30} {figure.unit:<6}{target}{said}")
+    goals = goals_block(figures, loads)
+    if goals:
+        print("\n  goals:\n  " + "\n  ".join(goals))
     unmet = [f.name for f in figures if f.met is False]
     if unmet:
         print("\n  targets NOT met: " + "; ".join(unmet)

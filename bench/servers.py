@@ -87,10 +87,13 @@ class ChildServer(ServerProcess):
 
     ``src`` puts that directory first on the child's PYTHONPATH (a patched copy
     of the kit); otherwise the child imports the same acceptlab as this process.
+    ``prefix`` runs the Python under another program (``valgrind ...``), which
+    must run it in the same process (its PID is then the child's).
     """
 
-    def __init__(self, args: list[str], label: str, src: str | None = None) -> None:
-        self.cmd = [PYTHON, *args]
+    def __init__(self, args: list[str], label: str, src: str | None = None,
+                 prefix: tuple[str, ...] = ()) -> None:
+        self.cmd = [*prefix, PYTHON, *args]
         self.label = label
         self.src = src or str(Path(acceptlab.__file__).resolve().parents[1])
         self.process: subprocess.Popen | None = None

@@ -228,3 +228,89 @@ def test_the_notebook_bench_runs_each_lesson_once_per_round_in_a_fresh_kernel(tm
     assert [(row["round"], row["notebook"]) for row in rows] == [
         (1, "00_first"), (1, "01_second"), (2, "00_first"), (2, "01_second")]
     assert all(row["status"] == "ok" and row["seconds"] > 0 for row in rows)
+
+
+# -- issue 21's goals: each computed from its rounds, each labelled met or NOT MET -------------
+
+def _server_sample(rate: float, cpu: float) -> Sample:
+    return Sample("s", rate, int(rate), 0, 1.0, cpu, cpu / 3, 2 * cpu / 3, 40.0)
+
+
+def test_the_servers_step_reports_its_three_goals_from_per_round_ratios():
+    from bench import bench_servers
+
+    samples = {"nginx": [_server_sample(20_000, 30.0), _server_sample(22_000, 30.0)],
+               "on": [_server_sample(19_000, 33.0), _server_sample(18_000, 37.5)],
+               "off": [_server_sample(19_500, 31.0), _server_sample(20_000, 32.0)],
+               "minimal": [_server_sample(21_000, 30.0), _server_sample(21_000, 30.0)]}
+    goals = {f.name: f for f in bench_servers.summarise(samples, "2 rounds") if f.goal}
+    assert len(goals) == 3
+    minimal = goals["4. kit (log on) / minimal Python server: CPU per connection"]
+    assert minimal.spread.values == pytest.approx([1.10, 1.25]) and minimal.target == "<= 1.15"
+    assert minimal.met is False  # the median, 1.175, is above 1.15
+    log = goals["1. event log on / off: connections/s"]
+    assert log.spread.values == pytest.approx([19_000 / 19_500, 0.9]) and log.met is False
+    nginx = goals["2. kit (log on) / nginx: connections/s"]
+    assert nginx.spread.median == pytest.approx((0.95 + 18 / 22) / 2) and nginx.met is False
+
+
+def test_the_client_step_reports_the_lean_client_goal_against_wrk():
+    from bench import bench_client
+
+    def run(rate: float):
+        return bench_client.ClientRun(rate, int(rate), 0, 50.0)
+
+    kept = [{"wrk": run(20_000), bench_client.LEAN: run(17_000), bench_client.CLASSIC: run(8_000)},
+            {"wrk": run(20_000), bench_client.LEAN: run(15_000), bench_client.CLASSIC: run(8_000)}]
+    (goal,) = [f for f in bench_client.summarise(kept, "2 rounds") if f.goal]
+    assert goal.target == ">= 0.80" and goal.spread.median == pytest.approx(0.8) and goal.met
+
+
+def test_the_summary_lists_the_goals_together_with_their_verdicts_and_the_load(monkeypatch,
+                                                                               tmp_path):
+    met = Figure("servers", "a goal met", Spread([0.97, 0.99]), "ratio", ">= 0.95", True,
+                 goal="issue 21")
+    unmet = Figure("client", "a goal missed", Spread([0.7]), "ratio", ">= 0.80", False,
+                   goal="issue 21")
+    other = Figure("servers", "not a goal", Spread([1.0]), "ratio")
+    block = "\n".join(run_all.goals_block([met, other, unmet],
+                                          {"servers": (1.5, 2.5), "client": (3.0, 3.5)}))
+    assert "a goal met | 0.98 (0.97–0.99, n=2) | >= 0.95 | **met** | servers, load average " \
+           "1.5 -> 2.5" in block
+    assert "**NOT MET**" in block and "not a goal" not in block
+    monkeypatch.setattr(run_all, "RESULTS", tmp_path)
+    run_all.write_summary([met, other, unmet], {"date": "d", "machine": "m", "python": "3",
+                                                "nginx": "n", "wrk": "w"}, {}, {}, {},
+                          loads={"servers": (1.5, 2.5)})
+    summary = (tmp_path / "summary.md").read_text()
+    assert summary.index("## Goals") < summary.index("## Every figure")
+    assert "bench.run_all --only servers client" in summary
+
+
+# -- bench_profile's arithmetic ------------------------------------------------------------------
+
+def test_nested_parts_come_out_of_their_enclosing_part_and_the_rest_is_the_loop():
+    from bench.bench_profile import _nested
+
+    parts = _nested({"total": 100.0, "wait": 30.0, "accept": 20.0, "conversation": 25.0,
+                     "protocol": 5.0, "event log": 10.0})
+    assert parts["wait"] == 10.0 and parts["conversation"] == 20.0
+    assert parts["loop"] == pytest.approx(100 - (10 + 20 + 20 + 5 + 10))
+    minimal = _nested({"total": 50.0, "accept": 30.0, "conversation": 10.0, "close": 5.0})
+    assert minimal["loop"] == 5.0 and "wait" not in minimal
+
+
+def test_the_cpu_timer_takes_its_own_cost_off_each_part_and_off_the_part_around_it(monkeypatch):
+    from bench import profile_worker
+
+    ticks = iter(range(0, 10_000, 10))  # every clock reading is 10 ns after the last
+    monkeypatch.setattr(profile_worker.time, "thread_time_ns", lambda: next(ticks))
+    timer = profile_worker.CpuTimer()
+    inner = timer.wrap("inner", lambda: None)
+    outer = timer.wrap("outer", lambda: inner())
+    timer.inside_ns, timer.whole_ns = 10, 20  # as calibrate() would find with this clock
+    outer()
+    totals = timer.totals()
+    assert totals["inner"] == {"ns": 0, "calls": 1}  # read 10 ns apart: all of it the wrapper's
+    # outer read 0 and 30: 10 its own wrapper's, 20 the inner wrapper's whole cost: 0 left
+    assert totals["outer"] == {"ns": 0, "calls": 1}

@@ -2,6 +2,7 @@
 
 import socket
 import threading
+import time
 
 import pytest
 
@@ -125,3 +126,69 @@ def test_recv_until_reports_a_server_that_closes_early(pair):
     server.shutdown(socket.SHUT_WR)
     with pytest.raises(ConnectionError, match="before b'.'"):
         recv_until(client, b".")
+
+
+# -- the idle timeout, set only when the client makes the worker wait (issue 21) ---------------
+
+class CountingSocket(socket.socket):
+    """A socket that counts settimeout() calls: each one is an ioctl, and makes CPython
+    poll() before every later recv() and send()."""
+
+    timeouts_set = 0
+
+    def settimeout(self, value):
+        self.timeouts_set += 1
+        super().settimeout(value)
+
+
+def counting(sock: socket.socket) -> CountingSocket:
+    return CountingSocket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+
+
+def test_a_request_already_there_is_answered_without_setting_any_timeout(pair):
+    server, client = pair
+    server = counting(server)
+    with server:
+        client.sendall(b"GET / HTTP/1.0\r\n\r\n")  # there before the conversation starts
+        finish = run_server(server, HTTP, Limits(idle_timeout=5))
+        assert finish() == "replied"
+        assert server.timeouts_set == 0 and server.gettimeout() is None
+
+
+def test_a_client_that_is_not_there_yet_is_waited_for_with_the_idle_timeout(pair):
+    server, client = pair
+    server = counting(server)
+    with server:
+        finish = run_server(server, ZEN, Limits(idle_timeout=5))
+        time.sleep(0.1)  # the first read finds nothing: the worker now waits, with the timeout
+        assert ask(client, ZEN) == [b"Ugly.", b"Implicit.", b"Complex."]
+        client.shutdown(socket.SHUT_WR)
+        assert finish() == "closed"
+        assert server.timeouts_set == 1 and server.gettimeout() == 5
+
+
+def test_a_client_that_answers_at_once_then_falls_silent_is_cut_at_the_idle_timeout(pair):
+    server, client = pair
+    client.sendall(b"Simple is better than?")  # there at once: no timeout set yet
+    finish = run_server(server, ZEN, Limits(idle_timeout=0.2))
+    assert recv_until(client, b".") == b"Complex."
+    # then silence: the next read has to wait, and the idle timeout cuts it
+    assert recv_until(client, b".") == b"Error: idle timeout."
+    assert finish() == "idle"
+
+
+def test_a_socket_with_a_default_timeout_gets_the_idle_timeout_from_the_start(pair):
+    server, client = pair
+    server.settimeout(60)  # as socket.setdefaulttimeout() would give every accepted socket
+    finish = run_server(server, ZEN, Limits(idle_timeout=0.2))
+    assert recv_until(client, b".") == b"Error: idle timeout."  # 0.2 s, not 60
+    assert finish() == "idle"
+
+
+def test_no_idle_timeout_waits_as_the_book_does(pair):
+    server, client = pair
+    finish = run_server(server, ZEN, Limits(idle_timeout=None))
+    time.sleep(0.3)  # longer than any idle timeout of these tests: still waiting
+    assert ask(client, ZEN) == [b"Ugly.", b"Implicit.", b"Complex."]
+    client.shutdown(socket.SHUT_WR)
+    assert finish() == "closed"

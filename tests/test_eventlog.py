@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from acceptlab.server import eventlog
 from acceptlab.server.eventlog import EventWriter, log_path, read_events
 
 
@@ -76,7 +77,10 @@ def test_uncommitted_record_is_not_read(tmp_path):
     with EventWriter(path, 0, 0) as log:
         log.woke(log.begin_wait(1, 1), 2, "accepted", 2, 1, 1)
     # Simulate a writer killed after the body but before the commit: body bytes, seq 0.
+    size, seq_at = eventlog._RECORD.size, eventlog._SEQ_OFFSET
     with open(path, "r+b") as f:
-        f.seek(96 + 8)
-        f.write(b"\x01" * 88)
+        f.seek(size)  # the second record
+        f.write(b"\x01" * size)
+        f.seek(size + seq_at)
+        f.write(b"\x00" * 8)
     assert len(read_events(tmp_path)) == 1

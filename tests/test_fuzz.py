@@ -186,22 +186,40 @@ def chop(data: bytes, sizes: list[int]) -> Iterator[bytes]:
 class ScriptedSocket:
     """Enough of a socket for ``converse``: reads come from a script, writes are kept.
 
-    After the script, the peer either closes (``recv`` returns b''), goes
-    silent (``TimeoutError``, as a socket timeout raises) or resets.
-    ``send_fails_after`` makes ``sendall`` raise as for a peer that left.
+    A ``None`` in the script is a moment when the client has sent nothing
+    yet: a read that may not wait (``MSG_DONTWAIT`` on a socket with no
+    timeout) finds nothing then (``BlockingIOError``), any other read waits
+    and gets the next chunk.  After the script, the peer either closes
+    (``recv`` returns b''), goes silent or resets.  A silent peer is what the
+    idle timeout is for: a read with a timeout raises ``TimeoutError`` (as
+    CPython's does), a read that may not wait finds nothing, and a read that
+    would wait for ever fails the test, since a real worker would be held for
+    ever.  ``send_fails_after`` makes sending raise as for a peer that left.
     """
 
-    chunks: list[bytes]
+    chunks: list[bytes | None]
     end: str = "close"
     send_fails_after: int | None = None
     sent: list[bytes] = field(default_factory=list)
     reads: int = 0
+    timeout: float | None = None
 
-    def settimeout(self, timeout: float) -> None:
+    def gettimeout(self) -> float | None:
+        return self.timeout
+
+    def settimeout(self, timeout: float | None) -> None:
         assert timeout is None or timeout > 0
+        self.timeout = timeout
 
-    def recv(self, size: int) -> bytes:
+    def recv(self, size: int, flags: int = 0) -> bytes:
         self.reads += 1
+        now_only = bool(flags & socket.MSG_DONTWAIT) and self.timeout is None
+        if self.chunks and self.chunks[0] is None:  # the client has not sent this yet
+            if now_only:
+                raise BlockingIOError(11, "Resource temporarily unavailable")
+            self.chunks.pop(0)  # a read that waits: the chunk arrives
+        while self.chunks and self.chunks[0] is None:
+            self.chunks.pop(0)
         if self.chunks:
             chunk = self.chunks.pop(0)
             if len(chunk) > size:  # a read never returns more than asked
@@ -211,13 +229,30 @@ class ScriptedSocket:
         if self.end == "close":
             return b""
         if self.end == "silent":
+            if now_only:
+                raise BlockingIOError(11, "Resource temporarily unavailable")
+            assert self.timeout is not None, "a blocking read of a silent client, no timeout"
             raise TimeoutError("timed out")
         raise ConnectionResetError(104, "Connection reset by peer")
+
+    def send(self, data: bytes, flags: int = 0) -> int:
+        self.sendall(data)
+        return len(data)
 
     def sendall(self, data: bytes) -> None:
         if self.send_fails_after is not None and len(self.sent) >= self.send_fails_after:
             raise BrokenPipeError(32, "Broken pipe")
         self.sent.append(data)
+
+
+def late(chunks: Iterator[bytes], waits: list[bool]) -> list[bytes | None]:
+    """The chunks, each preceded by a moment of silence (``None``) where ``waits`` says so."""
+    script: list[bytes | None] = []
+    for k, chunk in enumerate(chunks):
+        if waits and waits[k % len(waits)]:
+            script.append(None)
+        script.append(chunk)
+    return script
 
 
 def expected_conversation(protocol: Protocol, stream: bytes, end: str,
@@ -240,11 +275,14 @@ def expected_conversation(protocol: Protocol, stream: bytes, end: str,
 
 @FUZZ
 @given(stream=streams(), sizes=cuts(), end=st.sampled_from(["close", "silent", "reset"]),
-       limit=st.integers(1, 2500), protocol=st.sampled_from([ZEN, LANCELOT, HTTP]))
+       limit=st.integers(1, 2500), protocol=st.sampled_from([ZEN, LANCELOT, HTTP]),
+       waits=st.lists(st.booleans(), max_size=5))
 def test_request_reader_answers_as_the_model_says_however_the_bytes_arrive(
-        stream, sizes, end, limit, protocol):
-    """``converse`` (zen, lancelot and the HTTP request reader): same replies, same ending."""
-    conn = ScriptedSocket(list(chop(stream, sizes)), end=end)
+        stream, sizes, end, limit, protocol, waits):
+    """``converse`` (zen, lancelot and the HTTP request reader): same replies, same ending,
+    whether each piece is there at once or makes the worker wait; a silent client is
+    always cut by the idle timeout, never waited for without one."""
+    conn = ScriptedSocket(late(chop(stream, sizes), waits), end=end)
     outcome = converse(conn, protocol, WHO, limits=Limits(max_request=limit, idle_timeout=1))
     replies, ending = expected_conversation(protocol, stream, end, limit)
     assert (conn.sent, outcome) == (replies, ending)

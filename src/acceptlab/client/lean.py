@@ -103,9 +103,11 @@ class ClosedLoop:
                     self._start(*self.starts.popleft())
                 if not self.in_flight:
                     break
-                for fd, _ in self.poller.poll(_SCAN_NS / 1e9):
+                ready = self.poller.poll(_SCAN_NS / 1e9)
+                deadline = now() + self.timeout_ns  # one clock reading for the whole batch
+                for fd, _ in ready:
                     flight = self.in_flight[fd]
-                    flight.deadline = now() + self.timeout_ns
+                    flight.deadline = deadline
                     try:
                         if flight.pending:
                             self._writable(flight)
@@ -137,7 +139,8 @@ class ClosedLoop:
                                                socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
         except OSError as exc:  # out of file descriptors, say: a failed attempt like any other
             return self._finish(flight, conversation.fail(error_name(exc)))
-        self.in_flight[sock.fileno()] = flight
+        fd = sock.fileno()
+        self.in_flight[fd] = flight
         flight.deadline = flight.t_start + self.timeout_ns
         code = sock.connect_ex(self.part.address)
         if code not in (0, errno.EINPROGRESS):
@@ -149,7 +152,7 @@ class ClosedLoop:
                 flight.t_connected = now()
         except OSError as exc:
             return self._finish(flight, conversation.fail(error_name(exc)))
-        self.poller.register(sock.fileno(), select.EPOLLOUT if flight.pending else select.EPOLLIN)
+        self.poller.register(fd, select.EPOLLOUT if flight.pending else select.EPOLLIN)
 
     @staticmethod
     def _send(flight: _InFlight) -> bool:

@@ -133,11 +133,11 @@ class _Waits:
         return left
 
     def connect(self, sock: socket.socket, address: tuple[str, int]) -> None:
-        sock.settimeout(min(self.timeout, self._left()))
+        _set_timeout(sock, min(self.timeout, self._left()))
         sock.connect(address)
 
     def sendall(self, sock: socket.socket, data: bytes) -> None:
-        sock.settimeout(min(self.timeout, self._left()))
+        _set_timeout(sock, min(self.timeout, self._left()))
         sock.sendall(data)
 
     def recv(self, sock: socket.socket, seconds: float) -> bytes | None:
@@ -149,11 +149,18 @@ class _Waits:
                 if self.over():
                     raise TimeoutError("the load is over")
                 return None
-            sock.settimeout(min(left, self.slice))
+            _set_timeout(sock, min(left, self.slice))
             try:
                 return sock.recv(RECV_SIZE)
             except TimeoutError:
                 self.look()  # a slice ended empty: has the load been stopped meanwhile?
+
+
+def _set_timeout(sock: socket.socket, seconds: float) -> None:
+    """``sock.settimeout(seconds)``, unless it has that timeout already: each call is an ioctl,
+    and a conversation that goes well asks for the same timeout wait after wait."""
+    if sock.gettimeout() != seconds:
+        sock.settimeout(seconds)
 
 
 def with_retries(address: tuple[str, int], protocol: Protocol, conn: int, part: LoadPart,

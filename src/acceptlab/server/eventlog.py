@@ -11,9 +11,10 @@ survives its ``SIGKILL``: the next reader finds it.  (A ``multiprocessing.Queue`
 instead pickles and sends every event through a pipe and loses what is still in
 its feeder thread when a worker dies.)
 
-A record is *committed* by writing its ``seq`` field last; a reader keeps only
-records whose ``seq`` is set, so a worker killed half-way through a record
-leaves no torn row.  The conversation's end time is written into the same
+A record is *committed* by writing its ``seq`` field last (it is the record's
+last field, and one ``pack_into`` stores the fields in order); a reader keeps
+only records whose ``seq`` is set, so a worker killed half-way through a
+record leaves no torn row.  The conversation's end time is written into the same
 record later; a worker killed mid-conversation leaves it empty, which is
 itself worth seeing.
 
@@ -45,19 +46,22 @@ __all__ = ["OUTCOMES", "COLUMNS", "NULLABLE", "EventWriter", "read_events", "log
 OUTCOMES = ("accepted", "eagain", "timeout", "error", "waiting")
 _CODE = {name: code for code, name in enumerate(OUTCOMES)}
 
-# The record: twelve little-endian signed 64-bit integers; -1 means "none".
+# The record: twelve little-endian signed 64-bit integers; -1 means "none".  The fields are
+# laid out in the order they are written, so that each moment is ONE store of neighbouring
+# fields: begin_wait writes the whole record (seq last: the commit), woke writes the wait's
+# end (outcome last), done writes t_done_ns.
 _FIELDS = (
-    "seq", "worker", "generation", "pid", "tid",
-    "t_wait_ns", "t_wake_ns", "t_accept_ns", "t_done_ns",
-    "outcome", "peer_port", "nvcsw",
+    "worker", "generation", "pid", "tid", "t_wait_ns", "t_done_ns",
+    "t_wake_ns", "t_accept_ns", "peer_port", "nvcsw", "outcome",
+    "seq",
 )
 _RECORD = struct.Struct("<" + "q" * len(_FIELDS))
-_BODY = struct.Struct("<" + "q" * (len(_FIELDS) - 1))  # everything after seq
-_T_WAKE_OFFSET = 8 * _FIELDS.index("t_wake_ns")  # t_wake_ns, t_accept_ns
-_T_DONE_OFFSET = 8 * _FIELDS.index("t_done_ns")
-_OUTCOME_OFFSET = 8 * _FIELDS.index("outcome")
-_PEER_OFFSET = 8 * _FIELDS.index("peer_port")  # peer_port, nvcsw
-_PAIR = struct.Struct("<qq")  # two neighbouring fields
+_WAKE = struct.Struct("<qqqqq")  # t_wake_ns, t_accept_ns, peer_port, nvcsw, outcome
+_WAKE_OFFSET = 8 * _FIELDS.index("t_wake_ns")
+_DONE = struct.Struct("<q")
+_DONE_OFFSET = 8 * _FIELDS.index("t_done_ns")
+_SEQ_OFFSET = 8 * _FIELDS.index("seq")
+_WAITING = _CODE["waiting"]
 _INITIAL_RECORDS = 4096
 
 
@@ -71,7 +75,7 @@ class EventWriter:
 
     Per wait: :meth:`begin_wait` when the worker starts waiting, :meth:`woke`
     when the wait returns, and :meth:`done` when a connection's conversation
-    is over.  Each costs a ``struct.pack_into`` or two into shared memory.
+    is over.  Each is one ``struct.pack_into`` into shared memory.
 
     Args:
         path: the file (see :func:`log_path`); created, or emptied if it exists.
@@ -103,28 +107,25 @@ class EventWriter:
         that never wakes (one starved by EPOLLEXCLUSIVE, one killed or stopped
         while waiting) still shows when it began to wait.
         """
-        if self._count == self._capacity:
-            self._grow(2 * self._capacity)
         index = self._count
-        offset = index * _RECORD.size
+        if index == self._capacity:
+            self._grow(2 * self._capacity)
         worker, generation, pid = self._ids
-        _BODY.pack_into(self._map, offset + 8, worker, generation, pid, tid, t_wait_ns,
-                        -1, -1, -1, _CODE["waiting"], -1, -1)
-        struct.pack_into("<q", self._map, offset, index + 1)  # commit: seq last
+        # One store, in field order: seq, the commit, is written last.
+        _RECORD.pack_into(self._map, index * _RECORD.size, worker, generation, pid, tid,
+                          t_wait_ns, -1, -1, -1, -1, -1, _WAITING, index + 1)
         self._count = index + 1
         return index
 
     def woke(self, index: int, t_wake_ns: int, outcome: str, t_accept_ns: int = -1,
              peer_port: int = -1, nvcsw: int = -1) -> None:
-        """Fill in how row ``index``'s wait ended (the outcome is written last)."""
-        offset = index * _RECORD.size
-        _PAIR.pack_into(self._map, offset + _T_WAKE_OFFSET, t_wake_ns, t_accept_ns)
-        _PAIR.pack_into(self._map, offset + _PEER_OFFSET, peer_port, nvcsw)
-        struct.pack_into("<q", self._map, offset + _OUTCOME_OFFSET, _CODE[outcome])
+        """Fill in how row ``index``'s wait ended (one store; the outcome is written last)."""
+        _WAKE.pack_into(self._map, index * _RECORD.size + _WAKE_OFFSET, t_wake_ns, t_accept_ns,
+                        peer_port, nvcsw, _CODE[outcome])
 
     def done(self, index: int, t_done_ns: int) -> None:
         """Fill in when record ``index``'s conversation ended."""
-        struct.pack_into("<q", self._map, index * _RECORD.size + _T_DONE_OFFSET, t_done_ns)
+        _DONE.pack_into(self._map, index * _RECORD.size + _DONE_OFFSET, t_done_ns)
 
     def close(self) -> None:
         """Unmap and close; the records stay in the file."""

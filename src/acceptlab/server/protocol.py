@@ -24,6 +24,7 @@ edition's ``zen`` aphorisms and the 2nd edition's Monty Python questions
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Mapping
@@ -84,12 +85,14 @@ def split_requests(buffer: bytes, terminator: bytes) -> tuple[list[bytes], bytes
     ([b'Simple is better than?'], b'Explicit is')
     """
     requests = []
+    start = 0
     while True:
-        head, mark, rest = buffer.partition(terminator)
-        if not mark:
-            return requests, buffer
-        requests.append(head + mark)
-        buffer = rest
+        end = buffer.find(terminator, start)
+        if end < 0:
+            return requests, buffer[start:]
+        end += len(terminator)
+        requests.append(buffer[start:end])
+        start = end
 
 
 @dataclass(frozen=True)
@@ -173,12 +176,17 @@ class HttpProtocol(Protocol):
             return self.complaint(Problem.MALFORMED)
         if method not in (b"GET", b"HEAD"):
             return _http_response(b"405 Method Not Allowed", b"only GET is served here\n")
-        body = (who + "\n").encode()
-        return _http_response(b"200 OK", body, include_body=(method == b"GET"))
+        return _served_by_reply(who, method == b"GET")
 
     def complaint(self, problem: Problem) -> bytes:
         """An HTTP error status whose body says what went wrong."""
         return _http_response(self._STATUS[problem], problem.value.encode() + b"\n")
+
+
+@functools.lru_cache(maxsize=256)
+def _served_by_reply(who: str, include_body: bool) -> bytes:
+    """The ``200 OK`` naming worker ``who``: the same bytes every time, so built once per worker."""
+    return _http_response(b"200 OK", (who + "\n").encode(), include_body=include_body)
 
 
 def _http_response(status: bytes, body: bytes, include_body: bool = True) -> bytes:

@@ -63,8 +63,11 @@ class Wakeup(NamedTuple):
 
     @classmethod
     def accepted(cls, t_wake_ns: int, pair: tuple[socket.socket, Any]) -> "Wakeup":
+        """A connection from ``accept()``'s ``(conn, address)``, accepted now."""
         conn, address = pair
-        return cls("accepted", t_wake_ns, now(), conn, address[1])
+        # tuple.__new__ builds the same Wakeup as cls(...) without NamedTuple's Python-level
+        # __new__: this runs once per connection, and that call cost more than the clock.
+        return tuple.__new__(cls, ("accepted", t_wake_ns, now(), conn, address[1]))
 
 
 @typing.runtime_checkable

@@ -36,6 +36,10 @@ class Work:
             while time.thread_time() < deadline:  # busy on purpose: it must hold the CPU
                 pass
 
+    def __bool__(self) -> bool:
+        """False for ``none``: there is nothing to call (the worker then skips the call)."""
+        return self.kind != "none"
+
     def __str__(self) -> str:
         return self.kind if self.kind == "none" else f"{self.kind}:{self.ms:g}"
 

@@ -14,10 +14,13 @@ How processes are started, signalled and watched is :mod:`acceptlab.server.proce
 from __future__ import annotations
 
 import errno
+import functools
 import os
+import resource
 import socket
 import threading
 import time
+import types
 from dataclasses import dataclass, field
 import typing
 from typing import Mapping
@@ -32,7 +35,7 @@ from .sharing import Shared
 from .strategies import Wakeup, make_waiter
 from .work import parse_work
 
-__all__ = ["serve", "WorkerSpec", "Control", "Recorder", "NullRecorder", "InjectedCrash"]
+__all__ = ["serve", "WorkerSpec", "Control", "Switch", "Recorder", "NullRecorder", "InjectedCrash"]
 
 
 def serve(listener: socket.socket, spec: WorkerSpec, control: Control | None = None) -> None:
@@ -44,7 +47,7 @@ def serve(listener: socket.socket, spec: WorkerSpec, control: Control | None = N
         control: the flags shared with the pool; a fresh :class:`Control` if None.
     """
     control = control or Control()
-    protocol, work = get_protocol(spec.protocol), parse_work(spec.work)
+    protocol, work = get_protocol(spec.protocol), parse_work(spec.work) or None
     who = served_by(spec.slot, os.getpid(), threading.get_native_id())
     waiter = make_waiter(spec.strategy, listener, spec.shared, slot=spec.slot,
                          options=spec.options)
@@ -67,10 +70,12 @@ def serve(listener: socket.socket, spec: WorkerSpec, control: Control | None = N
                 recorder.woke(wake)
                 conn = wake.conn
                 if conn is not None:
-                    with conn:
+                    try:
                         if control.take(conn):
                             converse(conn, protocol, who, work, spec.limits)
                         control.release(conn)
+                    finally:
+                        conn.close()
                     waiter.finished()  # strategies that count open connections count down
                     recorder.served()
         finally:
@@ -110,6 +115,12 @@ class Recorder:
     :meth:`failed` for a wait that raised; :meth:`served` when the
     conversation ended.  :class:`NullRecorder` records nothing (the
     benchmarks' "event log off").
+
+    The switch count is read when a wait returns and again when the next one
+    begins, so that the conversation between them is not counted.  A return
+    that brought no connection (``eagain``, ``timeout``, ``error``) leads
+    straight back to the next wait, so its reading starts that wait too: one
+    ``getrusage`` per return instead of two, where a herd returns most.
     """
 
     def __init__(self, writer: EventWriter) -> None:
@@ -117,7 +128,8 @@ class Recorder:
         self._begin, self._woke, self._done = writer.begin_wait, writer.woke, writer.done
         self._tid = threading.get_native_id()
         self._row = 0
-        self._switches: int | None = None
+        self._usage = thread_usage()
+        self._since: int | None = None  # the count when this wait began; None: read it afresh
 
     @classmethod
     def for_worker(cls, spec: WorkerSpec) -> "Recorder | NullRecorder":
@@ -129,18 +141,19 @@ class Recorder:
 
     def waiting(self) -> None:
         self._row = self._begin(self._tid, now())
-        self._switches = voluntary_switches()
+        if self._since is None:  # a conversation came since the last reading
+            self._since = self._usage().ru_nvcsw
 
     def woke(self, wake: Wakeup) -> None:
-        before = self._switches  # the wakeups of this wait: switches since waiting()
-        after = None if before is None else voluntary_switches()
+        after = self._usage().ru_nvcsw
         self._woke(self._row, wake.t_wake_ns, wake.outcome, wake.t_accept_ns, wake.peer_port,
-                   -1 if after is None else after - before)
+                   -1 if after < 0 else after - self._since)
+        self._since = None if wake.conn is not None else after
 
     def failed(self) -> None:
-        before = self._switches
-        after = None if before is None else voluntary_switches()
-        self._woke(self._row, now(), "error", nvcsw=-1 if after is None else after - before)
+        after = self._usage().ru_nvcsw
+        self._woke(self._row, now(), "error", nvcsw=-1 if after < 0 else after - self._since)
+        self._since = after
 
     def served(self) -> None:
         self._done(self._row, now())
@@ -150,6 +163,18 @@ class Recorder:
 
     def __exit__(self, *exc: object) -> None:
         self._writer.close()
+
+
+def thread_usage() -> typing.Callable[[], typing.Any]:
+    """``getrusage(RUSAGE_THREAD)`` as a call without arguments (C all the way: it is made twice
+    per connection); where there is no per-thread count (not Linux), a stand-in whose
+    ``ru_nvcsw`` is -1.  The count is :func:`acceptlab.linux.kernel.voluntary_switches`'s."""
+    if voluntary_switches() is None:
+        return lambda: _NO_COUNT
+    return functools.partial(resource.getrusage, resource.RUSAGE_THREAD)
+
+
+_NO_COUNT = types.SimpleNamespace(ru_nvcsw=-1)
 
 
 class NullRecorder:
@@ -187,6 +212,26 @@ class Flag(typing.Protocol):
     def set(self) -> None: ...
 
 
+class Switch:
+    """A flag another thread sets and the loop reads at every connection: ``on``.
+
+    A plain attribute is enough under the GIL; a ``threading.Event`` would
+    cost a method call per read, for the waiting it offers and nobody does.
+    ``set()`` and ``is_set()`` read as an Event's.
+    """
+
+    __slots__ = ("on",)
+
+    def __init__(self) -> None:
+        self.on = False
+
+    def set(self) -> None:
+        self.on = True
+
+    def is_set(self) -> bool:
+        return self.on
+
+
 @dataclass
 class Control:
     """The few flags a pool and its worker share.
@@ -210,20 +255,20 @@ class Control:
     """
 
     ready: Flag = field(default_factory=threading.Event)
-    stopping: threading.Event = field(default_factory=threading.Event)
-    retiring: threading.Event = field(default_factory=threading.Event)
-    crash: threading.Event = field(default_factory=threading.Event)
+    stopping: Switch = field(default_factory=Switch)
+    retiring: Switch = field(default_factory=Switch)
+    crash: Switch = field(default_factory=Switch)
     sockets: list = field(default_factory=list)
     waiting: bool = False
 
     def leaving(self) -> bool:
         """Has the worker been told to stop or to retire?"""
-        return self.stopping.is_set() or self.retiring.is_set()
+        return self.stopping.on or self.retiring.on
 
     def may_wait(self) -> bool:
         """About to wait: from now until the wait returns, a retire signal ends the worker."""
         self.waiting = True
-        return not (self.stopping.is_set() or self.retiring.is_set())
+        return not (self.stopping.on or self.retiring.on)
 
     def take(self, conn: socket.socket) -> bool:
         """A connection is in hand: may the conversation go ahead?
@@ -232,10 +277,10 @@ class Control:
         ``recv()``); False if a stop came meanwhile; an injected crash raises
         here, as a bug would.
         """
-        if self.crash.is_set():
+        if self.crash.on:
             raise InjectedCrash("this worker crashed on purpose")
         self.sockets.append(conn)
-        return not self.stopping.is_set()
+        return not self.stopping.on
 
     def release(self, conn: socket.socket) -> None:
         """The conversation is over: ``conn`` is no longer ours to wake."""
