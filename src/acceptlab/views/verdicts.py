@@ -209,6 +209,7 @@ def reference_note(value: float, entry: Mapping, field: str, *, name: str | None
 # -- the wait-queue model's bands ----------------------------------------------------------------
 
 MODEL_RUNS = 40  # simulated runs per prediction in a lesson: a band in about a second
+ROUNDING = 1e-6  # acceptlab.model.predict rounds its bands' edges to 6 decimals
 
 
 def model_prediction(run: Any, *, runs: int = MODEL_RUNS) -> dict | None:
@@ -269,6 +270,9 @@ def model_band(prediction: Mapping, metric: str) -> Band:
     rule = str(prediction.get("model", "")).removeprefix("acceptlab.model: ").split(",")[0]
     coverage = float(prediction.get("coverage", 0.9))
     runs = prediction.get("runs")
-    return Band(float(band[0]), float(band[1]),
+    # predict() rounds each edge to 6 decimals, which can move an edge past a simulated value
+    # equal to a live one (5/12 = 0.416666... becomes 0.416667): undo that much, no more.
+    low, high = float(band[0]), float(band[1])
+    return Band(low - ROUNDING if low else low, high + ROUNDING,
                 f"{model_words(prediction)}, {coverage * 100:.0f} % of {runs} simulated runs "
                 f"of {rule}")
