@@ -129,3 +129,24 @@ def test_the_model_is_asked_about_the_run_s_own_pool_and_load():
     assert model_prediction(split, runs=3) is None
     real = SimpleNamespace(pool_spec=None, load_spec=LoadSpec())
     assert model_prediction(real, runs=3) is None
+
+
+def test_an_unreadable_saved_calibration_falls_back_to_the_default_and_says_so(monkeypatch):
+    """A calibration saved by another version of the kit must not stop a lesson's cell."""
+    from types import SimpleNamespace
+
+    from acceptlab import model
+    from acceptlab.specs import LoadSpec, PoolSpec
+    from acceptlab.views.verdicts import model_band, model_prediction
+
+    def unreadable():
+        raise ValueError("calibration.json is not a calibration the kit can read")
+
+    monkeypatch.setattr(model.calibration, "current", unreadable)
+    monkeypatch.setattr(model, "current", unreadable, raising=False)
+    run = SimpleNamespace(pool_spec=PoolSpec(workers=2), load_spec=LoadSpec(connections=8))
+    found = model_prediction(run, runs=2)
+    assert found["calibration"].startswith("default")
+    assert "the saved calibration was not used: calibration.json is not" in found["calibration"]
+    assert model_band(found, "busiest_share").source.startswith(
+        "the model on the reference machine's calibration")

@@ -229,19 +229,31 @@ def model_prediction(run: Any, *, runs: int = MODEL_RUNS) -> dict | None:
         ``predict``'s result, or None where the model does not cover the run:
         a strategy or kind of worker it has no rule for (it says why in
         ``NotModelled``), a real server, or a load split over several client
-        processes.
+        processes.  A saved calibration this version of the kit cannot read
+        (one written by another version) does not stop a lesson: the
+        prediction uses the documented default, and its ``"calibration"``
+        says so and why.
     """
     from .. import model  # the model imports numpy and pandas: only when a lesson asks
 
     pool, load = run.pool_spec, run.load_spec
     if pool is None or load.processes != 1:
         return None
+    unreadable = ""
     try:
-        return model.predict(pool.strategy, pool.workers, load.connections, gap=load.gap,
-                             concurrency=load.concurrency, rate=load.rate, work=pool.works,
-                             kind=pool.kind, protocol=pool.protocol, runs=runs)
+        calibration = model.current()
+    except ValueError as exc:  # the saved file is not a calibration this version can read
+        calibration, unreadable = model.default(), str(exc)
+    try:
+        found = model.predict(pool.strategy, pool.workers, load.connections, gap=load.gap,
+                              concurrency=load.concurrency, rate=load.rate, work=pool.works,
+                              kind=pool.kind, protocol=pool.protocol, runs=runs,
+                              calibration=calibration)
     except model.NotModelled:
         return None
+    if unreadable:
+        found["calibration"] += f"; the saved calibration was not used: {unreadable}"
+    return found
 
 
 def model_words(prediction: Mapping) -> str:
