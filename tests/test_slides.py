@@ -325,6 +325,7 @@ def test_the_fit_check_fails_on_a_slide_too_tall(chromium: str, reveal: Path,
     assert overflowing(measured), measured
 
 
+@pytest.mark.system
 def test_the_executed_lessons_decks_fit_the_frame(chromium: str, reveal: Path,
                                                   tmp_path: Path) -> None:
     """With figures and tables: the decks `make slides` builds from `make book`'s executed lessons."""

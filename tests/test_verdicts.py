@@ -86,3 +86,67 @@ def test_a_value_that_prints_as_a_range_edge_is_inside_it():
     """The kept runs are rounded to the printed digits, so 3.984 (printed 3.98) is inside 3.85–3.98."""
     entry = {"sessions": [{"label": "loaded", "runs": [{"w": 3.85}, {"w": 3.98}, {"w": 3.9}]}]}
     assert "resembles the loaded session" in reference_note(3.984, entry, "w")
+
+
+# -- the wait-queue model's bands ----------------------------------------------------------------
+
+PREDICTION = {"rr_score": [0.1, 0.44], "mean_rank": None, "coverage": 0.9, "runs": 40,
+              "model": "acceptlab.model: blocking as exclusive-fifo, 40 simulated runs",
+              "calibration": "default calibration of 2026-12-07T07:53:36 (2 cores, ...)"}
+
+
+def test_a_model_band_names_the_model_its_rule_and_its_calibration():
+    from acceptlab.views.verdicts import model_band
+
+    band = model_band(PREDICTION, "rr_score")
+    assert (band.low, band.high) == pytest.approx((0.1, 0.44), abs=2e-6)
+    assert 5 / 12 in model_band({**PREDICTION, "busiest_share": [0.416667, 0.4375]}, "busiest_share")
+    assert band.source == ("the model on the reference machine's calibration, 90 % of 40 simulated "
+                           "runs of blocking as exclusive-fifo")
+    measured = {**PREDICTION, "calibration": "measured calibration of 2026-12-07T09:00:00 (...)"}
+    assert model_band(measured, "rr_score").source.startswith("the model calibrated for this machine")
+    with pytest.raises(ValueError, match="mean_rank"):
+        model_band(PREDICTION, "mean_rank")
+
+
+def test_the_model_is_asked_about_the_run_s_own_pool_and_load():
+    """model_prediction passes the run's specs to model.predict; what it does not cover is None."""
+    from types import SimpleNamespace
+
+    from acceptlab.specs import LoadSpec, PoolSpec
+    from acceptlab.views.verdicts import model_prediction
+
+    run = SimpleNamespace(pool_spec=PoolSpec(workers=3, strategy="blocking"),
+                          load_spec=LoadSpec(connections=12, gap=0.0, concurrency=2))
+    found = model_prediction(run, runs=3)
+    assert found["runs"] == 3 and "blocking" in found["model"]
+    low, high = found["busiest_share"]
+    assert 1 / 3 <= low <= high <= 1
+    hybrid = SimpleNamespace(pool_spec=PoolSpec(workers=2, kind="hybrid", threads=2),
+                             load_spec=LoadSpec(connections=12))
+    assert model_prediction(hybrid, runs=3) is None  # the model has no rule for hybrid workers
+    split = SimpleNamespace(pool_spec=PoolSpec(workers=2), load_spec=LoadSpec(processes=2))
+    assert model_prediction(split, runs=3) is None
+    real = SimpleNamespace(pool_spec=None, load_spec=LoadSpec())
+    assert model_prediction(real, runs=3) is None
+
+
+def test_an_unreadable_saved_calibration_falls_back_to_the_default_and_says_so(monkeypatch):
+    """A calibration saved by another version of the kit must not stop a lesson's cell."""
+    from types import SimpleNamespace
+
+    from acceptlab import model
+    from acceptlab.specs import LoadSpec, PoolSpec
+    from acceptlab.views.verdicts import model_band, model_prediction
+
+    def unreadable():
+        raise ValueError("calibration.json is not a calibration the kit can read")
+
+    monkeypatch.setattr(model.calibration, "current", unreadable)
+    monkeypatch.setattr(model, "current", unreadable, raising=False)
+    run = SimpleNamespace(pool_spec=PoolSpec(workers=2), load_spec=LoadSpec(connections=8))
+    found = model_prediction(run, runs=2)
+    assert found["calibration"].startswith("default")
+    assert "the saved calibration was not used: calibration.json is not" in found["calibration"]
+    assert model_band(found, "busiest_share").source.startswith(
+        "the model on the reference machine's calibration")

@@ -84,15 +84,15 @@ def gil(runs: int) -> dict:
         rows = []
         for _ in range(runs):
             threads = run_experiment(workers=1, threads=4, kind="hybrid", work=work,
-                                     connections=60, concurrency=8)
-            processes = run_experiment(workers=4, kind="process", work=work, connections=60,
+                                     connections=40, concurrency=8)
+            processes = run_experiment(workers=4, kind="process", work=work, connections=40,
                                        concurrency=8)
             row = {"thread": round(_throughput(threads.client), 1),
                    "process": round(_throughput(processes.client), 1)}
             row["ratio"] = round(row["process"] / row["thread"], 2)
             rows.append(row)
         values[work] = {"settings": {"threads": "1 process x 4 threads", "processes": 4,
-                                     "connections": 60, "concurrency": 8, "processes": 1},
+                                     "connections": 40, "concurrency": 8, "client_processes": 1},
                         "runs": rows}
     return values
 

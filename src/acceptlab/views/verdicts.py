@@ -14,7 +14,13 @@ measurement and the prediction to :func:`verdict`, which prints the answer::
 A :class:`Band` always names where it comes from (a mechanism's exact
 prediction, a fair die's 99 % interval, the calibrated model's 90 % band,
 the range of reference runs), so a learner can tell a broken rule from a
-prediction that was only a guide.  A run's ``meta`` may say how busy the
+prediction that was only a guide.  Where the wait-queue model
+(:mod:`acceptlab.model`) covers a run, :func:`model_prediction` asks it about
+the run's own pool and load, and :func:`model_band` turns one metric of the
+answer into a band named after the model and its calibration::
+
+    prediction = model_prediction(run, runs=40)   # None where the model does not cover it
+    verdict("round-robin score", score, model_band(prediction, "rr_score"), held=..., failed=...)  A run's ``meta`` may say how busy the
 machine was while it ran (``machine_busy``, in cores used by other work); a
 verdict then says so, so that a learner does not take a crowded machine for
 a kernel that changed its rule.
@@ -24,10 +30,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Any, Mapping
 
 __all__ = ["Band", "Verdict", "verdict", "closest_session", "busy_note", "session_ranges",
-           "reference_note"]
+           "reference_note", "model_prediction", "model_band", "model_words"]
 
 BUSY_NOTE_CORES = 0.25  # other work below this many cores is not worth a word
 
@@ -198,3 +204,87 @@ def reference_note(value: float, entry: Mapping, field: str, *, name: str | None
             lines.append(f"  this run ({value:.{digits}f}) lies outside every recorded range; "
                          f"nearest: the {nearest}")
     return "\n".join(lines)
+
+
+# -- the wait-queue model's bands ----------------------------------------------------------------
+
+MODEL_RUNS = 40  # simulated runs per prediction in a lesson: a band in about a second
+ROUNDING = 1e-6  # acceptlab.model.predict rounds its bands' edges to 6 decimals
+
+
+def model_prediction(run: Any, *, runs: int = MODEL_RUNS) -> dict | None:
+    """What the wait-queue model predicts for a run like ``run``: its pool, its load, this machine.
+
+    The model (:func:`acceptlab.model.predict`) simulates the run's own
+    :class:`~acceptlab.specs.PoolSpec` and :class:`~acceptlab.specs.LoadSpec`
+    ``runs`` times with the calibration in use (``acceptlab calibrate``'s, or
+    the documented default) and gives a 90 % band per metric.
+
+    Args:
+        run: a :class:`~acceptlab.lab.experiment.Run` the kit served (its
+            ``pool_spec`` and ``load_spec``).
+        runs: simulated runs; each costs a few tens of milliseconds.
+
+    Returns:
+        ``predict``'s result, or None where the model does not cover the run:
+        a strategy or kind of worker it has no rule for (it says why in
+        ``NotModelled``), a real server, or a load split over several client
+        processes.  A saved calibration this version of the kit cannot read
+        (one written by another version) does not stop a lesson: the
+        prediction uses the documented default, and its ``"calibration"``
+        says so and why.
+    """
+    from .. import model  # the model imports numpy and pandas: only when a lesson asks
+
+    pool, load = run.pool_spec, run.load_spec
+    if pool is None or load.processes != 1:
+        return None
+    unreadable = ""
+    try:
+        calibration = model.current()
+    except ValueError as exc:  # the saved file is not a calibration this version can read
+        calibration, unreadable = model.default(), str(exc)
+    try:
+        found = model.predict(pool.strategy, pool.workers, load.connections, gap=load.gap,
+                              concurrency=load.concurrency, rate=load.rate, work=pool.works,
+                              kind=pool.kind, protocol=pool.protocol, runs=runs,
+                              calibration=calibration)
+    except model.NotModelled:
+        return None
+    if unreadable:
+        found["calibration"] += f"; the saved calibration was not used: {unreadable}"
+    return found
+
+
+def model_words(prediction: Mapping) -> str:
+    """Which model a prediction comes from, in words: calibrated for this machine, or the default.
+
+    ``acceptlab calibrate`` (lesson 00) measures this machine; until it has,
+    the model runs with the reference machine's numbers and says so.
+    """
+    calibration = str(prediction.get("calibration", ""))
+    if calibration.startswith("measured"):
+        return "the model calibrated for this machine"
+    return "the model on the reference machine's calibration"
+
+
+def model_band(prediction: Mapping, metric: str) -> Band:
+    """The model's band for ``metric`` as a :class:`Band` that names the model.
+
+    Args:
+        prediction: what :func:`acceptlab.model.predict` (or :func:`model_prediction`) returned.
+        metric: one of its metrics (``"rr_score"``, ``"busiest_share"``, ``"wakeups_per_accept"``,
+            ``"p99_ms"``...).
+    """
+    band = prediction.get(metric)
+    if band is None:
+        raise ValueError(f"the prediction has no band for {metric!r}")
+    rule = str(prediction.get("model", "")).removeprefix("acceptlab.model: ").split(",")[0]
+    coverage = float(prediction.get("coverage", 0.9))
+    runs = prediction.get("runs")
+    # predict() rounds each edge to 6 decimals, which can move an edge past a simulated value
+    # equal to a live one (5/12 = 0.416666... becomes 0.416667): undo that much, no more.
+    low, high = float(band[0]), float(band[1])
+    return Band(low - ROUNDING if low else low, high + ROUNDING,
+                f"{model_words(prediction)}, {coverage * 100:.0f} % of {runs} simulated runs "
+                f"of {rule}")
