@@ -18,15 +18,19 @@ The kernel sources each rule follows (net/ipv4/inet_connection_sock.c,
 fs/select.c, fs/eventpoll.c, fs/locks.c, net/core/sock_reuseport.c) are
 named in each class; what the kernel leaves to the scheduler (who of a woken
 herd runs first; how often a woken thread loses the GIL race) comes from the
-calibration or is a documented assumption.  :data:`RULES` maps every
-strategy of the kit to its rule by name, in one table.
+calibration or is a documented assumption.  Which rule simulates which
+strategy is written once, in each strategy's record (:mod:`acceptlab.registry`,
+``model_rule``); :data:`RULES` reads it from there.
 """
 
 from __future__ import annotations
 
 import bisect
 import collections
-from typing import TYPE_CHECKING
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Mapping
+
+from ..registry import STRATEGY_RECORDS
 
 if TYPE_CHECKING:
     from .engine import Simulation
@@ -273,7 +277,7 @@ class ReRegistering(FirstRegistered):
     """
 
     mechanism = "re-registering"
-    every = 16  # nginx's number (ngx_reorder_accept_events), the reorder record's `every`
+    every = int(STRATEGY_RECORDS["reorder"].options["every"])  # nginx's 16 (its record's)
 
     def __init__(self, sim: "Simulation") -> None:
         super().__init__(sim)
@@ -489,37 +493,18 @@ class LeastBusyDealer(Dealer):
 MECHANISMS: dict[str, type[Rule]] = {rule.mechanism: rule for rule in (
     ExclusiveFifo, PollHerd, EpollHerd, FirstRegistered, ReRegistering, SharedLifo, Hashed,
     LockFifo, Dealer, LeastBusyDealer)}
+"""Every rule of the model, by its mechanism's name."""
 
-NOT_MODELLED: dict[str, str] = {
-    "reuseport-cpu": "the socket is chosen by the CPU the connection arrived on, which the model "
-                     "does not simulate (on loopback, the CPU the client ran on)",
-    "reuseport-incoming-cpu": "the socket is chosen by the CPU the connection arrived on, which "
-                              "the model does not simulate",
-}
-"""Strategies the model gives no prediction for, and why."""
+RULES: Mapping[str, str | None] = MappingProxyType(
+    {name: record.model_rule for name, record in STRATEGY_RECORDS.items()})
+"""Each strategy of the kit and the mechanism (a key of :data:`MECHANISMS`) that models it,
+read from the strategy's record (``StrategyRecord.model_rule``, :mod:`acceptlab.registry`):
+the one place that says which rule simulates which strategy.  None: not modelled."""
 
-RULES: dict[str, str | None] = {
-    "blocking": ExclusiveFifo.mechanism,
-    "timeout": PollHerd.mechanism,
-    "poll": PollHerd.mechanism,
-    "epoll": EpollHerd.mechanism,
-    "epoll-exclusive": FirstRegistered.mechanism,
-    "shared-epoll": SharedLifo.mechanism,
-    "reuseport": Hashed.mechanism,
-    "locked": LockFifo.mechanism,
-    "reorder": ReRegistering.mechanism,
-    "busy-sleep": PollHerd.mechanism,
-    "exact": PollHerd.mechanism,
-    "handoff": Dealer.mechanism,
-    "handoff-least-busy": LeastBusyDealer.mechanism,
-    "reuseport-cpu": None,
-    "reuseport-incoming-cpu": None,
-}
-"""THE table: each strategy of the kit and the mechanism (a key of :data:`MECHANISMS`) that models it.
-
-None: not modelled (:data:`NOT_MODELLED` says why).  When the strategy
-registry names each record's mechanism, this table becomes
-``{name: record.mechanism for name, record in REGISTRY.items()}``."""
+NOT_MODELLED: Mapping[str, str] = MappingProxyType(
+    {name: record.not_modelled for name, record in STRATEGY_RECORDS.items()
+     if record.model_rule is None})
+"""Strategies the model gives no prediction for, and why (from their records)."""
 
 
 def rule_for(strategy: str, kind: str = "process") -> type[Rule]:
