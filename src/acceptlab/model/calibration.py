@@ -65,8 +65,8 @@ OPEN_RATE = 500.0  # the open loop's connections per second (bench_model checks 
 class CalibrationRun:
     """One live run of the calibration: what to run, and what to read from it.
 
-    ``reads`` is ``'pool'`` (a sequential run: :func:`~acceptlab.model.readings.read_pool`,
-    kept under ``name``), ``'loaded'``, ``'cores'`` or ``'open'``; ``herd`` names
+    ``reads`` is ``'pool'`` (a sequential run: :func:`~acceptlab.model.readings.read_pools`,
+    kept under ``name``), ``'loaded'``, ``'cores'``, ``'open'`` or ``'cpu'`` (its CPU time only); ``herd`` names
     the herd family to read as well (``'poll'``, ``'epoll'``, ``'shared'``).
     """
 
@@ -113,17 +113,18 @@ _ROUND: tuple[CalibrationRun, ...] = (
     _OPEN,
 )
 
+_SMALL = CalibrationRun("cpu", "cpu", dict(strategy="blocking", gap=0.0, connections=20))
+
 FULL_RUNS: tuple[CalibrationRun, ...] = (
-    *_ROUND, _sequential("accept", "blocking", "busy", connections=160), *_ROUND[1:])
+    *_ROUND, _sequential("accept", "blocking", "busy", connections=160), *_ROUND[1:], _SMALL)
 """The live runs of ``acceptlab calibrate``, in order: two rounds of :data:`WORKERS` workers,
-100 connections a run (the second round's first run has 160: the CPU per connection is the
-slope between the two sizes, without what starting and stopping a pool costs).  Each
-sequential run gives two pools, its first and its second half."""
+100 connections a run (the second round's first run has 160, and a last run 20: the CPU per
+connection is the slope between the sizes, without what starting and stopping a pool
+costs, some 20 ms).  Each sequential run gives two pools, its first and its second half."""
 
 QUICK_RUNS: tuple[CalibrationRun, ...] = (
     _sequential("accept", "blocking", "busy"), _sequential("accept", "blocking", "idle"),
-    _sequential("poll", "poll", "busy", herd="poll"), _LOADED, _CORES, _THREAD_CORES,
-    _sequential("accept", "blocking", "busy", connections=100))
+    _sequential("poll", "poll", "busy", herd="poll"), _LOADED, _CORES, _THREAD_CORES, _SMALL)
 """``acceptlab calibrate --quick`` (lesson 00): the race without a gap, a herd, the loaded
 client and the cores, 60 connections a run; the rest comes from the default calibration."""
 
@@ -162,15 +163,17 @@ class _Readings:
     def read(self, spec: CalibrationRun, run: Any, used: tuple[float, float],
              options: dict) -> None:
         """Keep what ``run`` (made for ``spec`` with ``options``) says."""
-        if spec.reads == "pool":
+        if spec.reads == "cpu":  # only its CPU time, for the slope
+            self.cpu_use.append((len(run.client), *used))
+        elif spec.reads == "pool":
             path, kind, regime = spec.name.split("-")
             self.pools.setdefault(spec.name, []).extend(
                 readings.read_pools(run, regime=regime, path=path, parts=2))
             if spec.name == "accept-process-busy":
                 self.cpu_use.append((len(run.client), *used))
             if spec.herd:
-                self.herds.setdefault(f"{spec.herd}-{regime}", []).append(
-                    readings.read_herd(run, family=spec.herd, regime=regime))
+                self.herds.setdefault(f"{spec.herd}-{regime}", []).extend(
+                    readings.read_herds(run, family=spec.herd, regime=regime, parts=2))
         elif spec.reads == "loaded":
             self.pools.setdefault(spec.name, []).append(readings.read_loaded(run))
             self.gil.extend(round(float(1 / rate), 1) for rate in

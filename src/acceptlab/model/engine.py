@@ -552,7 +552,11 @@ class Simulation:
     def herd_table(self, family: str) -> "_Herd":
         tables = {regime: self._pick(self.calibration.herd_for(family, regime))
                   for regime in ("busy", "idle")}
-        return _Herd(tables, self)
+        if family == "shared":
+            return _Herd(tables, self)
+        eagain = {regime: self._pick(self.calibration.herds_of(regime) or (tables[regime],)
+                                     ).p_eagain for regime in ("busy", "idle")}
+        return _Herd(tables, self, eagain)
 
     def place(self, rank: float, n: int) -> int:
         """The index (0 to ``n - 1``) of a normalised rank, rounded at random so that its mean
@@ -608,11 +612,18 @@ class Simulation:
 
 
 class _Herd:
-    """A herd's table for the arrival being handled: the busy or the idle run's."""
+    """A herd's table for the arrival being handled: the busy or the idle run's.
 
-    def __init__(self, tables: dict[str, HerdTable], sim: Simulation) -> None:
+    Its EAGAIN share comes from any herd run of the regime, ``poll``'s or
+    ``epoll``'s: whether a loser runs while the connection is still queued is
+    the scheduler's timing, not the system call's.
+    """
+
+    def __init__(self, tables: dict[str, HerdTable], sim: Simulation,
+                 eagain: dict[str, float] | None = None) -> None:
         self.tables, self.sim = tables, sim
         self.arrays = {regime: np.asarray(t.ranks, dtype=float) for regime, t in tables.items()}
+        self.eagain = eagain or {regime: t.p_eagain for regime, t in tables.items()}
 
     def _regime(self) -> str:
         return "idle" if self.sim.regime in ("idle", "open") else "busy"
@@ -623,7 +634,7 @@ class _Herd:
 
     @property
     def p_eagain(self) -> float:
-        return self.tables[self._regime()].p_eagain
+        return self.eagain[self._regime()]
 
     @property
     def p_switch(self) -> float:

@@ -225,6 +225,35 @@ class Calibration:
         cost = connect("poll-process-busy") - connect("accept-process-busy")
         return round(max(0.0, cost / extra), 2) if extra > 0.5 and np.isfinite(cost) else 0.0
 
+    @cached_property
+    def speeds(self) -> dict[int, float]:
+        """Each sequential pool's speed: its median connection time (connect + talk) over the
+        median of the pools of its path, kind and regime (``id(pool)`` -> factor).
+
+        Together they are the states of the machine the calibration saw: a simulated run
+        takes the shape of its times from one pool and its speed from any (:meth:`all_speeds`).
+        """
+        found: dict[int, float] = {}
+        for name, runs in self.pools.items():
+            if not name.endswith(("-busy", "-idle")):
+                continue
+            medians = [float(np.nanmedian(np.add(p.connect, p.talk))) for p in runs]
+            reference = float(np.nanmedian(medians))
+            for pool, median in zip(runs, medians):
+                if reference > 0 and np.isfinite(median):
+                    found[id(pool)] = median / reference
+        return found
+
+    @cached_property
+    def all_speeds(self) -> tuple[float, ...]:
+        """Every sequential pool's speed (:attr:`speeds`): the spread of the machine's states."""
+        return tuple(self.speeds.values()) or (1.0,)
+
+    def herds_of(self, regime: str) -> tuple[HerdTable, ...]:
+        """Every herd table (``poll`` and ``epoll``) of ``regime``."""
+        return tuple(t for family in ("poll", "epoll")
+                     for t in self.herds.get(f"{family}-{regime}", ()))
+
     def herd_for(self, family: str, regime: str) -> tuple[HerdTable, ...]:
         """The herd tables of ``family`` in ``regime`` (or busy, or poll's)."""
         for key in (f"{family}-{regime}", f"{family}-busy", f"poll-{regime}", "poll-busy"):

@@ -33,7 +33,7 @@ import pandas as pd
 
 from .pools import SAMPLES, HerdTable, Pool
 
-__all__ = ["read_pool", "read_pools", "read_herd", "read_loaded", "read_cores", "read_open",
+__all__ = ["read_pool", "read_pools", "read_herd", "read_herds", "read_loaded", "read_cores", "read_open",
            "read_spread", "read_switches", "client_rate", "client_rates", "per_connection", "us"]
 
 
@@ -154,8 +154,9 @@ def read_pool(run: Any, *, regime: str, path: str = "accept") -> Pool:
     return read_pools(run, regime=regime, path=path, parts=1)[0]
 
 
-def read_herd(run: Any, *, family: str, regime: str) -> HerdTable:
-    """One :class:`HerdTable` from a live run of a strategy whose wakeups race.
+def read_herds(run: Any, *, family: str, regime: str, parts: int = 2) -> list[HerdTable]:
+    """:class:`HerdTable` s from a live run of a strategy whose wakeups race, one per
+    ``parts``-th of the run (by time: each part is one state of the machine).
 
     Args:
         run: the live run.
@@ -164,12 +165,33 @@ def read_herd(run: Any, *, family: str, regime: str) -> HerdTable:
             is by when it began to wait: 0 = the longest waiter, 1 = the most
             recent (``norm_rank``).
         regime: ``'busy'`` or ``'idle'`` (see :class:`Pool`).
+        parts: how many tables to cut the run into.
     """
     from .. import analysis
 
     events = run.events
     ranks = analysis.wake_order_ranks(events)
     won = analysis.accepted(events)
+    when = us(won["t_wake_ns"])
+    edges = np.nanpercentile(when, np.linspace(0, 100, parts + 1)) if len(when) else [0, 0]
+    edges[-1] = np.inf
+    row_when = us(events["t_wake_ns"])
+    row_when = np.where(np.isnan(row_when), us(events["t_wait_ns"]), row_when)
+    tables = []
+    for low, high in zip(edges[:-1], edges[1:]):
+        mine = (when >= low) & (when < high)
+        rows = (row_when >= low) & (row_when < high)
+        tables.append(_herd(family, regime, events[rows], won[mine], ranks[mine]))
+    return tables
+
+
+def read_herd(run: Any, *, family: str, regime: str) -> HerdTable:
+    """One :class:`HerdTable` from the whole of a run (see :func:`read_herds`)."""
+    return read_herds(run, family=family, regime=regime, parts=1)[0]
+
+
+def _herd(family: str, regime: str, events: pd.DataFrame, won: pd.DataFrame,
+          ranks: pd.DataFrame) -> HerdTable:
     slept = pd.to_numeric(won["nvcsw"]).fillna(0).to_numpy() >= 1
     waiting = ranks["n_waiting"].to_numpy()
     raced = slept & (waiting >= 2)

@@ -14,6 +14,11 @@ regime instead, because one run rarely sees them:
   times its run's median: another program held up the client or the worker):
   the connections are drawn from the others, and a stall is added as often
   as in one calibration run, any run, with a length from all of them;
+* the machine's **speed**: a simulated run takes the shape of its connect
+  and talk times from one pool and their speed from any sequential pool of
+  the calibration (:attr:`~acceptlab.model.pools.Calibration.all_speeds`):
+  the machine's state moves, and the run to predict may come at another
+  moment than any one calibration run;
 * a sleep's **overshoot**: the kernel's timer slack (``prctl(2)``: a timer may
   fire that much late, so that wake-ups can be batched; 50 µs by default)
   plus the wake-up latency of a sleeper on an idle CPU.
@@ -51,8 +56,9 @@ class Times:
 
     def __init__(self, pool: Pool, rng: np.random.Generator, *,
                  stall: tuple[float, float, tuple, tuple, tuple] | None = None,
-                 stalls: tuple[float, tuple] = (0.0, ())) -> None:
+                 stalls: tuple[float, tuple] = (0.0, ()), speed: float = 1.0) -> None:
         self.pool, self.rng = pool, rng
+        self.speed = speed
         body = np.flatnonzero(~pool.stalled)
         self.body = body if len(body) else np.arange(len(pool.connect))
         self.p_stall = stalls[0]
@@ -82,8 +88,12 @@ class Times:
         pool = pools[int(rng.integers(len(pools)))]
         rates, lengths = calibration.stalls
         stalls = (float(rates[int(rng.integers(len(rates)))]) if rates else 0.0, lengths)
+        speed = 1.0
+        if id(pool) in calibration.speeds:  # this pool's times at another state's speed
+            speeds = calibration.all_speeds
+            speed = speeds[int(rng.integers(len(speeds)))] / calibration.speeds[id(pool)]
         return cls(pool, rng, stall=_pooled_stall(pools) if regime == "idle" else None,
-                   stalls=stalls)
+                   stalls=stalls, speed=speed)
 
     def profile(self) -> int:
         """A live connection's index (not a stalled one): its connect, talk and wake-up go
@@ -95,10 +105,10 @@ class Times:
         return self.stall_length() if self.rng.random() < self.p_stall else 0.0
 
     def connect(self, profile: int) -> float:
-        return float(self.connects[profile])
+        return float(self.connects[profile]) * self.speed
 
     def talk(self, profile: int) -> float:
-        return float(self.talks[profile])
+        return float(self.talks[profile]) * self.speed
 
     def woke(self, profile: int) -> float:
         return float(self.wokes[profile])
