@@ -2,7 +2,10 @@
 
 Each round first calibrates the model on this machine as it is now
 (``acceptlab.model.calibrate``: a few seconds of small live runs; kept in
-bench/results/model-calibration-ROUND.json, the user's own cache is left alone).  Then it
+bench/results/model-calibration-ROUND.json, the user's own cache is left alone), and
+keeps the runs of the last two rounds' calibrations beside it, as ``acceptlab calibrate``
+does with the last ones saved (a shared machine's state moves faster than one calibration
+follows it).  Then it
 makes the issue's five runs, one live run of every cell of :data:`GRID` (a strategy, a
 kind of worker and a load: 4 workers, 200 connections) in an order that rotates from
 round to round, and the five runs again; only then does it ask ``predict`` for each run's
@@ -164,7 +167,9 @@ def run(repeats: int = 3, big_runs: int = 2) -> list[Figure]:
     rows, done_rows, calibrations = [], [], []
     for round_number in range(repeats):
         began = time.monotonic()
-        calibration = calibrate()  # the machine as it is now, for this round's runs
+        calibration = calibrate()  # the machine as it is now, for this round's runs,
+        if calibrations:  # beside the states the earlier rounds' calibrations saw
+            calibration = calibration.merged(calibrations[-1])
         calibrations.append(calibration)
         save(calibration, RESULTS / f"model-calibration-{round_number + 1}.json")
         print(f"  round {round_number + 1}: calibrated in {time.monotonic() - began:.1f} s "

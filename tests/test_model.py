@@ -558,3 +558,38 @@ def test_a_quick_calibration_of_this_machine_measures_what_decides_the_race():
     assert np.nanmedian(idle.woke) > -1000  # a sleeper ran, give or take the client's clock
     result = predict("blocking", 4, 40, gap=0.001, runs=3, calibration=found)
     assert result["busiest_share"][0] >= 0.25
+
+
+def test_a_calibration_keeps_the_runs_of_the_last_ones_of_this_machine(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    first = steady(gil_us=100.0)
+    assert calibration.kept_with(first) is first  # nothing saved yet
+    calibration.save(first)
+    second = calibration.kept_with(steady(gil_us=200.0))
+    assert second.gil_us == (200.0, 100.0) and second.calibrations == 2
+    assert len(second.pools["accept-process-busy"]) == 2
+    calibration.save(second)
+    third = calibration.kept_with(steady(gil_us=300.0))
+    assert third.gil_us == (300.0, 200.0, 100.0) and third.calibrations == 3
+    calibration.save(third)
+    fourth = calibration.kept_with(steady(gil_us=400.0))  # three at most: the oldest goes
+    assert fourth.gil_us == (400.0, 300.0, 200.0) and fourth.calibrations == 3
+    assert "2 earlier calibration" in fourth.describe()
+    other = dataclasses.replace(steady(), machine={"cpus": 2, "system": "another"})
+    assert other.merged(fourth) is other  # another machine's runs are not this one's
+
+
+def test_the_machines_speed_comes_from_any_calibration_run():
+    # Two runs of one path at 100 and 300 µs: a simulated run takes one's times at either's speed.
+    from acceptlab.model.times import Times
+
+    fast, slow = pool(regime="idle", talk=(50.0,)), pool(regime="idle", talk=(250.0,))
+    both = dataclasses.replace(steady(), pools={**steady().pools,
+                                                 "accept-process-idle": (fast, slow)})
+    assert sorted(both.speeds[id(p)] for p in (fast, slow)) == [0.5, 1.5]
+    seen = {round(Times.of(both, "accept", "process", "idle",
+                           np.random.default_rng(seed)).connect(0) + Times.of(
+        both, "accept", "process", "idle", np.random.default_rng(seed)).talk(0))
+            for seed in range(200)}
+    # either pool's shape at any state's speed: 0.5 and 1.5 (these two), 1 (every other pool)
+    assert seen == {100, 200, 300}

@@ -26,9 +26,11 @@ The calibration runs :data:`WORKERS` workers, not the 4 of the lessons and of
 checked on runs of another shape than the ones it was calibrated on.
 
 The runs come in rounds, so that each kind is measured at more than one
-moment of a shared machine, and each run is kept as its own pool.
-:func:`calibrate` measures; :func:`save` and :func:`load` keep the result in
-the user's cache (``$XDG_CACHE_HOME/acceptlab/calibration.json``);
+moment of a shared machine, and each run is kept as its own pool (two:
+its halves).  :func:`calibrate` measures; :func:`kept_with` adds the runs of
+the last calibrations of this machine (a shared machine's states move faster
+than one calibration follows); :func:`save` and :func:`load` keep the result
+in the user's cache (``$XDG_CACHE_HOME/acceptlab/calibration.json``);
 :func:`current` is what :func:`acceptlab.model.predict` uses: the saved
 calibration, or :func:`default` (measured on the kit's reference machine, a
 2-core VM; :mod:`acceptlab.model.defaults`) when there is none.
@@ -51,7 +53,7 @@ from . import readings
 from .pools import VERSION, Calibration, HerdTable, Pool
 
 __all__ = ["Pool", "HerdTable", "Calibration", "CalibrationRun", "calibrate", "save", "load",
-           "current", "default", "cache_path", "FULL_RUNS", "QUICK_RUNS", "WORKERS",
+           "current", "default", "cache_path", "kept_with", "FULL_RUNS", "QUICK_RUNS", "WORKERS",
            "timer_slack_us"]
 
 WORKERS = 3
@@ -355,6 +357,21 @@ def load(path: str | os.PathLike | None = None) -> Calibration | None:
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{source} is not a calibration the kit can read ({exc}); "
                          f"run `acceptlab calibrate` again") from None
+
+
+def kept_with(found: Calibration, path: str | os.PathLike | None = None) -> Calibration:
+    """``found`` with the runs of the calibration saved at ``path`` (default: the cache) added,
+    when that one is of this machine (:meth:`~acceptlab.model.pools.Calibration.merged`).
+
+    A saved file an older kit wrote, or none, leaves ``found`` as it is.
+    """
+    try:
+        saved = load(path)
+    except ValueError:
+        return found
+    if saved is None or saved.source != "measured":
+        return found
+    return found.merged(saved)
 
 
 def current() -> Calibration:

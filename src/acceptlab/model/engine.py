@@ -77,6 +77,8 @@ class Scenario:
             (``work[slot % len(work)]``, as ``WorkerPool`` does).
         kind: ``'process'`` or ``'thread'``.
         protocol: ``'zen'`` or ``'lancelot'``.
+        remote: the clients are other machines (a load generator elsewhere), not
+            the kit's client threads: they take no turns on this process's GIL.
     """
 
     strategy: str
@@ -88,6 +90,7 @@ class Scenario:
     work: tuple[str, ...] = ("none",)
     kind: str = "process"
     protocol: str = "zen"
+    remote: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.work, str):
@@ -232,7 +235,7 @@ class Simulation:
             if not np.isfinite(self.c_woke[conn]):
                 self.c_woke[conn] = self.times["busy"].woke(other)
         self.c_talk[conn] += times.stall()
-        if self.contended:  # the client's part of connecting needs its GIL
+        if self.client_gil:  # the client's part of connecting needs its GIL
             asked = self.clients[client].connect_wait if client >= 0 else None
             connect += asked if asked is not None else self.gil.hold(self.now, self.gil_connect)
             if client >= 0:
@@ -264,7 +267,7 @@ class Simulation:
             pause = gap + self.overshoot() if gap > 0 else times.pause()
             next_start = self.now + max(0.0, pause)
             self.later(next_start, self.start, client)
-            if self.contended and gap == 0:
+            if self.client_gil and gap == 0:
                 # The client thread goes straight on to connect, holding the GIL it has.
                 self.clients[client].connect_wait = self.gil.hold(self.now, self.gil_connect,
                                                                   holder=True)
@@ -430,7 +433,7 @@ class Simulation:
         stretches with the load.
         """
         questions = self.scenario_questions()
-        waits = self.gil.hold(self.now, self.gil_question)
+        waits = self.gil.hold(self.now, self.gil_question) if self.client_gil else 0.0
         if self._worker_gil:
             waits += self.gil.hold(self.now, self.cpu_worker_talk / questions)
         moment = self.now + self.c_talk[conn] / questions + waits
@@ -458,9 +461,11 @@ class Simulation:
         of the sequential run's time) and the rest spread over the questions.
         Thread workers live in the client's process: their CPU
         (``worker_cpu_us``) takes the same GIL.  ``spin`` work takes
-        :class:`~acceptlab.model.cpu.Cores`.
+        :class:`~acceptlab.model.cpu.Cores`.  Remote clients (``Scenario.remote``)
+        take no turns on it.
         """
         self.contended = self.scenario.contended
+        self.client_gil = self.contended and not self.scenario.remote
         self.gil = Gil()
         self.cores = Cores(self._pick(calibration.cores))
         self.thread_cores = self._pick(calibration.thread_cores)

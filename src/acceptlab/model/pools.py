@@ -154,6 +154,8 @@ class Calibration:
             :class:`HerdTable` per run.
         mode: ``'full'``, or ``'quick'`` (fewer runs; what they did not measure
             is the default's: ``note`` says which).
+        calibrations: how many calibrations of this machine its runs come from
+            (:meth:`merged`), newest first.
         note: how it was measured.
         version: :data:`VERSION`.
     """
@@ -176,7 +178,42 @@ class Calibration:
     herds: Mapping[str, tuple[HerdTable, ...]]
     mode: str = "full"
     note: str = ""
+    calibrations: int = 1
     version: int = VERSION
+
+    def merged(self, older: "Calibration", *, keep: int = 3) -> "Calibration":
+        """This calibration with the runs of an older one of the same machine added.
+
+        A shared machine moves between states faster than one calibration can
+        follow: every calibration kept adds the states it saw, and a simulated
+        run picks among them all.  The result holds the runs of at most
+        ``keep`` calibrations (this one and the newest of ``older``'s); the
+        machine's facts, the CPU per connection and the load average are this
+        one's.  A calibration of another machine (or format) is not merged.
+        """
+        if older.machine.get("system") != self.machine.get("system") \
+                or older.cpus != self.cpus or older.version != self.version or keep < 2:
+            return self
+        taken = min(older.calibrations, keep - 1)  # how many of the older ones to keep
+
+        def joined(mine: tuple, theirs: tuple) -> tuple:
+            per = len(theirs) / older.calibrations  # one older calibration's share
+            return tuple(mine) + tuple(theirs)[:round(per * taken)]
+
+        def joined_map(mine: Mapping, theirs: Mapping) -> dict:
+            return {key: joined(mine.get(key, ()), theirs.get(key, ()))
+                    for key in {*mine, *theirs}}
+
+        return dataclasses.replace(
+            self, pools=joined_map(self.pools, older.pools),
+            herds=joined_map(self.herds, older.herds),
+            cores=joined(self.cores, older.cores),
+            thread_cores=joined(self.thread_cores, older.thread_cores),
+            spin_spread=joined(self.spin_spread, older.spin_spread),
+            thread_switches=joined(self.thread_switches, older.thread_switches),
+            gil_us=joined(self.gil_us, older.gil_us),
+            open_gil_us=joined(self.open_gil_us, older.open_gil_us),
+            calibrations=1 + taken)
 
     def pools_for(self, path: str, kind: str, regime: str) -> tuple[Pool, ...]:
         """The pools of ``path``, ``kind`` and ``regime``, or the nearest measured ones.
@@ -265,9 +302,11 @@ class Calibration:
         """One line: which calibration this is."""
         load = ", ".join(f"{x:.2f}" for x in self.load_average)
         quick = " (quick)" if self.mode == "quick" else ""
+        more = (f", with the runs of {self.calibrations - 1} earlier calibration(s)"
+                if self.calibrations > 1 else "")
         return (f"{self.source}{quick} calibration of {self.created} "
                 f"({self.machine.get('cpus')} cores, kernel {self.machine.get('kernel')}, "
-                f"load average {load})")
+                f"load average {load}{more})")
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -297,4 +336,4 @@ class Calibration:
                    open_gil_us=tuple(float(x) for x in data["open_gil_us"]),
                    timer_slack_us=float(data["timer_slack_us"]), pools=pools, herds=herds,
                    mode=data.get("mode", "full"), note=data.get("note", ""),
-                   version=int(data["version"]))
+                   calibrations=int(data.get("calibrations", 1)), version=int(data["version"]))

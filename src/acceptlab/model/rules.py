@@ -463,7 +463,7 @@ class Dealer(Rule):
             if self.sim.is_asleep(queue):
                 self.sim.wake(queue)
             return
-        if self.sim.contended:  # the dealer's turn on the GIL, booked now
+        if self.sim.client_gil:  # the dealer's turn on the GIL (the client's process), booked now
             wait = self.sim.gil.hold(self.sim.now, self.DEAL_US)
             self.sim.later(self.sim.now + wait + self.DEAL_US, self.deal)
         else:
