@@ -25,7 +25,7 @@ _WHERE = {
     "calibrate": "calibration", "Calibration": "pools", "Pool": "pools",
     "HerdTable": "pools", "save": "calibration", "load": "calibration",
     "current": "calibration", "default": "calibration", "cache_path": "calibration",
-    "Scenario": "engine", "Simulation": "engine",
+    "Scenario": "scenario", "Simulation": "engine",
     "RULES": "rules", "MECHANISMS": "rules", "NOT_MODELLED": "rules", "NotModelled": "rules",
     "rule_for": "rules",
 }

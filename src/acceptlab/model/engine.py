@@ -40,10 +40,10 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from ..server.work import Work, parse_work
 from .cpu import Cores, Gil
-from .pools import Calibration, HerdTable, Pool
-from .rules import NotModelled, Rule, rule_for
+from .pools import Calibration, HerdTable
+from .rules import Rule, rule_for
+from .scenario import QUESTIONS, Scenario
 from .times import Times
 
 __all__ = ["Scenario", "Simulation", "IDLE_AFTER_US", "QUESTIONS"]
@@ -53,67 +53,8 @@ IDLE_AFTER_US = 300.0
 'idle' pools).  An assumption: an idle vCPU halts after a short poll (KVM's default
 ``halt_poll_ns`` is 200 µs), and waking it costs what the gap runs measured."""
 
-QUESTIONS = {"zen": 3, "lancelot": 3}
-"""Requests per connection of the protocols the model covers (their conversations are alike;
-the calibration holds ``zen``'s).  ``http`` closes from the server's side after one reply,
-a different race the calibration does not measure."""
-
 AWAY, ASLEEP, WOKEN, BUSY = range(4)  # a worker's state
 PORT_BASE = 20000  # simulated connections' client ports: PORT_BASE + the connection's number
-
-
-@dataclass(frozen=True)
-class Scenario:
-    """What to simulate: the pool, the load and the work, as ``acceptlab run`` takes them.
-
-    Args:
-        strategy: a strategy of :data:`acceptlab.model.rules.RULES`.
-        workers: worker slots.
-        connections: connections the clients make.
-        gap: seconds each client pauses between connections.
-        concurrency: closed-loop clients (1: sequential).
-        rate: open loop: Poisson arrivals per second (instead of a closed loop).
-        work: ``'none'``, ``'sleep:MS'``, ``'spin:MS'``, or one per worker
-            (``work[slot % len(work)]``, as ``WorkerPool`` does).
-        kind: ``'process'`` or ``'thread'``.
-        protocol: ``'zen'`` or ``'lancelot'``.
-        remote: the clients are other machines (a load generator elsewhere), not
-            the kit's client threads: they take no turns on this process's GIL.
-    """
-
-    strategy: str
-    workers: int
-    connections: int
-    gap: float = 0.0
-    concurrency: int = 1
-    rate: float | None = None
-    work: tuple[str, ...] = ("none",)
-    kind: str = "process"
-    protocol: str = "zen"
-    remote: bool = False
-
-    def __post_init__(self) -> None:
-        if isinstance(self.work, str):
-            object.__setattr__(self, "work", (self.work,))
-        object.__setattr__(self, "work", tuple(str(parse_work(w)) for w in self.work))
-        if self.workers < 1 or self.connections < 1 or self.concurrency < 1 or self.gap < 0 \
-                or (self.rate is not None and self.rate <= 0):
-            raise ValueError("a scenario needs workers >= 1, connections >= 1, concurrency >= 1, "
-                             "gap >= 0 and, if given, rate > 0")
-        if self.kind not in ("process", "thread"):
-            raise NotModelled(f"kind {self.kind!r} is not modelled (process and thread are)")
-        if self.protocol not in QUESTIONS:
-            raise NotModelled(f"protocol {self.protocol!r} is not modelled ({QUESTIONS.__doc__ or ''}"
-                              f"the model covers {', '.join(QUESTIONS)})")
-        rule_for(self.strategy, self.kind)  # raises NotModelled when there is no rule
-
-    @property
-    def contended(self) -> bool:
-        """Several connections at once (a closed loop of clients, or an open loop)."""
-        return self.concurrency > 1 or self.rate is not None
-
-    def work_of(self, slot: int) -> Work:
-        return parse_work(self.work[slot % len(self.work)])
 
 
 @dataclass
