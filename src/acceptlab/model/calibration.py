@@ -126,9 +126,14 @@ costs, some 20 ms).  Each sequential run gives two pools, its first and its seco
 
 QUICK_RUNS: tuple[CalibrationRun, ...] = (
     _sequential("accept", "blocking", "busy"), _sequential("accept", "blocking", "idle"),
-    _sequential("poll", "poll", "busy", herd="poll"), _LOADED, _CORES, _THREAD_CORES, _SMALL)
-"""``acceptlab calibrate --quick`` (lesson 00): the race without a gap, a herd, the loaded
-client and the cores, 60 connections a run; the rest comes from the default calibration."""
+    _sequential("poll", "poll", "busy", herd="poll"),
+    _sequential("epoll", "epoll", "busy", herd="epoll"),
+    _sequential("exclusive", "epoll-exclusive", "busy"),
+    _sequential("accept", "blocking", "busy", kind="thread"),
+    _LOADED, _CORES, _THREAD_CORES, _OPEN, _SMALL)
+"""``acceptlab calibrate --quick`` (lesson 00): the race with and without a gap, the herds,
+``EPOLLEXCLUSIVE``, threads, the loads, 60 connections a run; the rest (locks, dealers,
+shared epoll, the idle herds) comes from the default calibration."""
 
 
 def timer_slack_us() -> float:
@@ -269,7 +274,7 @@ def _assemble(found: _Readings, facts: dict, cpus: int, *, quick: bool, what: st
         gil_us=tuple(found.gil) or fallback.gil_us,
         open_gil_us=fallback.open_gil_us, timer_slack_us=timer_slack_us(),
         pools=pools, herds=herds, mode="quick" if quick else "full",
-        note=what + (f"; from the default: {', '.join(borrowed)}" if borrowed else ""))
+        note=what + (f"; from the default: {', '.join(sorted(borrowed))}" if borrowed else ""))
     if found.open_runs:
         fitted = tuple(_fit_open(calibration, pool, p50, options)
                        for pool, p50, options in found.open_runs)
