@@ -440,7 +440,9 @@ def test_calibrating_the_model_on_its_own_runs_gives_back_its_times(known_machin
     log: list = []
     found = calibration.calibrate(run_experiment=_fake_experiment(truth, log))
     assert len(log) == len(calibration.FULL_RUNS) and found.mode == "full"
-    assert {options["workers"] for options in log} == {calibration.WORKERS}  # not the grid's 4
+    # never the grid's 4: 3, and 5 for the races of woken waiters
+    assert {options["workers"] for options in log} == {calibration.WORKERS,
+                                                        calibration.HERD_WORKERS}
     busy = found.pools["accept-process-busy"]
     assert {p.connect[0] for p in busy} == {50.0} and {p.talk[0] for p in busy} == {100.0}
     assert all(0.1 < p.p_late_win < 0.4 for p in busy)  # 0.25, as sampled in 100 connections

@@ -21,9 +21,10 @@ three).  Each run is read by :mod:`acceptlab.model.readings`:
   thread per connection, and its time per connection (``open_gil_us``,
   fitted so that the model gives the run's median latency).
 
-The calibration runs :data:`WORKERS` workers, not the 4 of the lessons and of
-``bench_model``'s grid, and its loads are not the grid's: the model is always
-checked on runs of another shape than the ones it was calibrated on.
+The calibration runs :data:`WORKERS` workers (:data:`HERD_WORKERS` for the races
+of woken waiters), not the 4 of the lessons and of ``bench_model``'s grid, and
+its loads are not the grid's: the model is always checked on runs of another
+shape than the ones it was calibrated on.
 
 The runs come in rounds, so that each kind is measured at more than one
 moment of a shared machine, and each run is kept as its own pool (two:
@@ -57,7 +58,14 @@ __all__ = ["Pool", "HerdTable", "Calibration", "CalibrationRun", "calibrate", "s
            "timer_slack_us"]
 
 WORKERS = 3
-"""Workers of every calibration run: not the lessons' 4, so validation is out of sample."""
+"""Workers of the calibration's runs: not the lessons' 4, so validation is out of sample."""
+
+HERD_WORKERS = 5
+"""Workers of the runs whose wakeups race (``poll``, ``epoll``, ``shared-epoll``): more than
+twice the cores of the kit's reference machine, and again not the lessons' 4.  With fewer
+workers than that a herd's losers seldom run before the winner accepts (they never come back
+with EAGAIN); with more they sometimes all do, and one worker wins most: a state the model
+can only replay if its calibration saw it."""
 
 SPIN_MS, QUESTIONS = 1.0, 3  # the cores runs' spin per request, zen's questions per connection
 OPEN_RATE = 500.0  # the open loop's connections per second (bench_model checks 1000)
@@ -81,6 +89,8 @@ class CalibrationRun:
 def _sequential(path: str, strategy: str, regime: str, *, kind: str = "process",
                 herd: str | None = None, **more: Any) -> CalibrationRun:
     gap = 0.0 if regime == "busy" else 0.001
+    if herd:
+        more.setdefault("workers", HERD_WORKERS)
     return CalibrationRun(f"{path}-{kind}-{regime}", "pool",
                           dict(strategy=strategy, kind=kind, gap=gap, **more), herd)
 

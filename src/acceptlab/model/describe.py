@@ -94,12 +94,14 @@ def calibration_lines(found) -> list[str]:
     if s["stall_per_connection"] is not None:
         lines.append(f"  with 1 ms between connections a worker stalled past the next one after "
                      f"{100 * s['stall_per_connection']:.2f} % of connections")
-    base = s["latency_us"].get("accept")
     costs = [f"{_PATH_WORDS[path]} {value:.0f} µs" for path, value in s["latency_us"].items()
              if value is not None]
     if costs:
+        from .calibration import HERD_WORKERS
+
         lines.append("  one connection, start to end, by the way the worker waits: "
-                     + ", ".join(costs) + (" (paced; threads: back to back)" if base else ""))
+                     + ", ".join(costs) + f" (paced; threads back to back; the herds and the "
+                     f"shared epoll with {HERD_WORKERS} workers, the others 3)")
     if s["client_us_closed_loop"]:
         low, high = s["client_us_closed_loop"]
         lines.append(f"  a closed loop's client process needs {low:.0f}-{high:.0f} µs per "
