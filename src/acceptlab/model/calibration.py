@@ -128,11 +128,13 @@ _ROUND: tuple[CalibrationRun, ...] = (
 _SMALL = CalibrationRun("cpu", "cpu", dict(strategy="blocking", gap=0.0, connections=20))
 
 FULL_RUNS: tuple[CalibrationRun, ...] = (
-    *_ROUND, _sequential("accept", "blocking", "busy", connections=160), *_ROUND[1:], _SMALL)
-"""The live runs of ``acceptlab calibrate``, in order: two rounds of :data:`WORKERS` workers,
-100 connections a run (the second round's first run has 160, and a last run 20: the CPU per
+    *_ROUND, _sequential("accept", "blocking", "busy", connections=160), *_ROUND[1:],
+    *_ROUND, _SMALL)
+"""The live runs of ``acceptlab calibrate``, in order: three rounds of :data:`WORKERS` workers,
+70 connections a run (the second round's first run has 160, and a last run 20: the CPU per
 connection is the slope between the sizes, without what starting and stopping a pool
-costs, some 20 ms).  Each sequential run gives two pools, its first and its second half."""
+costs, some 20 ms).  Each sequential run gives two pools, its first and its second half:
+a shared machine's state moves within seconds, and each pool is one sample of it."""
 
 QUICK_RUNS: tuple[CalibrationRun, ...] = (
     _sequential("accept", "blocking", "busy"), _sequential("accept", "blocking", "idle"),
@@ -224,7 +226,7 @@ def calibrate(*, quick: bool = False, workers: int = WORKERS, connections: int |
         quick: the few runs of :data:`QUICK_RUNS` (under 3 s); the rest is
             the default calibration's (``note`` says what).
         workers: workers per run.
-        connections: connections per sequential run (default 100, 60 quick).
+        connections: connections per sequential run (default 70, 60 quick).
         runs: the runs to make (default :data:`FULL_RUNS` or :data:`QUICK_RUNS`).
         progress: called as ``progress(done, total, name)`` after each run.
         run_experiment: the function that makes a run (the kit's by default;
@@ -235,7 +237,7 @@ def calibrate(*, quick: bool = False, workers: int = WORKERS, connections: int |
     if run_experiment is None:
         from ..lab.experiment import run_experiment
     runs = runs if runs is not None else (QUICK_RUNS if quick else FULL_RUNS)
-    connections = connections or (60 if quick else 100)
+    connections = connections or (60 if quick else 70)
     cpus = int(os.cpu_count() or 1)
     found = _Readings()
     for done, spec in enumerate(runs, 1):

@@ -17,8 +17,8 @@ Each rule answers four questions for the simulation (:mod:`acceptlab.model.engin
 The kernel sources each rule follows (net/ipv4/inet_connection_sock.c,
 fs/select.c, fs/eventpoll.c, fs/locks.c, net/core/sock_reuseport.c) are
 named in each class; what the kernel leaves to the scheduler (who of a woken
-herd runs first; how often a woken thread loses the GIL race) comes from the
-calibration or is a documented assumption.  Which rule simulates which
+herd runs first, how often a returning worker is late) comes from the
+calibration's runs of the rule's ``path``, or is a documented assumption.  Which rule simulates which
 strategy is written once, in each strategy's record (:mod:`acceptlab.registry`,
 ``model_rule``); :data:`RULES` reads it from there.
 """
@@ -54,7 +54,12 @@ class Rule:
       (:data:`acceptlab.model.pools.PATHS`: ``accept``, ``poll``...);
     * ``own_queues``: each worker has an accept queue of its own
       (``reuseport``'s sockets, a dealer's channels);
-    * ``kinds``: the kinds of worker the kit runs this strategy with;
+    * ``kinds``: the kinds of worker the kit runs this strategy with.
+
+    A late returning worker (its CPU was taken when its client hung up) that
+    the calibration saw take the next connection itself (late-win) is back
+    before the sleeper woken for it runs: they waited for the same CPU, and it
+    was first in line.  How often that happens is measured per ``path``.
     """
 
     mechanism = "rule"
