@@ -15,9 +15,10 @@ machine the live runs measure).  Each live run is measured with the kit's own
 definitions the model's simulated runs are measured with.
 
 Out of sample: the calibration's runs are its own (never a run validated here), with 3
-workers where every validated run has 4, and its loads differ from most of the grid's (its
-closed loop has 3 clients, its open loop 500 connections/s, its ``spin`` run 6 clients on 3
-workers; the grid's have 4, 8 and 12 clients and 1000/s).  The report says which cells
+workers (5 for the races of woken waiters) where every validated run has 4, and its loads
+differ from most of the grid's (its closed loop has 3 clients, its open loop 500
+connections/s, its ``spin`` runs 6 clients on 3 workers; the grid's have 4, 8 and 12 clients
+and 1000/s).  The report says which cells
 share the calibration's load shape (a sequential client of a strategy it runs itself) and
 gives their share apart.
 
@@ -110,11 +111,11 @@ def why(strategy: str, cell: str, metric: str) -> str:
                 "programs come and go); the band spans only the states its runs saw")
     if strategy == "shared-epoll":
         return ("the re-queue race (who of the threads takes the handed-on event, and how "
-                "often it comes back with EAGAIN) measured with 3 threads; 4 race differently")
+                "often it comes back with EAGAIN) measured with 5 threads; 4 race differently")
     if strategy in ("poll", "epoll", "timeout", "busy-sleep", "exact"):
         return ("who of a woken herd runs first is the scheduler's placement, drawn from the "
-                "calibration's 3-worker runs; with 4 workers on 2 cores a loser can be "
-                "starved for a while, a pattern a table of ranks does not carry")
+                "calibration's 5-worker runs; with 4 workers on 2 cores the pattern differs "
+                "(one loser can be starved for a while), which a table of ranks does not carry")
     if loaded:
         return ("concurrent loads: whether a returning worker is back before a client "
                 "reconnects comes from the calibration's closed loop; the machine's state moves")
@@ -271,12 +272,12 @@ def _report(rows, done_rows, seconds, calibrations, load_before, load_after,
         f"{' '.join(f'{x:.2f}' for x in load_after)} ({os.cpu_count()} cores).", "",
         f"Share of live values inside the predicted 90 % band, {repeats} rounds of "
         f"{len({r['cell'] for r in rows})} cells ({WORKERS} workers, {CONNECTIONS} "
-        f"connections; the calibration ran 3 workers):", "",
+        f"connections; the calibration ran 3 workers, 5 for the herds):", "",
         markdown_table(table), "",
         f"Overall {overall:.0%} (rounds: {', '.join(f'{x:.0%}' for x in per_round)}); lowest "
         f"strategy {worst[1]} {worst[0]:.0%}. Goal (>= 85 % overall, no strategy below 70 %): "
         f"**{'met' if goal_met else 'NOT MET'}**. Cells of a load shape the calibration "
-        f"also runs (a sequential client, 3 workers there): {shaped:.0%}; the others: "
+        f"also runs (a sequential client, 3 or 5 workers there): {shaped:.0%}; the others: "
         f"{other:.0%}.", "",
         f"Done when (5 runs x 3 metrics, twice per round; goal >= 12 of 15 every time): "
         f"{', '.join(f'{c} of 15' for c in done_counts)}: "
