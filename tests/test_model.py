@@ -1,14 +1,18 @@
 """The model of the wait queue (acceptlab.model): each rule on tiny cases whose answer is known.
 
 Most tests use a made-up calibration whose times are constants (:func:`steady`), so a
-simulated run is exact: the answer follows from the rule alone.  The last test calibrates
-this machine for real, briefly (``@pytest.mark.system``).
+simulated run is exact: the answer follows from the rule alone.  The calibration's
+plumbing is tested by calibrating the model on runs the model itself made (its readings
+must give back the constants it was given).  The tests marked ``system`` calibrate this
+machine for real, briefly.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -16,29 +20,40 @@ import pytest
 from acceptlab import analysis
 from acceptlab.model import (METRICS, RULES, Calibration, HerdTable, NotModelled, Pool,
                              Scenario, calibration, inside, measure, predict, rule_for, simulate)
-from acceptlab.model.rules import MECHANISMS, SharedLifo
+from acceptlab.model.cpu import Cores, Gil
+from acceptlab.model.engine import Simulation
+from acceptlab.model.pools import PATHS, VERSION
+from acceptlab.model.rules import MECHANISMS, NOT_MODELLED
+from acceptlab.registry import STRATEGY_RECORDS
 from acceptlab.server.strategies import STRATEGIES
 
+REGIMES = ("busy", "idle", "loaded", "open")
 
-def pool(kind: str = "process", regime: str = "busy", **changes) -> Pool:
-    """A pool of constant times (µs): connect 50, talk 100, a sleeper runs 20 after connect()."""
-    values = dict(kind=kind, regime=regime, connect=(50.0,), talk=(100.0,), woke=(20.0,),
-                  lead=10.0, lag_prompt=(-5.0,), lag_late=(100.0,), ret=(1.0,), pause=(5.0,),
-                  p_late_win=0.0, p_late_lose=0.0, off_win=(30.0,), off_lose=(150.0,), stray=0.0)
+
+def pool(kind: str = "process", regime: str = "busy", path: str = "accept", **changes) -> Pool:
+    """A pool of constant times (µs): connect 50, talk 100, a sleeper takes it 20 after connect()."""
+    values = dict(kind=kind, regime=regime, path=path, connect=(50.0,), talk=(100.0,),
+                  woke=(20.0,), lead=10.0, lag_prompt=(-5.0,), lag_late=(100.0,), ret=(1.0,),
+                  pause=(5.0,), p_late_win=0.0, p_late_lose=0.0, off_win=(30.0,),
+                  off_lose=(150.0,), stray=0.0, pairs=100)
     values.update(changes)
     return Pool(**values)
 
 
-def steady(*, ranks=(0.0,), p_eagain: float = 0.0, cpus: int = 2, **changes) -> Calibration:
-    """A calibration with constant times; ``changes`` go into every pool."""
-    pools = {name: (pool(name.split("-")[0], name.split("-")[1], **changes),)
-             for name in ("process-busy", "process-idle", "thread-busy")}
+def steady(*, ranks=(0.0,), p_eagain: float = 0.0, shared_ranks=(1.0,), shared_eagain=0.0,
+           cpus: int = 2, cores: float = 2.0, gil_us: float = 0.0, worker_cpu_us: float = 0.0,
+           **changes) -> Calibration:
+    """A calibration with constant times; ``changes`` go into every pool (every path and regime)."""
+    pools = {f"{path}-{kind}-{regime}": (pool(kind, regime, path, **changes),)
+             for path in PATHS for kind in ("process", "thread") for regime in REGIMES}
     herds = {f"{family}-{regime}": (HerdTable(family, regime, tuple(ranks), p_eagain),)
              for family in ("poll", "epoll") for regime in ("busy", "idle")}
+    herds["shared-busy"] = (HerdTable("shared", "busy", tuple(shared_ranks), shared_eagain),)
     return Calibration(source="measured", created="2026-01-01T00:00:00", machine={"cpus": cpus},
-                       load_average=(0.0, 0.0, 0.0), cpus=cpus, cpu_share=1.0,
-                       client_cpu_us=100.0, worker_cpu_us=100.0, cores=float(cpus),
-                       loaded_lag=((-5.0,),),
+                       load_average=(0.0, 0.0, 0.0), cpus=cpus, client_cpu_us=100.0,
+                       worker_cpu_us=worker_cpu_us, cores=(cores,), thread_cores=(min(1.0, cores),),
+                       spin_spread=(1.0,), thread_switches=(0.0,),
+                       gil_us=(gil_us,), open_gil_us=(gil_us,), timer_slack_us=50.0,
                        pools=pools, herds=herds)
 
 
@@ -53,17 +68,41 @@ def order(events) -> list[int]:
     return analysis.accepted(events)["worker"].tolist()
 
 
-# --------------------------------------------------------------------------- the table
+def latencies(client) -> np.ndarray:
+    return ((client["t_done_ns"] - client["t_start_ns"]) / 1e3).to_numpy()
 
 
-def test_every_strategy_of_the_kit_has_a_row_in_the_one_table():
-    assert set(RULES) == set(STRATEGIES)
-    for strategy, mechanism in RULES.items():
-        if mechanism is None:
+# --------------------------------------------------------------------------- one place per fact
+
+
+def test_the_rules_table_is_read_from_the_strategy_records():
+    assert set(RULES) == set(STRATEGIES) == set(STRATEGY_RECORDS)
+    for name, record in STRATEGY_RECORDS.items():
+        assert RULES[name] == record.model_rule
+        if record.model_rule is None:
+            assert NOT_MODELLED[name] == record.not_modelled
             with pytest.raises(NotModelled, match="not modelled"):
-                rule_for(strategy)
+                rule_for(name)
         else:
-            assert MECHANISMS[mechanism].mechanism == mechanism
+            assert MECHANISMS[record.model_rule].mechanism == record.model_rule
+            assert name not in NOT_MODELLED
+    # every mechanism simulates some strategy, and every rule's path is calibrated
+    assert set(MECHANISMS) == {m for m in RULES.values() if m is not None}
+    assert {rule.path for rule in MECHANISMS.values()} <= set(PATHS)
+
+
+def test_a_record_must_name_a_rule_or_say_why_not():
+    record = STRATEGY_RECORDS["blocking"]
+    with pytest.raises(ValueError, match="model_rule"):
+        dataclasses.replace(record, model_rule=None)
+    with pytest.raises(ValueError, match="model_rule"):
+        dataclasses.replace(record, not_modelled="because")
+
+
+def test_reorders_block_length_is_its_records_option():
+    from acceptlab.model.rules import ReRegistering
+
+    assert ReRegistering.every == STRATEGY_RECORDS["reorder"].options["every"]
 
 
 def test_a_strategy_for_the_wrong_kind_is_not_modelled_and_says_why():
@@ -117,6 +156,19 @@ def test_epoll_exclusive_wakes_the_next_registered_while_the_first_is_busy():
     assert sorted(order(events)) == [0, 1]
 
 
+def test_epoll_exclusive_races_with_the_times_of_its_own_path():
+    # Prompt returns: the first registered takes everything.  Late (and losing) on the
+    # exclusive path only: each worker is passed over after its connection, so the
+    # connections go round; accept()'s path, prompt, is not what epoll-exclusive uses.
+    events, _, _ = run("epoll-exclusive", gap=0.0, connections=6)
+    assert order(events) == [0] * 6
+    late = steady()
+    exclusive = pool(path="exclusive", p_late_lose=1.0, off_lose=(500.0,))
+    late = dataclasses.replace(late, pools={**late.pools, "exclusive-process-busy": (exclusive,)})
+    events, _, _ = run("epoll-exclusive", calibration=late, gap=0.0, connections=6)
+    assert order(events) == [0, 1, 2, 3, 0, 1]
+
+
 def test_reorder_hands_over_in_blocks_of_16():
     events, _, _ = run("reorder", gap=0.001, connections=80)
     assert order(events) == [0] * 16 + [1] * 16 + [2] * 16 + [3] * 16 + [0] * 16
@@ -136,18 +188,20 @@ def test_a_herd_whose_losers_all_see_eagain_returns_once_per_woken_worker():
     assert m["eagain_per_accept"] == 3.0 and m["returns_per_accept"] == 4.0
 
 
-def test_a_poll_herd_won_by_the_longest_waiter_takes_turns_and_by_the_latest_does_not():
-    _, _, m_longest = run("poll", gap=0.001)
+@pytest.mark.parametrize("strategy", ["poll", "epoll"])
+def test_a_herd_won_by_the_longest_waiter_takes_turns_and_by_the_latest_does_not(strategy):
+    _, _, m_longest = run(strategy, gap=0.001)
     assert m_longest["rr_score"] == 1.0 and m_longest["mean_rank"] == 0.0
-    _, _, m_latest = run("poll", calibration=steady(ranks=(1.0,)), gap=0.001)
+    _, _, m_latest = run(strategy, calibration=steady(ranks=(1.0,)), gap=0.001)
     assert m_latest["mean_rank"] == 1.0 and m_latest["busiest_share"] == 1.0
 
 
-def test_an_epoll_herds_winner_is_placed_in_registration_order_not_by_waiting_time():
-    events, _, _ = run("epoll", gap=0.001)  # the first registered sleeper wins: worker 0
-    assert set(order(events)) == {0}
-    events, _, _ = run("epoll", calibration=steady(ranks=(1.0,)), gap=0.001)
-    assert set(order(events)) == {3}
+def test_a_rank_measured_among_three_keeps_its_mean_among_more():
+    sim = Simulation(Scenario("poll", 2, 1), steady(), np.random.default_rng(1))
+    places = [sim.place(0.5, 4) for _ in range(4000)]  # 0.5 among 4 sleepers: index 1 or 2
+    assert set(places) == {1, 2}
+    assert abs(np.mean(places) / 3 - 0.5) < 0.03  # the normalised mean survives (stated margin)
+    assert {sim.place(0.0, 4), sim.place(1.0, 4)} == {0, 3}
 
 
 def test_reuseport_counts_spread_like_a_fair_die():
@@ -196,21 +250,44 @@ def test_the_least_busy_dealer_skips_a_busy_worker():
     assert taken[0] == 0 and 0 not in taken[1:4]  # worker 0 holds its connection for 150 ms
 
 
-def test_shared_epoll_wakes_the_last_sleeper_and_hands_the_event_on(monkeypatch):
-    monkeypatch.setattr(SharedLifo, "p_handover_eagain", 0.0)
+def test_shared_epoll_wakes_the_last_sleeper_and_hands_the_event_on():
     events, _, m = run("shared-epoll", kind="thread", gap=0.001)
     assert m["busiest_share"] == 1.0 and m["mean_rank"] == 1.0  # LIFO: the returner wins
     # The next in line is woken for each hand-on too, but it never wins, so its wait never
     # ends and (as in a live run) those wakeups are never logged.
     assert m["wakeups_per_accept"] == 1.0 and m["returns_per_accept"] == 1.0
-    monkeypatch.setattr(SharedLifo, "p_handover_eagain", 1.0)
-    _, _, m = run("shared-epoll", kind="thread", gap=0.001)
+    _, _, m = run("shared-epoll", kind="thread", gap=0.001, calibration=steady(shared_eagain=1.0))
     # Now it comes back with EAGAIN each time: its wakeup is logged with its return.
     assert m["eagain_per_accept"] == 1.0 and m["returns_per_accept"] == 2.0
     assert m["wakeups_per_accept"] == 2.0
 
 
-def test_spin_work_runs_on_the_cores_for_processes_and_on_one_gil_for_threads():
+def test_shared_epolls_re_queue_race_can_hand_a_connection_to_the_oldest_sleeper():
+    # The calibration saw the oldest sleeper win (rank 0): the turns come back.
+    events, _, m = run("shared-epoll", kind="thread", gap=0.001,
+                       calibration=steady(shared_ranks=(0.0,)))
+    assert m["mean_rank"] == 0.0 and order(events) == [0, 1, 2, 3] * 10
+
+
+# --------------------------------------------------------------------------- the CPU, the GIL
+
+
+def test_the_gil_serves_bursts_first_come_first_served_and_a_holder_goes_on():
+    gil = Gil()
+    assert gil.hold(0.0, 10.0) == 0.0 and gil.hold(2.0, 5.0) == 8.0 and gil.held_at(14.0)
+    assert gil.hold(30.0, 1.0) == 0.0  # booked at its own moment, never before: no lost gap
+    assert gil.hold(30.5, 4.0, holder=True) == 0.0 and gil.hold(31.0, 1.0) == 4.0
+
+
+def test_spinning_workers_share_the_cores_evenly():
+    cores = Cores(2.0)
+    assert cores.begin(1000.0) == 1000.0 and cores.begin(1000.0) == 1000.0
+    assert cores.begin(1000.0) == 1500.0  # three spin on two cores: 2/3 of one each
+    cores.end(), cores.end(), cores.end()
+    assert Cores(0.5).begin(1000.0) == 2000.0  # other programs left half a core
+
+
+def test_spin_work_takes_the_cores_for_processes_and_one_gil_for_threads():
     spans = {}
     for kind in ("process", "thread"):
         _, client, _ = run("blocking", kind=kind, concurrency=8, connections=80, work="spin:1")
@@ -219,11 +296,72 @@ def test_spin_work_runs_on_the_cores_for_processes_and_on_one_gil_for_threads():
     assert 1.6 < spans["thread"] / spans["process"] < 2.4
 
 
-def test_a_slow_worker_lengthens_reuseports_tail_but_not_the_shared_queues():
-    slow = ("sleep:8", "sleep:2", "sleep:2", "sleep:2")
-    _, _, shared = run("blocking", concurrency=12, connections=300, work=slow)
-    _, _, hashed = run("reuseport", concurrency=12, connections=300, work=slow)
-    assert hashed["p99_ms"] > 2 * shared["p99_ms"]
+def test_a_closed_loop_is_as_fast_as_its_clients_turns_on_the_gil():
+    # 200 µs of the client's GIL per connection: 4 clients wait for each other's turns, so
+    # each connection takes about 4 x 200 µs, and the rate is one per 200 µs.
+    _, client, _ = run("blocking", calibration=steady(gil_us=200.0), concurrency=4,
+                       connections=400)
+    span = float(client["t_done_ns"].max() - client["t_start_ns"].min()) / 1e3
+    assert 400 * 200 * 0.98 < span < 400 * 200 * 1.05
+    assert 4 * 200 * 0.9 < np.median(latencies(client)) < 4 * 200 * 1.1
+
+
+def test_a_woken_thread_that_finds_the_gil_held_sleeps_once_more():
+    # Thread workers live in the client's process: under a closed loop a woken thread
+    # waits for the GIL (here the two clients hold it most of the time), and its wait
+    # counts one more voluntary switch; processes do not.
+    calibration = steady(gil_us=2000.0, worker_cpu_us=100.0)
+    _, _, threads = run("blocking", calibration=calibration, kind="thread", concurrency=2,
+                        gap=0.001, connections=200)
+    _, _, processes = run("blocking", calibration=calibration, concurrency=2, gap=0.001,
+                          connections=200)
+    assert processes["wakeups_per_accept"] == pytest.approx(1.0, abs=0.01)
+    assert threads["wakeups_per_accept"] > 1.3
+
+
+# --------------------------------------------------------------------------- tails and sleeps
+
+
+def test_a_sleep_overshoots_by_the_timer_slack_and_a_wake_up_from_idle():
+    _, client, _ = run("blocking", gap=0.001, connections=10, work="sleep:1")
+    # connect 50 + wake 20 after it + 3 x (1000 + 50 slack + 10 lead + 20 wake) + talk 100
+    assert set(np.round(latencies(client), 3)) == {50 + 20 + 3 * 1080 + 100}
+
+
+def test_a_stall_is_added_as_often_as_the_calibration_saw_one():
+    calm = steady()
+    assert set(calm.stalls[0]) == {0.0} and calm.stalls[1] == ()
+    # every sequential run stalled one connection in ten, by 2000 µs over the median
+    stalled = pool(regime="idle", connect=(50.0,) * 10, talk=(100.0,) * 9 + (2100.0,),
+                   woke=(20.0,) * 10)
+    with_stalls = dataclasses.replace(calm, pools={
+        name: (stalled,) if name.endswith(("-busy", "-idle")) else runs
+        for name, runs in calm.pools.items()})
+    rates, lengths = with_stalls.stalls
+    assert set(rates) == {0.1} and set(lengths) == {2000.0}
+    shares = []
+    for seed in range(10):
+        _, client, _ = run("blocking", calibration=with_stalls, gap=0.001, connections=400,
+                           seed=seed)
+        took = latencies(client)
+        assert set(np.round(took[took > 1000] - np.median(took))) == {2000.0}
+        shares.append(np.mean(took > 1000))
+    assert 0.07 < np.mean(shares) < 0.13  # 0.1, as sampled in 4000 connections
+
+
+def test_a_stall_between_paced_connections_is_pooled_over_every_idle_run():
+    calm = steady()
+    late = pool(regime="idle", p_late_lose=0.5, pairs=100, off_lose=(5000.0,))
+    quiet = pool(regime="idle", pairs=300)
+    both = dataclasses.replace(calm, pools={**calm.pools, "accept-process-idle": (late, quiet)})
+    from acceptlab.model.times import Times
+
+    for seed in range(5):  # whichever run a simulated run picks, the stall is pooled: 50/400
+        times = Times.of(both, "accept", "process", "idle", np.random.default_rng(seed))
+        assert times.p_late == pytest.approx(0.125)
+
+
+# --------------------------------------------------------------------------- a simulated run
 
 
 def test_a_simulated_run_accepts_every_connection_exactly_once():
@@ -232,6 +370,16 @@ def test_a_simulated_run_accepts_every_connection_exactly_once():
                                 connections=60, seed=1)
         assert len(analysis.accepted(events)) == 60 == int(client["ok"].sum())
         assert set(events["outcome"]) <= {"accepted", "eagain", "waiting"}
+        joined = analysis.join_client_events(client, events)  # ports pair them, as live
+        assert len(joined) == 60
+
+
+def test_an_open_loop_shares_the_clients_gil_between_connections_in_flight():
+    _, alone, _ = run("blocking", rate=200.0, connections=300, seed=2)
+    _, crowded, _ = run("blocking", calibration=steady(gil_us=600.0), rate=1000.0,
+                        connections=300, seed=2)
+    assert np.median(latencies(alone)) == pytest.approx(50 + 20 + 100)
+    assert np.median(latencies(crowded)) > np.median(latencies(alone)) + 600
 
 
 # --------------------------------------------------------------------------- bands
@@ -260,6 +408,62 @@ def test_one_worker_has_no_rank_to_band():
     assert result["mean_rank"] is None and result["rr_score"] == [1.0, 1.0]
 
 
+# --------------------------------------------------------------------------- calibrating
+
+
+def _fake_experiment(truth: Calibration, log: list):
+    """A stand-in for run_experiment: the model's own run of the options, with the truth."""
+
+    def run_experiment(**options):
+        log.append(options)
+        scenario = Scenario(strategy=options["strategy"], workers=options["workers"],
+                            connections=options["connections"], gap=options.get("gap", 0.0),
+                            concurrency=options.get("concurrency", 1), rate=options.get("rate"),
+                            work=options.get("work", "none"), kind=options.get("kind", "process"))
+        events, client = Simulation(scenario, truth, np.random.default_rng(len(log))).run()
+        return SimpleNamespace(events=events, client=client,
+                               meta={**options, "cpus": truth.cpus})
+
+    return run_experiment
+
+
+@pytest.fixture
+def known_machine(monkeypatch):
+    """The machine's facts without asking the platform (which runs `uname`)."""
+    from acceptlab.lab import experiment
+
+    monkeypatch.setattr(experiment, "machine", lambda: {"cpus": 2, "kernel": "test"})
+
+
+def test_calibrating_the_model_on_its_own_runs_gives_back_its_times(known_machine):
+    truth = steady(p_late_win=0.25, ranks=(0.0, 1.0), gil_us=200.0)
+    log: list = []
+    found = calibration.calibrate(run_experiment=_fake_experiment(truth, log))
+    assert len(log) == len(calibration.FULL_RUNS) and found.mode == "full"
+    # never the grid's 4: 3, and 5 for the races of woken waiters
+    assert {options["workers"] for options in log} == {calibration.WORKERS,
+                                                        calibration.HERD_WORKERS}
+    busy = found.pools["accept-process-busy"]
+    assert {p.connect[0] for p in busy} == {50.0} and {p.talk[0] for p in busy} == {100.0}
+    assert all(0.1 < p.p_late_win < 0.4 for p in busy)  # 0.25, as sampled in 100 connections
+    woke = {v for p in found.pools["accept-process-idle"] for v in p.woke if math.isfinite(v)}
+    assert woke == {20.0}  # where a sleeper took the connection
+    assert all(set(t.ranks) <= {0.0, 0.5, 1.0} for t in found.herds["poll-busy"])
+    # a closed loop of 3 clients at one connection per 200 µs of the client's turns
+    assert all(180 < g < 220 for g in found.gil_us)
+    assert "from the default" not in found.note
+
+
+def test_a_quick_calibration_measures_less_and_names_what_it_borrowed(known_machine):
+    log: list = []
+    found = calibration.calibrate(quick=True, run_experiment=_fake_experiment(steady(), log))
+    assert len(log) == len(calibration.QUICK_RUNS) < len(calibration.FULL_RUNS) / 3
+    assert found.mode == "quick" and "(quick)" in found.describe()
+    assert "from the default" in found.note and "lock-process-busy" in found.note
+    assert found.pools["lock-process-busy"] == calibration.default().pools["lock-process-busy"]
+    assert found.pools["accept-process-busy"][0].connect[0] == 50.0  # measured, not borrowed
+
+
 # --------------------------------------------------------------------------- keeping a calibration
 
 
@@ -271,22 +475,34 @@ def test_a_calibration_survives_a_round_trip_through_the_cache(monkeypatch, tmp_
     path = calibration.save(made)
     assert path == tmp_path / "acceptlab" / "calibration.json"
     again = calibration.load()
-    assert again.pools["process-busy"][0].p_late_win == 0.125
-    assert np.isnan(again.pools["process-busy"][0].woke[1])
-    assert again.as_dict().keys() == made.as_dict().keys()
+    assert again.pools["accept-process-busy"][0].p_late_win == 0.125
+    assert np.isnan(again.pools["accept-process-busy"][0].woke[1])
+    assert again.as_dict().keys() == made.as_dict().keys() and again.version == VERSION
     assert calibration.current().source == "measured"
+
+
+def test_an_older_kits_calibration_is_passed_over_for_the_default(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    path = calibration.save(steady())
+    data = json.loads(path.read_text())
+    data.pop("version")
+    path.write_text(json.dumps(data))
+    assert calibration.current().source == "default"
+    with pytest.raises(ValueError, match="acceptlab calibrate"):
+        calibration.load()
 
 
 def test_an_unreadable_calibration_is_one_clear_error(tmp_path):
     broken = tmp_path / "calibration.json"
-    broken.write_text('{"source": "measured"}')
+    broken.write_text('{"source": "measured"')
     with pytest.raises(ValueError, match="acceptlab calibrate"):
         calibration.load(broken)
 
 
 def test_the_default_calibration_loads_and_predicts():
     found = calibration.default()
-    assert found.source == "default" and found.pools["process-busy"]
+    assert found.source == "default" and found.pools["accept-process-busy"]
+    assert {name.split("-")[0] for name in found.pools} == set(PATHS)
     result = predict("blocking", 4, 50, gap=0.001, runs=3, calibration=found)
     assert result["rr_score"][1] == 1.0
 
@@ -322,20 +538,88 @@ def test_calibrate_show_measures_nothing(capsys, monkeypatch, tmp_path):
     assert shown["source"] == "default" and shown["path"] is None
 
 
+def test_what_decides_the_race_is_printed_in_words():
+    from acceptlab.model.describe import calibration_lines
+
+    text = "\n".join(calibration_lines(calibration.default()))
+    assert "without a gap" in text and "poll() + accept()" in text and "GIL" in text
+
+
 # --------------------------------------------------------------------------- this machine
 
 
 @pytest.mark.system
-def test_calibrating_this_machine_measures_what_decides_the_race():
-    runs = tuple(run for run in calibration.CALIBRATION_RUNS
-                 if run.name in ("process-busy", "process-idle", "poll-busy", "client", "cpu"))
-    found = calibration.calibrate(connections=40, runs=runs)
-    assert found.source == "measured" and found.cpus >= 1
-    busy = found.pools["process-busy"]
-    assert len(busy) == 4 and all(0 <= p.p_late <= 1 for p in busy)
+def test_a_quick_calibration_of_this_machine_measures_what_decides_the_race():
+    found = calibration.calibrate(quick=True)
+    assert found.source == "measured" and found.mode == "quick" and found.cpus >= 1
+    busy = found.pools["accept-process-busy"]
+    assert len(busy) == 2 and all(0 <= p.p_late <= 1 for p in busy)
     assert all(len(p.connect) == len(p.talk) == len(p.woke) >= 8 for p in busy)
-    assert found.client_cpu_us > 0 and found.worker_cpu_us > 0 and 0 < found.cores <= found.cpus
-    idle = found.pools["process-idle"][0]
+    assert all(0 < c <= found.cpus for c in found.cores) and all(g > 0 for g in found.gil_us)
+    idle = found.pools["accept-process-idle"][0]
     assert np.nanmedian(idle.woke) > -1000  # a sleeper ran, give or take the client's clock
     result = predict("blocking", 4, 40, gap=0.001, runs=3, calibration=found)
     assert result["busiest_share"][0] >= 0.25
+
+
+def test_a_calibration_keeps_the_runs_of_the_last_ones_of_this_machine(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    first = steady(gil_us=100.0)
+    assert calibration.kept_with(first) is first  # nothing saved yet
+    calibration.save(first)
+    second = calibration.kept_with(steady(gil_us=200.0))
+    assert second.gil_us == (200.0, 100.0) and second.calibrations == 2
+    assert len(second.pools["accept-process-busy"]) == 2
+    calibration.save(second)
+    third = calibration.kept_with(steady(gil_us=300.0))
+    assert third.gil_us == (300.0, 200.0, 100.0) and third.calibrations == 3
+    calibration.save(third)
+    fourth = calibration.kept_with(steady(gil_us=400.0))  # three at most: the oldest goes
+    assert fourth.gil_us == (400.0, 300.0, 200.0) and fourth.calibrations == 3
+    assert "2 earlier calibration" in fourth.describe()
+    other = dataclasses.replace(steady(), machine={"cpus": 2, "system": "another"})
+    assert other.merged(fourth) is other  # another machine's runs are not this one's
+
+
+def test_the_machines_speed_comes_from_any_calibration_run():
+    # Two runs of one path at 100 and 300 µs: a simulated run takes one's times at either's speed.
+    from acceptlab.model.times import Times
+
+    fast, slow = pool(regime="idle", talk=(50.0,)), pool(regime="idle", talk=(250.0,))
+    both = dataclasses.replace(steady(), pools={**steady().pools,
+                                                 "accept-process-idle": (fast, slow)})
+    assert sorted(both.speeds[id(p)] for p in (fast, slow)) == [0.5, 1.5]
+    seen = {round(Times.of(both, "accept", "process", "idle",
+                           np.random.default_rng(seed)).connect(0) + Times.of(
+        both, "accept", "process", "idle", np.random.default_rng(seed)).talk(0))
+            for seed in range(200)}
+    # either pool's shape at any state's speed: 0.5 and 1.5 (these two), 1 (every other pool)
+    assert seen == {100, 200, 300}
+
+
+@pytest.mark.system
+@pytest.mark.serial
+def test_the_models_bands_hold_live_runs_of_this_machine():
+    """A quick calibration, then live runs held against its bands: paced turns (an exact
+    prediction, with its honest tail) and the one busy worker of EPOLLEXCLUSIVE.  Scheduling
+    decides a run, so each case gets three tries (the best of them counts)."""
+    from acceptlab import run_experiment
+    from acceptlab.linux.support import Unavailable, check_strategy
+
+    found = calibration.calibrate(quick=True)
+    cases = [("blocking", {"gap": 0.001}, ("rr_score", "busiest_share", "wakeups_per_accept"))]
+    try:
+        check_strategy("epoll-exclusive", "process")
+        cases.append(("epoll-exclusive", {"gap": 0.0}, ("rr_score", "busiest_share")))
+    except Unavailable:
+        pass
+    for strategy, load, metrics in cases:
+        bands = predict(strategy, 4, 200, calibration=found, **load)
+        held = []
+        for _ in range(3):
+            run = run_experiment(strategy=strategy, workers=4, connections=200, **load)
+            values = measure(run.events, run.client, 4)
+            held.append([metric for metric in metrics if inside(values[metric], bands[metric])])
+            if len(held[-1]) == len(metrics):
+                break
+        assert max(map(len, held)) == len(metrics), (strategy, bands, held)

@@ -15,7 +15,11 @@ about a strategy is written here, once, as a :class:`StrategyRecord`:
   worker it runs with;
 * ``options``: its own settings and their defaults (the pool's
   ``strategy_options`` override them);
-* ``lesson``: its one-line lesson.
+* ``lesson``: its one-line lesson;
+* ``model_rule``: the rule of :mod:`acceptlab.model.rules` that simulates it
+  (``None`` when the model has none, and ``not_modelled`` says why).  The
+  model's strategy table, :data:`acceptlab.model.rules.RULES`, is read from
+  here.
 
 Who reads it: the specs (known names and options), :mod:`acceptlab.linux.support`
 and ``acceptlab doctor`` (can it run here?), :func:`acceptlab.analysis.expected_share`
@@ -278,6 +282,13 @@ class StrategyRecord:
     kinds: tuple[str, ...] = ALL_KINDS
     kinds_why: str = ""  # why some kinds are missing
     options: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    model_rule: str | None = None  # acceptlab.model.rules: the mechanism that simulates it
+    not_modelled: str = ""  # why the model has no rule for it (model_rule None)
+
+    def __post_init__(self) -> None:
+        if (self.model_rule is None) == (not self.not_modelled):
+            raise ValueError(f"{self.name}: name a model_rule, or say in not_modelled why "
+                             f"there is none (one of the two)")
 
     def predict(self, workers: int, connections: int,
                 options: Mapping[str, float] | None = None) -> Prediction:
@@ -300,7 +311,8 @@ _RECORDS = (
         mechanism="exclusive wait, FIFO: the head of the queue of sleepers is woken",
         source="accept-wake-one", origin="the book's pre-forked server; Linux's accept()",
         prediction=Turns(), wakeups=Wakeups(1),
-        lesson="the kernel queues sleeping acceptors and wakes the longest waiter: turns"),
+        lesson="the kernel queues sleeping acceptors and wakes the longest waiter: turns",
+        model_rule="exclusive-fifo"),
     StrategyRecord(
         "timeout", "Timeout", "kernel",
         waits="`settimeout()`, then `accept()`",
@@ -308,7 +320,8 @@ _RECORDS = (
         source="cpython-sock-call", origin="any code that calls settimeout() on a listener",
         prediction=Herd(), wakeups=Wakeups(herd=True, note="; no EAGAIN reaches Python"),
         lesson="a timeout turns accept() into poll(): the herd comes back unseen",
-        options=_options(accept_timeout=1.0)),
+        options=_options(accept_timeout=1.0),
+        model_rule="poll-herd"),
     StrategyRecord(
         "poll", "Poll", "kernel",
         waits="`select.poll()`, then a non-blocking `accept()`",
@@ -316,7 +329,8 @@ _RECORDS = (
         source="select-c", origin="select()/poll() servers (gunicorn's sync worker)",
         prediction=Herd(), wakeups=Wakeups(herd=True, note="; EAGAIN shows only some losers"),
         lesson="poll wakes every waiter: a thundering herd that EAGAIN counts understate",
-        requires=_POLL),
+        requires=_POLL,
+        model_rule="poll-herd"),
     StrategyRecord(
         "epoll", "Epoll", "kernel",
         waits="one epoll per worker, no flag",
@@ -324,7 +338,8 @@ _RECORDS = (
         source="epoll-ctl-man", origin="an event loop per worker (uvicorn, Node without cluster)",
         prediction=Herd(), wakeups=_HERD,
         lesson="epoll alone does not end the herd: every worker's epoll is woken",
-        requires=_EPOLL),
+        requires=_EPOLL,
+        model_rule="epoll-herd"),
     StrategyRecord(
         "epoll-exclusive", "EpollExclusive", "kernel",
         waits="one epoll per worker, `EPOLLEXCLUSIVE`",
@@ -332,7 +347,8 @@ _RECORDS = (
         source="eventpoll-c", origin="Linux 4.5's EPOLLEXCLUSIVE (nginx uses it)",
         prediction=OneWorker(), wakeups=Wakeups(1),
         lesson="one wakeup per connection, but always the same worker's: one takes nearly all",
-        requires=_EXCLUSIVE),
+        requires=_EXCLUSIVE,
+        model_rule="first-registered"),
     StrategyRecord(
         "shared-epoll", "SharedEpoll", "kernel",
         waits="one epoll instance shared by every thread",
@@ -343,7 +359,8 @@ _RECORDS = (
         lesson="the most recent waiter is woken first, and the re-queue wakes another: uneven",
         requires=_EPOLL, kinds=("thread",),
         kinds_why="the kit shares one epoll instance between threads (a forked child could "
-                  "share it too: the kit's choice)"),
+                  "share it too: the kit's choice)",
+        model_rule="shared-lifo"),
     StrategyRecord(
         "reuseport", "ReusePort", "kernel",
         waits="each worker binds its own socket, `SO_REUSEPORT`",
@@ -351,7 +368,8 @@ _RECORDS = (
         source="reuseport-select", origin="SO_REUSEPORT, Linux 3.9 (nginx's reuseport)",
         prediction=FairDie(), wakeups=Wakeups(1),
         lesson="a hash deals connections like a die, whatever each worker's speed",
-        requires=_REUSEPORT),
+        requires=_REUSEPORT,
+        model_rule="hashed"),
     StrategyRecord(
         "locked", "Locked", "kernel",
         waits="a lock (`flock`) around `accept()`",
@@ -361,7 +379,8 @@ _RECORDS = (
         prediction=Turns(" (if the lock wakes waiters in order)"),
         wakeups=Wakeups(2, note=": the lock, then `accept()`"),
         lesson="serialising accept() ends the herd at the price of a second wakeup",
-        requires=Requires(constants=("fcntl.flock",))),
+        requires=Requires(constants=("fcntl.flock",)),
+        model_rule="lock-fifo"),
     StrategyRecord(
         "reorder", "Reorder", "fix",
         waits="`EPOLLEXCLUSIVE`, re-registering every `every` accepts",
@@ -369,7 +388,8 @@ _RECORDS = (
         source="nginx-reorder", origin="nginx 1.21 (ngx_reorder_accept_events)",
         prediction=InBlocks(), wakeups=Wakeups(1),
         lesson="stepping back every 16 accepts turns one busy worker into blocks in turn",
-        requires=_EXCLUSIVE, options=_options(every=16)),
+        requires=_EXCLUSIVE, options=_options(every=16),
+        model_rule="re-registering"),
     StrategyRecord(
         "busy-sleep", "BusySleep", "fix",
         waits="every waiter polls; a process with connections open sleeps first",
@@ -377,7 +397,8 @@ _RECORDS = (
         source="puma-2079", origin="Puma (wait_for_less_busy_worker, PR #2079)",
         prediction=Herd(), wakeups=_HERD,
         lesson="a busy process pauses before it accepts, so an idle one wins (kind='hybrid')",
-        requires=_POLL, options=_options(pause=0.005)),
+        requires=_POLL, options=_options(pause=0.005),
+        model_rule="poll-herd"),
     StrategyRecord(
         "exact", "Exact", "fix",
         waits="every waiter polls; only a process holding the fewest open connections accepts",
@@ -387,7 +408,8 @@ _RECORDS = (
                "exact balance (Envoy itself accepts first and posts: see handoff-least-busy)",
         prediction=Herd(), wakeups=_HERD,
         lesson="even open counts per process, paid for with a herd and a lock",
-        requires=_POLL, options=_options(decline_pause=0.0005)),
+        requires=_POLL, options=_options(decline_pause=0.0005),
+        model_rule="poll-herd"),
     StrategyRecord(
         "handoff", "Handoff", "fix",
         waits="one acceptor deals each connection to the next worker (Unix socket)",
@@ -395,7 +417,8 @@ _RECORDS = (
         source="node-cluster", origin="Node's cluster (SCHED_RR)",
         prediction=Turns(), wakeups=Wakeups(1, note=", plus the acceptor's"),
         lesson="strict turns even back to back, for one more hop per connection",
-        requires=_PASS_FDS),
+        requires=_PASS_FDS,
+        model_rule="dealer"),
     StrategyRecord(
         "handoff-least-busy", "HandoffLeastBusy", "fix",
         waits="one acceptor deals each connection to the least busy process",
@@ -404,7 +427,8 @@ _RECORDS = (
         origin="Envoy's exact balance (accept, then post to the least-loaded worker)",
         prediction=Turns(), wakeups=Wakeups(1, note=", plus the acceptor's"),
         lesson="dealing by open connections evens out long-lived connections",
-        requires=_PASS_FDS),
+        requires=_PASS_FDS,
+        model_rule="least-busy-dealer"),
     StrategyRecord(
         "reuseport-cpu", "ReusePortCpu", "fix",
         waits="`SO_REUSEPORT` sockets and a BPF program: socket = CPU mod workers",
@@ -415,7 +439,9 @@ _RECORDS = (
         prediction=ByCpu(), wakeups=Wakeups(1),
         lesson="steering by CPU keeps a connection where it arrived: locality, not balance",
         requires=Requires(platform="linux", kernel=(4, 5), constants=("socket.SO_REUSEPORT",),
-                          probe="SO_ATTACH_REUSEPORT_CBPF")),
+                          probe="SO_ATTACH_REUSEPORT_CBPF"),
+        not_modelled="the socket is chosen by the CPU the connection arrived on, which the "
+                     "model does not simulate (on loopback, the CPU the client ran on)"),
     StrategyRecord(
         "reuseport-incoming-cpu", "ReusePortIncomingCpu", "fix",
         waits="`SO_REUSEPORT` sockets tagged `SO_INCOMING_CPU`",
@@ -424,7 +450,9 @@ _RECORDS = (
         prediction=ByCpu(), wakeups=Wakeups(1),
         lesson="the same steering without BPF, from a socket option",
         requires=Requires(platform="linux", kernel=(6, 2), constants=("socket.SO_REUSEPORT",),
-                          probe="SO_INCOMING_CPU")),
+                          probe="SO_INCOMING_CPU"),
+        not_modelled="the socket is chosen by the CPU the connection arrived on, which the "
+                     "model does not simulate"),
 )
 
 STRATEGY_RECORDS: Mapping[str, StrategyRecord] = MappingProxyType(

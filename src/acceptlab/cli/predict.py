@@ -38,6 +38,9 @@ def add(commands: argparse._SubParsersAction) -> None:
                          help="workers are processes or threads (default: process)")
     predict.add_argument("--protocol", choices=("zen", "lancelot"), default="zen",
                          help="what the clients ask (default: zen)")
+    predict.add_argument("--remote", action="store_true",
+                         help="the clients are other machines: no turns on the kit client's GIL "
+                              "(for loads past what this machine's client can make)")
     predict.add_argument("--runs", type=int, help="simulated runs (default: 60, fewer for big runs)")
     predict.add_argument("--seed", type=int, default=0, help="the first simulated run's seed")
     predict.add_argument("--json", action="store_true", help="print one JSON line")
@@ -55,7 +58,7 @@ def handle(args: argparse.Namespace, stop: threading.Event) -> int:
                 "connections": args.connections, "gap": args.gap,
                 "concurrency": args.concurrency, "rate": args.rate,
                 "work": work[0] if len(work) == 1 else work, "kind": args.kind,
-                "protocol": args.protocol}
+                "protocol": args.protocol, "remote": args.remote}
     try:
         result = predict(**scenario, runs=args.runs, seed=args.seed)
     except NotModelled as why:

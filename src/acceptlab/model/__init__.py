@@ -2,12 +2,14 @@
 A discrete-event simulation, run many times, gives each metric of a run a 90 % band to set
 beside the live value; ``acceptlab calibrate`` measures the machine, ``acceptlab predict`` prints."""
 
-# The parts, in reading order: rules (one small class per mechanism, and RULES, the one
-# strategy -> mechanism table), engine (the clock, the clients, the workers, the CPU),
-# calibration (measuring this machine; kept in the user's cache), bands (predict(): bands
-# from many simulated runs) and describe (both in words; the commands are acceptlab.cli.calibrate
-# and acceptlab.cli.predict).  Names are imported on first
-# use, so the command line does not pay for numpy and pandas before it needs them:
+# The parts, in reading order: rules (one small class per mechanism; RULES, the strategy ->
+# mechanism table, is read from the strategy records), engine (the clock, the clients, the
+# workers), cpu (the GIL and the cores), times (what a simulated run draws), pools (what a
+# calibration keeps), readings (what a live run says about time), calibration (which runs
+# to make; kept in the user's cache), bands (predict(): bands from many simulated runs) and
+# describe (both in words; the commands are acceptlab.cli.calibrate and
+# acceptlab.cli.predict).  Names are imported on first use, so the command line does not pay
+# for numpy and pandas before it needs them:
 #
 #     from acceptlab import model
 #     model.predict("blocking", workers=4, connections=200, gap=0.001)["rr_score"]
@@ -20,10 +22,10 @@ from typing import Any
 _WHERE = {
     "predict": "bands", "simulate": "bands", "measure": "bands", "inside": "bands",
     "METRICS": "bands",
-    "calibrate": "calibration", "Calibration": "calibration", "Pool": "calibration",
-    "HerdTable": "calibration", "save": "calibration", "load": "calibration",
+    "calibrate": "calibration", "Calibration": "pools", "Pool": "pools",
+    "HerdTable": "pools", "save": "calibration", "load": "calibration",
     "current": "calibration", "default": "calibration", "cache_path": "calibration",
-    "Scenario": "engine", "Simulation": "engine",
+    "Scenario": "scenario", "Simulation": "engine",
     "RULES": "rules", "MECHANISMS": "rules", "NOT_MODELLED": "rules", "NotModelled": "rules",
     "rule_for": "rules",
 }

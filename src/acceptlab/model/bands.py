@@ -49,8 +49,8 @@ def measure(events: pd.DataFrame, client: pd.DataFrame, workers: int) -> dict[st
 def predict(strategy: str, workers: int, connections: int, *, gap: float = 0.0,
             concurrency: int = 1, rate: float | None = None,
             work: str | Sequence[str] = "none", kind: str = "process", protocol: str = "zen",
-            runs: int | None = None, calibration: Calibration | None = None,
-            seed: int = 0) -> dict[str, Any]:
+            remote: bool = False, runs: int | None = None,
+            calibration: Calibration | None = None, seed: int = 0) -> dict[str, Any]:
     """Predict a run of the kit: a 90 % band for each metric, from many simulated runs.
 
     Args:
@@ -58,6 +58,8 @@ def predict(strategy: str, workers: int, connections: int, *, gap: float = 0.0,
             model has no rule for raises :class:`~acceptlab.model.NotModelled`.
         workers, connections, gap, concurrency, rate, work, kind, protocol:
             the run, as ``run_experiment`` takes them.
+        remote: the clients are other machines, not the kit's client threads
+            (no turns on this process's GIL): for loads past this machine's client.
         runs: simulated runs (default: 60, fewer for big runs so that a
             prediction of 64 workers x 10,000 connections stays in seconds).
         calibration: the machine's time parameters (default: the saved
@@ -75,7 +77,7 @@ def predict(strategy: str, workers: int, connections: int, *, gap: float = 0.0,
     scenario = Scenario(strategy=strategy, workers=workers, connections=connections, gap=gap,
                         concurrency=concurrency, rate=rate,
                         work=(work,) if isinstance(work, str) else tuple(work), kind=kind,
-                        protocol=protocol)
+                        protocol=protocol, remote=remote)
     calibration = calibration or current()
     runs = runs if runs is not None else default_runs(connections)
     if runs < 2:

@@ -1,37 +1,40 @@
-"""What this machine's scheduler does, measured by the kit's own runs: the model's time parameters.
+"""Measuring this machine for the model: which live runs to make, and keeping the result.
 
 The rules of :mod:`acceptlab.model.rules` say *who* may take a connection;
-*when* each actor gets there is measured here, from small live runs on
-loopback, and kept as samples (microseconds), not means, because the race
-that decides ``blocking`` without a gap lives in the tails:
+*when* each actor gets there is measured here, with small live runs of the
+kit on loopback (:data:`FULL_RUNS`, a few seconds; :data:`QUICK_RUNS`, under
+three).  Each run is read by :mod:`acceptlab.model.readings`:
 
-* **the wake-up latency**: from a connection's arrival (the client's
-  ``t_connected_ns``) to the woken worker running (its ``t_wake_ns``),
-  measured where only a sleeper can take it; in a connection ``lead`` before
-  ``t_connected_ns`` the connection is already queued (connect() returns a
-  little after the kernel queued it, so a fast sleeper can wake "before" it);
-* **the returning worker**: from its client's hang-up (client ``t_done_ns``)
-  to the end of its conversation (``t_done_ns``: the *lag*), and from there
-  to being back in ``accept()`` (the next row's ``t_wait_ns``: the *return*);
-* **the client**: the connect (``t_connected_ns - t_start_ns``), the talk
-  (``t_done_ns - t_accept_ns``), the pause before its next connection;
-* **the race without a gap**: after each connection, was the worker that
-  served it back before the client's next connection arrived (*prompt*), or
-  later, and then did it take that connection without sleeping (*late-win*)
-  or did a woken sleeper get there first (*late-lose*)?  Whether it is late
-  is the scheduler's choice (is there a free CPU for it when its client hangs
-  up?), so it is kept as a probability per run, with the run-to-run spread.
+* sequential runs, back to back (``busy``) and 1 ms apart (``idle``), of one
+  strategy per way to a connection (:data:`~acceptlab.model.pools.PATHS`:
+  ``blocking``, ``poll``, ``epoll``, ``locked``, ``handoff``, and
+  ``shared-epoll`` with threads): the client's connect and talk, how soon a
+  woken sleeper runs, how late the returning worker is, and (``poll``,
+  ``epoll``, ``shared-epoll``) who of the woken wins;
+* a closed loop of as many clients as workers: the times when every core is
+  wanted, and the client's time per connection (``gil_us``);
+* ``spin`` work, with twice as many clients as workers, processes and then
+  threads: the cores the kit's CPU-bound workers get (``cores``,
+  ``thread_cores``), how unevenly (``spin_spread``), and how often a thread
+  worker waits for the GIL (``thread_switches``);
+* an open loop at 500 connections per second: the client's times with a
+  thread per connection, and its time per connection (``open_gil_us``,
+  fitted so that the model gives the run's median latency).
 
-Each live run becomes one :class:`Pool` (one state of the machine); a
-simulated run draws all its times from one pool, so the model's bands carry
-the spread between runs as well as within them.  The herd's race (who of
-the woken pollers wins) is kept as a :class:`HerdTable` per run.
+The calibration runs :data:`WORKERS` workers (:data:`HERD_WORKERS` for the races
+of woken waiters), not the 4 of the lessons and of ``bench_model``'s grid, and
+its loads are not the grid's: the model is always checked on runs of another
+shape than the ones it was calibrated on.
 
-:func:`calibrate` measures (a few seconds); :func:`save` and :func:`load`
-keep the result in the user's cache (``$XDG_CACHE_HOME/acceptlab/
-calibration.json``); :func:`current` is what :func:`acceptlab.model.predict`
-uses: the saved calibration, or :func:`default` (numbers measured on the
-kit's reference machine, a 2-core VM) when there is none.
+The runs come in rounds, so that each kind is measured at more than one
+moment of a shared machine, and each run is kept as its own pool (two:
+its halves).  :func:`calibrate` measures; :func:`kept_with` adds the runs of
+the last calibrations of this machine (a shared machine's states move faster
+than one calibration follows); :func:`save` and :func:`load` keep the result
+in the user's cache (``$XDG_CACHE_HOME/acceptlab/calibration.json``);
+:func:`current` is what :func:`acceptlab.model.predict` uses: the saved
+calibration, or :func:`default` (measured on the kit's reference machine, a
+2-core VM; :mod:`acceptlab.model.defaults`) when there is none.
 """
 
 from __future__ import annotations
@@ -46,307 +49,109 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
-import pandas as pd
 
-__all__ = ["Pool", "HerdTable", "Calibration", "calibrate", "save", "load", "current",
-           "default", "cache_path", "measure_pool", "measure_herd", "CALIBRATION_RUNS"]
+from . import readings
+from .pools import VERSION, Calibration, HerdTable, Pool
 
-SAMPLES = tuple[float, ...]
+__all__ = ["Pool", "HerdTable", "Calibration", "CalibrationRun", "calibrate", "save", "load",
+           "current", "default", "cache_path", "kept_with", "FULL_RUNS", "QUICK_RUNS", "WORKERS",
+           "timer_slack_us"]
 
+WORKERS = 3
+"""Workers of the calibration's runs: not the lessons' 4, so validation is out of sample."""
 
-def _us(nanoseconds: Any) -> np.ndarray:
-    """A nanosecond column or array as float microseconds (missing values become NaN)."""
-    values = pd.to_numeric(pd.Series(nanoseconds), errors="coerce").astype("Float64")
-    return (values.to_numpy(dtype=float, na_value=np.nan)) / 1e3
+HERD_WORKERS = 5
+"""Workers of the runs whose wakeups race (``poll``, ``epoll``, ``shared-epoll``): more than
+twice the cores of the kit's reference machine, and again not the lessons' 4.  With fewer
+workers than that a herd's losers seldom run before the winner accepts (they never come back
+with EAGAIN); with more they sometimes all do, and one worker wins most: a state the model
+can only replay if its calibration saw it."""
 
-
-def _kept(values: Any) -> SAMPLES:
-    """Finite values, rounded to 0.1 µs (the clock's real resolution is coarser), as a tuple."""
-    array = np.asarray(values, dtype=float)
-    return tuple(float(v) for v in np.round(array[np.isfinite(array)], 1))
-
-
-def _aligned(values: Any) -> SAMPLES:
-    """Every value (NaN kept, so that columns stay aligned), rounded to 0.1 µs, as a tuple."""
-    return tuple(float(v) for v in np.round(np.asarray(values, dtype=float), 1))
+SPIN_MS, QUESTIONS = 1.0, 3  # the cores runs' spin per request, zen's questions per connection
+OPEN_RATE = 500.0  # the open loop's connections per second (bench_model checks 1000)
 
 
 @dataclass(frozen=True)
-class Pool:
-    """What one live run measured about time, in microseconds (see the module docstring).
+class CalibrationRun:
+    """One live run of the calibration: what to run, and what to read from it.
 
-    ``regime`` is ``'busy'`` (back-to-back connections: the CPUs are awake)
-    or ``'idle'`` (a gap between connections: a woken worker's CPU may have
-    to wake up first); ``kind`` is the workers' kind.
+    ``reads`` is ``'pool'`` (a sequential run: :func:`~acceptlab.model.readings.read_pools`,
+    kept under ``name``), ``'loaded'``, ``'cores'``, ``'open'`` or ``'cpu'`` (its CPU time only); ``herd`` names
+    the herd family to read as well (``'poll'``, ``'epoll'``, ``'shared'``).
     """
 
-    kind: str
-    regime: str
-    # One entry per connection, aligned: a simulated connection takes all three from one live
-    # connection, so a hiccup that hit one phase of one connection is not copied into three.
-    connect: SAMPLES  # client t_connected - t_start
-    talk: SAMPLES  # client t_done - the worker's t_accept
-    woke: SAMPLES  # t_wake - t_connected where a sleeper took it, else NaN
-    lead: float  # how long before t_connected a connection is already queued (>= 0)
-    lag_prompt: SAMPLES  # worker t_done - client t_done, when it was back before the next arrival
-    lag_late: SAMPLES  # the same, when it was back after it
-    ret: SAMPLES  # the worker's next t_wait - its t_done
-    pause: SAMPLES  # client: next t_start - t_done - gap (the pause's overshoot, or the reconnect)
-    p_late_win: float = 0.0  # returning worker late, and it took the next connection unslept
-    p_late_lose: float = 0.0  # late, and a woken sleeper took it
-    off_win: SAMPLES = ()  # late-win: the worker's t_wait - the next connection's t_connected
-    off_lose: SAMPLES = ()  # late-lose: the same
-    stray: float = 0.0  # wakeups per accept beyond what the rule explains (gap runs)
-
-    @property
-    def p_late(self) -> float:
-        return self.p_late_win + self.p_late_lose
+    name: str
+    reads: str = "pool"
+    options: Mapping[str, Any] = field(default_factory=dict)  # for run_experiment
+    herd: str | None = None
 
 
-@dataclass(frozen=True)
-class HerdTable:
-    """Who wins a herd's race, from one live run of a strategy that wakes every idle waiter.
-
-    ``ranks``: for each connection a sleeper won among two or more, the
-    winner's place among the sleepers, from 0 (first) to 1 (last), in the
-    order of the family's wait queue: for ``poll`` the order they began to
-    wait (its ``norm_rank``, :func:`acceptlab.analysis.wake_order_ranks`:
-    each poll() queues its waiter anew), for ``epoll`` the order the workers
-    registered their epolls (slot order, fixed at start-up); ``p_eagain``: the share of the woken
-    losers whose wait came back to Python with EAGAIN (the others went back
-    to sleep inside the kernel, a wakeup without a return).
-    """
-
-    family: str
-    regime: str
-    ranks: SAMPLES
-    p_eagain: float
+def _sequential(path: str, strategy: str, regime: str, *, kind: str = "process",
+                herd: str | None = None, **more: Any) -> CalibrationRun:
+    gap = 0.0 if regime == "busy" else 0.001
+    if herd:
+        more.setdefault("workers", HERD_WORKERS)
+    return CalibrationRun(f"{path}-{kind}-{regime}", "pool",
+                          dict(strategy=strategy, kind=kind, gap=gap, **more), herd)
 
 
-@dataclass(frozen=True)
-class Calibration:
-    """The model's time parameters for one machine, and where they came from.
+_LOADED = CalibrationRun("accept-process-loaded", "loaded",
+                         dict(strategy="blocking", concurrency=WORKERS, connections=180))
+_CORES = CalibrationRun("cores", "cores", dict(strategy="blocking", work=f"spin:{SPIN_MS:g}",
+                                               concurrency=2 * WORKERS, connections=24))
+_THREAD_CORES = CalibrationRun("thread_cores", "cores",
+                               dict(strategy="blocking", work=f"spin:{SPIN_MS:g}", kind="thread",
+                                    concurrency=2 * WORKERS, connections=24))
+_OPEN = CalibrationRun("accept-process-open", "open",
+                       dict(strategy="blocking", rate=OPEN_RATE, connections=80))
 
-    Args (fields):
-        source: ``'measured'`` (by :func:`calibrate`) or ``'default'``.
-        created: when (ISO 8601).
-        machine: :func:`acceptlab.lab.experiment.machine` of the machine measured.
-        load_average: the 1, 5 and 15-minute load averages while measuring.
-        cpus: the machine's cores.
-        cpu_share: the share of those cores a CPU-bound worker got (other
-            programs take the rest): measured with ``spin`` work.
-        client_cpu_us: CPU time of the client process per connection (its
-            threads share one GIL), from ``getrusage`` around the sequential runs.
-        worker_cpu_us: CPU time of the worker processes per connection.
-        cores: how many cores the kit's own work got in a closed loop of 8
-            clients: (client + worker CPU per connection) x connections per second.
-        loaded_lag: per closed-loop run, each worker's lag (its ``t_done`` less
-            its client's): how late a returning worker is when every core is
-            wanted (it waits for one while the client threads go on).
-        pools: ``'process-busy'``, ``'process-idle'``, ``'thread-busy'``: the
-            runs measured in each state, one :class:`Pool` each.
-        herds: ``'poll-busy'``, ``'poll-idle'``, ``'epoll-busy'``,
-            ``'epoll-idle'``: one :class:`HerdTable` per run.
-        note: anything worth knowing about how it was measured.
-    """
+_ROUND: tuple[CalibrationRun, ...] = (
+    _sequential("accept", "blocking", "busy"),
+    _sequential("accept", "blocking", "idle"),
+    _sequential("poll", "poll", "busy", herd="poll"),
+    _sequential("epoll", "epoll", "busy", herd="epoll"),
+    _LOADED,
+    _sequential("exclusive", "epoll-exclusive", "busy"),
+    _sequential("accept", "blocking", "busy", kind="thread"),
+    _sequential("poll", "poll", "idle", herd="poll"),
+    _sequential("epoll", "epoll", "idle", herd="epoll"),
+    _sequential("lock", "locked", "busy"),
+    _sequential("lock", "locked", "idle"),
+    _CORES,
+    _sequential("dealer", "handoff", "busy"),
+    _THREAD_CORES,
+    _sequential("dealer", "handoff", "idle"),
+    _sequential("shared", "shared-epoll", "busy", kind="thread", herd="shared"),
+    _OPEN,
+)
 
-    source: str
-    created: str
-    machine: Mapping[str, Any]
-    load_average: tuple[float, float, float]
-    cpus: int
-    cpu_share: float
-    client_cpu_us: float
-    worker_cpu_us: float
-    cores: float
-    loaded_lag: tuple[SAMPLES, ...]
-    pools: Mapping[str, tuple[Pool, ...]]
-    herds: Mapping[str, tuple[HerdTable, ...]]
-    note: str = ""
+_SMALL = CalibrationRun("cpu", "cpu", dict(strategy="blocking", gap=0.0, connections=20))
 
-    def pools_for(self, kind: str, regime: str) -> tuple[Pool, ...]:
-        """The pools of ``kind`` in ``regime``; threads without idle runs borrow the processes'."""
-        return (self.pools.get(f"{kind}-{regime}") or self.pools.get(f"process-{regime}")
-                or self.pools["process-busy"])
+FULL_RUNS: tuple[CalibrationRun, ...] = (*_ROUND, *_ROUND, *_ROUND, _SMALL)
+"""The live runs of ``acceptlab calibrate``, in order: three rounds of :data:`WORKERS` workers,
+70 connections a run (and a last run of 20: the CPU per connection is the slope between the
+sizes, without what starting and stopping a pool costs, some 20 ms).  Each sequential run gives two pools, its first and its second half:
+a shared machine's state moves within seconds, and each pool is one sample of it."""
 
-    def herd_for(self, family: str, regime: str) -> tuple[HerdTable, ...]:
-        return self.herds.get(f"{family}-{regime}") or self.herds[f"poll-{regime}"]
-
-    def describe(self) -> str:
-        """One line: which calibration this is."""
-        load = ", ".join(f"{x:.2f}" for x in self.load_average)
-        return (f"{self.source} calibration of {self.created} ({self.machine.get('cpus')} cores, "
-                f"kernel {self.machine.get('kernel')}, load average {load})")
-
-    def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Calibration":
-        pools = {name: tuple(Pool(**{k: tuple(v) if isinstance(v, list) else v
-                                     for k, v in pool.items()}) for pool in runs)
-                 for name, runs in data["pools"].items()}
-        herds = {name: tuple(HerdTable(**{k: tuple(v) if isinstance(v, list) else v
-                                          for k, v in table.items()}) for table in runs)
-                 for name, runs in data["herds"].items()}
-        return cls(source=data["source"], created=data["created"], machine=dict(data["machine"]),
-                   load_average=tuple(data["load_average"]), cpus=int(data["cpus"]),
-                   cpu_share=float(data["cpu_share"]), client_cpu_us=float(data["client_cpu_us"]),
-                   worker_cpu_us=float(data["worker_cpu_us"]), cores=float(data["cores"]),
-                   loaded_lag=tuple(tuple(lags) for lags in data["loaded_lag"]),
-                   pools=pools, herds=herds, note=data.get("note", ""))
+QUICK_RUNS: tuple[CalibrationRun, ...] = (
+    _sequential("accept", "blocking", "busy"), _sequential("accept", "blocking", "idle"),
+    _sequential("poll", "poll", "busy", herd="poll"),
+    _sequential("epoll", "epoll", "busy", herd="epoll"),
+    _sequential("exclusive", "epoll-exclusive", "busy"),
+    _sequential("accept", "blocking", "busy", kind="thread"),
+    _LOADED, _CORES, _THREAD_CORES, _OPEN, _SMALL)
+"""``acceptlab calibrate --quick`` (lesson 00): the race with and without a gap, the herds,
+``EPOLLEXCLUSIVE``, threads, the loads, 60 connections a run; the rest (locks, dealers,
+shared epoll, the idle herds) comes from the default calibration."""
 
 
-# --------------------------------------------------------------------------- reading a live run
-
-
-def _next_wait_after(events: pd.DataFrame, workers: np.ndarray, moments: np.ndarray) -> np.ndarray:
-    """For each (worker, moment): that worker's first ``t_wait_ns`` after the moment (NaN: none)."""
-    result = np.full(len(moments), np.nan)
-    for worker in np.unique(workers):
-        waits = np.sort(_us(events.loc[events["worker"] == worker, "t_wait_ns"]))
-        mine = workers == worker
-        index = np.searchsorted(waits, moments[mine], side="right")
-        found = index < len(waits)
-        picked = np.full(mine.sum(), np.nan)
-        picked[found] = waits[index[found]]
-        result[mine] = picked
-    return result
-
-
-def measure_pool(run: Any, *, regime: str) -> Pool:
-    """One :class:`Pool` from a live run of ``blocking`` with a sequential client.
-
-    The run's client must be sequential (``concurrency=1``), so that
-    connection ``k + 1`` follows ``k``; its ``gap`` (in ``run.meta``) is
-    subtracted from the pauses.
-
-    Args:
-        run: an :class:`acceptlab.lab.experiment.Run` (or anything with ``events``,
-            ``client`` and ``meta``).
-        regime: ``'busy'`` for a run without a gap, ``'idle'`` with one.
-    """
-    from .. import analysis
-
-    joined = analysis.join_client_events(run.client, run.events)
-    joined = joined.sort_values("t_start_ns", kind="stable").reset_index(drop=True)
-    if len(joined) < 8:
-        raise ValueError(f"a calibration run needs at least 8 joined connections, "
-                         f"not {len(joined)}")
-    gap_us = float(run.meta.get("gap") or 0.0) * 1e6
-    start, connected = _us(joined["t_start_ns"]), _us(joined["t_connected_ns"])
-    wake_at, accept = _us(joined["t_wake_ns"]), _us(joined["t_accept_ns"])
-    client_done, worker_done = _us(joined["t_done_ns_client"]), _us(joined["t_done_ns_event"])
-    worker = pd.to_numeric(joined["worker_event"]).to_numpy(dtype="int64")
-    slept = pd.to_numeric(joined["nvcsw"]).fillna(0).to_numpy() >= 1
-
-    woke = np.where(slept, wake_at - connected, np.nan)
-    wake = woke[slept]
-    # A sleeper on an awake CPU runs a few µs after the connection is queued, so the earliest
-    # wake-ups (their 10th percentile: robust to a client descheduled for milliseconds) say
-    # how long before t_connected the kernel had queued it.
-    lead = max(0.0, -float(np.nanpercentile(wake, 10))) if len(wake) else 0.0
-    back = _next_wait_after(run.events, worker, worker_done)  # R: the worker back in accept()
-    lag = worker_done - client_done
-
-    # The race after connection k: where was its worker when connection k+1 arrived?
-    took_next_unslept = (worker[1:] == worker[:-1]) & ~slept[1:]
-    after_arrival = back[:-1] >= connected[1:]
-    late_win = took_next_unslept
-    late_lose = ~took_next_unslept & after_arrival
-    prompt = ~late_win & ~late_lose
-    pairs = max(1, len(late_win))
-    offset = back[:-1] - connected[1:]
-
-    accepted = int((run.events["outcome"] == "accepted").sum())
-    switches = pd.to_numeric(run.events["nvcsw"]).dropna()
-    stray = max(0.0, float(switches[switches >= 0].sum()) / accepted - 1) if regime == "idle" else 0.0
-    return Pool(
-        kind=str(run.meta.get("kind", "process")), regime=regime,
-        connect=_aligned(connected - start), talk=_aligned(client_done - accept),
-        woke=_aligned(woke), lead=round(lead, 1),
-        lag_prompt=_kept(lag[:-1][prompt]), lag_late=_kept(lag[:-1][late_win | late_lose]),
-        ret=_kept(back - worker_done), pause=_kept(start[1:] - client_done[:-1] - gap_us),
-        p_late_win=round(float(late_win.sum()) / pairs, 4),
-        p_late_lose=round(float(late_lose.sum()) / pairs, 4),
-        off_win=_kept(offset[late_win]), off_lose=_kept(offset[late_lose]),
-        stray=round(stray, 4))
-
-
-def measure_herd(run: Any, *, family: str, regime: str) -> HerdTable:
-    """One :class:`HerdTable` from a live run of a herd strategy (``poll``, ``epoll``...).
-
-    Args:
-        run: the live run.
-        family: ``'poll'`` (the waiters re-register on every wait) or
-            ``'epoll'`` (registered once, per worker).
-        regime: ``'busy'`` or ``'idle'`` (see :class:`Pool`).
-    """
-    from .. import analysis
-
-    events = run.events
-    ranks = analysis.wake_order_ranks(events)
-    won = analysis.accepted(events)
-    slept = pd.to_numeric(won["nvcsw"]).fillna(0).to_numpy() >= 1
-    raced = slept & (ranks["n_waiting"].to_numpy() >= 2)
-    place = (ranks["norm_rank"].to_numpy() if family == "poll" else
-             _place_by_slot(events, won))
-    switches = pd.to_numeric(events["nvcsw"]).dropna()
-    losers = float(switches[switches >= 0].sum()) - float(slept.sum())
-    eagain = float((events["outcome"] == "eagain").sum())
-    return HerdTable(family=family, regime=regime,
-                     ranks=_kept(place[raced]),
-                     p_eagain=round(min(1.0, eagain / losers) if losers > 0 else 0.0, 4))
-
-
-def _place_by_slot(events: pd.DataFrame, won: pd.DataFrame) -> np.ndarray:
-    """Each winner's place (0 to 1) among the workers waiting when it woke, in slot order.
-
-    A worker waits at the winner's ``t_wake`` when one of its rows began at or
-    before it and had not yet ended (the winner counts itself); NaN for a lone waiter.
-    """
-    when = _us(won["t_wake_ns"])
-    winner = pd.to_numeric(won["worker"]).to_numpy(dtype="int64")
-    slots = np.unique(pd.to_numeric(events["worker"]).to_numpy(dtype="int64"))
-    waiting = np.zeros((len(won), len(slots)), dtype=bool)
-    for j, slot in enumerate(slots):
-        rows = events[events["worker"] == slot].sort_values("t_wait_ns", kind="stable")
-        begin, end = _us(rows["t_wait_ns"]), _us(rows["t_wake_ns"])
-        end = np.where(np.isnan(end), np.inf, end)
-        last = np.searchsorted(begin, when, side="right") - 1
-        waiting[:, j] = (last >= 0) & (when < end[np.maximum(last, 0)])
-    waiting[np.arange(len(won)), np.searchsorted(slots, winner)] = True
-    ahead = (waiting & (slots[None, :] < winner[:, None])).sum(axis=1)
-    n = waiting.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n > 1, ahead / np.maximum(n - 1, 1), np.nan)
-
-
-def measure_lag(run: Any) -> SAMPLES:
-    """Each connection's worker lag (worker ``t_done`` - client ``t_done``, µs) in any run."""
-    from .. import analysis
-
-    joined = analysis.join_client_events(run.client, run.events)
-    return _kept(_us(joined["t_done_ns_event"]) - _us(joined["t_done_ns_client"]))
-
-
-def measure_rate(run: Any) -> float:
-    """Connections per µs of a run: its ok connections over their span."""
-    ok = run.client[run.client["ok"].astype(bool)]
-    span = float(_us(ok["t_done_ns"]).max() - _us(ok["t_start_ns"]).min())
-    return len(ok) / span if span > 0 else float("nan")
-
-
-def per_connection(use: list[tuple[int, float, float]]) -> tuple[float, float]:
-    """CPU µs per connection of the client and of the workers, from ``(connections, client s,
-    workers s)`` of runs of two or more sizes: the slope, so a pool's start and stop drop out
-    (a slope the noise made no larger than zero falls back to the plain ratio)."""
-    n = np.array([u[0] for u in use], dtype=float)
-    ratios = [float(np.sum([u[k] for u in use]) / n.sum() * 1e6) for k in (1, 2)]
-    if len(set(n)) < 2:
-        return ratios[0], ratios[1]
-    slopes = [float(np.polyfit(n, [u[k] for u in use], 1)[0] * 1e6) for k in (1, 2)]
-    return tuple(slope if slope > 0 else ratio for slope, ratio in zip(slopes, ratios))
+def timer_slack_us() -> float:
+    """This process's timer slack (how late a sleep may end by design), µs; Linux's 50 µs
+    default elsewhere (prctl(2), PR_SET_TIMERSLACK)."""
+    try:
+        return int(Path("/proc/self/timerslack_ns").read_text()) / 1e3
+    except (OSError, ValueError):
+        return 50.0
 
 
 def _cpu_seconds() -> tuple[float, float]:
@@ -357,67 +162,69 @@ def _cpu_seconds() -> tuple[float, float]:
     return mine.ru_utime + mine.ru_stime, children.ru_utime + children.ru_stime
 
 
-def measure_cpu_share(run: Any, *, spin_ms: float, questions: int) -> float:
-    """The share of the machine's cores that ``spin`` work got in a saturated run (0-1]."""
-    ok = run.client[run.client["ok"].astype(bool)]
-    span = float(_us(ok["t_done_ns"]).max() - _us(ok["t_start_ns"]).min())
-    busy = len(ok) * questions * spin_ms * 1e3  # µs of CPU the workers spun
-    cpus = int(run.meta.get("cpus") or os.cpu_count() or 1)
-    workers = int(run.meta.get("workers", cpus))
-    return round(min(1.0, busy / span / min(cpus, workers)), 4) if span > 0 else 1.0
+class _Readings:
+    """What the runs of one calibration have given so far."""
+
+    def __init__(self) -> None:
+        self.pools: dict[str, list[Pool]] = {}
+        self.herds: dict[str, list[HerdTable]] = {}
+        self.cores: dict[str, list[float]] = {"cores": [], "thread_cores": []}
+        self.spread: list[float] = []
+        self.switches: list[float] = []
+        self.gil: list[float] = []
+        self.open_runs: list[tuple[Pool, float, dict]] = []  # (pool, live p50 µs, options)
+        self.cpu_use: list[tuple[int, float, float]] = []
+        self.loads: list[tuple[float, float, float]] = []
+
+    def read(self, spec: CalibrationRun, run: Any, used: tuple[float, float],
+             options: dict) -> None:
+        """Keep what ``run`` (made for ``spec`` with ``options``) says."""
+        if spec.reads == "cpu":  # only its CPU time, for the slope
+            self.cpu_use.append((len(run.client), *used))
+        elif spec.reads == "pool":
+            path, kind, regime = spec.name.split("-")
+            self.pools.setdefault(spec.name, []).extend(
+                readings.read_pools(run, regime=regime, path=path, parts=2))
+            if spec.name == "accept-process-busy":
+                self.cpu_use.append((len(run.client), *used))
+            if spec.herd:
+                self.herds.setdefault(f"{spec.herd}-{regime}", []).extend(
+                    readings.read_herds(run, family=spec.herd, regime=regime, parts=2))
+        elif spec.reads == "loaded":
+            self.pools.setdefault(spec.name, []).append(readings.read_loaded(run))
+            self.gil.extend(round(float(1 / rate), 1) for rate in
+                            readings.client_rates(run, segments=3) if rate > 0)
+        elif spec.reads == "cores":
+            self.cores[spec.name].append(
+                readings.read_cores(run, spin_ms=SPIN_MS, questions=QUESTIONS))
+            self.spread.extend(readings.read_spread(run))
+            if spec.name == "thread_cores":
+                self.switches.append(readings.read_switches(run))
+        elif spec.reads == "open":
+            from .. import analysis
+
+            pool = readings.read_open(run)
+            self.pools.setdefault(spec.name, []).append(pool)
+            p50 = float(analysis.latency(run.client).iloc[0]["p50_ms"]) * 1e3
+            self.open_runs.append((pool, p50, options))
+        else:
+            raise ValueError(f"unknown reading {spec.reads!r}")
 
 
-# --------------------------------------------------------------------------- measuring
-
-
-@dataclass(frozen=True)
-class CalibrationRun:
-    """One live run of the calibration: what to run, and what to read from it."""
-
-    name: str  # pool or table it feeds: 'process-busy', 'poll-idle', 'client', 'cpu'...
-    options: Mapping[str, Any] = field(default_factory=dict)  # for run_experiment
-
-
-_ROUND: tuple[CalibrationRun, ...] = (
-    CalibrationRun("process-busy", dict(strategy="blocking", gap=0.0)),
-    CalibrationRun("process-idle", dict(strategy="blocking", gap=0.001)),
-    CalibrationRun("thread-busy", dict(strategy="blocking", kind="thread", gap=0.0)),
-    CalibrationRun("poll-busy", dict(strategy="poll", gap=0.0)),
-    CalibrationRun("poll-idle", dict(strategy="poll", gap=0.001)),
-    CalibrationRun("epoll-busy", dict(strategy="epoll", gap=0.0)),
-    CalibrationRun("epoll-idle", dict(strategy="epoll", gap=0.001)),
-    CalibrationRun("process-busy", dict(strategy="blocking", gap=0.0, connections=300)),
-)
-_LOADED: tuple[CalibrationRun, ...] = (
-    CalibrationRun("client", dict(strategy="blocking", concurrency=8, connections=300)),
-    CalibrationRun("cpu", dict(strategy="blocking", concurrency=8, work="spin:1", connections=32)),
-)
-CALIBRATION_RUNS: tuple[CalibrationRun, ...] = (*_ROUND, *_LOADED, *_ROUND, *_LOADED, *_ROUND[1:7])
-"""The live runs :func:`calibrate` makes, in order (4 process workers, loopback, ``zen``).
-
-In rounds, so that the runs of each kind are spread over the seconds calibrating takes
-and their pools see the machine in more than one state (a shared machine's load moves).
-
-Sequential ``blocking`` runs with and without a 1 ms gap give the time pools (the runs
-without a gap come in two sizes, so that the CPU per connection is the slope between
-them, without what starting and stopping a pool costs); ``poll`` and ``epoll`` runs give
-the herd's race; a closed loop of 8 clients gives the cores the kit's work gets; ``spin``
-work gives the share of a core a CPU-bound worker gets."""
-
-_SPIN_MS, _QUESTIONS = 1.0, 3  # the 'cpu' run's spin per request, zen's questions per connection
-
-
-def calibrate(*, workers: int = 4, connections: int = 150, runs: tuple[CalibrationRun, ...]
-              = CALIBRATION_RUNS, progress: Callable[[int, int, str], None] | None = None,
+def calibrate(*, quick: bool = False, workers: int = WORKERS, connections: int | None = None,
+              runs: tuple[CalibrationRun, ...] | None = None,
+              progress: Callable[[int, int, str], None] | None = None,
               run_experiment: Callable[..., Any] | None = None) -> Calibration:
-    """Measure this machine with small live runs (a few seconds) and return a :class:`Calibration`.
+    """Measure this machine with small live runs and return a :class:`Calibration`.
 
     Nothing is saved: :func:`save` does that (``acceptlab calibrate`` does both).
 
     Args:
-        workers: process workers per run.
-        connections: connections per run (the ``cpu`` run makes fewer).
-        runs: the runs to make (default :data:`CALIBRATION_RUNS`).
+        quick: the few runs of :data:`QUICK_RUNS` (under 3 s); the rest is
+            the default calibration's (``note`` says what).
+        workers: workers per run.
+        connections: connections per sequential run (default 70, 60 quick).
+        runs: the runs to make (default :data:`FULL_RUNS` or :data:`QUICK_RUNS`).
         progress: called as ``progress(done, total, name)`` after each run.
         run_experiment: the function that makes a run (the kit's by default;
             a test may pass a fake).
@@ -426,51 +233,100 @@ def calibrate(*, workers: int = 4, connections: int = 150, runs: tuple[Calibrati
 
     if run_experiment is None:
         from ..lab.experiment import run_experiment
-    pools: dict[str, list[Pool]] = {}
-    herds: dict[str, list[HerdTable]] = {}
-    rates, cpu_share, cpu_use, loaded_lag = [], [], [], []
-    loads = []
+    runs = runs if runs is not None else (QUICK_RUNS if quick else FULL_RUNS)
+    connections = connections or (60 if quick else 70)
+    cpus = int(os.cpu_count() or 1)
+    found = _Readings()
     for done, spec in enumerate(runs, 1):
         options = {"workers": workers, "kind": "process", "connections": connections,
                    **spec.options}
-        loads.append(os.getloadavg())
+        found.loads.append(os.getloadavg())
         before = _cpu_seconds()
         run = run_experiment(**options)
         after = _cpu_seconds()
-        kind_regime = spec.name.split("-")
-        if spec.name == "process-busy":
-            cpu_use.append((len(run.client), after[0] - before[0], after[1] - before[1]))
-        if spec.name == "client":
-            rates.append(measure_rate(run))
-            loaded_lag.append(measure_lag(run))
-        elif spec.name == "cpu":
-            cpu_share.append(measure_cpu_share(run, spin_ms=_SPIN_MS, questions=_QUESTIONS))
-        elif kind_regime[0] in ("poll", "epoll"):
-            herds.setdefault(spec.name, []).append(
-                measure_herd(run, family=kind_regime[0], regime=kind_regime[1]))
-        else:
-            pools.setdefault(spec.name, []).append(measure_pool(run, regime=kind_regime[1]))
+        found.read(spec, run, (after[0] - before[0], after[1] - before[1]), options)
         if progress is not None:
             progress(done, len(runs), spec.name)
-    facts = machine()
-    fallback = default() if not (pools and herds and rates and cpu_share and cpu_use) else None
-    cpus = int(facts.get("cpus") or 1)
-    client_us, worker_us = (per_connection(cpu_use) if cpu_use else
+    return _assemble(found, machine(), cpus, quick=quick, what=f"{len(runs)} live runs of "
+                     f"{workers} workers x {connections} connections")
+
+
+def _assemble(found: _Readings, facts: dict, cpus: int, *, quick: bool, what: str) -> Calibration:
+    """The calibration from the readings; what they lack is the default's (and said so)."""
+    fallback = _fallback()
+    borrowed = []
+    pools = {name: tuple(runs) for name, runs in found.pools.items()}
+    herds = {name: tuple(runs) for name, runs in found.herds.items()}
+    for name, runs in fallback.pools.items():
+        if name not in pools:
+            pools[name] = runs
+            borrowed.append(name)
+    for name, runs in fallback.herds.items():
+        if name not in herds:
+            herds[name] = runs
+            borrowed.append(f"herd {name}")
+    client_us, worker_us = (readings.per_connection(found.cpu_use) if found.cpu_use else
                             (fallback.client_cpu_us, fallback.worker_cpu_us))
-    cores = (min(float(cpus), (client_us + worker_us) * float(np.median(rates))) if rates
-             else fallback.cores)
-    return Calibration(
+    for label, mine in (("cores", found.cores["cores"]),
+                        ("thread_cores", found.cores["thread_cores"]), ("gil_us", found.gil)):
+        if not mine:
+            borrowed.append(label)
+    calibration = Calibration(
         source="measured", created=datetime.datetime.now().isoformat(timespec="seconds"),
-        machine=facts, load_average=tuple(round(float(x), 2) for x in np.mean(loads, axis=0)),
-        cpus=cpus,
-        cpu_share=round(float(np.median(cpu_share)), 3) if cpu_share else fallback.cpu_share,
-        client_cpu_us=round(client_us, 1), worker_cpu_us=round(worker_us, 1),
-        cores=round(cores, 3),
-        loaded_lag=tuple(loaded_lag) if loaded_lag else fallback.loaded_lag,
-        pools={name: tuple(found) for name, found in pools.items()} or dict(fallback.pools),
-        herds={name: tuple(found) for name, found in herds.items()} or dict(fallback.herds),
-        note=f"{len(runs)} live runs of {workers} process workers x {connections} connections"
-             + ("" if fallback is None else "; what they did not measure is the default's"))
+        machine=facts, load_average=tuple(round(float(x), 2) for x in
+                                          np.mean(found.loads or [os.getloadavg()], axis=0)),
+        cpus=cpus, client_cpu_us=round(client_us, 1), worker_cpu_us=round(worker_us, 1),
+        cores=tuple(found.cores["cores"]) or fallback.cores,
+        thread_cores=tuple(found.cores["thread_cores"]) or fallback.thread_cores,
+        spin_spread=tuple(found.spread) or fallback.spin_spread,
+        thread_switches=tuple(found.switches) or fallback.thread_switches,
+        gil_us=tuple(found.gil) or fallback.gil_us,
+        open_gil_us=fallback.open_gil_us, timer_slack_us=timer_slack_us(),
+        pools=pools, herds=herds, mode="quick" if quick else "full",
+        note=what + (f"; from the default: {', '.join(sorted(borrowed))}" if borrowed else ""))
+    if found.open_runs:
+        fitted = tuple(_fit_open(calibration, pool, p50, options)
+                       for pool, p50, options in found.open_runs)
+        calibration = dataclasses.replace(calibration, open_gil_us=fitted)
+    elif "open_gil_us" not in calibration.note:
+        calibration = dataclasses.replace(calibration, note=calibration.note + (
+            "; " if borrowed else "; from the default: ") + "open_gil_us")
+    return calibration
+
+
+def _fit_open(calibration: Calibration, pool: Pool, live_p50_us: float, options: dict) -> float:
+    """The open loop's client time per connection that gives the live run's median latency.
+
+    The model replays the calibration's open-loop run (its own pool, two
+    seeds) for a guess of the time and halves the interval until the
+    simulated median latency matches the live one within 3 % (or 10 steps).
+    """
+    from .bands import measure
+    from .engine import Scenario, Simulation
+
+    scenario = Scenario(strategy=options["strategy"], workers=options["workers"],
+                        connections=options["connections"], rate=options["rate"])
+    mine = dataclasses.replace(calibration, pools={**calibration.pools,
+                                                   "accept-process-open": (pool,)})
+
+    def simulated_p50(gil_us: float) -> float:
+        trial = dataclasses.replace(mine, open_gil_us=(gil_us,))
+        values = []
+        for seed in range(2):
+            events, client = Simulation(scenario, trial, np.random.default_rng(seed)).run()
+            values.append(measure(events, client, scenario.workers)["p50_ms"] * 1e3)
+        return float(np.median(values))
+
+    low, high = 0.0, 2000.0
+    if simulated_p50(low) >= live_p50_us:
+        return 0.0
+    for _ in range(10):
+        middle = (low + high) / 2
+        value = simulated_p50(middle)
+        if abs(value - live_p50_us) <= 0.03 * live_p50_us:
+            return round(middle, 1)
+        low, high = (middle, high) if value < live_p50_us else (low, middle)
+    return round((low + high) / 2, 1)
 
 
 # --------------------------------------------------------------------------- keeping it
@@ -493,24 +349,67 @@ def save(calibration: Calibration, path: str | os.PathLike | None = None) -> Pat
     return target
 
 
+def _read(source: Path) -> dict:
+    try:
+        return json.loads(source.read_text())
+    except ValueError as exc:
+        raise ValueError(f"{source} is not a calibration the kit can read ({exc}); "
+                         f"run `acceptlab calibrate` again") from None
+
+
 def load(path: str | os.PathLike | None = None) -> Calibration | None:
     """The calibration saved at ``path`` (default :func:`cache_path`), or None if there is none.
 
-    A file that cannot be read as a calibration raises ``ValueError`` naming it.
+    A file that cannot be read as a calibration (or one an older kit wrote)
+    raises ``ValueError`` naming it.
     """
     source = Path(path) if path is not None else cache_path()
     if not source.exists():
         return None
     try:
-        return Calibration.from_dict(json.loads(source.read_text()))
+        return Calibration.from_dict(_read(source))
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{source} is not a calibration the kit can read ({exc}); "
                          f"run `acceptlab calibrate` again") from None
 
 
+def kept_with(found: Calibration, path: str | os.PathLike | None = None) -> Calibration:
+    """``found`` with the runs of the calibration saved at ``path`` (default: the cache) added,
+    when that one is of this machine (:meth:`~acceptlab.model.pools.Calibration.merged`).
+
+    A saved file an older kit wrote, or none, leaves ``found`` as it is.
+    """
+    try:
+        saved = load(path)
+    except ValueError:
+        return found
+    if saved is None or saved.source != "measured":
+        return found
+    return found.merged(saved)
+
+
 def current() -> Calibration:
-    """The calibration :func:`acceptlab.model.predict` uses: the saved one, else :func:`default`."""
+    """The calibration :func:`acceptlab.model.predict` uses: the saved one, else :func:`default`.
+
+    A calibration an older kit saved (another format) is passed over for the
+    default, as if none were saved; ``acceptlab calibrate`` replaces it.
+    """
+    source = cache_path()
+    if source.exists() and _read(source).get("version") != VERSION:
+        return default()
     return load() or default()
+
+
+def _fallback() -> Calibration:
+    """The default, or (while the kit's default is being remade) an empty stand-in."""
+    try:
+        return default()
+    except (ValueError, OSError):
+        return Calibration(source="none", created="", machine={}, load_average=(0, 0, 0), cpus=1,
+                           client_cpu_us=100.0, worker_cpu_us=100.0, cores=(1.0,),
+                           thread_cores=(1.0,), spin_spread=(1.0,), thread_switches=(0.0,),
+                           gil_us=(200.0,), open_gil_us=(0.0,), timer_slack_us=50.0,
+                           pools={}, herds={})
 
 
 def default() -> Calibration:

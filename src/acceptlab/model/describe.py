@@ -2,7 +2,8 @@
 
 ``acceptlab calibrate`` and ``acceptlab predict`` print these lines, and a
 lesson can print them too: the race without a gap in this machine's numbers,
-and a prediction as a small table of 90 % bands.
+what each way to a connection costs, and a prediction as a small table of 90 %
+bands.
 """
 
 from __future__ import annotations
@@ -10,35 +11,61 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 __all__ = ["calibration_summary", "calibration_lines", "prediction_lines"]
+
+_PATH_WORDS = {"accept": "accept()", "poll": "poll() + accept()", "epoll": "epoll + accept()",
+               "lock": "flock() + accept()", "dealer": "a dealer's hand-off",
+               "shared": "a shared epoll (threads)"}
+
+
+def _median(found, name: str, field: str) -> float | None:
+    values = [v for pool in found.pools.get(name, ()) for v in getattr(pool, field)
+              if math.isfinite(v)]
+    return round(float(np.median(values)), 1) if values else None
+
+
+def _latency(found, name: str) -> float | None:
+    """The median connect + talk of a pool's connections (a sequential connection's latency)."""
+    values = [c + t for pool in found.pools.get(name, ()) for c, t in zip(pool.connect, pool.talk)
+              if math.isfinite(c + t)]
+    return round(float(np.median(values)), 1) if values else None
+
+
+def _span(values) -> list[float] | None:
+    values = [float(v) for v in values]
+    return [round(min(values), 3), round(max(values), 3)] if values else None
 
 
 def calibration_summary(found) -> dict[str, Any]:
     """The numbers that decide the race on this machine, as one flat dict (medians over runs)."""
-    import numpy as np
-
-    def median(name: str, field: str) -> float | None:
-        values = [v for pool in found.pools.get(name, ()) for v in getattr(pool, field)
-                  if math.isfinite(v)]
-        return round(float(np.median(values)), 1) if values else None
-
-    busy = found.pools.get("process-busy", ())
-    late = [pool.p_late for pool in busy]
+    busy = found.pools.get("accept-process-busy", ())
+    idle = found.pools.get("accept-process-idle", ())
+    pairs = sum(max(1, p.pairs) for p in idle)
+    stalls = sum(p.p_late * max(1, p.pairs) for p in idle)
     return {
-        "source": found.source, "created": found.created,
+        "source": found.source, "mode": found.mode, "created": found.created,
         "load_average": list(found.load_average), "cpus": found.cpus,
-        "wake_idle_us": median("process-idle", "woke"),
-        "wake_busy_us": median("process-busy", "woke"),
-        "return_lag_us": median("process-busy", "lag_prompt"),
-        "return_us": median("process-busy", "ret"),
-        "reconnect_us": median("process-busy", "pause"),
-        "connect_us": median("process-busy", "connect"),
-        "talk_us": median("process-busy", "talk"),
-        "late_share": [round(min(late), 3), round(max(late), 3)] if late else None,
-        "late_win_share": [round(min(p.p_late_win for p in busy), 3),
-                           round(max(p.p_late_win for p in busy), 3)] if busy else None,
+        "wake_idle_us": _median(found, "accept-process-idle", "woke"),
+        "wake_busy_us": _median(found, "accept-process-busy", "woke"),
+        "return_lag_us": _median(found, "accept-process-busy", "lag_prompt"),
+        "return_us": _median(found, "accept-process-busy", "ret"),
+        "reconnect_us": _median(found, "accept-process-busy", "pause"),
+        "connect_us": _median(found, "accept-process-busy", "connect"),
+        "talk_us": _median(found, "accept-process-busy", "talk"),
+        "late_share": _span(p.p_late for p in busy),
+        "late_win_share": _span(p.p_late_win for p in busy),
+        "stall_per_connection": round(stalls / pairs, 4) if idle else None,
+        "latency_us": {path: _latency(found, f"{path}-{kind}-idle" if path not in ("shared",)
+                                      else f"{path}-thread-busy")
+                       for path, kind in (("accept", "process"), ("poll", "process"),
+                                          ("epoll", "process"), ("lock", "process"),
+                                          ("dealer", "process"), ("shared", "thread"))},
+        "client_us_closed_loop": _span(found.gil_us),
+        "client_us_open_loop": _span(found.open_gil_us),
+        "cores": _span(found.cores),
         "client_cpu_us": found.client_cpu_us, "worker_cpu_us": found.worker_cpu_us,
-        "cores": found.cores, "cpu_share": found.cpu_share,
     }
 
 
@@ -53,7 +80,8 @@ def calibration_lines(found) -> list[str]:
                  f"after its client and is back in accept() {s['return_us']} µs later")
     lines.append(f"  the client connects again {s['reconnect_us']} µs after hanging up, and its "
                  f"connect() takes {s['connect_us']} µs")
-    if s["late_share"] and None not in (s["return_lag_us"], s["reconnect_us"], s["connect_us"]):
+    if s["late_share"] and None not in (s["return_lag_us"], s["return_us"], s["reconnect_us"],
+                                        s["connect_us"]):
         margin = (s["reconnect_us"] + s["connect_us"]) - (s["return_lag_us"] + s["return_us"])
         first = "the returning worker" if margin > 0 else "the next connection"
         low, high = (round(100 * x) for x in s["late_share"])
@@ -63,9 +91,32 @@ def calibration_lines(found) -> list[str]:
                      f"was late after {low}-{high} % of connections (runs differ) and then took "
                      f"the next one itself after {win_low}-{win_high} %: each such connection "
                      f"breaks the turns")
-    lines.append(f"  CPU per connection: client {s['client_cpu_us']} µs, worker "
-                 f"{s['worker_cpu_us']} µs; cores the kit got under load: {s['cores']} of "
-                 f"{s['cpus']}; a spinning worker's share of a core: {s['cpu_share']}")
+    if s["stall_per_connection"] is not None:
+        lines.append(f"  with 1 ms between connections a worker stalled past the next one after "
+                     f"{100 * s['stall_per_connection']:.2f} % of connections")
+    costs = [f"{_PATH_WORDS[path]} {value:.0f} µs" for path, value in s["latency_us"].items()
+             if value is not None]
+    if costs:
+        from .calibration import HERD_WORKERS
+
+        lines.append("  one connection, start to end, by the way the worker waits: "
+                     + ", ".join(costs) + f" (paced; threads back to back; the herds and the "
+                     f"shared epoll with {HERD_WORKERS} workers, the others 3)")
+    if s["client_us_closed_loop"]:
+        low, high = s["client_us_closed_loop"]
+        lines.append(f"  a closed loop's client process needs {low:.0f}-{high:.0f} µs per "
+                     f"connection (its threads take turns on one GIL): at most "
+                     f"{1e6 / high:.0f}-{1e6 / low:.0f} connections/s however many clients")
+    if s["client_us_open_loop"]:
+        low, high = s["client_us_open_loop"]
+        lines.append(f"  an open loop's client (a thread per connection) needs {low:.0f}-"
+                     f"{high:.0f} µs of it per connection")
+    if s["cores"]:
+        low, high = s["cores"]
+        lines.append(f"  CPU-bound workers got {low:.2f}-{high:.2f} of the {s['cpus']} cores "
+                     f"(other programs had the rest)")
+    if found.note:
+        lines.append(f"  ({found.note})")
     return lines
 
 

@@ -17,6 +17,12 @@ everything else happens here, the same for every strategy:
    or late (its CPU was taken) and then it either takes that connection
    without sleeping (late-win) or finds a woken sleeper got there first.
 
+Every time comes from the calibration's pools of the rule's ``path`` (the
+runs of a strategy that takes the same way to a connection), in the regime
+of the load: ``busy`` and ``idle`` for a sequential client, ``loaded`` for a
+closed loop of several clients (whose threads also take turns on the
+client's GIL, :class:`~acceptlab.model.cpu.Gil`), ``open`` for an open loop.
+
 Every wait is one row of an events table with the kit's own columns
 (``worker, t_wait_ns, t_wake_ns, t_accept_ns, t_done_ns, outcome, nvcsw``),
 and every connection one row of a client table (``t_start_ns, t_done_ns,
@@ -26,7 +32,6 @@ measures a live one.
 
 from __future__ import annotations
 
-import collections
 import heapq
 import itertools
 from dataclasses import dataclass
@@ -35,9 +40,11 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from ..server.work import Work, parse_work
-from .calibration import Calibration, HerdTable, Pool
-from .rules import NotModelled, Rule, rule_for
+from .cpu import Cores, Gil
+from .pools import Calibration, HerdTable
+from .rules import Rule, rule_for
+from .scenario import QUESTIONS, Scenario
+from .times import Times
 
 __all__ = ["Scenario", "Simulation", "IDLE_AFTER_US", "QUESTIONS"]
 
@@ -46,93 +53,8 @@ IDLE_AFTER_US = 300.0
 'idle' pools).  An assumption: an idle vCPU halts after a short poll (KVM's default
 ``halt_poll_ns`` is 200 µs), and waking it costs what the gap runs measured."""
 
-QUESTIONS = {"zen": 3, "lancelot": 3}
-"""Requests per connection of the protocols the model covers (their conversations are alike;
-the calibration holds ``zen``'s).  ``http`` closes from the server's side after one reply,
-a different race the calibration does not measure."""
-
 AWAY, ASLEEP, WOKEN, BUSY = range(4)  # a worker's state
-
-
-@dataclass(frozen=True)
-class Scenario:
-    """What to simulate: the pool, the load and the work, as ``acceptlab run`` takes them.
-
-    Args:
-        strategy: a strategy of :data:`acceptlab.model.rules.RULES`.
-        workers: worker slots.
-        connections: connections the clients make.
-        gap: seconds each client pauses between connections.
-        concurrency: closed-loop clients (1: sequential).
-        rate: open loop: Poisson arrivals per second (instead of a closed loop).
-        work: ``'none'``, ``'sleep:MS'``, ``'spin:MS'``, or one per worker
-            (``work[slot % len(work)]``, as ``WorkerPool`` does).
-        kind: ``'process'`` or ``'thread'``.
-        protocol: ``'zen'`` or ``'lancelot'``.
-    """
-
-    strategy: str
-    workers: int
-    connections: int
-    gap: float = 0.0
-    concurrency: int = 1
-    rate: float | None = None
-    work: tuple[str, ...] = ("none",)
-    kind: str = "process"
-    protocol: str = "zen"
-
-    def __post_init__(self) -> None:
-        if isinstance(self.work, str):
-            object.__setattr__(self, "work", (self.work,))
-        object.__setattr__(self, "work", tuple(str(parse_work(w)) for w in self.work))
-        if self.workers < 1 or self.connections < 1 or self.concurrency < 1 or self.gap < 0 \
-                or (self.rate is not None and self.rate <= 0):
-            raise ValueError("a scenario needs workers >= 1, connections >= 1, concurrency >= 1, "
-                             "gap >= 0 and, if given, rate > 0")
-        if self.kind not in ("process", "thread"):
-            raise NotModelled(f"kind {self.kind!r} is not modelled (process and thread are)")
-        if self.protocol not in QUESTIONS:
-            raise NotModelled(f"protocol {self.protocol!r} is not modelled ({QUESTIONS.__doc__ or ''}"
-                              f"the model covers {', '.join(QUESTIONS)})")
-        rule_for(self.strategy, self.kind)  # raises NotModelled when there is no rule
-
-    def work_of(self, slot: int) -> Work:
-        return parse_work(self.work[slot % len(self.work)])
-
-
-class _Draw:
-    """Values drawn with replacement from one pool of samples, a batch at a time (fast)."""
-
-    def __init__(self, values: tuple[float, ...], rng: np.random.Generator,
-                 fallback: tuple[float, ...] = (0.0,)) -> None:
-        self.values = np.asarray(values if len(values) else fallback, dtype=float)
-        self.rng = rng
-        self.batch: list[float] = []
-
-    def __call__(self) -> float:
-        if not self.batch:
-            self.batch = self.values[self.rng.integers(0, len(self.values), 512)].tolist()
-        return self.batch.pop()
-
-
-class _Times:
-    """The draws of one calibration pool (one live run's state of the machine)."""
-
-    def __init__(self, pool: Pool, rng: np.random.Generator) -> None:
-        self.pool = pool
-        self.lead = pool.lead
-        self.connects = np.asarray(pool.connect, dtype=float)
-        self.talks = np.asarray(pool.talk, dtype=float)
-        self.wokes = np.asarray(pool.woke, dtype=float)
-        self.profile = _Draw(tuple(range(len(self.connects))), rng)  # a live connection's index
-        self.wake = _Draw(tuple(self.wokes[np.isfinite(self.wokes)]), rng)
-        self.lag_prompt = _Draw(pool.lag_prompt, rng, pool.lag_late or (0.0,))
-        self.lag_late = _Draw(pool.lag_late, rng, pool.lag_prompt or (0.0,))
-        self.ret = _Draw(pool.ret, rng)
-        self.pause = _Draw(pool.pause, rng)
-        self.off_win = _Draw(pool.off_win, rng, (0.0,))
-        self.off_lose = _Draw(pool.off_lose, rng, (0.0,))
-
+PORT_BASE = 20000  # simulated connections' client ports: PORT_BASE + the connection's number
 
 
 @dataclass
@@ -141,7 +63,7 @@ class _Client:
 
     number: int
     ahead: tuple[str, int] | None = None  # the next connection's (regime, live profile), drawn early
-    connect_wait: float | None = None  # its wait for a core, when it asked before its worker
+    connect_wait: float | None = None  # its wait for the GIL, when it asked before its worker
     priority_until: float = -1.0  # a late-win worker of this client's last connection returns then
 
 
@@ -160,12 +82,12 @@ class Simulation:
         self.now = 0.0
         self._events: list = []
         self._seq = itertools.count()
+        rule = rule_for(scenario.strategy, scenario.kind)
         # One live run's state of the machine per simulated run: the spread between runs.
-        self.times = {regime: _Times(self._pick(calibration.pools_for(scenario.kind, regime)), rng)
-                      for regime in ("busy", "idle")}
-        self.overshoot = self.times["idle"].pause  # what a sleep adds to its nominal length
-        self.loaded_lag = _Draw(self._pick(calibration.loaded_lag), rng) if \
-            calibration.loaded_lag else self.times["busy"].lag_late
+        self.times = {regime: Times.of(calibration, rule.path, scenario.kind, regime, rng)
+                      for regime in ("busy", "idle", "loaded", "open")}
+        self.overshoot = self.times["idle"].sleep_overshoot(calibration.timer_slack_us)
+        self.plain = Times.of(calibration, "accept", scenario.kind, "busy", rng)  # a plain wake
         self.regime = "busy"
         # Rows of the events table (one per wait) and each worker's current row.
         self.r_worker: list[int] = []
@@ -175,6 +97,7 @@ class Simulation:
         self.r_done: list[float] = []
         self.r_outcome: list[str] = []
         self.r_nvcsw: list[int] = []
+        self.r_conn: list[int] = []  # the connection a row accepted (-1: none)
         self.row = [-1] * self.workers
         self.state = [AWAY] * self.workers
         self.serving: list[int] = [-1] * self.workers  # the connection each worker holds
@@ -182,19 +105,22 @@ class Simulation:
         n = scenario.connections
         self.c_client = [-1] * n
         self.c_start = [np.nan] * n
+        self.c_connected = [np.nan] * n
         self.c_done = [np.nan] * n
         self.c_regime = ["busy"] * n
-        self.c_profile = [0] * n  # which live connection's times this one follows
+        self.c_talk = [0.0] * n  # its talk, as the calibration measured it uncontended
+        self.c_woke = [np.nan] * n  # the wake-up latency of the sleeper woken for it
         self.started = 0
-        self.queues: list[collections.deque[int]] = [collections.deque()
-                                                     for _ in range(self.workers + 1)]
+        self.queues: list[list[int]] = [[] for _ in range(self.workers + 1)]
+        self.heads = [0] * (self.workers + 1)  # each queue's oldest entry
         self.last_activity = -1e9
         self.arrival_client = -1  # the client whose connection is being handed out now
         self.arrival_conn = -1
+        self.arriving = -1  # the connection being handed out now
         self.clients: list[_Client] = []
         self.work = [scenario.work_of(slot) for slot in range(self.workers)]
         self._share_the_cpu(calibration)
-        self.rule: Rule = rule_for(scenario.strategy, scenario.kind)(self)
+        self.rule: Rule = rule(self)
 
     # ------------------------------------------------------------------ the run
 
@@ -221,40 +147,52 @@ class Simulation:
 
     # ------------------------------------------------------------------ clients
 
+    def _regime_now(self) -> str:
+        if self.scenario.rate is not None:
+            return "open"
+        if self.contended:
+            return "loaded"
+        return "idle" if self.now - self.last_activity >= IDLE_AFTER_US else "busy"
+
     def start(self, client: int) -> None:
         """A client starts its next connection (``client`` -1: an open-loop arrival)."""
         if self.started >= self.scenario.connections:
             return
         conn = self.started
         self.started += 1
-        regime = "idle" if self.now - self.last_activity >= IDLE_AFTER_US else "busy"
+        regime = self._regime_now()
         ahead = self.clients[client].ahead if client >= 0 else None
         if ahead is not None:  # drawn when the previous connection's worker raced this one
             regime, profile = ahead
             self.clients[client].ahead = None
         else:
-            profile = int(self.times[regime].profile())
+            profile = self.times[regime].profile()
         times = self.times[regime]
-        connect = float(times.connects[profile])
-        if self.contended:  # the client's part of connecting needs its GIL and a core
+        connect = times.connect(profile)
+        self.c_talk[conn], self.c_woke[conn] = times.talk(profile), times.woke(profile)
+        if regime == "loaded":  # the talk and the wake as measured uncontended; waits added
+            other = self.times["busy"].profile()
+            self.c_talk[conn] = self.times["busy"].talk(other)
+            if not np.isfinite(self.c_woke[conn]):
+                self.c_woke[conn] = self.times["busy"].woke(other)
+        self.c_talk[conn] += times.stall()
+        if self.client_gil:  # the client's part of connecting needs its GIL
             asked = self.clients[client].connect_wait if client >= 0 else None
-            connect += asked if asked is not None else self.cpu(self.now, self.cpu_connect,
-                                                                gil=True)
+            connect += asked if asked is not None else self.gil.hold(self.now, self.gil_connect)
             if client >= 0:
                 self.clients[client].connect_wait = None
-        connected = self.now + connect
         self.c_client[conn], self.c_start[conn], self.c_regime[conn] = client, self.now, regime
-        self.c_profile[conn] = profile
-        self.later(max(self.now, connected - times.lead), self.arrive, conn)
+        self.c_connected[conn] = self.now + connect
+        self.later(max(self.now, self.now + connect - times.lead), self.arrive, conn)
 
     def arrive(self, conn: int) -> None:
         """The connection is in an accept queue: the rule decides whom the kernel wakes."""
         queue = self.rule.queue_of_new()
         self.queues[queue].append(conn)
         self.regime, self.arrival_client = self.c_regime[conn], self.c_client[conn]
-        self.arrival_conn = conn  # the first worker woken for it wakes as its live model did
-        self.rule.arrived(queue)
-        self.arrival_client = self.arrival_conn = -1
+        self.arrival_conn = self.arriving = conn  # the first worker woken for it wakes as its
+        self.rule.arrived(queue)  # live model did
+        self.arrival_client = self.arrival_conn = self.arriving = -1
 
     def done(self, conn: int) -> None:
         """The client has its last reply and hangs up; its worker's return is decided here."""
@@ -270,37 +208,31 @@ class Simulation:
             pause = gap + self.overshoot() if gap > 0 else times.pause()
             next_start = self.now + max(0.0, pause)
             self.later(next_start, self.start, client)
-            if self.contended and gap == 0:
-                # The client thread goes straight on to connect, holding its CPU; the worker
-                # its hang-up woke must first be given one: the client asks first.
-                self.clients[client].connect_wait = self.cpu(self.now, self.cpu_connect,
-                                                             gil=True)
+            if self.client_gil and gap == 0:
+                # The client thread goes straight on to connect, holding the GIL it has.
+                self.clients[client].connect_wait = self.gil.hold(self.now, self.gil_connect,
+                                                                  holder=True)
         self._return(worker, times, client, next_start)
 
-    def _return(self, worker: int, times: _Times, client: int, next_start: float | None) -> None:
+    def _return(self, worker: int, times: Times, client: int, next_start: float | None) -> None:
         """When the worker is back in its wait (the race of the module docstring, step 4).
 
         A sequential client: the scheduler may leave the worker without a CPU
         when its client hangs up (``p_late``, as often as the calibration's
-        runs saw it).  The client's next connection then arrives first, and
-        the calibration says how far after it the worker is back, and whether
-        it beat the woken sleepers (late-win) or not (late-lose).  With a gap
-        the client sleeps and the worker nearly always gets its CPU at once
-        (the gap runs measure how rarely it does not).  Concurrent loads: the
-        worker's last bit of CPU waits for a core like everyone's.
+        runs saw it; with a gap, a stall as rare as all its gap runs together
+        saw one).  The client's next connection then arrives first, and the
+        calibration says how far after it the worker is back, and whether it
+        beat the woken sleepers (late-win) or not (late-lose).  Concurrent
+        loads: as late as the calibration's closed loop measured its workers
+        (every core wanted), and for thread workers after their turn on the GIL.
         """
+        late = not self.contended and self.rng.random() < times.p_late
         back = None
-        if self.contended:  # every core wanted: as late as a closed loop's workers were
-            self.cpu(self.now, self.cpu_return, gil=self._worker_gil)  # it uses a core, too
-            back = self.now + self.loaded_lag() + times.ret()
-            late = False
-        else:
-            late = self.rng.random() < times.pool.p_late
         if late and next_start is not None and self.scenario.concurrency == 1:
-            profile = int(times.profile())  # the next connection's, drawn now
-            self.clients[client].ahead = (times.pool.regime, profile)
-            connected = next_start + float(times.connects[profile])
-            if self.rng.random() * times.pool.p_late < times.pool.p_late_win:
+            profile = times.profile()  # the next connection's, drawn now
+            self.clients[client].ahead = (times.regime, profile)
+            connected = next_start + times.connect(profile)
+            if self.rng.random() * times.p_late < times.p_late_win:
                 back = connected + times.off_win()
                 self.clients[client].priority_until = back
             else:
@@ -309,6 +241,8 @@ class Simulation:
             back = self.now + times.lag_late() + times.ret()
         if back is None:
             back = self.now + times.lag_prompt() + times.ret()
+            if self.contended and self._worker_gil:
+                back += self.gil.hold(self.now, self.cpu_return)
         back = max(self.now + 0.5, back)
         self.r_done[self.row[worker]] = back - 0.5
         self.rule.finished(worker)
@@ -336,23 +270,60 @@ class Simulation:
         self.r_done.append(np.nan)
         self.r_outcome.append("waiting")
         self.r_nvcsw.append(0)
+        self.r_conn.append(-1)
+
+    def herd_woke(self, woken: int, as_measured: float) -> None:
+        """A herd woke ``woken`` sleepers for the connection being handed out; the
+        calibration's runs woke ``as_measured`` each, and their times hold that cost.
+
+        Each sleeper more (or fewer) costs the connecting side ``herd_wake_us``
+        (:attr:`~acceptlab.model.pools.Calibration.herd_wake_us`), added to the
+        connection's time.
+        """
+        if self.arriving >= 0:
+            extra = (woken - as_measured) * self.calibration.herd_wake_us
+            self.c_talk[self.arriving] = max(1.0, self.c_talk[self.arriving] + extra)
 
     def run_woken(self, worker: int) -> None:
+        """A woken worker runs; a thread worker first needs the GIL (and sleeps if it is held).
+
+        Only a woken thread waits for the GIL: one whose ``accept()`` returns
+        at once takes it back before any waiter is scheduled (CPython's
+        ``drop_gil`` only signals the waiters).
+        """
+        if self.state[worker] != WOKEN:
+            return
+        if self.contended and self._worker_gil:
+            wait = self.gil.hold(self.now, self.cpu_wake)
+            if wait > 0:
+                self.count_wakeup(worker)  # it slept on the GIL's condition variable
+                self.later(self.now + wait, self._run_now, worker)
+                return
+        self.rule.run(worker)
+
+    def _run_now(self, worker: int) -> None:
         if self.state[worker] == WOKEN:
             self.rule.run(worker)
 
     def take(self, worker: int, queue: int) -> None:
         """``worker`` accepts the oldest connection of ``queue`` now, and converses."""
-        conn = self.queues[queue].popleft()
+        conn = self.pop(queue)
         row = self.row[worker]
-        self.r_wake[row] = self.now
-        self.r_accept[row] = self.now + 0.5
+        if self.state[worker] != WOKEN and self.contended and self._worker_gil \
+                and self.gil.held_at(self.now) and self.coin(self.thread_switch):
+            # accept() returned at once, but another thread wanted the GIL meanwhile: as often
+            # as the calibration's thread pool under a GIL always wanted, it waited for it
+            self.count_wakeup(worker)
+        self.r_wake[row] = self.now - 0.5  # its wait returned, and accept() took it at once
+        self.r_accept[row] = self.now
         self.r_outcome[row] = "accepted"
+        self.r_conn[row] = conn
         self.state[worker] = BUSY
         self.serving[worker] = conn
         self.rule.accepted(worker)
         work = self.work[worker]
         if work.kind == "spin":
+            self.spread[worker] = self._pick(self.calibration.spin_spread)
             self._spin(worker, conn, self.scenario_questions())
         else:
             pause = 0.0
@@ -365,99 +336,107 @@ class Simulation:
         return QUESTIONS[self.scenario.protocol]
 
     def _spin(self, worker: int, conn: int, left: int) -> None:
-        """One request's ``spin``: a core (processes) or the pool's GIL (threads), then the next."""
+        """One request's ``spin``: its share of the cores (processes), or the GIL (threads).
+
+        A connection's spins take longer or shorter than their share says, by a
+        factor drawn from the calibration's ``spin_spread``: a core's share is
+        even only on average.
+        """
         if left == 0:
             self._talk(conn, self.now)
             return
-        spin = self.work[worker].ms * 1e3
-        stretch = 1 / max(0.05, self.calibration.cpu_share)  # what other programs leave us
-        delay = self.cpu(self.now, spin, gil=self._worker_gil, stretch=stretch)
-        self.later(self.now + delay + spin * stretch, lambda: self._spin(worker, conn, left - 1))
+        spin = self.work[worker].ms * 1e3 * self.spread[worker]
+        if self._worker_gil:  # one thread spins at a time, on one core's share
+            lasts = spin / min(1.0, self.thread_cores)
+            ends = self.now + self.gil.hold(self.now, lasts) + lasts
+            self.later(ends, lambda: self._spin(worker, conn, left - 1))
+        else:
+            lasts = self.cores.begin(spin)
+            self.later(self.now + lasts, lambda: self._spun(worker, conn, left))
+
+    def _spun(self, worker: int, conn: int, left: int) -> None:
+        self.cores.end()
+        self._spin(worker, conn, left - 1)
 
     def _talk(self, conn: int, moment: float) -> None:
         """The rest of the conversation, as the calibration measured it without work."""
         if self.contended:
             self.later(moment, self._talk_contended, conn)
         else:
-            talk = float(self.times[self.c_regime[conn]].talks[self.c_profile[conn]])
-            self.later(moment + talk, self.done, conn)
+            self.later(moment + self.c_talk[conn], self.done, conn)
 
     def _talk_contended(self, conn: int, step: int = 0) -> None:
-        """The talk, one question at a time, each waiting for a core (and a GIL) under load.
+        """The talk, one question at a time, each waiting for its turn on the GIL.
 
-        A question is a round trip: the worker answers (a core; the GIL too for a thread),
-        then the client reads it and asks the next (its GIL and a core).  Under a
-        concurrent load each of those waits its turn, so the talk stretches with the load.
+        A question is a round trip: the worker answers (a thread worker needs
+        the GIL for it), then the client reads the answer and asks the next
+        (its GIL).  Under a concurrent load each waits its turn, so the talk
+        stretches with the load.
         """
         questions = self.scenario_questions()
-        talk = float(self.times[self.c_regime[conn]].talks[self.c_profile[conn]]) / questions
-        waits = (self.cpu(self.now, self.cpu_worker_talk / questions, gil=self._worker_gil)
-                 + self.cpu(self.now, self.cpu_client_talk / questions, gil=True))
+        waits = self.gil.hold(self.now, self.gil_question) if self.client_gil else 0.0
+        if self._worker_gil:
+            waits += self.gil.hold(self.now, self.cpu_worker_talk / questions)
+        moment = self.now + self.c_talk[conn] / questions + waits
         if step + 1 < questions:
-            self.later(self.now + talk + waits, lambda: self._talk_contended(conn, step + 1))
+            self.later(moment, lambda: self._talk_contended(conn, step + 1))
         else:
-            self.later(self.now + talk + waits, self.done, conn)
+            self.later(moment, self.done, conn)
 
     # ------------------------------------------------------------------ the CPU
 
     RETURN_SHARE, WAKE_SHARE = 0.15, 0.10
-    """The shares of a worker's CPU per connection spent after its client hangs up (seeing the
-    end, logging, coming back to wait) and on being woken and accepting: estimates; the rest
-    goes with the talk."""
+    """The shares of a thread worker's CPU per connection spent after its client hangs up
+    (seeing the end, logging, coming back to wait) and on being woken and accepting:
+    estimates; the rest goes with the talk."""
 
     def _share_the_cpu(self, calibration: Calibration) -> None:
-        """Set up the CPU the actors share: ``cpus`` cores, and the client process's GIL.
+        """Set up what the actors share: the client process's GIL, and the cores.
 
         Only concurrent loads (a closed loop of several clients, an open loop)
-        wait for them: a sequential run's measured times already hold the CPU
-        its two actors used.  ``spin`` work always takes a core (processes) or
-        the GIL (threads: a thread pool lives in the client's process).  Each
-        connection costs the client ``client_cpu_us`` (a share before it is
-        queued, as connect is of the sequential run's time) and the worker
-        ``worker_cpu_us``; bursts take ``cpus / cores`` times their CPU time,
-        the cores other programs left the kit in the calibration's closed loop.
-        How late a returning worker is under such a load is not left to this
-        first-come-first-served approximation (Linux lets the running client
-        threads go on while the woken worker waits): it is drawn from what the
-        calibration's closed loop measured (``loaded_lag``).
+        wait for the GIL: a sequential run's measured times already hold the
+        turns its two actors took.  Each connection needs the client's GIL for
+        ``gil_us`` (closed loops: one over the rate of the calibration's closed
+        loop, which the client's turns limit) or ``open_gil_us`` (open loops,
+        a thread per connection), a share before it is queued (as connect is
+        of the sequential run's time) and the rest spread over the questions.
+        Thread workers live in the client's process: their CPU
+        (``worker_cpu_us``) takes the same GIL.  ``spin`` work takes
+        :class:`~acceptlab.model.cpu.Cores`.  Remote clients (``Scenario.remote``)
+        take no turns on it.
         """
-        self.contended = self.scenario.concurrency > 1 or self.scenario.rate is not None
-        self.gil_free = 0.0
-        self.cores_free = [0.0] * max(1, calibration.cpus)
-        self.stretch = calibration.cpus / max(0.1, min(float(calibration.cpus), calibration.cores))
+        self.contended = self.scenario.contended
+        self.client_gil = self.contended and not self.scenario.remote
+        self.gil = Gil()
+        self.cores = Cores(self._pick(calibration.cores))
+        self.thread_cores = self._pick(calibration.thread_cores)
+        self.thread_switch = self._pick(calibration.thread_switches)
+        self.spread = [1.0] * self.workers
         self._worker_gil = self.scenario.kind == "thread"
-        busy = self.times["busy"]
-        connect, talk = np.median(busy.connects), np.median(busy.talks)
-        before = connect / (connect + talk) if connect + talk > 0 else 0.3
-        self.cpu_connect = calibration.client_cpu_us * before
-        self.cpu_client_talk = calibration.client_cpu_us - self.cpu_connect
+        client_us = self._pick(calibration.open_gil_us if self.scenario.rate is not None
+                               else calibration.gil_us)
+        times = self.times["open" if self.scenario.rate is not None else "busy"]
+        self.gil_connect = client_us * times.connect_share()
+        self.gil_question = (client_us - self.gil_connect) / self.scenario_questions()
         self.cpu_return = calibration.worker_cpu_us * self.RETURN_SHARE
         self.cpu_wake = calibration.worker_cpu_us * self.WAKE_SHARE
         self.cpu_worker_talk = calibration.worker_cpu_us - self.cpu_return - self.cpu_wake
-
-    def cpu(self, moment: float, duration: float, *, gil: bool, stretch: float | None = None
-            ) -> float:
-        """Run ``duration`` µs of CPU from ``moment`` on the first free core (and the GIL).
-
-        First come, first served.  Returns the wait before it could start.
-        """
-        core = min(range(len(self.cores_free)), key=self.cores_free.__getitem__)
-        begin = max(moment, self.cores_free[core], self.gil_free if gil else moment)
-        end = begin + duration * (self.stretch if stretch is None else stretch)
-        self.cores_free[core] = end
-        if gil:
-            self.gil_free = end
-        return begin - moment
 
     # ------------------------------------------------------------------ what a rule may call
 
     def queued(self, queue: int) -> int:
         """How many connections wait in ``queue``."""
-        return len(self.queues[queue])
+        return len(self.queues[queue]) - self.heads[queue]
+
+    def pop(self, queue: int) -> int:
+        """Take the oldest connection of ``queue``."""
+        conn = self.queues[queue][self.heads[queue]]
+        self.heads[queue] += 1
+        return conn
 
     def move(self, source: int, target: int) -> None:
         """Move the oldest connection of ``source`` to ``target`` (a dealer's hand-off)."""
-        self.queues[target].append(self.queues[source].popleft())
+        self.queues[target].append(self.pop(source))
         self.rule.arrived(target)
 
     def is_asleep(self, worker: int) -> bool:
@@ -472,10 +451,12 @@ class Simulation:
         return self.r_wait[self.row[worker]]
 
     def wake_latency(self, after_arrival: bool = True) -> float:
-        """A wake-up latency (µs from the waker's action to the woken running)."""
-        times = self.times[self.regime if after_arrival else "busy"]
+        """A wake-up latency (µs from the waker's action to the woken running): as the
+        connection's live model woke, or (``after_arrival`` False: a lock's unlock) a plain
+        wake-up on a busy machine, as ``accept()``'s back to back."""
+        times = self.times[self.regime] if after_arrival else self.plain
         if after_arrival and self.arrival_conn >= 0:
-            woke = times.wokes[self.c_profile[self.arrival_conn]]
+            woke = self.c_woke[self.arrival_conn]
             self.arrival_conn = -1
             if np.isfinite(woke):
                 return max(1.0, times.lead + float(woke))
@@ -491,9 +472,7 @@ class Simulation:
         self.state[worker] = WOKEN
         self.count_wakeup(worker)
         moment = self.now + self.wake_latency(after_arrival)
-        if self.contended:  # running takes a core, like everyone's CPU under this load
-            moment += self.cpu(moment, self.cpu_wake, gil=self._worker_gil)
-        if after_arrival and self.arrival_client >= 0 and self.rule.late_first:
+        if after_arrival and self.arrival_client >= 0:
             moment = max(moment, self.clients[self.arrival_client].priority_until + 1.0)
         self.later(moment, self.run_woken, worker)
 
@@ -519,7 +498,16 @@ class Simulation:
     def herd_table(self, family: str) -> "_Herd":
         tables = {regime: self._pick(self.calibration.herd_for(family, regime))
                   for regime in ("busy", "idle")}
-        return _Herd(tables, self)
+        if family == "shared":
+            return _Herd(tables, self)
+        eagain = {regime: self._pick(self.calibration.herds_of(regime) or (tables[regime],)
+                                     ).p_eagain for regime in ("busy", "idle")}
+        return _Herd(tables, self, eagain)
+
+    def place(self, rank: float, n: int) -> int:
+        """The index (0 to ``n - 1``) of a normalised rank, rounded at random so that its mean
+        survives a change of pool size (a rank of 0.5 among 4 is index 1 or 2, evenly)."""
+        return min(n - 1, int(rank * (n - 1) + self.rng.random()))
 
     def draw_rank(self, table: "_Herd") -> float:
         ranks = table.ranks
@@ -542,7 +530,7 @@ class Simulation:
         waiting = outcome == "waiting"
         nvcsw[waiting] = np.nan  # a wait that never ended never logged its switches (as live)
         accepted = np.flatnonzero(outcome == "accepted")
-        stray = self.times["idle"].pool.stray
+        stray = self.times["idle"].stray
         if stray > 0 and len(accepted):  # switches the rules do not explain, as the gap runs saw
             extra = self.rng.binomial(len(accepted), min(1.0, stray))
             np.add.at(nvcsw, self.rng.choice(accepted, extra), 1)
@@ -550,29 +538,54 @@ class Simulation:
         def ns(values: list[float]) -> np.ndarray:
             return np.round(np.asarray(values, dtype=float) * 1e3 + 1e9)  # from 1 s: all positive
 
+        conns = np.asarray(self.r_conn, dtype="int64")
         events = pd.DataFrame({
             "worker": np.asarray(self.r_worker, dtype="int64"),
             "t_wait_ns": ns(self.r_wait), "t_wake_ns": ns(self.r_wake),
             "t_accept_ns": ns(self.r_accept), "t_done_ns": ns(self.r_done),
             "outcome": outcome.astype(str), "nvcsw": nvcsw,
+            # the client's port, as a live log has it (made up: each connection its own)
+            "peer_port": pd.array(np.where(conns >= 0, conns + PORT_BASE, -1), dtype="Int64"),
         })
+        events.loc[conns < 0, "peer_port"] = pd.NA
         client = pd.DataFrame({"conn": np.arange(len(self.c_start)),
-                               "t_start_ns": ns(self.c_start), "t_done_ns": ns(self.c_done),
+                               "local_port": np.arange(len(self.c_start)) + PORT_BASE,
+                               "t_start_ns": ns(self.c_start),
+                               "t_connected_ns": ns(self.c_connected),
+                               "t_done_ns": ns(self.c_done),
                                "ok": np.isfinite(np.asarray(self.c_done, dtype=float))})
         return events, client
 
 
 class _Herd:
-    """A herd's table for the arrival being handled: the busy or the idle run's."""
+    """A herd's table for the arrival being handled: the busy or the idle run's.
 
-    def __init__(self, tables: dict[str, HerdTable], sim: Simulation) -> None:
+    Its EAGAIN share comes from any herd run of the regime, ``poll``'s or
+    ``epoll``'s: whether a loser runs while the connection is still queued is
+    the scheduler's timing, not the system call's.
+    """
+
+    def __init__(self, tables: dict[str, HerdTable], sim: Simulation,
+                 eagain: dict[str, float] | None = None) -> None:
         self.tables, self.sim = tables, sim
         self.arrays = {regime: np.asarray(t.ranks, dtype=float) for regime, t in tables.items()}
+        self.eagain = eagain or {regime: t.p_eagain for regime, t in tables.items()}
+
+    def _regime(self) -> str:
+        return "idle" if self.sim.regime in ("idle", "open") else "busy"
 
     @property
     def ranks(self) -> np.ndarray:
-        return self.arrays[self.sim.regime]
+        return self.arrays[self._regime()]
 
     @property
     def p_eagain(self) -> float:
-        return self.tables[self.sim.regime].p_eagain
+        return self.eagain[self._regime()]
+
+    @property
+    def p_switch(self) -> float:
+        return self.tables[self._regime()].p_switch
+
+    @property
+    def woken(self) -> float:
+        return self.tables[self._regime()].woken

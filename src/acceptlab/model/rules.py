@@ -17,16 +17,20 @@ Each rule answers four questions for the simulation (:mod:`acceptlab.model.engin
 The kernel sources each rule follows (net/ipv4/inet_connection_sock.c,
 fs/select.c, fs/eventpoll.c, fs/locks.c, net/core/sock_reuseport.c) are
 named in each class; what the kernel leaves to the scheduler (who of a woken
-herd runs first; how often a woken thread loses the GIL race) comes from the
-calibration or is a documented assumption.  :data:`RULES` maps every
-strategy of the kit to its rule by name, in one table.
+herd runs first, how often a returning worker is late) comes from the
+calibration's runs of the rule's ``path``, or is a documented assumption.  Which rule simulates which
+strategy is written once, in each strategy's record (:mod:`acceptlab.registry`,
+``model_rule``); :data:`RULES` reads it from there.
 """
 
 from __future__ import annotations
 
 import bisect
 import collections
-from typing import TYPE_CHECKING
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Mapping
+
+from ..registry import STRATEGY_RECORDS
 
 if TYPE_CHECKING:
     from .engine import Simulation
@@ -45,21 +49,23 @@ class Rule:
 
     Class attributes parametrise each rule:
 
-    * ``mechanism``: the rule's name in :data:`RULES`;
+    * ``mechanism``: the rule's name (what a strategy's record names);
+    * ``path``: the way to a connection whose calibration runs time it
+      (:data:`acceptlab.model.pools.PATHS`: ``accept``, ``poll``...);
     * ``own_queues``: each worker has an accept queue of its own
       (``reuseport``'s sockets, a dealer's channels);
-    * ``kinds``: the kinds of worker the kit runs this strategy with;
-    * ``late_first``: when the worker that served a client's last connection
-      is late (it waited for a CPU), is it back before the sleeper woken for
-      that client's next connection runs?  They waited for the same CPU and it
-      was first in line, so yes for ``accept()`` (the calibration's
-      late-win runs say how often); see :class:`FirstRegistered` for a no.
+    * ``kinds``: the kinds of worker the kit runs this strategy with.
+
+    A late returning worker (its CPU was taken when its client hung up) that
+    the calibration saw take the next connection itself (late-win) is back
+    before the sleeper woken for it runs: they waited for the same CPU, and it
+    was first in line.  How often that happens is measured per ``path``.
     """
 
     mechanism = "rule"
+    path = "accept"
     own_queues = False
     kinds: tuple[str, ...] = ("process", "thread")
-    late_first = True  # a late returning worker beats the sleeper woken for its client
 
     def __init__(self, sim: "Simulation") -> None:
         self.sim = sim
@@ -138,12 +144,13 @@ class Herd(Rule):
     of this rule's ``family``.  Each loser either comes back to Python with
     EAGAIN (probability ``p_eagain`` from the same table: it ran while the
     connection still looked readable) or goes back to sleep inside the
-    kernel, where only the wakeup count sees it.
+    kernel, where only the wakeup count sees it (``p_switch`` of the time: a
+    loser that has not run by the next wake-up is woken for both at once).
+    Waking each extra sleeper costs the connecting side ``herd_wake_us``.
     """
 
     mechanism = "herd"
     family = "poll"
-    by_slot = False  # the wait queue's order: when each began to wait, or (epoll) the slot
 
     def __init__(self, sim: "Simulation") -> None:
         super().__init__(sim)
@@ -153,16 +160,24 @@ class Herd(Rule):
     def arrived(self, queue: int) -> None:
         if not self.sleepers:
             return
-        ranks = self.sim.draw_rank(self.table)
-        winner_index = int(round(ranks * (len(self.sleepers) - 1)))
-        winner = self.sleepers.pop(winner_index)[1]
+        place = self.sim.place(self.sim.draw_rank(self.table), len(self.sleepers))
+        winner = self.sleepers.pop(place)[1]
         losers = [worker for _, worker in self.sleepers]
         self.sim.wake(winner)
-        for loser in losers:
+        self.sim.herd_woke(len(losers) + 1, self.table.woken)
+        back = self.sim.eagain_losers(losers, self.table.p_eagain)
+        for loser in back:  # it ran: a switch, and a return to Python
             self.sim.count_wakeup(loser)
-        for loser in self.sim.eagain_losers(losers, self.table.p_eagain):
             self._remove(loser)
             self.sim.eagain(loser)
+        # the others' switches: as often as the calibration's losers switched (one not yet
+        # run when the next wake-up comes pays once for both)
+        rest = 1 - self.table.p_eagain
+        p_switch = min(1.0, max(0.0, self.table.p_switch - self.table.p_eagain) / rest) \
+            if rest > 0 else 1.0
+        for loser in losers:
+            if loser not in back and self.sim.coin(p_switch):
+                self.sim.count_wakeup(loser)
 
     def _remove(self, worker: int) -> None:
         for index, (_, who) in enumerate(self.sleepers):
@@ -172,8 +187,7 @@ class Herd(Rule):
 
     def sleep(self, worker: int) -> None:
         self.sim.asleep(worker)
-        place = float(worker) if self.by_slot else self.sim.row_wait(worker)
-        bisect.insort(self.sleepers, (place, worker))
+        bisect.insort(self.sleepers, (self.sim.row_wait(worker), worker))
 
     def found_nothing(self, worker: int) -> None:
         if self.sim.coin(self.table.p_eagain):
@@ -192,20 +206,19 @@ class PollHerd(Herd):
     """
 
     mechanism = "poll-herd"
-    family = "poll"
+    path = family = "poll"
 
 
 class EpollHerd(Herd):
     """``epoll``: one epoll per worker, registered once without EPOLLEXCLUSIVE: a herd too.
 
-    Its wait queue holds each worker's epoll in the order they registered
-    (slot order, at start-up), however long each has waited, so the
-    calibration keeps the winner's place in slot order.
+    Every idle worker's epoll is woken, as ``poll``'s waiters are; who runs
+    first is drawn from the calibration's ``epoll`` runs, by how long each had
+    waited (the order ``bench_model`` checks as ``mean_rank``).
     """
 
     mechanism = "epoll-herd"
-    family = "epoll"
-    by_slot = True
+    path = family = "epoll"
 
 
 class FirstRegistered(Rule):
@@ -220,16 +233,14 @@ class FirstRegistered(Rule):
     queued it takes it without sleeping.  A worker NOT passed over does not
     see a connection queued for another, and sleeps.
 
-    A late passed-over worker must return from ``epoll_wait`` to Python and
-    then call ``accept()``, a longer way than a blocking ``accept()``'s, while
-    the woken worker takes the same way: the model gives it no head start
-    (``late_first = False``).  That is what the live runs show (bench_model:
-    epoll-exclusive's busiest worker takes less than the blocking calibration's
-    late-win share would give it), not a kernel fact.
+    How late the first worker is, and how often it is still first to the
+    connection (late-win), comes from the calibration's ``epoll-exclusive``
+    runs (path ``exclusive``), not from ``accept()``'s: its way back, from
+    ``epoll_wait`` to Python and then to ``accept()``, is longer.
     """
 
     mechanism = "first-registered"
-    late_first = False
+    path = "exclusive"
 
     def __init__(self, sim: "Simulation") -> None:
         super().__init__(sim)
@@ -273,7 +284,7 @@ class ReRegistering(FirstRegistered):
     """
 
     mechanism = "re-registering"
-    every = 16  # nginx's number (ngx_reorder_accept_events), the reorder record's `every`
+    every = int(STRATEGY_RECORDS["reorder"].options["every"])  # nginx's 16 (its record's)
 
     def __init__(self, sim: "Simulation") -> None:
         super().__init__(sim)
@@ -293,25 +304,31 @@ class SharedLifo(Rule):
     ``ep_poll`` adds each sleeper with ``__add_wait_queue_exclusive``, at the
     HEAD: the thread that went to sleep last is woken first.  The listener is
     level-triggered, so after a thread takes the event the kernel puts it
-    back on the ready list and wakes the next sleeper.  That one races the
-    taker's ``accept()``: it comes back with EAGAIN (``p_handover_eagain``:
-    a documented assumption, a coin flip for the GIL, since both must take it
-    before they can call accept()) and then hands the event on once more, to
-    a sleeper who finds nothing; or it finds nothing itself and sleeps again
-    at the head.
+    back on the ready list and wakes the next sleeper (``ep_done_scan``).
+    That one races the taker's ``accept()``: it comes back with EAGAIN (and
+    its return hands the event on once more, to a sleeper who finds nothing)
+    or it finds nothing itself and sleeps again at the head.
+
+    Two things the kernel leaves to the scheduler come from the calibration's
+    ``shared-epoll`` runs (:class:`~acceptlab.model.pools.HerdTable` ``shared``):
+    which sleeper takes a new connection (the most recent, rank 1, unless a
+    thread the hand-on woke is still running and gets there first: the
+    re-queue race) and how often a hand-on comes back with EAGAIN.
     """
 
     mechanism = "shared-lifo"
+    path = "shared"
     kinds = ("thread",)
-    p_handover_eagain = 0.5
 
     def __init__(self, sim: "Simulation") -> None:
         super().__init__(sim)
         self.sleepers: list[int] = []  # a stack: the last to sleep is woken first
+        self.table = sim.herd_table("shared")
 
     def arrived(self, queue: int) -> None:
         if self.sleepers:
-            self.sim.wake(self.sleepers.pop())
+            rank = self.sim.draw_rank(self.table)  # 1: the most recent sleeper
+            self.sim.wake(self.sleepers.pop(self.sim.place(rank, len(self.sleepers))))
 
     def sleep(self, worker: int) -> None:
         self.sim.asleep(worker)
@@ -322,7 +339,7 @@ class SharedLifo(Rule):
             return
         next_in_line = self.sleepers.pop()
         self.sim.count_wakeup(next_in_line)
-        if self.sim.coin(self.p_handover_eagain):
+        if self.sim.coin(self.table.p_eagain):
             self.sim.eagain(next_in_line)
             if self.sleepers:  # its return hands the event on once more, to no avail
                 self.sim.count_wakeup(self.sleepers[-1])
@@ -366,6 +383,7 @@ class LockFifo(Rule):
     """
 
     mechanism = "lock-fifo"
+    path = "lock"
 
     def __init__(self, sim: "Simulation") -> None:
         super().__init__(sim)
@@ -411,7 +429,7 @@ class LockFifo(Rule):
 
     def accepted(self, worker: int) -> None:
         self.holder, self.holder_asleep = None, False
-        if self.waiting:
+        if self.waiting:  # a plain wake-up on a busy machine, as accept()'s back to back
             self.sim.wake(self.waiting.popleft(), after_arrival=False)
 
 
@@ -422,18 +440,21 @@ class Dealer(Rule):
     process in a run): a connection wakes it, it accepts and sends the
     descriptor down worker ``dealt % workers``'s channel, which wakes that
     worker if it sleeps.  The turns are the dealer's, so no race can break
-    them; the price is a second wakeup on the way (``DEAL_US`` of the
-    dealer's own work per connection, a documented estimate).
+    them.  The hop's time is in the calibration's ``handoff`` runs (their
+    wake-up is the worker's, after the dealer's); under a concurrent load the
+    dealer also waits for its turn on the client's GIL, ``DEAL_US`` of it per
+    connection (an estimate: ``bench_fixes`` measured the hop's whole CPU
+    cost at about 17 µs).
     """
 
     mechanism = "dealer"
+    path = "dealer"
     own_queues = True
     DEAL_US = 15.0
 
     def __init__(self, sim: "Simulation") -> None:
         super().__init__(sim)
         self.dealt = 0
-        self.dealer_busy_until = -1.0
         self.open = [0] * sim.workers
 
     def queue_of_new(self) -> int:
@@ -445,13 +466,13 @@ class Dealer(Rule):
     def arrived(self, queue: int) -> None:
         if queue != self.sim.workers:  # a channel got a descriptor
             if self.sim.is_asleep(queue):
-                self.sim.wake(queue, after_arrival=False)
+                self.sim.wake(queue)
             return
-        start = max(self.sim.now + self.sim.wake_latency(), self.dealer_busy_until)
-        if self.sim.contended:  # the dealer is a thread of the client's process: its GIL
-            start += self.sim.cpu(start, self.DEAL_US, gil=True)
-        self.dealer_busy_until = start + self.DEAL_US
-        self.sim.later(self.dealer_busy_until, self.deal)
+        if self.sim.client_gil:  # the dealer's turn on the GIL (the client's process), booked now
+            wait = self.sim.gil.hold(self.sim.now, self.DEAL_US)
+            self.sim.later(self.sim.now + wait + self.DEAL_US, self.deal)
+        else:
+            self.deal()
 
     def deal(self) -> None:
         if not self.sim.queued(self.sim.workers):
@@ -489,37 +510,18 @@ class LeastBusyDealer(Dealer):
 MECHANISMS: dict[str, type[Rule]] = {rule.mechanism: rule for rule in (
     ExclusiveFifo, PollHerd, EpollHerd, FirstRegistered, ReRegistering, SharedLifo, Hashed,
     LockFifo, Dealer, LeastBusyDealer)}
+"""Every rule of the model, by its mechanism's name."""
 
-NOT_MODELLED: dict[str, str] = {
-    "reuseport-cpu": "the socket is chosen by the CPU the connection arrived on, which the model "
-                     "does not simulate (on loopback, the CPU the client ran on)",
-    "reuseport-incoming-cpu": "the socket is chosen by the CPU the connection arrived on, which "
-                              "the model does not simulate",
-}
-"""Strategies the model gives no prediction for, and why."""
+RULES: Mapping[str, str | None] = MappingProxyType(
+    {name: record.model_rule for name, record in STRATEGY_RECORDS.items()})
+"""Each strategy of the kit and the mechanism (a key of :data:`MECHANISMS`) that models it,
+read from the strategy's record (``StrategyRecord.model_rule``, :mod:`acceptlab.registry`):
+the one place that says which rule simulates which strategy.  None: not modelled."""
 
-RULES: dict[str, str | None] = {
-    "blocking": ExclusiveFifo.mechanism,
-    "timeout": PollHerd.mechanism,
-    "poll": PollHerd.mechanism,
-    "epoll": EpollHerd.mechanism,
-    "epoll-exclusive": FirstRegistered.mechanism,
-    "shared-epoll": SharedLifo.mechanism,
-    "reuseport": Hashed.mechanism,
-    "locked": LockFifo.mechanism,
-    "reorder": ReRegistering.mechanism,
-    "busy-sleep": PollHerd.mechanism,
-    "exact": PollHerd.mechanism,
-    "handoff": Dealer.mechanism,
-    "handoff-least-busy": LeastBusyDealer.mechanism,
-    "reuseport-cpu": None,
-    "reuseport-incoming-cpu": None,
-}
-"""THE table: each strategy of the kit and the mechanism (a key of :data:`MECHANISMS`) that models it.
-
-None: not modelled (:data:`NOT_MODELLED` says why).  When the strategy
-registry names each record's mechanism, this table becomes
-``{name: record.mechanism for name, record in REGISTRY.items()}``."""
+NOT_MODELLED: Mapping[str, str] = MappingProxyType(
+    {name: record.not_modelled for name, record in STRATEGY_RECORDS.items()
+     if record.model_rule is None})
+"""Strategies the model gives no prediction for, and why (from their records)."""
 
 
 def rule_for(strategy: str, kind: str = "process") -> type[Rule]:
