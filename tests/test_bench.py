@@ -314,3 +314,20 @@ def test_the_cpu_timer_takes_its_own_cost_off_each_part_and_off_the_part_around_
     assert totals["inner"] == {"ns": 0, "calls": 1}  # read 10 ns apart: all of it the wrapper's
     # outer read 0 and 30: 10 its own wrapper's, 20 the inner wrapper's whole cost: 0 left
     assert totals["outer"] == {"ns": 0, "calls": 1}
+
+
+def test_verdict_lines_lists_the_answers_a_lesson_printed_in_order():
+    import nbformat
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+    from verdict_lines import answers
+
+    notebook = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell(outputs=[nbformat.v4.new_output(
+            "stream", name="stdout", text="score 0.97\n  The answer: round-robin 0.97, inside\n")]),
+        nbformat.v4.new_markdown_cell("The answer: prose is not an output"),
+        nbformat.v4.new_code_cell(outputs=[nbformat.v4.new_output(
+            "execute_result", data={"text/plain": "The answer: busiest share 0.8, outside"})]),
+    ])
+    assert answers(notebook) == ["The answer: round-robin 0.97, inside",
+                                 "The answer: busiest share 0.8, outside"]
