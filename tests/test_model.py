@@ -31,11 +31,14 @@ REGIMES = ("busy", "idle", "loaded", "open")
 
 
 def pool(kind: str = "process", regime: str = "busy", path: str = "accept", **changes) -> Pool:
-    """A pool of constant times (µs): connect 50, talk 100, a sleeper takes it 20 after connect()."""
+    """A pool of constant times (µs): connect 50, talk 100, a sleeper takes it 20 after connect().
+
+    No count of pairs: its race probabilities are exact, not estimates a calibration's size
+    leaves uncertain (see test_a_race_never_seen_in_a_calibration_is_rare_not_impossible)."""
     values = dict(kind=kind, regime=regime, path=path, connect=(50.0,), talk=(100.0,),
                   woke=(20.0,), lead=10.0, lag_prompt=(-5.0,), lag_late=(100.0,), ret=(1.0,),
                   pause=(5.0,), p_late_win=0.0, p_late_lose=0.0, off_win=(30.0,),
-                  off_lose=(150.0,), stray=0.0, pairs=100)
+                  off_lose=(150.0,), stray=0.0, pairs=0)
     values.update(changes)
     return Pool(**values)
 
@@ -356,9 +359,30 @@ def test_a_stall_between_paced_connections_is_pooled_over_every_idle_run():
     both = dataclasses.replace(calm, pools={**calm.pools, "accept-process-idle": (late, quiet)})
     from acceptlab.model.times import Times
 
-    for seed in range(5):  # whichever run a simulated run picks, the stall is pooled: 50/400
-        times = Times.of(both, "accept", "process", "idle", np.random.default_rng(seed))
-        assert times.p_late == pytest.approx(0.125)
+    # Whichever run a simulated run picks, the stall is pooled: 50 in 400 pairs, drawn from
+    # what 400 pairs can tell (a Beta around 0.125: standard deviation 0.017).
+    drawn = [Times.of(both, "accept", "process", "idle", np.random.default_rng(seed)).p_late
+             for seed in range(400)]
+    assert np.mean(drawn) == pytest.approx(50.5 / 401, abs=0.005)
+    assert 0.08 < min(drawn) < max(drawn) < 0.18
+
+
+def test_a_race_never_seen_in_a_calibration_is_rare_not_impossible():
+    """0 late returns in 200 pairs: each simulated run draws the probability from its posterior
+    (Jeffreys: mean 0.5 / 201), so a prediction's band leaves room for what 200 pairs missed."""
+    from acceptlab.model.times import Times
+
+    calm = steady()
+    seen = dataclasses.replace(calm, pools={**calm.pools,
+                                            "accept-process-busy": (pool(pairs=200),)})
+    drawn = np.array([Times.of(seen, "accept", "process", "busy",
+                               np.random.default_rng(seed)).p_late for seed in range(2000)])
+    assert (drawn > 0).all()
+    assert drawn.mean() == pytest.approx(1 / 201, rel=0.15)  # both late kinds: 2 x 0.5 / 201
+    assert 0.005 < np.quantile(drawn, 0.95) < 0.03
+    exact = Times.of(dataclasses.replace(calm, pools={**calm.pools, "accept-process-busy": (
+        pool(pairs=0),)}), "accept", "process", "busy", np.random.default_rng(0))
+    assert exact.p_late == 0.0  # a hand-made pool, no count: exact
 
 
 # --------------------------------------------------------------------------- a simulated run

@@ -326,18 +326,19 @@ def test_the_fit_check_fails_on_a_slide_too_tall(chromium: str, reveal: Path,
 
 
 @pytest.mark.system
-def test_the_executed_lessons_decks_fit_the_frame(chromium: str, reveal: Path,
+@pytest.mark.xdist_group("course")  # beside tests/test_notebooks.py: the course runs once
+def test_the_executed_lessons_decks_fit_the_frame(chromium: str, reveal: Path, course,
                                                   tmp_path: Path) -> None:
-    """With figures and tables: the decks `make slides` builds from `make book`'s executed lessons."""
-    book = ROOT / "build" / "book"
-    fresh = [path for path in NOTEBOOKS if (book / path.name).is_file()
-             and (book / path.name).stat().st_mtime >= path.stat().st_mtime]
-    if not fresh:
-        pytest.skip("THE EXECUTED DECKS WERE NOT MEASURED: no fresh build/book/NN_*.ipynb; "
-                    "run `make book`, then this test")
-    build_slides.build(tmp_path / "slides", fresh, book=book, execute=False, reveal=reveal)
+    """With figures and tables: the decks `make slides` builds, from the session's one run of
+    every lesson (the ``course`` fixture of tests/conftest.py, which tests/test_notebooks.py
+    checks), as `make slides` builds them from `make book`'s executed lessons."""
+    book = tmp_path / "book"
+    book.mkdir()
+    for result in course.run_all():
+        nbformat.write(result.notebook, book / result.path.name)
+    build_slides.build(tmp_path / "slides", NOTEBOOKS, book=book, execute=False, reveal=reveal)
     problems = []
-    for path in fresh:
+    for path in NOTEBOOKS:
         measured = slide_heights(chromium, tmp_path / "slides" / f"{path.stem}.slides.html")
         problems += [f"{path.stem}: {slide}" for slide in overflowing(measured)]
     assert not problems, "executed decks overflow the frame: " + "; ".join(problems)

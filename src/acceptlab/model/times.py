@@ -19,6 +19,10 @@ regime instead, because one run rarely sees them:
   the calibration (:attr:`~acceptlab.model.pools.Calibration.all_speeds`):
   the machine's state moves, and the run to predict may come at another
   moment than any one calibration run;
+* the **race**'s probabilities (the returning worker late, then winning or losing): a
+  calibration counts them in a few dozen pairs of connections per run, so each simulated
+  run draws them from what that count can tell (:func:`_uncertain`); a loss its pool never
+  saw is as late as those every other run of its kind saw;
 * a sleep's **overshoot**: the kernel's timer slack (``prctl(2)``: a timer may
   fire that much late, so that wake-ups can be batched; 50 µs by default)
   plus the wake-up latency of a sleeper on an idle CPU.
@@ -56,7 +60,8 @@ class Times:
 
     def __init__(self, pool: Pool, rng: np.random.Generator, *,
                  stall: tuple[float, float, tuple, tuple, tuple] | None = None,
-                 stalls: tuple[float, tuple] = (0.0, ()), speed: float = 1.0) -> None:
+                 stalls: tuple[float, tuple] = (0.0, ()), speed: float = 1.0,
+                 lost: tuple = (0.0,)) -> None:
         self.pool, self.rng = pool, rng
         self.speed = speed
         body = np.flatnonzero(~pool.stalled)
@@ -73,11 +78,12 @@ class Times:
         self.pause = _Draw(pool.pause, rng)
         if stall is None:
             stall = (pool.p_late_win, pool.p_late_lose, pool.off_win, pool.off_lose,
-                     pool.lag_late)
-        self.p_late_win, p_late_lose, off_win, off_lose, lag_late = stall
+                     pool.lag_late, pool.pairs)
+        p_late_win, p_late_lose, off_win, off_lose, lag_late, pairs = stall
+        self.p_late_win, p_late_lose = _uncertain(p_late_win, p_late_lose, pairs, rng)
         self.p_late = self.p_late_win + p_late_lose
         self.off_win = _Draw(off_win, rng, (0.0,))
-        self.off_lose = _Draw(off_lose, rng, (0.0,))
+        self.off_lose = _Draw(off_lose, rng, lost or (0.0,))
         self.lag_late = _Draw(lag_late, rng, pool.lag_prompt or (0.0,))
 
     @classmethod
@@ -92,8 +98,12 @@ class Times:
         if id(pool) in calibration.speeds:  # this pool's times at another state's speed
             speeds = calibration.all_speeds
             speed = speeds[int(rng.integers(len(speeds)))] / calibration.speeds[id(pool)]
+        # A loss this pool never saw (drawn all the same: see _uncertain) is as late as the
+        # losses every other run of this kind of worker saw.
+        lost = tuple(value for others in calibration.pools.values() for other in others
+                     if other.kind == kind for value in other.off_lose)
         return cls(pool, rng, stall=_pooled_stall(pools) if regime == "idle" else None,
-                   stalls=stalls, speed=speed)
+                   stalls=stalls, speed=speed, lost=lost)
 
     def profile(self) -> int:
         """A live connection's index (not a stalled one): its connect, talk and wake-up go
@@ -123,11 +133,31 @@ class Times:
         return lambda: timer_slack_us + max(0.0, self.lead + self.wake())
 
 
-def _pooled_stall(pools: tuple[Pool, ...]) -> tuple[float, float, tuple, tuple, tuple]:
-    """The race's probabilities and lengths over every run of a regime, weighted by its pairs."""
+def _pooled_stall(pools: tuple[Pool, ...]) -> tuple[float, float, tuple, tuple, tuple, int]:
+    """The race's probabilities and lengths over every run of a regime, weighted by its pairs
+    (and how many pairs that was)."""
     pairs = np.asarray([max(1, pool.pairs) for pool in pools], dtype=float)
     win = float(np.dot(pairs, [pool.p_late_win for pool in pools]) / pairs.sum())
     lose = float(np.dot(pairs, [pool.p_late_lose for pool in pools]) / pairs.sum())
     joined = [tuple(v for pool in pools for v in getattr(pool, name))
               for name in ("off_win", "off_lose", "lag_late")]
-    return (win, lose, *joined)
+    return (win, lose, *joined, sum(pool.pairs for pool in pools))
+
+
+def _uncertain(p_win: float, p_lose: float, pairs: int,
+               rng: np.random.Generator) -> tuple[float, float]:
+    """The race's two probabilities for one simulated run, drawn from what ``pairs`` pairs of
+    connections can tell about them.
+
+    A calibration counts how often the returning worker was late (and then won or lost) in
+    a few hundred pairs of connections; a count of 0 in 200 does not mean "never", only
+    "rarely enough that 200 pairs missed it".  So each simulated run draws the two
+    probabilities from their posterior, a Dirichlet over (late-win, late-lose, on time) with
+    Jeffreys' prior (half a count each), and the band spans what the calibration's size
+    leaves open.  Pools without a count of pairs (hand-made ones) keep their values.
+    """
+    if pairs <= 0:
+        return p_win, p_lose
+    wins, losses = p_win * pairs, p_lose * pairs
+    draw = rng.dirichlet((wins + 0.5, losses + 0.5, max(0.0, pairs - wins - losses) + 0.5))
+    return float(draw[0]), float(draw[1])
