@@ -150,3 +150,12 @@ def test_an_unreadable_saved_calibration_falls_back_to_the_default_and_says_so(m
     assert "the saved calibration was not used: calibration.json is not" in found["calibration"]
     assert model_band(found, "busiest_share").source.startswith(
         "the model on the reference machine's calibration")
+
+
+def test_a_value_just_outside_its_band_is_printed_with_the_decimals_that_show_it():
+    said = verdict("wakeups per connection", 0.996, Band(1.0, 1.0, "wake one"),
+                   held="one each", failed="some waits were woken more than once")
+    assert not said.held
+    assert "0.996, outside 1.000 (wake one) by 0.004" in said.text
+    inside = verdict("score", 0.996, Band(0.9, 1.0, "turns"), held="turns", failed="no")
+    assert "score 1.00, inside 0.90–1.00" in inside.text  # inside: the digits asked for

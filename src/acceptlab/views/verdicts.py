@@ -104,6 +104,9 @@ def verdict(name: str, measured: float, band: Band, *, held: str, failed: str,
         text = f"The answer: no {name} could be measured in this run, so there is nothing to compare."
         return Verdict(name, measured, band, False, text)
     inside = measured in band
+    if not inside:  # enough decimals that a value just outside does not print as the edge
+        while digits < 6 and round(band.distance(measured), digits) == 0:
+            digits += 1
     where = (f"inside {band.describe(digits)}" if inside else
              f"outside {band.describe(digits)} by {band.distance(measured):.{digits}f}")
     text = f"The answer: {name} {measured:.{digits}f}, {where}: {held if inside else failed}."
