@@ -209,3 +209,11 @@ def test_live_a_stranger_s_spin_is_other_work_and_the_run_s_own_is_not():
     assert busy.own >= used[own_spinner.pid] / busy.seconds - margin
     assert busy.other >= used[stranger.pid] / busy.seconds - 2 * margin
     assert busy.machine <= busy.cpus + margin
+
+
+def test_other_work_is_never_more_than_the_machine_has():
+    """Over a short run, two readings a tick apart can count more busy time than cores."""
+    from acceptlab.linux.busy import Busy
+
+    assert Busy(seconds=0.1, machine=2.3, own=0.1, cpus=2).other == 2.0
+    assert Busy(seconds=1.0, machine=1.5, own=0.25, cpus=2).other == 1.25

@@ -68,8 +68,11 @@ class Busy:
 
     @property
     def other(self) -> float:
-        """Cores used by other work: the machine's minus the run's, never below zero."""
-        return max(self.machine - self.own, 0.0)
+        """Cores used by other work: the machine's minus the run's, between zero and the
+        machine's cores (both counters tick in hundredths of a second, read at two slightly
+        different moments: over a run of a tenth of a second the difference can overshoot
+        either end by a tick or two)."""
+        return min(max(self.machine - self.own, 0.0), float(self.cpus))
 
     def as_meta(self) -> dict:
         """The entries a run's ``meta`` keeps: ``machine_busy`` (other work, cores) and the rest."""
