@@ -55,7 +55,7 @@ from .pools import VERSION, Calibration, HerdTable, Pool
 
 __all__ = ["Pool", "HerdTable", "Calibration", "CalibrationRun", "calibrate", "save", "load",
            "current", "default", "cache_path", "kept_with", "FULL_RUNS", "QUICK_RUNS", "WORKERS",
-           "timer_slack_us"]
+           "timer_slack_us", "ATTEMPTS"]
 
 WORKERS = 3
 """Workers of the calibration's runs: not the lessons' 4, so validation is out of sample."""
@@ -175,40 +175,51 @@ class _Readings:
         self.open_runs: list[tuple[Pool, float, dict]] = []  # (pool, live p50 µs, options)
         self.cpu_use: list[tuple[int, float, float]] = []
         self.loads: list[tuple[float, float, float]] = []
+        self.unread: dict[str, str] = {}  # the runs that could not be read: name -> why
 
     def read(self, spec: CalibrationRun, run: Any, used: tuple[float, float],
              options: dict) -> None:
-        """Keep what ``run`` (made for ``spec`` with ``options``) says."""
-        if spec.reads == "cpu":  # only its CPU time, for the slope
+        """Keep what ``run`` (made for ``spec`` with ``options``) says: all of it, or nothing
+        (:class:`~acceptlab.model.readings.UnreadableRun` when it cannot be read)."""
+        if spec.reads == "cpu" or spec.name == "accept-process-busy":
+            # its CPU time, for the slope: getrusage's, whatever its tables hold
             self.cpu_use.append((len(run.client), *used))
-        elif spec.reads == "pool":
+        if spec.reads == "cpu":
+            return
+        if spec.reads == "pool":
             path, kind, regime = spec.name.split("-")
-            self.pools.setdefault(spec.name, []).extend(
-                readings.read_pools(run, regime=regime, path=path, parts=2))
-            if spec.name == "accept-process-busy":
-                self.cpu_use.append((len(run.client), *used))
+            pools = readings.read_pools(run, regime=regime, path=path, parts=2)
+            herds = (readings.read_herds(run, family=spec.herd, regime=regime, parts=2)
+                     if spec.herd else [])
+            self.pools.setdefault(spec.name, []).extend(pools)
             if spec.herd:
-                self.herds.setdefault(f"{spec.herd}-{regime}", []).extend(
-                    readings.read_herds(run, family=spec.herd, regime=regime, parts=2))
+                self.herds.setdefault(f"{spec.herd}-{regime}", []).extend(herds)
         elif spec.reads == "loaded":
-            self.pools.setdefault(spec.name, []).append(readings.read_loaded(run))
+            pool = readings.read_loaded(run)
+            self.pools.setdefault(spec.name, []).append(pool)
             self.gil.extend(round(float(1 / rate), 1) for rate in
                             readings.client_rates(run, segments=3) if rate > 0)
         elif spec.reads == "cores":
-            self.cores[spec.name].append(
-                readings.read_cores(run, spin_ms=SPIN_MS, questions=QUESTIONS))
-            self.spread.extend(readings.read_spread(run))
-            if spec.name == "thread_cores":
-                self.switches.append(readings.read_switches(run))
+            cores = readings.read_cores(run, spin_ms=SPIN_MS, questions=QUESTIONS)
+            spread = readings.read_spread(run)
+            switches = readings.read_switches(run) if spec.name == "thread_cores" else None
+            self.cores[spec.name].append(cores)
+            self.spread.extend(spread)
+            if switches is not None:
+                self.switches.append(switches)
         elif spec.reads == "open":
             from .. import analysis
 
             pool = readings.read_open(run)
-            self.pools.setdefault(spec.name, []).append(pool)
             p50 = float(analysis.latency(run.client).iloc[0]["p50_ms"]) * 1e3
+            self.pools.setdefault(spec.name, []).append(pool)
             self.open_runs.append((pool, p50, options))
         else:
             raise ValueError(f"unknown reading {spec.reads!r}")
+
+
+ATTEMPTS = 2
+"""How many times a run whose readings cannot be taken is made (a busy moment passes)."""
 
 
 def calibrate(*, quick: bool = False, workers: int = WORKERS, connections: int | None = None,
@@ -228,6 +239,11 @@ def calibrate(*, quick: bool = False, workers: int = WORKERS, connections: int |
         progress: called as ``progress(done, total, name)`` after each run.
         run_experiment: the function that makes a run (the kit's by default;
             a test may pass a fake).
+
+    A run too crowded to read (a busy machine: :class:`~acceptlab.model.readings.UnreadableRun`)
+    is made again; if it is still unreadable after :data:`ATTEMPTS` tries, the calibration goes
+    on without it, takes the default's readings in its place and keeps why in ``unread``
+    (:meth:`~acceptlab.model.pools.Calibration.describe` names it).
     """
     from ..lab.experiment import machine
 
@@ -240,11 +256,17 @@ def calibrate(*, quick: bool = False, workers: int = WORKERS, connections: int |
     for done, spec in enumerate(runs, 1):
         options = {"workers": workers, "kind": "process", "connections": connections,
                    **spec.options}
-        found.loads.append(os.getloadavg())
-        before = _cpu_seconds()
-        run = run_experiment(**options)
-        after = _cpu_seconds()
-        found.read(spec, run, (after[0] - before[0], after[1] - before[1]), options)
+        for attempt in range(1, ATTEMPTS + 1):
+            found.loads.append(os.getloadavg())
+            before = _cpu_seconds()
+            run = run_experiment(**options)
+            after = _cpu_seconds()
+            try:
+                found.read(spec, run, (after[0] - before[0], after[1] - before[1]), options)
+                break
+            except readings.UnreadableRun as why:
+                if attempt == ATTEMPTS:  # the default's readings stand in, and it is said why
+                    found.unread[spec.name] = f"{why} ({ATTEMPTS} tries)"
         if progress is not None:
             progress(done, len(runs), spec.name)
     return _assemble(found, machine(), cpus, quick=quick, what=f"{len(runs)} live runs of "
@@ -282,7 +304,7 @@ def _assemble(found: _Readings, facts: dict, cpus: int, *, quick: bool, what: st
         thread_switches=tuple(found.switches) or fallback.thread_switches,
         gil_us=tuple(found.gil) or fallback.gil_us,
         open_gil_us=fallback.open_gil_us, timer_slack_us=timer_slack_us(),
-        pools=pools, herds=herds, mode="quick" if quick else "full",
+        pools=pools, herds=herds, mode="quick" if quick else "full", unread=dict(found.unread),
         note=what + (f"; from the default: {', '.join(sorted(borrowed))}" if borrowed else ""))
     if found.open_runs:
         fitted = tuple(_fit_open(calibration, pool, p50, options)

@@ -115,6 +115,9 @@ def calibration_lines(found) -> list[str]:
         low, high = s["cores"]
         lines.append(f"  CPU-bound workers got {low:.2f}-{high:.2f} of the {s['cpus']} cores "
                      f"(other programs had the rest)")
+    for name, why in sorted(found.unread.items()):
+        lines.append(f"  not measured: {name}, the default calibration's readings stand in "
+                     f"({why})")
     if found.note:
         lines.append(f"  ({found.note})")
     return lines

@@ -157,6 +157,9 @@ class Calibration:
         calibrations: how many calibrations of this machine its runs come from
             (:meth:`merged`), newest first.
         note: how it was measured.
+        unread: the runs whose readings could not be taken, even made again (a
+            machine too busy for them), and why: their name -> the reason.  What
+            they would have measured is the default's (``note`` lists it).
         version: :data:`VERSION`.
     """
 
@@ -179,6 +182,7 @@ class Calibration:
     mode: str = "full"
     note: str = ""
     calibrations: int = 1
+    unread: Mapping[str, str] = dataclasses.field(default_factory=dict)
     version: int = VERSION
 
     def merged(self, older: "Calibration", *, keep: int = 3) -> "Calibration":
@@ -304,9 +308,11 @@ class Calibration:
         quick = " (quick)" if self.mode == "quick" else ""
         more = (f", with the runs of {self.calibrations - 1} earlier calibration(s)"
                 if self.calibrations > 1 else "")
+        unread = (f"; {len(self.unread)} run(s) could not be read, the default's stand in: "
+                  f"{', '.join(sorted(self.unread))}" if self.unread else "")
         return (f"{self.source}{quick} calibration of {self.created} "
                 f"({self.machine.get('cpus')} cores, kernel {self.machine.get('kernel')}, "
-                f"load average {load}{more})")
+                f"load average {load}{more}{unread})")
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -336,4 +342,5 @@ class Calibration:
                    open_gil_us=tuple(float(x) for x in data["open_gil_us"]),
                    timer_slack_us=float(data["timer_slack_us"]), pools=pools, herds=herds,
                    mode=data.get("mode", "full"), note=data.get("note", ""),
-                   calibrations=int(data.get("calibrations", 1)), version=int(data["version"]))
+                   calibrations=int(data.get("calibrations", 1)),
+                   unread=dict(data.get("unread", {})), version=int(data["version"]))

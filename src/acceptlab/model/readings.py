@@ -18,8 +18,9 @@ in the tails:
 * :func:`read_open`: an open loop: the client's times when each connection
   is a thread of its own.
 
-:mod:`acceptlab.model.calibration` decides which runs to make and keeps what
-these return.
+A run too crowded to read (fewer than :data:`ENOUGH` connections to read
+from) raises :class:`UnreadableRun`, saying why; :mod:`acceptlab.model.calibration`
+decides which runs to make, keeps what these return, and makes such a run again.
 """
 
 from __future__ import annotations
@@ -33,8 +34,18 @@ import pandas as pd
 
 from .pools import SAMPLES, HerdTable, Pool
 
-__all__ = ["read_pool", "read_pools", "read_herd", "read_herds", "read_loaded", "read_cores", "read_open",
-           "read_spread", "read_switches", "client_rate", "client_rates", "per_connection", "us"]
+__all__ = ["UnreadableRun", "ENOUGH", "read_pool", "read_pools", "read_herd", "read_herds",
+           "read_loaded", "read_cores", "read_open", "read_spread", "read_switches",
+           "client_rate", "client_rates", "per_connection", "us"]
+
+
+ENOUGH = 8
+"""The fewest connections a reading is taken from."""
+
+
+class UnreadableRun(ValueError):
+    """A live run that does not hold what a reading needs (too few connections to read from);
+    the message says what it lacked and why."""
 
 
 def us(nanoseconds: Any) -> np.ndarray:
@@ -73,9 +84,10 @@ def _joined(run: Any) -> pd.DataFrame:
 
     joined = analysis.join_client_events(run.client, run.events)
     joined = joined.sort_values("t_start_ns", kind="stable").reset_index(drop=True)
-    if len(joined) < 8:
-        raise ValueError(f"a calibration run needs at least 8 joined connections, "
-                         f"not {len(joined)}")
+    if len(joined) < ENOUGH:
+        raise UnreadableRun(f"a calibration run needs at least {ENOUGH} connections joined to "
+                            f"the worker that accepted them, not {len(joined)} "
+                            f"(of {len(run.client)} made)")
     return joined
 
 
@@ -287,10 +299,25 @@ def read_open(run: Any, *, path: str = "accept") -> Pool:
     ok = run.client[run.client["ok"].astype(bool)]
     start, done = us(ok["t_start_ns"]), us(ok["t_done_ns"])
     alone = np.array([not np.any((start < e) & (done > s) & ((start != s) | (done != e)))
-                      for s, e in zip(start, done)])
+                      for s, e in zip(start, done)], dtype=bool)
+    if alone.sum() < ENOUGH:
+        raise UnreadableRun(_crowded(run, start, done, int(alone.sum())))
     alone_run = SimpleNamespace(events=run.events, client=ok[alone], meta=run.meta)
     pool = read_loaded(alone_run, path=path)
     return Pool(**{**pool.as_dict(), "regime": "open", "pause": ()})
+
+
+def _crowded(run: Any, start: np.ndarray, done: np.ndarray, alone: int) -> str:
+    """Why an open loop left too few connections alone: they outlasted the time between
+    arrivals (a busy machine slows each one down, so they overlap)."""
+    lasted = float(np.median(done - start)) / 1e3 if len(start) else float("nan")
+    apart = float(np.median(np.diff(np.sort(start)))) / 1e3 if len(start) > 1 else float("nan")
+    busy, cpus = run.meta.get("machine_busy"), run.meta.get("cpus")
+    other = (f"; other work used {busy:.1f} of {cpus} cores"
+             if isinstance(busy, (int, float)) and cpus else "")
+    return (f"an open-loop run needs at least {ENOUGH} connections that had the client to "
+            f"themselves, not {alone} of {len(start)}: a connection lasted {lasted:.2f} ms in "
+            f"the median, and they started {apart:.2f} ms apart{other}")
 
 
 def read_spread(run: Any) -> SAMPLES:
