@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import sys
 import tempfile
 import threading
 from collections import defaultdict
@@ -34,6 +35,10 @@ from pathlib import Path
 
 TRACEFS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 TEMPORARY = (tempfile.gettempdir(), "/dev/shm")
+# Not temporary even when it lies below /tmp (a clone in /tmp, as CI may make): the kit's own
+# repository and the Python installation every student's kernel reads (fonts, modules).
+INSTALLED = tuple(sorted({os.path.join(os.path.realpath(path), "") for path in (
+    sys.prefix, sys.base_prefix, str(Path(__file__).resolve().parent.parent))}))
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 __all__ = ["Watcher", "Cost", "gone", "start_time"]
@@ -230,7 +235,7 @@ class Watcher:
                     holders[port].add(student)
                     if student:
                         self.ports[student].add(port)
-            elif target.startswith(TEMPORARY):
+            elif target.startswith(TEMPORARY) and not target.startswith(INSTALLED):
                 opened[target].add(student)
                 parent = os.path.dirname(target)
                 if parent not in TEMPORARY:  # a private folder (an event-log folder, a home)
