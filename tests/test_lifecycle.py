@@ -134,12 +134,13 @@ class Watcher:
 SCRIPT = textwrap.dedent("""
     # A learner's script: a process pool started without `with`, a thread pool with it,
     # and a load against both until the script is stopped (at most 20 s).
-    import json, os, sys, time
+    import faulthandler, json, os, signal, sys, time
     from acceptlab.client.load import one_connection
     from acceptlab.server.pool import WorkerPool
     from acceptlab.server.protocol import ZEN
 
     if __name__ == "__main__":
+        faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test asks where it hangs
         processes = WorkerPool(workers=2, kind="process", start_method=sys.argv[1]).start()
         with WorkerPool(workers=2, kind="thread") as threads:
             assert one_connection(processes.address, ZEN, conn=0).ok
@@ -191,7 +192,8 @@ def test_a_script_that_ends_leaves_no_worker_and_frees_its_ports(tmp_path, metho
         took = wait_until(all_gone(pids, ports), timeout=deadline, step=0.01)
         assert took is not None, (f"{deadline} s after {signal.Signals(signum).name}: workers "
                                   f"left: {describe(pids)}; ports free: "
-                                  f"{[port_is_free(p) for p in ports]}")
+                                  f"{[port_is_free(p) for p in ports]}; "
+                                  f"{_where_the_script_is(proc)}")
         empty = wait_until(lambda: not group_members(pgid), timeout=deadline, step=0.01)
         assert empty is not None, f"left in the script's group: {describe(group_members(pgid))}"
         assert proc.wait(1) is not None
@@ -200,6 +202,17 @@ def test_a_script_that_ends_leaves_no_worker_and_frees_its_ports(tmp_path, metho
         proc.wait(5)
         proc.stdout.close()
         proc.stderr.close()
+
+
+def _where_the_script_is(proc: subprocess.Popen) -> str:
+    """For a failure's message: has the script ended, and if not, what its threads are doing."""
+    if proc.poll() is not None:
+        return f"the script ended with {proc.returncode}"
+    proc.send_signal(signal.SIGUSR1)  # faulthandler: every thread's stack to stderr
+    time.sleep(0.5)
+    proc.kill()
+    proc.wait(5)
+    return "the script was still running; its stacks:\n" + proc.stderr.read()[-3000:]
 
 
 def _kill_group(pgid: int) -> None:

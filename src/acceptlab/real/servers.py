@@ -250,13 +250,26 @@ class RealServer:
         if self._log is not None:
             self._log.close()  # type: ignore[attr-defined]
             self._log = None
-        shutil.rmtree(self.directory, ignore_errors=True)
+        _remove_folder(self.directory, timeout)
 
     def __enter__(self) -> "RealServer":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _remove_folder(directory: Path, timeout: float) -> None:
+    """Remove the server's folder; again for up to ``timeout`` seconds while it reappears.
+
+    A master killed a moment ago on a crowded machine may still be writing in it (nginx's
+    temporary folders, a pid file) as the first removal walks it.
+    """
+    deadline = time.monotonic() + timeout
+    shutil.rmtree(directory, ignore_errors=True)
+    while directory.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _signal_group(group: int, signum: int) -> None:
