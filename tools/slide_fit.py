@@ -59,9 +59,13 @@ class Style:
     code_px: int = 15            # code cells' input and text outputs
     code_line: float = 20.0      # their line height
     code_chars: int = 118        # characters of code on one line before it wraps
-    table_line: float = 22.0     # a line of text in a table's cell
-    table_char: float = 8.5      # the width of one character in a table, in pixels
+    table_line: float = 24.0     # a line of text in a table's cell (20px text)
+    table_row_pad: float = 10.0  # a table row's padding and border, beyond its lines
+    table_char: float = 10.5     # the width of one character in a table cell (x 1.2 in bold)
+    table_padding: float = 20.0  # a table cell's padding left and right, in pixels
+    table_width: int = 1230      # the width an HTML table may take (1242 in Chromium)
     image_max: int = 470         # no output image is drawn taller than this
+    image_margin: int = 56       # the space above and below an output image
     content_width: int = 1180    # the width a cell's content gets
     budget: int = 600            # estimated pixels one slide may hold
 
@@ -183,9 +187,17 @@ def estimate_markdown(source: str, style: Style = STYLE) -> list[tuple[str, floa
     return [(block, _block_px(block, style)) for block in _blocks(shown)]
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # a traceback's colours: not shown as characters
+
+
+def _shown_lines(line: str, style: Style) -> int:
+    """Lines one line of text takes in the code font: it wraps at ``style.code_chars``."""
+    return max(1, math.ceil(len(_ANSI.sub("", line)) / style.code_chars))
+
+
 def _code_lines(text: str, style: Style) -> int:
     """Lines a text takes in a code font, long lines wrapped."""
-    return sum(max(1, math.ceil(len(line) / style.code_chars)) for line in text.splitlines()) or 1
+    return sum(_shown_lines(line, style) for line in text.splitlines()) or 1
 
 
 def estimate_code(source: str, style: Style = STYLE) -> float:
@@ -193,18 +205,106 @@ def estimate_code(source: str, style: Style = STYLE) -> float:
     return _code_lines(source, style) * style.code_line + 24
 
 
-def _table_px(table: str, style: Style) -> float:
-    """An HTML table (a DataFrame's): each row as tall as its most wrapped cell."""
-    total = 24.0
-    for row in re.findall(r"<tr\b.*?</tr>", table, re.S):
-        cells = [" ".join(html.unescape(re.sub(r"<[^>]+>", " ", cell)).split())
-                 for cell in re.findall(r"<t[hd]\b[^>]*>(.*?)</t[hd]>", row, re.S)]
-        if not cells:
-            continue
-        chars = max(4, int(style.content_width / len(cells) / style.table_char))
-        lines = max(max(1, math.ceil(len(cell) / chars)) for cell in cells)
-        total += lines * style.table_line + 12
-    return total
+@dataclass(frozen=True)
+class _Row:
+    """One ``<tr>`` of an HTML table: where it is in the text, and what the fitter needs."""
+
+    start: int
+    end: int
+    header: bool        # in <thead> (repeated on every part of a cut table)
+    px: float
+    cut_before: bool    # no rowspan from a row above reaches into this one
+
+
+def _span(attributes: str, name: str) -> int:
+    found = re.search(name + r"""\s*=\s*["']?(\d+)""", attributes)
+    return max(1, int(found.group(1))) if found else 1
+
+
+def _table_rows(table: str, style: Style) -> list[_Row]:
+    """The rows of the first HTML table in ``table``, each as tall as its most wrapped cell.
+
+    The browser's automatic layout gives each column the width of its longest text when the
+    table fits the slide's width, and shares the width out in proportion to those when it does
+    not; so the same is done here, with cells placed in their columns past any ``rowspan``
+    label from above (a DataFrame's grouped index).
+    """
+    heads = [match.span() for match in re.finditer(r"<thead\b.*?</thead>", table, re.S)]
+    found, carried = [], {}  # carried: column -> how many rows below a rowspan still takes
+    for match in re.finditer(r"<tr\b.*?</tr>", table, re.S):
+        column, cells, cut_before = 0, [], not carried
+        for tag, attributes, inner in re.findall(r"<(t[hd])\b([^>]*)>(.*?)</t[hd]>",
+                                                 match.group(), re.S):
+            while column in carried:  # a label from above stands in this column
+                column += 1
+            text = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", inner)).split())
+            colspan, rowspan = _span(attributes, "colspan"), _span(attributes, "rowspan")
+            char = style.table_char * (1.2 if tag == "th" else 1.0)  # a heading cell is bold
+            cells.append((column, colspan, rowspan, text, char))
+            column += colspan
+        carried = {column: left - 1 for column, left in carried.items() if left > 1}
+        for column, colspan, rowspan, *_ in cells:
+            for taken in range(column, column + colspan) if rowspan > 1 else ():
+                carried[taken] = max(carried.get(taken, 0), rowspan - 1)
+        header = any(start <= match.start() < end for start, end in heads)
+        found.append((match.span(), header, cut_before,
+                      [(column, colspan, text, char) for column, colspan, _, text, char in cells]))
+    widest: dict[int, float] = {}   # a column's width with its longest text on one line
+    narrowest: dict[int, float] = {}  # ... with its longest word on one line
+    for *_, cells in found:
+        for column, colspan, text, char in cells:
+            if colspan == 1:
+                word = max(map(len, re.split(r"\s+|(?<=-)", text)))  # breaks after a hyphen too
+                widest[column] = max(widest.get(column, 0.0),
+                                     len(text) * char + style.table_padding)
+                narrowest[column] = max(narrowest.get(column, 0.0),
+                                        word * char + style.table_padding)
+    widths = _column_widths(narrowest, widest, style.table_width)
+    rows = []
+    for (start, end), header, cut_before, cells in found:
+        lines = 1
+        for column, colspan, text, char in cells:
+            room = sum(widths.get(column + offset, 4 * char + style.table_padding)
+                       for offset in range(colspan)) - style.table_padding
+            if len(text) * char > room:  # it wraps, at a word
+                lines = max(lines, _wrapped(text, max(4, int(room / char))))
+        rows.append(_Row(start, end, header, lines * style.table_line + style.table_row_pad,
+                         cut_before))
+    return rows
+
+
+def _column_widths(narrowest: dict[int, float], widest: dict[int, float], room: float
+                   ) -> dict[int, float]:
+    """Columns' widths as a browser's automatic table layout sets them (CSS 2.1, 17.5.2.2).
+
+    Each column as wide as its longest text if they all fit; else at least as wide as its
+    longest word, the room left shared in proportion to how much wider each would like to be.
+    """
+    if sum(widest.values()) <= room:
+        return dict(widest)
+    spare = room - sum(narrowest.values())
+    wish = sum(widest[column] - narrowest[column] for column in widest)
+    if spare <= 0 or wish <= 0:
+        return dict(narrowest)
+    return {column: narrowest[column] + spare * (widest[column] - narrowest[column]) / wish
+            for column in widest}
+
+
+def _html_px(text: str, style: Style) -> float:
+    """An HTML output: its table's rows, its image, and its text outside them."""
+    rows = _table_rows(text, style) if "<table" in text else []
+    shown = re.sub(r"<(script|style)\b.*?</\1>", " ", text, flags=re.S | re.I)
+    shown = re.sub(r"<table\b.*</table>", " ", shown, flags=re.S)  # its rows are counted
+    px = 16.0 + sum(row.px for row in rows)
+    image = re.search(r"<img\b[^>]*>", shown)
+    if image:  # a film's frame: drawn as a figure is
+        width, height = (_span(image.group(), name) for name in ("width", "height"))
+        height = height * min(1.0, style.content_width / width) if height > 1 else style.image_max
+        px += min(height, style.image_max) + style.image_margin
+    plain = " ".join(re.sub(r"<[^>]+>", " ", shown).split())
+    if plain:
+        px += _wrapped(plain, style.text_chars) * style.text_line + 8
+    return px
 
 
 def _png_size(data: str) -> tuple[int, int] | None:
@@ -214,11 +314,20 @@ def _png_size(data: str) -> tuple[int, int] | None:
     return struct.unpack(">II", raw[16:24])
 
 
-def _output_px(output: nbformat.NotebookNode, style: Style) -> float:
+def _printout(output: nbformat.NotebookNode) -> str | None:
+    """The text a printout shows (a stream, a traceback, a plain-text result), else None."""
     if output.get("output_type") == "stream":
-        return _code_lines(output.get("text", "").rstrip("\n"), style) * style.code_line + 16
+        return output.get("text", "").rstrip("\n")
     if output.get("output_type") == "error":
-        return _code_lines("\n".join(output.get("traceback", [])), style) * style.code_line + 16
+        return "\n".join(output.get("traceback", []))
+    data = output.get("data", {})
+    return data.get("text/plain", "") if set(data) <= {"text/plain"} else None
+
+
+def _output_px(output: nbformat.NotebookNode, style: Style) -> float:
+    text = _printout(output)
+    if text is not None:
+        return _code_lines(text, style) * style.code_line + 16
     data = output.get("data", {})
     if "image/png" in data:
         size = _png_size(data["image/png"])
@@ -226,21 +335,82 @@ def _output_px(output: nbformat.NotebookNode, style: Style) -> float:
         shown = output.get("metadata", {}).get("image/png", {})  # a retina figure says its size
         width, height = shown.get("width", width), shown.get("height", height)
         height *= min(1.0, style.content_width / max(width, 1))
-        return min(height, style.image_max) + 16
+        return min(height, style.image_max) + style.image_margin
     if "text/html" in data:
-        text = data["text/html"]
-        if "<table" in text:
-            return _table_px(text, style)
-        if "animation" in text.lower() and "<img" in text:  # a film's player
-            return style.image_max + 80
-        plain = re.sub(r"<[^>]+>", " ", text)
-        return _wrapped(" ".join(plain.split()), style.text_chars) * style.text_line + 24
+        return _html_px(data["text/html"], style)
     return _code_lines(data.get("text/plain", ""), style) * style.code_line + 16
 
 
 def estimate_outputs(outputs: list, style: Style = STYLE) -> list[float]:
     """Each output of a code cell, in frame pixels (an image no taller than ``style.image_max``)."""
     return [_output_px(output, style) for output in outputs]
+
+
+def _runs(text: str, lines: int, style: Style) -> list[str]:
+    """``text`` in runs that each show at most ``lines`` lines, a long line counted as it wraps.
+
+    A line that alone would wrap past ``lines`` is cut into pieces that do not.
+    """
+    longest = lines * style.code_chars
+    runs, run, shown = [], [], 0
+    for line in text.splitlines():
+        for start in range(0, max(len(line), 1), longest):
+            piece = line[start:start + longest]
+            if run and shown + _shown_lines(piece, style) > lines:
+                runs.append("\n".join(run))
+                run, shown = [], 0
+            run.append(piece)
+            shown += _shown_lines(piece, style)
+    return runs + ["\n".join(run)] if run else runs or [text]
+
+
+def _table_parts(table: str, style: Style) -> list[str]:
+    """An HTML table cut between its rows into tables that each fit a slide, header repeated.
+
+    A cut never falls inside a group of rows a ``rowspan`` label holds together; a table
+    whose body cannot be cut (one row, or one group) comes back whole.
+    """
+    if table.count("<table") != 1:
+        return [table]
+    rows = _table_rows(table, style)
+    body = [row for row in rows if not row.header]
+    fixed = _html_px(table, style) - sum(row.px for row in body)  # header, margins, caption
+    groups, group, px = [], [], fixed
+    for row in body:
+        if group and row.cut_before and px + row.px > style.budget:
+            groups.append(group)
+            group, px = [], fixed
+        group.append(row)
+        px += row.px
+    if len(groups) == 0:
+        return [table]
+    groups.append(group)
+    before, after = table[:body[0].start], table[body[-1].end:]
+    return [before + table[group[0].start:group[-1].end] + after for group in groups]
+
+
+def _cut_output(output: nbformat.NotebookNode, style: Style) -> list[nbformat.NotebookNode]:
+    """An output too tall for a slide as several that each fit, where a cut can be made."""
+    text = _printout(output)
+    if text is not None:
+        texts = _runs(text, int((style.budget - 24) // style.code_line), style)
+    elif "<table" in output.get("data", {}).get("text/html", ""):
+        texts = _table_parts(output.data["text/html"], style)
+    else:
+        return [output]
+    parts = []
+    for text in texts:
+        part = copy.deepcopy(output)
+        if part.get("output_type") == "stream":
+            part["text"] = text + "\n"
+        elif part.get("output_type") == "error":
+            part["traceback"] = text.split("\n")
+        elif "text/html" in part.get("data", {}):
+            part["data"] = {"text/html": text}  # not the whole table's text/plain
+        else:
+            part["data"]["text/plain"] = text
+        parts.append(part)
+    return parts
 
 
 def _code_pieces(cell: nbformat.NotebookNode, style: Style) -> list[tuple[nbformat.NotebookNode, float]]:
@@ -251,29 +421,24 @@ def _code_pieces(cell: nbformat.NotebookNode, style: Style) -> list[tuple[nbform
     if whole <= style.budget:
         return [(cell, whole)]
     pieces = []
-    lines, chunk = cell.source.splitlines(), []
+    lines, chunk, shown = cell.source.splitlines(), [], 0
     per_slide = int((style.budget - 24) // style.code_line)
     for number, line in enumerate(lines):
         chunk.append(line)
+        shown += _shown_lines(line, style)
         rest = lines[number + 1:]
-        at_break = not line.strip() and rest and len(chunk) >= per_slide // 2
-        if len(chunk) >= per_slide or at_break or not rest:
+        at_break = not line.strip() and rest and shown >= per_slide // 2
+        if shown + (_shown_lines(rest[0], style) if rest else 0) > per_slide or at_break \
+                or not rest:
             part = copy.deepcopy(cell)
             part.source, part.outputs = "\n".join(chunk).strip("\n"), []
             pieces.append((part, estimate_code(part.source, style)))
-            chunk = []
+            chunk, shown = [], 0
     split_outputs, split_heights = [], []
-    for output, px in zip(outputs, heights):  # a long printout: a slide's worth of lines at a time
-        if output.get("output_type") == "stream" and px > style.budget:
-            text = output.get("text", "").rstrip("\n").splitlines()
-            for start in range(0, len(text), per_slide):
-                part = copy.deepcopy(output)
-                part["text"] = "\n".join(text[start:start + per_slide]) + "\n"
-                split_outputs.append(part)
-                split_heights.append(_output_px(part, style))
-        else:
-            split_outputs.append(output)
-            split_heights.append(px)
+    for output, px in zip(outputs, heights):  # a long printout or table: a slide's worth at a time
+        for part in (_cut_output(output, style) if px > style.budget else [output]):
+            split_outputs.append(part)
+            split_heights.append(_output_px(part, style) if part is not output else px)
     group, group_px = [], 0.0
     for output, px in zip(split_outputs, split_heights):  # slides of their own, input hidden
         if group and group_px + px > style.budget:
