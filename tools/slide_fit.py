@@ -368,25 +368,31 @@ def _table_parts(table: str, style: Style) -> list[str]:
     """An HTML table cut between its rows into tables that each fit a slide, header repeated.
 
     A cut never falls inside a group of rows a ``rowspan`` label holds together; a table
-    whose body cannot be cut (one row, or one group) comes back whole.
+    whose body cannot be cut (one row, or one group) comes back whole.  Each part is measured
+    as the table it becomes: the browser lays its columns out from its own rows.
     """
     if table.count("<table") != 1:
         return [table]
-    rows = _table_rows(table, style)
-    body = [row for row in rows if not row.header]
-    fixed = _html_px(table, style) - sum(row.px for row in body)  # header, margins, caption
-    groups, group, px = [], [], fixed
-    for row in body:
-        if group and row.cut_before and px + row.px > style.budget:
-            groups.append(group)
-            group, px = [], fixed
-        group.append(row)
-        px += row.px
-    if len(groups) == 0:
+    body = [row for row in _table_rows(table, style) if not row.header]
+    if not body:
         return [table]
-    groups.append(group)
+    groups: list[list[_Row]] = []  # the rows no cut may separate
+    for row in body:
+        if row.cut_before or not groups:
+            groups.append([])
+        groups[-1].append(row)
     before, after = table[:body[0].start], table[body[-1].end:]
-    return [before + table[group[0].start:group[-1].end] + after for group in groups]
+
+    def part(rows: list[_Row]) -> str:
+        return before + table[rows[0].start:rows[-1].end] + after
+
+    parts, rows = [], []
+    for group in groups:
+        if rows and _html_px(part(rows + group), style) > style.budget:
+            parts.append(part(rows))
+            rows = []
+        rows += group
+    return parts + [part(rows)] if parts else [table]
 
 
 def _cut_output(output: nbformat.NotebookNode, style: Style) -> list[nbformat.NotebookNode]:
