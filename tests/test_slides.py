@@ -15,9 +15,13 @@ What is checked:
   script that steps through every slide and measures how far its content reaches; none may reach
   past the frame's height (``tools/build_slides.py`` cuts the slides by estimate, this is the
   measurement). The same holds for a deck whose cells have outputs (a tall figure, a long
-  printout, a table, a long code cell and a long markdown cell), and for the lessons' executed
-  decks when ``make book`` has made them; a deck with a block no cut can split overflows and the
-  check says so (so it can fail at all);
+  printout, a table, a long code cell and a long markdown cell), for one whose printouts' lines
+  wrap (one line longer than a slide, a long traceback) and whose DataFrame table, in rowspan
+  groups, is taller than a slide, and for the lessons' executed decks (the session's run of the
+  course); code is drawn at the size the estimates assume; a deck with a block no cut can split
+  overflows and the check says so (so it can fail at all);
+* the cuts themselves, without a browser: a printout is cut by the lines it shows and loses no
+  character; a table is cut between its row groups, each part with the header;
 * one deck (06) is photographed into ``build/slides-screenshot.png`` for a person to look at.
 
 reveal.js comes from its npm package, installed once into ``build/.npm``.  Without npm and
@@ -48,6 +52,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 import build_slides  # noqa: E402
 import notebook_runner as runner  # noqa: E402
+import slide_fit  # noqa: E402
 
 NOTEBOOKS = runner.notebook_paths()
 LESSONS = [path.stem for path in NOTEBOOKS]
@@ -86,7 +91,8 @@ class DeckReader(HTMLParser):
 
 
 # Steps through every slide (the current one is laid out; the others may be hidden) and writes,
-# for each, how far its content reaches below the slide's top, as JSON in <pre id=slide-heights>.
+# for each, how far its content reaches below the slide's top, as JSON in <pre id=slide-heights>,
+# with the font size the deck's code and printouts are drawn in.
 MEASURE = """<script>
 (function () {
   function measure() {
@@ -101,9 +107,12 @@ MEASURE = """<script>
       rows.push({h: at.h, v: at.v || 0, bottom: bottom,
                  title: heading ? heading.textContent.replace('\u00b6', '') : ''});
     });
+    var code = document.querySelector('.jp-OutputArea-output pre, .jp-InputArea-editor pre');
     var pre = document.createElement('pre');
     pre.id = 'slide-heights';
-    pre.textContent = JSON.stringify({width: config.width, height: config.height, slides: rows});
+    pre.textContent = JSON.stringify({width: config.width, height: config.height, slides: rows,
+                                      code_px: code ? parseFloat(getComputedStyle(code).fontSize)
+                                                    : null});
     document.body.appendChild(pre);
   }
   if (Reveal.isReady()) { measure(); } else { Reveal.on('ready', measure); }
@@ -297,16 +306,70 @@ def _with_outputs() -> nbformat.NotebookNode:
             "image/png": _figure_png(14, 4), "text/plain": "<Figure>"})] * 2))
 
 
+def _grouped_table(groups: int) -> str:
+    """A DataFrame with a two-level index as a notebook shows it: rowspan labels, a long column."""
+    import pandas as pd
+
+    rows = [{"server": f"server-{group}", "load": load, "strategy": "epoll-exclusive",
+             "note": f"a remark long enough to wrap in a narrow column, number {group}",
+             "share": round(0.25 + group / 100, 2)}
+            for group in range(groups) for load in ("sequential", "closed")]
+    return pd.DataFrame(rows).set_index(["server", "load"])._repr_html_()
+
+
+def _printouts_and_tables() -> nbformat.NotebookNode:
+    """What a run prints that the fitter must cut by what it shows, not by its text's lines:
+    long printed lines that wrap (lesson 05's verdicts), one line longer than a slide, a long
+    traceback, and a DataFrame table taller than a slide whose rows come in rowspan groups
+    (lesson 09's table of servers)."""
+    md, code, out = nbformat.v4.new_markdown_cell, nbformat.v4.new_code_cell, nbformat.v4
+    verdict = ("The answer: busiest worker's share 0.28, outside 0.25–0.27 (the model calibrated "
+               "for this machine, 90 % of 20 simulated runs) by 0.01: the race came out more "
+               "(or less) uneven than in the model's runs; who runs first depends on how busy "
+               "the machine is. ")
+    return _notebook(
+        md("# Printouts and tables"),
+        code("report()", outputs=[out.new_output(
+            "stream", name="stdout", text="".join(f"{n}: {verdict * 2}\n" for n in range(24)))]),
+        code("print(word * 4000)", outputs=[out.new_output(
+            "stream", name="stdout", text="0123456789 " * 700 + "\n")]),
+        code("fail()", outputs=[out.new_output(
+            "error", ename="RuntimeError", evalue="deep",
+            traceback=[f"\x1b[0;31mframe {n}\x1b[0m in level_{n}(): " + "x = y " * 30
+                       for n in range(45)])]),
+        md("## A grouped table"),
+        code("table", outputs=[out.new_output(
+            "execute_result", data={"text/html": _grouped_table(24), "text/plain": "table"},
+            execution_count=1)]))
+
+
+def _fitted_deck(chromium: str, reveal: Path, tmp_path: Path,
+                 notebook: nbformat.NotebookNode) -> dict:
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    nbformat.write(notebook, folder / "00_fixture.ipynb")
+    build_slides.build(tmp_path / "slides", runner.notebook_paths(folder), execute=False,
+                       reveal=reveal)
+    return slide_heights(chromium, tmp_path / "slides" / "00_fixture.slides.html")
+
+
 @pytest.mark.system
 def test_a_deck_with_tall_outputs_fits_the_frame(chromium: str, reveal: Path,
                                                  tmp_path: Path) -> None:
-    folder = tmp_path / "notebooks"
-    folder.mkdir()
-    nbformat.write(_with_outputs(), folder / "00_outputs.ipynb")
-    build_slides.build(tmp_path / "slides", runner.notebook_paths(folder), execute=False,
-                       reveal=reveal)
-    measured = slide_heights(chromium, tmp_path / "slides" / "00_outputs.slides.html")
+    measured = _fitted_deck(chromium, reveal, tmp_path, _with_outputs())
     assert len(measured["slides"]) >= 8, "the tall cells were not cut into several slides"
+    assert not overflowing(measured), "; ".join(overflowing(measured))
+
+
+@pytest.mark.system
+def test_wrapped_printouts_and_grouped_tables_fit_the_frame(chromium: str, reveal: Path,
+                                                             tmp_path: Path) -> None:
+    """The executed lessons' overflows, reproduced without running them: a printout whose long
+    lines wrap (cut by the lines it shows), and a table taller than a slide (cut between its
+    row groups). Code is drawn at the size the estimates assume (nbconvert's 19px once won)."""
+    measured = _fitted_deck(chromium, reveal, tmp_path, _printouts_and_tables())
+    assert measured["code_px"] == slide_fit.STYLE.code_px
+    assert len(measured["slides"]) >= 8, "the tall outputs were not cut into several slides"
     assert not overflowing(measured), "; ".join(overflowing(measured))
 
 
@@ -365,6 +428,51 @@ def test_an_untagged_notebook_is_cut_at_its_headings() -> None:
     assert not build_slides.has_slide_metadata(notebook)
     assert build_slides.tag_by_headings(notebook) == 3
     assert _slide_types(notebook) == ["slide", "slide", "-", "slide", "subslide", "-", "-", "-"]
+
+
+def _body_rows(table: str) -> list[str]:
+    return re.findall(r"<tr\b.*?</tr>", table.split("</thead>")[-1], re.S)
+
+
+def test_a_printout_is_cut_by_the_lines_it_shows() -> None:
+    """Wrapped lines count: 24 printed lines of ~800 characters, a 7,700-character line and a
+    45-frame traceback each become several parts that fit a slide, and no character is lost."""
+    budget = slide_fit.STYLE.budget
+    for cell in _printouts_and_tables().cells[1:4]:
+        (original,) = cell.outputs
+        pieces = slide_fit._code_pieces(cell, slide_fit.STYLE)
+        parts = [output for piece, _ in pieces for output in piece.outputs]
+        assert len(parts) >= 2, original.output_type
+        assert max(px for _, px in pieces) <= budget
+        assert max(slide_fit.estimate_outputs(parts)) <= budget
+        shown = ("".join(part.text for part in parts) if original.output_type == "stream" else
+                 "".join("".join(part.traceback) for part in parts))
+        whole = original.text if original.output_type == "stream" else "".join(original.traceback)
+        assert shown.replace("\n", "") == whole.replace("\n", "")
+
+
+def test_a_tall_table_is_cut_between_its_row_groups() -> None:
+    """Every part repeats the header, starts at a group's label (rowspan), fits a slide, and the
+    parts' rows are the table's rows, in order."""
+    cell = _printouts_and_tables().cells[-1]
+    table = cell.outputs[0].data["text/html"]
+    pieces = slide_fit._code_pieces(cell, slide_fit.STYLE)
+    parts = [output.data["text/html"] for piece, _ in pieces for output in piece.outputs]
+    assert len(parts) >= 2
+    assert max(px for _, px in pieces) <= slide_fit.STYLE.budget
+    assert [row for part in parts for row in _body_rows(part)] == _body_rows(table)
+    for part in parts:
+        assert "<thead>" in part and part.count("<table") == 1 and part.count("</table>") == 1
+        assert 'rowspan="2"' in _body_rows(part)[0]
+
+
+def test_a_table_too_tall_for_a_slide_is_estimated_so() -> None:
+    """The estimate that decides the cut sees the table's height: more rows, taller, and long
+    text in a squeezed column wraps onto more lines than short text does."""
+    short, tall = (slide_fit.estimate_outputs([nbformat.v4.new_output(
+        "display_data", data={"text/html": _grouped_table(groups)})])[0] for groups in (3, 24))
+    assert short < slide_fit.STYLE.budget < tall
+    assert tall > 48 * slide_fit.STYLE.table_line
 
 
 @pytest.mark.system
