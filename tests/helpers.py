@@ -234,3 +234,15 @@ def synth_client(events: pd.DataFrame) -> pd.DataFrame:
         "error": "",
         "worker": pd.array([pd.NA] * len(won), dtype="Int64"),
     })
+
+
+def as_a_terminal_starts_it() -> None:
+    """A child's ``preexec_fn``: Ctrl-C's default disposition, as a shell at a terminal leaves it.
+
+    A test run may itself have been started with SIGINT ignored (a shell ignores it in the
+    commands it starts in the background, ``make test &``), and an ignored SIGINT is inherited
+    across exec: a Python child would then never raise KeyboardInterrupt.
+    """
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -50,7 +50,8 @@ from typing import Callable, Iterator
 import pytest
 
 from acceptlab.server.pool import WorkerPool
-from helpers import accepted_by_pools_of, port_is_free, process_gone, wait_until, zen_round_trip
+from helpers import (accepted_by_pools_of, as_a_terminal_starts_it, port_is_free, process_gone,
+                     wait_until, zen_round_trip)
 
 pytestmark = [pytest.mark.system, pytest.mark.serial,
               pytest.mark.skipif(not sys.platform.startswith("linux"),
@@ -174,7 +175,7 @@ def test_a_script_that_ends_leaves_no_worker_and_frees_its_ports(tmp_path, metho
     script.write_text(SCRIPT)
     proc = subprocess.Popen([sys.executable, str(script), method], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            preexec_fn=_as_a_terminal_starts_it)
+                            preexec_fn=as_a_terminal_starts_it)
     pgid = proc.pid
     try:
         line = proc.stdout.readline()
@@ -203,16 +204,6 @@ def test_a_script_that_ends_leaves_no_worker_and_frees_its_ports(tmp_path, metho
         proc.wait(5)
         proc.stdout.close()
         proc.stderr.close()
-
-
-def _as_a_terminal_starts_it() -> None:
-    """In the script's process, before exec: Ctrl-C's default, as a shell at a terminal leaves it.
-
-    A test run may itself have been started with SIGINT ignored (a shell ignores it in the
-    commands it starts in the background, `make test &`), and an ignored SIGINT is inherited
-    across exec: Python would then never raise KeyboardInterrupt in the script.
-    """
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _where_the_script_is(proc: subprocess.Popen) -> str:

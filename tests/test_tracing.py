@@ -24,7 +24,7 @@ from acceptlab.linux.tracing import (KernelTrace, TracingUnavailable,
                                agreement, cross_check, find_instances, parse_trace,
                                tracefs_root)
 
-from helpers import accepted_by_pools_of, wait_until
+from helpers import accepted_by_pools_of, as_a_terminal_starts_it, wait_until
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -40,7 +40,8 @@ def _child(code: str, **kwargs) -> subprocess.Popen:
     """A python child running ``code`` with this checkout's kit importable."""
     env = {**os.environ, "PYTHONPATH": SRC}
     return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=as_a_terminal_starts_it, **kwargs)
 
 
 def _starts_a_trace(how: str) -> str:
