@@ -74,11 +74,16 @@ class Topology:
         self.stop()
 
 
-def settled(pid: int, strategy: str, lock: str | None = None) -> topo.Topology:
-    """Inspect until the expected strategy (and lock kind) appear; the last read otherwise."""
+def settled(pid: int, strategy: str, lock: str | None = None,
+            workers: int | None = None) -> topo.Topology:
+    """Inspect until the expected strategy (and lock kind, and number of workers) appear; the
+    last read otherwise.  (The listeners and the threads are read a moment apart: a worker
+    that starts listening in between is seen waiting on a socket the listener list lacks.)"""
     for _ in range(TRIES):
         found = topo.topology(pid)
-        if found.strategy == strategy and (lock is None or (found.lock and found.lock.kind == lock)):
+        if (found.strategy == strategy
+                and (lock is None or (found.lock and found.lock.kind == lock))
+                and (workers is None or len(found.workers) == workers)):
             return found
         time.sleep(0.05)
     return found
@@ -87,8 +92,9 @@ def settled(pid: int, strategy: str, lock: str | None = None) -> topo.Topology:
 @pytest.mark.parametrize("name", list(EXPECTED))
 def test_each_topology_gets_its_name_and_prediction(name):
     strategy, kind, sentence = EXPECTED[name]
+    expected_workers = 1 if name == "thread-pool" else WORKERS
     with Topology(name) as server:
-        found = settled(server.pid, strategy, kind)
+        found = settled(server.pid, strategy, kind, expected_workers)
         shown = topo.format_topology(found)
         assert found.strategy == strategy, shown
         assert found.prediction.startswith(sentence), shown
@@ -101,7 +107,6 @@ def test_each_topology_gets_its_name_and_prediction(name):
             assert {pid for pid, _ in found.lock.waiters} <= set(found.workers), shown
             if kind in ("pi-futex", "flock", "fcntl"):  # the lock itself names its holder
                 assert found.lock.owner == (holder_tid if kind == "pi-futex" else holder_pid), shown
-        expected_workers = 1 if name == "thread-pool" else WORKERS
         assert len(found.workers) == expected_workers, shown
         mine = [listener for listener in found.listeners if listener.port == server.port]
         assert len(mine) == (WORKERS if name == "reuseport" else 1), shown
