@@ -334,3 +334,27 @@ def test_ctrl_c_during_a_traced_run_leaves_no_instance():
     assert "KeyboardInterrupt" in child.stderr.read()
     left = [p for p in find_instances(root) if p.name.startswith(f"acceptlab-{pid}-")]
     assert not left, f"Ctrl-C during a traced run left {left}"
+
+
+def test_an_instance_busy_for_a_moment_is_removed_when_its_reader_lets_go(monkeypatch, tmp_path):
+    """tracefs answers EBUSY while another process has a file of the instance open."""
+    import errno
+
+    from acceptlab.linux import instances
+
+    answers = [OSError(errno.EBUSY, "Device or resource busy")] * 3 + [None]
+    calls = []
+
+    def rmdir(self):
+        calls.append(self)
+        answer = answers.pop(0)
+        if answer is not None:
+            raise answer
+
+    monkeypatch.setattr(Path, "rmdir", rmdir)
+    instances.remove_instance(tmp_path / "acceptlab-1-ab")
+    assert len(calls) == 4
+    answers[:] = [OSError(errno.EBUSY, "Device or resource busy")] * 1000
+    monkeypatch.setattr(instances, "_BUSY_GRACE", 0.05)
+    with pytest.raises(OSError, match="still has one of its files open"):
+        instances.remove_instance(tmp_path / "acceptlab-1-cd")

@@ -73,10 +73,12 @@ import atexit
 import os
 import re
 import secrets
-import sys
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, NamedTuple
+
+from .instances import (PREFIX, TracingUnavailable, find_instances, remove_instance,
+                        sweep_abandoned, tracefs_root)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -89,8 +91,6 @@ TRACE_COLUMNS = ("t_ns", "cpu", "event", "by_tid", "tid", "next_tid", "state", "
                  "sport", "dport")
 TRACE_NULLABLE = ("tid", "next_tid", "sport", "dport")  # integers with gaps: Int64 on reading
 
-PREFIX = "acceptlab-"  # + owner pid + "-" + random hex: the name of every instance we make
-_ROOTS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 _EVENTS = ("sched/sched_wakeup", "sched/sched_switch", "sock/inet_sock_set_state")
 _SAME_SOFTIRQ_NS = 200_000  # an arrival and the wakeup it causes: one softirq, microseconds apart
 _MAX_THREADS = 64  # a filter is one page of text; 64 threads' switch terms fit well within it
@@ -104,63 +104,8 @@ _STATE = re.compile(r"sport=(?P<sport>\d+) dport=(?P<dport>\d+) .*oldstate=TCP_(
                     r"newstate=TCP_(?P<new>\w+)")
 
 
-class TracingUnavailable(RuntimeError):
-    """This machine or user cannot trace (the message says why, in one line)."""
-
-
 class TracingUnavailableWarning(UserWarning):
     """A run asked for a trace and goes on without one (the message says why)."""
-
-
-def tracefs_root() -> Path:
-    """Where tracefs is mounted, writable by us; raise :class:`TracingUnavailable` if nowhere.
-
-    Why each check: tracefs is Linux's; it must be mounted (systemd mounts it,
-    a container may not); only root may create instances in it.  The kit
-    does not mount it itself: a mount is a change to the whole machine.
-    """
-    if not sys.platform.startswith("linux"):
-        raise TracingUnavailable(f"kernel tracing needs Linux's tracefs; this is {sys.platform}")
-    for candidate in map(Path, _ROOTS):
-        try:
-            if (candidate / "instances").is_dir():
-                if not os.access(candidate / "instances", os.W_OK):
-                    raise TracingUnavailable(f"tracing needs root: {candidate} is not writable "
-                                             f"by uid {os.getuid()}")
-                return candidate
-        except PermissionError:
-            raise TracingUnavailable(f"tracing needs root: {candidate} cannot be read by uid "
-                                     f"{os.getuid()}") from None
-    raise TracingUnavailable("tracefs is not mounted (as root: "
-                             "mount -t tracefs nodev /sys/kernel/tracing)")
-
-
-def find_instances(root: str | os.PathLike | None = None) -> list[Path]:
-    """Every tracefs instance this kit made and has not removed yet (live or abandoned).
-
-    Why: a test, or a curious learner, can check that nothing was left behind.
-
-    Args:
-        root: where tracefs is mounted (found by itself when None).
-    """
-    directory = Path(root or tracefs_root()) / "instances"
-    return sorted(directory.glob(f"{PREFIX}*-*"))
-
-
-def _owner_alive(instance: Path) -> bool:
-    """Is the process named in ``acceptlab-<pid>-<random>`` still there?  (Linux: /proc.)"""
-    owner = instance.name[len(PREFIX):].split("-", 1)[0]
-    return not owner.isdigit() or Path(f"/proc/{owner}").exists()
-
-
-def _sweep_abandoned(root: Path) -> None:
-    """Remove instances whose process was killed before it could remove them."""
-    for instance in find_instances(root):
-        if not _owner_alive(instance):
-            try:
-                instance.rmdir()  # tracefs frees the instance's buffer and events with it
-            except OSError:
-                pass  # removed by someone else meanwhile
 
 
 class KernelTrace:
@@ -199,7 +144,7 @@ class KernelTrace:
         """Create the instance, set clock, buffer, filters and events, and start recording."""
         if self.path is not None:
             raise RuntimeError("this trace has already been started")
-        _sweep_abandoned(self.root)
+        sweep_abandoned(self.root)
         path = self.root / "instances" / f"{PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
         try:
             path.mkdir()
@@ -266,10 +211,7 @@ class KernelTrace:
         path, self.path = self.path, None
         atexit.unregister(self.close)
         if path is not None:
-            try:
-                path.rmdir()
-            except FileNotFoundError:
-                pass
+            remove_instance(path)
 
     def __enter__(self) -> "KernelTrace":
         return self.start() if self.path is None else self

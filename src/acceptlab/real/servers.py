@@ -250,7 +250,7 @@ class RealServer:
         if self._log is not None:
             self._log.close()  # type: ignore[attr-defined]
             self._log = None
-        _remove_folder(self.directory, timeout)
+        _remove_folder(self.directory, lambda: bool(self.group()), _FOLDER_GRACE)
 
     def __enter__(self) -> "RealServer":
         return self
@@ -259,15 +259,16 @@ class RealServer:
         self.stop()
 
 
-def _remove_folder(directory: Path, timeout: float) -> None:
-    """Remove the server's folder; again for up to ``timeout`` seconds while it reappears.
+_FOLDER_GRACE = 5.0  # seconds a killed server's last processes may take to go, on a crowded machine
 
-    A master killed a moment ago on a crowded machine may still be writing in it (nginx's
-    temporary folders, a pid file) as the first removal walks it.
-    """
+
+def _remove_folder(directory: Path, alive: Callable[[], bool], timeout: float) -> None:
+    """Remove the server's folder, and again while it reappears or its processes are still
+    going (up to ``timeout`` seconds): a server killed a moment ago on a crowded machine may
+    still write in it (nginx's temporary folders, gunicorn's files in its working folder)."""
     deadline = time.monotonic() + timeout
     shutil.rmtree(directory, ignore_errors=True)
-    while directory.exists() and time.monotonic() < deadline:
+    while (directory.exists() or alive()) and time.monotonic() < deadline:
         time.sleep(0.05)
         shutil.rmtree(directory, ignore_errors=True)
 
