@@ -192,6 +192,15 @@ def test_a_herd_whose_losers_all_see_eagain_returns_once_per_woken_worker():
     assert m["eagain_per_accept"] == 3.0 and m["returns_per_accept"] == 4.0
 
 
+def test_timeout_is_the_poll_herd_whose_losers_never_return_to_python():
+    """CPython's accept() with a timeout polls again in C: a loser's wakeup, never an EAGAIN."""
+    _, _, m = run("timeout", calibration=steady(p_eagain=1.0), gap=0.001, connections=200)
+    assert 3.9 <= m["wakeups_per_accept"] <= 4.0  # the herd still wakes (nearly) every worker
+    assert m["eagain_per_accept"] == 0.0 and m["returns_per_accept"] == 1.0
+    _, _, poll = run("poll", calibration=steady(p_eagain=1.0), gap=0.001, connections=200)
+    assert poll["eagain_per_accept"] == 3.0  # the same calibration: poll's losers do return
+
+
 @pytest.mark.parametrize("strategy", ["poll", "epoll"])
 def test_a_herd_won_by_the_longest_waiter_takes_turns_and_by_the_latest_does_not(strategy):
     _, _, m_longest = run(strategy, gap=0.001)

@@ -321,7 +321,7 @@ _RECORDS = (
         prediction=Herd(), wakeups=Wakeups(herd=True, note="; no EAGAIN reaches Python"),
         lesson="a timeout turns accept() into poll(): the herd comes back unseen",
         options=_options(accept_timeout=1.0),
-        model_rule="poll-herd"),
+        model_rule="poll-herd-in-c"),
     StrategyRecord(
         "poll", "Poll", "kernel",
         waits="`select.poll()`, then a non-blocking `accept()`",

@@ -151,6 +151,7 @@ class Herd(Rule):
 
     mechanism = "herd"
     family = "poll"
+    returns_eagain = True  # a loser that finds nothing comes back to Python (False: C retries)
 
     def __init__(self, sim: "Simulation") -> None:
         super().__init__(sim)
@@ -166,10 +167,11 @@ class Herd(Rule):
         self.sim.wake(winner)
         self.sim.herd_woke(len(losers) + 1, self.table.woken)
         back = self.sim.eagain_losers(losers, self.table.p_eagain)
-        for loser in back:  # it ran: a switch, and a return to Python
+        for loser in back:  # it ran: a switch, and (unless C retries) a return to Python
             self.sim.count_wakeup(loser)
-            self._remove(loser)
-            self.sim.eagain(loser)
+            if self.returns_eagain:
+                self._remove(loser)
+                self.sim.eagain(loser)
         # the others' switches: as often as the calibration's losers switched (one not yet
         # run when the next wake-up comes pays once for both)
         rest = 1 - self.table.p_eagain
@@ -190,14 +192,14 @@ class Herd(Rule):
         bisect.insort(self.sleepers, (self.sim.row_wait(worker), worker))
 
     def found_nothing(self, worker: int) -> None:
-        if self.sim.coin(self.table.p_eagain):
+        if self.returns_eagain and self.sim.coin(self.table.p_eagain):
             self.sim.eagain(worker, now=True)
         else:
             self.sleep(worker)
 
 
 class PollHerd(Herd):
-    """``poll``, ``timeout`` (CPython polls, then accepts), ``busy-sleep``, ``exact``.
+    """``poll``, ``busy-sleep``, ``exact`` (``timeout``: :class:`PollHerdInC`).
 
     With process workers of one thread each, ``busy-sleep`` and ``exact``
     are this herd: a waiting process holds no open connection, so Puma's
@@ -207,6 +209,18 @@ class PollHerd(Herd):
 
     mechanism = "poll-herd"
     path = family = "poll"
+
+
+class PollHerdInC(PollHerd):
+    """``timeout``: the herd of ``poll``, whose losers never come back to Python.
+
+    With a timeout, CPython's ``accept()`` polls, then accepts, and on EAGAIN polls again,
+    all inside C (``sock_call_ex``): a loser's wakeup is a switch the event log counts, never
+    a return.  So this is :class:`PollHerd` with every loser going back to sleep.
+    """
+
+    mechanism = "poll-herd-in-c"
+    returns_eagain = False
 
 
 class EpollHerd(Herd):
@@ -508,7 +522,7 @@ class LeastBusyDealer(Dealer):
 
 
 MECHANISMS: dict[str, type[Rule]] = {rule.mechanism: rule for rule in (
-    ExclusiveFifo, PollHerd, EpollHerd, FirstRegistered, ReRegistering, SharedLifo, Hashed,
+    ExclusiveFifo, PollHerd, PollHerdInC, EpollHerd, FirstRegistered, ReRegistering, SharedLifo, Hashed,
     LockFifo, Dealer, LeastBusyDealer)}
 """Every rule of the model, by its mechanism's name."""
 
