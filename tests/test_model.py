@@ -706,7 +706,7 @@ def test_the_machines_speed_comes_from_any_calibration_run():
 @pytest.mark.serial
 def test_the_models_bands_hold_live_runs_of_this_machine():
     """A quick calibration, then live runs held against its bands: paced turns (an exact
-    prediction, with its honest tail) and the one busy worker of EPOLLEXCLUSIVE.  Scheduling
+    prediction, with its honest tail) and EPOLLEXCLUSIVE's one wakeup per connection, never in turns.  Scheduling
     decides a run, so each case gets three tries (the best of them counts)."""
     from acceptlab import run_experiment
     from acceptlab.linux.support import Unavailable, check_strategy
@@ -715,7 +715,10 @@ def test_the_models_bands_hold_live_runs_of_this_machine():
     cases = [("blocking", {"gap": 0.001}, ("rr_score", "busiest_share", "wakeups_per_accept"))]
     try:
         check_strategy("epoll-exclusive", "process")
-        cases.append(("epoll-exclusive", {"gap": 0.0}, ("rr_score", "busiest_share")))
+        # Not its busiest share: whether worker 0 is back before the next connection is a race
+        # a quick calibration's few dozen pairs cannot pin down (bands from 0.72-0.87 to exactly
+        # 1.0 were seen on one quiet machine); bench_model measures that share over rounds.
+        cases.append(("epoll-exclusive", {"gap": 0.0}, ("rr_score", "wakeups_per_accept")))
     except Unavailable:
         pass
     for strategy, load, metrics in cases:

@@ -21,8 +21,7 @@ regime instead, because one run rarely sees them:
   moment than any one calibration run;
 * the **race**'s probabilities (the returning worker late, then winning or losing): a
   calibration counts them in a few dozen pairs of connections per run, so each simulated
-  run draws them from what that count can tell (:func:`_uncertain`); a loss its pool never
-  saw is as late as those every other run of its kind saw;
+  run draws them from what that count can tell (:func:`_uncertain`);
 * a sleep's **overshoot**: the kernel's timer slack (``prctl(2)``: a timer may
   fire that much late, so that wake-ups can be batched; 50 µs by default)
   plus the wake-up latency of a sleeper on an idle CPU.
@@ -60,8 +59,7 @@ class Times:
 
     def __init__(self, pool: Pool, rng: np.random.Generator, *,
                  stall: tuple[float, float, tuple, tuple, tuple] | None = None,
-                 stalls: tuple[float, tuple] = (0.0, ()), speed: float = 1.0,
-                 lost: tuple = (0.0,)) -> None:
+                 stalls: tuple[float, tuple] = (0.0, ()), speed: float = 1.0) -> None:
         self.pool, self.rng = pool, rng
         self.speed = speed
         body = np.flatnonzero(~pool.stalled)
@@ -83,7 +81,7 @@ class Times:
         self.p_late_win, p_late_lose = _uncertain(p_late_win, p_late_lose, pairs, rng)
         self.p_late = self.p_late_win + p_late_lose
         self.off_win = _Draw(off_win, rng, (0.0,))
-        self.off_lose = _Draw(off_lose, rng, lost or (0.0,))
+        self.off_lose = _Draw(off_lose, rng, (0.0,))
         self.lag_late = _Draw(lag_late, rng, pool.lag_prompt or (0.0,))
 
     @classmethod
@@ -98,12 +96,8 @@ class Times:
         if id(pool) in calibration.speeds:  # this pool's times at another state's speed
             speeds = calibration.all_speeds
             speed = speeds[int(rng.integers(len(speeds)))] / calibration.speeds[id(pool)]
-        # A loss this pool never saw (drawn all the same: see _uncertain) is as late as the
-        # losses every other run of this kind of worker saw.
-        lost = tuple(value for others in calibration.pools.values() for other in others
-                     if other.kind == kind for value in other.off_lose)
         return cls(pool, rng, stall=_pooled_stall(pools) if regime == "idle" else None,
-                   stalls=stalls, speed=speed, lost=lost)
+                   stalls=stalls, speed=speed)
 
     def profile(self) -> int:
         """A live connection's index (not a stalled one): its connect, talk and wake-up go
