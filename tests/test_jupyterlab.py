@@ -276,8 +276,11 @@ def _playwright() -> Path:
     npm = shutil.which("npm")
     if npm is None:
         pytest.skip(NO_BROWSER_TOOLS.format(what="NPM"))
+    # npm's own cache inside this clone's build/: two clones installing at once on one machine
+    # (two CI runs side by side) shared ~/.npm and one got a package without its files.
     done = subprocess.run([npm, "install", "--no-audit", "--no-fund", "--no-save",
                            "--no-package-lock", "--prefix", str(NPM_CACHE),
+                           "--cache", str(NPM_CACHE / ".npm-cache"),
                            f"{PLAYWRIGHT}@{PLAYWRIGHT_VERSION}"],
                           capture_output=True, text=True, timeout=300)
     if done.returncode != 0:
