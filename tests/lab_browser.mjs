@@ -28,6 +28,7 @@ const { chromium } = require('playwright-core');
 
 const NOTEBOOK = '.jp-NotebookPanel:not(.lm-mod-hidden)';
 const CURRENT_TAB = '.lm-DockPanel-tabBar .lm-TabBar-tab.lm-mod-current';
+const NOTHING_RAN_MS = 30000;  // idle this long after Run All, no cell run or queued: the click was lost
 const PLAY = 'button[title="Play" i], button[aria-label="Play" i]';
 const results = { printedUrl: plan.startUrl, firstTab: null, newsPrompt: [], lessons: [] };
 
@@ -115,13 +116,27 @@ async function runAllOnce(page, lesson, record) {
   record.command = (await item.locator('.lm-Menu-itemLabel').innerText()).trim();
   if (record.command !== 'Run All Cells') throw new Error(`the Run menu offered "${record.command}"`);
   const started = Date.now();
-  await item.click();
-  await page.waitForFunction(selector => {
-    const indicator = document.querySelector(selector);
+  if (lesson.loseFirstRunAll && record.firstRunAllRanNothing === undefined) {
+    await page.keyboard.press('Escape');  // the test's lost click: the menu closes, nothing runs
+  } else {
+    await item.click();
+  }
+  // Done when the kernel went busy and came back idle; also when it is idle and every code cell
+  // has run (a busy spell shorter than the polling can be missed), or when it has stayed idle
+  // for NOTHING_RAN_MS with no cell run or queued (the click was lost: runAll clicks again).
+  await page.waitForFunction(([indicatorSelector, promptSelector, clicked, nothingRanMs]) => {
+    const indicator = document.querySelector(indicatorSelector);
     if (!indicator) return false;
     if (indicator.dataset.status === 'busy') window.acceptlabSawBusy = true;
-    return window.acceptlabSawBusy && indicator.dataset.status === 'idle';
-  }, `${NOTEBOOK} .jp-Notebook-ExecutionIndicator`, { polling: 100, timeout: plan.lessonTimeoutMs });
+    if (indicator.dataset.status !== 'idle') return false;
+    if (window.acceptlabSawBusy) return true;
+    const prompts = [...document.querySelectorAll(promptSelector)];
+    const ran = prompts.filter(prompt => /\[\d+\]/.test(prompt.textContent)).length;
+    if (prompts.length > 0 && ran === prompts.length) return true;
+    const queued = prompts.filter(prompt => prompt.textContent.includes('[*]')).length;
+    return ran === 0 && queued === 0 && Date.now() - clicked > nothingRanMs;
+  }, [`${NOTEBOOK} .jp-Notebook-ExecutionIndicator`, `${NOTEBOOK} .jp-CodeCell .jp-InputArea-prompt`,
+      Date.now(), NOTHING_RAN_MS], { polling: 100, timeout: plan.lessonTimeoutMs });
   record.runAllSeconds = (Date.now() - started) / 1000;
   record.dialogAfterRun = await openDialog(page);
   await page.keyboard.press('Control+S');
