@@ -1,11 +1,11 @@
 """The worker loop's small objects: the Recorder's rows, the Control's switches, the Work's truth.
 
-The Recorder reads the context-switch counter once per return where the
-previous return's reading can start the next wait (issue 21).  These tests
-script a sequence of waits, with switches made during the waits and during the
-conversations between them, and check that the rows are those of the Recorder
-as it was before (two readings per wait, kept here as the reference) and what
-the column means: the switches of the wait alone.
+The Recorder's ``nvcsw`` column counts the voluntary context switches of the
+wait alone.  These tests script a sequence of waits, with switches made during
+the waits and between a return and the next wait (a conversation, or the
+loop's own lines after a return that brought nothing), and check that only the
+wait's switches are counted.  (Before 2026-12-07 a return without a connection
+lent its reading to the next wait, and the switches in between were counted.)
 """
 
 from __future__ import annotations
@@ -38,78 +38,48 @@ class World:
         return SimpleNamespace(ru_nvcsw=self.switches)
 
 
-class RecorderBefore:
-    """The Recorder before issue 21 (two counter readings per wait), as the reference."""
-
-    def __init__(self, writer: EventWriter, world: World) -> None:
-        self.writer, self.world, self.tid, self.row, self.switches = writer, world, \
-            threading.get_native_id(), 0, 0
-
-    def waiting(self) -> None:
-        self.row = self.writer.begin_wait(self.tid, self.world.now())
-        self.switches = self.world.usage().ru_nvcsw
-
-    def woke(self, wake: Wakeup) -> None:
-        after = self.world.usage().ru_nvcsw
-        self.writer.woke(self.row, wake.t_wake_ns, wake.outcome, wake.t_accept_ns,
-                         wake.peer_port, after - self.switches)
-
-    def failed(self) -> None:
-        after = self.world.usage().ru_nvcsw
-        self.writer.woke(self.row, self.world.now(), "error", nvcsw=after - self.switches)
-
-    def served(self) -> None:
-        self.writer.done(self.row, self.world.now())
-
-
-# (outcome, switches during the wait, switches during the conversation that follows)
+# (outcome, switches during the wait, switches after it returned, before the next wait begins:
+# the conversation's own sleeps, or a thread waiting for the GIL back after an empty return)
 SCRIPT = [
-    ("accepted", 1, 0), ("eagain", 3, 0), ("eagain", 0, 0), ("accepted", 2, 4),
-    ("timeout", 1, 0), ("error", 2, 0), ("accepted", 0, 1), ("accepted", 0, 0),
-    ("eagain", 5, 0), ("accepted", 1, 2), ("error", 0, 0), ("accepted", 3, 0),
+    ("accepted", 1, 0), ("eagain", 3, 1), ("eagain", 0, 0), ("accepted", 2, 4),
+    ("timeout", 1, 2), ("error", 2, 1), ("accepted", 0, 1), ("accepted", 0, 0),
+    ("eagain", 5, 3), ("accepted", 1, 2), ("error", 0, 0), ("accepted", 3, 0),
 ]
 
 
 def play(recorder, world: World) -> None:
     """The loop's calls, in the loop's order, with the script's switches in between."""
-    for port, (outcome, in_wait, in_talk) in enumerate(SCRIPT, start=40_000):
+    for port, (outcome, in_wait, after_wait) in enumerate(SCRIPT, start=40_000):
         recorder.waiting()
         world.switches += in_wait
         if outcome == "error":
             recorder.failed()
-            continue
-        t_wake = world.now()
-        if outcome == "accepted":
-            wake = Wakeup(outcome, t_wake, world.now(), SimpleNamespace(), port)
         else:
-            wake = Wakeup(outcome, t_wake)
-        recorder.woke(wake)
+            t_wake = world.now()
+            if outcome == "accepted":
+                wake = Wakeup(outcome, t_wake, world.now(), SimpleNamespace(), port)
+            else:
+                wake = Wakeup(outcome, t_wake)
+            recorder.woke(wake)
+        world.switches += after_wait  # not the wait's
         if outcome == "accepted":
-            world.switches += in_talk  # the conversation's own sleeps: not the wait's
             recorder.served()
     recorder.waiting()  # the wait the worker is in when the log is read
 
 
-def test_the_recorder_writes_the_rows_it_wrote_before_with_fewer_readings(tmp_path, monkeypatch):
-    before_world, after_world = World(), World()
-    (tmp_path / "before").mkdir()
-    (tmp_path / "after").mkdir()
-    with EventWriter(log_path(tmp_path / "before", 0, 0), 0, 0) as writer:
-        play(RecorderBefore(writer, before_world), before_world)
-    monkeypatch.setattr(worker, "now", after_world.now)
-    recorder = Recorder(EventWriter(log_path(tmp_path / "after", 0, 0), 0, 0))
-    recorder._usage = after_world.usage
+def test_the_recorder_counts_the_switches_of_the_wait_alone(tmp_path, monkeypatch):
+    world = World()
+    monkeypatch.setattr(worker, "now", world.now)
+    recorder = Recorder(EventWriter(log_path(tmp_path, 0, 0), 0, 0))
+    recorder._usage = world.usage
     with recorder:
-        play(recorder, after_world)
-    before, after = read_events(tmp_path / "before"), read_events(tmp_path / "after")
-    assert before.equals(after)
-    # and the column means what data/README.md says: the switches of the wait alone
+        play(recorder, world)
+    events = read_events(tmp_path)
+    assert list(events["outcome"]) == [outcome for outcome, _, _ in SCRIPT] + ["waiting"]
     expected = [in_wait for _, in_wait, _ in SCRIPT] + [None]
-    assert [None if pd.isna(v) else int(v) for v in after["nvcsw"]] == expected
-    # one reading per return, plus one more after each conversation (and the first wait)
-    accepted = sum(outcome == "accepted" for outcome, _, _ in SCRIPT)
-    assert before_world.readings == 2 * len(SCRIPT) + 1
-    assert after_world.readings == len(SCRIPT) + accepted + 1
+    assert [None if pd.isna(v) else int(v) for v in events["nvcsw"]] == expected
+    # one reading when each wait begins and one when it returns (the last has not returned)
+    assert world.readings == 2 * len(SCRIPT) + 1
 
 
 def test_without_a_per_thread_count_every_wait_says_none(tmp_path, monkeypatch):

@@ -116,11 +116,10 @@ class Recorder:
     conversation ended.  :class:`NullRecorder` records nothing (the
     benchmarks' "event log off").
 
-    The switch count is read when a wait returns and again when the next one
-    begins, so that the conversation between them is not counted.  A return
-    that brought no connection (``eagain``, ``timeout``, ``error``) leads
-    straight back to the next wait, so its reading starts that wait too: one
-    ``getrusage`` per return instead of two, where a herd returns most.
+    The switch count is read when a wait begins and again when it returns, so
+    that nothing between two waits is counted: not the conversation, and not
+    the loop's own lines after a return that brought nothing (a thread there
+    can lose the GIL, and waiting for it again is a voluntary switch too).
     """
 
     def __init__(self, writer: EventWriter) -> None:
@@ -129,7 +128,7 @@ class Recorder:
         self._tid = threading.get_native_id()
         self._row = 0
         self._usage = thread_usage()
-        self._since: int | None = None  # the count when this wait began; None: read it afresh
+        self._since = 0  # the switch count when this wait began
 
     @classmethod
     def for_worker(cls, spec: WorkerSpec) -> "Recorder | NullRecorder":
@@ -141,19 +140,16 @@ class Recorder:
 
     def waiting(self) -> None:
         self._row = self._begin(self._tid, now())
-        if self._since is None:  # a conversation came since the last reading
-            self._since = self._usage().ru_nvcsw
+        self._since = self._usage().ru_nvcsw
 
     def woke(self, wake: Wakeup) -> None:
         after = self._usage().ru_nvcsw
         self._woke(self._row, wake.t_wake_ns, wake.outcome, wake.t_accept_ns, wake.peer_port,
                    -1 if after < 0 else after - self._since)
-        self._since = None if wake.conn is not None else after
 
     def failed(self) -> None:
         after = self._usage().ru_nvcsw
         self._woke(self._row, now(), "error", nvcsw=-1 if after < 0 else after - self._since)
-        self._since = after
 
     def served(self) -> None:
         self._done(self._row, now())
