@@ -156,3 +156,27 @@ def test_the_lazy_names_show_in_dir_for_tab_completion():
     import acceptlab
 
     assert {"WorkerPool", "fire", "run_experiment", "analysis", "plots"} <= set(dir(acceptlab))
+
+
+def test_no_reference_run_records_where_the_machine_that_made_it_keeps_its_files():
+    """Command lines in data/*/meta.json name programs, not paths of one machine
+    (tools/make_real_reference.py cuts them; ``--scrub`` rewrites saved runs)."""
+    found = []
+
+    def walk(value, where):
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if key in ("cmd", "command") and isinstance(item, str):
+                    found.extend(f"{where}: {part}" for part in item.split(" ")
+                                 if part.startswith("/"))
+                else:
+                    walk(item, where)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item, where)
+
+    metas = sorted((ROOT / "data").glob("*/meta.json"))
+    assert metas, "no reference runs in data/"
+    for path in metas:
+        walk(json.loads(path.read_text()), path.parent.name)
+    assert not found, "machine paths in reference data:\n  " + "\n  ".join(found[:10])

@@ -2,6 +2,7 @@
 run as reference data (data/real-NAME-LOAD/) and print one line per run.
 
     PYTHONPATH=src python tools/make_real_reference.py [--out data] [--workers 4] [NAME ...]
+    PYTHONPATH=src python tools/make_real_reference.py --scrub     # only cut machine paths
 
 A server that is missing is one line and is skipped (its old reference run stays).  Each run's
 meta.json holds the server's version and configuration, the inspection, the coverage and the
@@ -12,7 +13,9 @@ only when they succeeded.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -36,7 +39,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("names", nargs="*", default=list(real.SERVERS))
     parser.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "data"))
     parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--scrub", action="store_true",
+                        help="only rewrite the saved runs' meta.json without machine paths")
     args = parser.parse_args(argv)
+    if args.scrub:
+        for path in scrub(Path(args.out)):
+            print(f"rewrote {path}")
+        return 0
     staging = Path(tempfile.mkdtemp(prefix="acceptlab-real-reference-"))
     try:
         for name in args.names:
@@ -59,11 +68,46 @@ def main(argv: list[str] | None = None) -> int:
                         f"server = real_server({name!r}, workers={args.workers}); "
                         f"server.set_slow({slow_ms:g}); observe(server.pid, "
                         + ", ".join(f"{k}={v!r}" for k, v in options.items()) + ")")
+                    run.meta = without_machine_paths(run.meta)
                     _replace(run, real.reference_run_path(name, load, data=args.out), staging)
                     print(_line(run, name, load))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return 0
+
+
+def without_machine_paths(meta):
+    """``meta`` with every absolute path in a command line cut to what a reader needs: the
+    program's name (``/usr/sbin/nginx`` -> ``nginx``, a virtual environment's python ->
+    ``python``), and the kit's own files and temporary folders from their ``acceptlab`` name
+    on.  Where this machine keeps its files is no part of the reference data."""
+    if isinstance(meta, dict):
+        return {key: (_short_command(value) if key in ("cmd", "command") and isinstance(value, str)
+                      else without_machine_paths(value)) for key, value in meta.items()}
+    if isinstance(meta, list):
+        return [without_machine_paths(value) for value in meta]
+    return meta
+
+
+def _short_command(command: str) -> str:
+    def short(part: str) -> str:
+        if not part.startswith("/"):
+            return part
+        kit = re.search(r"/(acceptlab[-/].*)$", part)
+        return kit.group(1) if kit else part.rsplit("/", 1)[-1]
+    return " ".join(short(part) for part in command.split(" "))
+
+
+def scrub(data: Path) -> list[Path]:
+    """Rewrite the real servers' reference runs under ``data`` without machine paths."""
+    changed = []
+    for path in sorted(data.glob("real-*/meta.json")):
+        meta = json.loads(path.read_text())
+        clean = without_machine_paths(meta)
+        if clean != meta:
+            path.write_text(json.dumps(clean, indent=2) + "\n")
+            changed.append(path)
+    return changed
 
 
 def _replace(run, target: Path, staging: Path) -> None:
