@@ -731,3 +731,30 @@ def test_the_models_bands_hold_live_runs_of_this_machine():
             if len(held[-1]) == len(metrics):
                 break
         assert max(map(len, held)) == len(metrics), (strategy, bands, held)
+
+
+def test_a_herd_table_counts_the_losses_of_the_waits_that_ended_only():
+    """Three workers, four connections; each loser switches once per connection it lost.
+    The last waits are still going on (no switch count yet): they must not count as losses
+    that cost nothing (which read p_switch as 5/8 here)."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from acceptlab.model.readings import read_herd
+
+    na = pd.NA
+    rows = [  # worker, t_wait, t_wake, outcome, nvcsw (own wakeup + one per connection lost)
+        (0, 0, 10_000, "accepted", 1), (0, 12_000, 40_000, "accepted", 3), (0, 42_000, na, "waiting", na),
+        (1, 0, 20_000, "accepted", 2), (1, 22_000, na, "waiting", na),
+        (2, 0, 30_000, "accepted", 3), (2, 32_000, na, "waiting", na),
+    ]
+    events = pd.DataFrame(rows, columns=["worker", "t_wait_ns", "t_wake_ns", "outcome", "nvcsw"])
+    events["t_wake_ns"] = events["t_wake_ns"].astype("Int64")
+    events["nvcsw"] = events["nvcsw"].astype("Int64")
+    events["t_accept_ns"] = events["t_wake_ns"] + 1_000
+    events["t_done_ns"] = events["t_wake_ns"] + 1_500
+    events["peer_port"] = pd.array([40_000 + i for i in range(len(events))], dtype="Int64")
+    table = read_herd(SimpleNamespace(events=events), family="poll", regime="idle")
+    assert table.p_switch == 1.0
+    assert table.p_eagain == 0.0

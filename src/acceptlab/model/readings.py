@@ -193,7 +193,8 @@ def read_herds(run: Any, *, family: str, regime: str, parts: int = 2) -> list[He
     for low, high in zip(edges[:-1], edges[1:]):
         mine = (when >= low) & (when < high)
         rows = (row_when >= low) & (row_when < high)
-        tables.append(_herd(family, regime, events[rows], won[mine], ranks[mine]))
+        tables.append(_herd(family, regime, events[rows], won[mine], ranks[mine],
+                            np.sort(us(won["t_wake_ns"]))))
     return tables
 
 
@@ -203,24 +204,47 @@ def read_herd(run: Any, *, family: str, regime: str) -> HerdTable:
 
 
 def _herd(family: str, regime: str, events: pd.DataFrame, won: pd.DataFrame,
-          ranks: pd.DataFrame) -> HerdTable:
+          ranks: pd.DataFrame, handed_out: np.ndarray) -> HerdTable:
     slept = pd.to_numeric(won["nvcsw"]).fillna(0).to_numpy() >= 1
     waiting = ranks["n_waiting"].to_numpy()
     raced = slept & (waiting >= 2)
     eagain = float((events["outcome"] == "eagain").sum())
-    switches = pd.to_numeric(events["nvcsw"]).dropna()
-    switches = float(switches[switches >= 0].sum())
-    loser_wakeups = float((waiting[slept] - 1).sum())  # every other waiter was woken too
     if family == "shared":  # EAGAIN per connection handed on to another waiter
         p_eagain = eagain / max(1, int(raced.sum()))
         p_switch = 1.0
-    else:  # the share of the woken losers that came back to Python with EAGAIN
-        losers = switches - float(slept.sum())
+    else:
+        losers, chances = _loser_switches(events, handed_out)
+        # the share of the woken losers that came back to Python with EAGAIN
         p_eagain = eagain / losers if losers > 0 else 0.0
-        p_switch = losers / loser_wakeups if loser_wakeups > 0 else 1.0
+        p_switch = losers / chances if chances > 0 else 1.0
     return HerdTable(family=family, regime=regime, ranks=_kept(ranks["norm_rank"][raced]),
                      p_eagain=round(min(1.0, p_eagain), 4), p_switch=round(min(1.0, p_switch), 4),
                      woken=round(float(waiting[slept].mean()) if slept.any() else 1.0, 3))
+
+
+def _loser_switches(events: pd.DataFrame, handed_out: np.ndarray) -> tuple[float, float]:
+    """A herd's losers: the switches they made, and the wakeups they were given the chance of.
+
+    Counted over the waits that ended (a wait still going on when the log was
+    read has no switch count yet, though its worker may have lost several races
+    in it).  A wait that ended was a loser's once for every connection another
+    worker was handed while it waited (``handed_out``: every accepted
+    connection's wake time, sorted); its switches beyond its own wakeup, if it
+    won, are those losses' switches.  (Counting the waiters at each hand-out
+    instead, as until 2026-12-07, also counted the last waits, whose switches
+    are not in the log, and made ``p_switch`` look lower than it is: 0.88-0.96
+    where a live run shows every loser switching.)
+    """
+    nvcsw = pd.to_numeric(events["nvcsw"])
+    ended = nvcsw.notna().to_numpy() & (nvcsw.fillna(-1).to_numpy() >= 0) \
+        & (events["outcome"] != "waiting").to_numpy()
+    rows = events[ended]
+    start, end = us(rows["t_wait_ns"]), us(rows["t_wake_ns"])
+    chances = (np.searchsorted(handed_out, end, side="left")
+               - np.searchsorted(handed_out, start, side="left"))
+    switches = nvcsw[ended].to_numpy(dtype=float)
+    own = ((rows["outcome"] == "accepted").to_numpy() & (switches >= 1)).astype(float)
+    return float((switches - own).sum()), float(chances.sum())
 
 
 def _reconnects(client: pd.DataFrame) -> np.ndarray:
