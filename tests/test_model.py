@@ -201,6 +201,20 @@ def test_timeout_is_the_poll_herd_whose_losers_never_return_to_python():
     assert poll["eagain_per_accept"] == 3.0  # the same calibration: poll's losers do return
 
 
+def test_exact_is_the_poll_herd_whose_losers_may_sleep_on_the_lock_as_well():
+    """Its own table: every loser comes back with EAGAIN (p_eagain 1) and sleeps on the lock
+    (p_switch 2: two switches per race lost); a calibration without it falls back to poll's."""
+    locked = steady(p_eagain=1.0)
+    locked = dataclasses.replace(locked, herds={
+        **locked.herds, "exact-busy": (HerdTable("exact", "busy", (0.0,), 1.0, 2.0),),
+        "exact-idle": (HerdTable("exact", "idle", (0.0,), 1.0, 2.0),)})
+    _, _, m = run("exact", calibration=locked, gap=0.001, connections=200)
+    assert m["eagain_per_accept"] == 3.0 and m["returns_per_accept"] == 4.0
+    assert m["wakeups_per_accept"] == 1.0 + 3 * 2.0
+    _, _, poll = run("exact", calibration=steady(p_eagain=1.0), gap=0.001, connections=200)
+    assert poll["wakeups_per_accept"] == 4.0 and poll["eagain_per_accept"] == 3.0
+
+
 @pytest.mark.parametrize("strategy", ["poll", "epoll"])
 def test_a_herd_won_by_the_longest_waiter_takes_turns_and_by_the_latest_does_not(strategy):
     _, _, m_longest = run(strategy, gap=0.001)

@@ -409,7 +409,7 @@ _RECORDS = (
         prediction=Herd(), wakeups=_HERD,
         lesson="even open counts per process, paid for with a herd and a lock",
         requires=_POLL, options=_options(decline_pause=0.0005),
-        model_rule="poll-herd"),
+        model_rule="locked-herd"),
     StrategyRecord(
         "handoff", "Handoff", "fix",
         waits="one acceptor deals each connection to the next worker (Unix socket)",

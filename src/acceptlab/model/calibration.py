@@ -76,8 +76,9 @@ class CalibrationRun:
     """One live run of the calibration: what to run, and what to read from it.
 
     ``reads`` is ``'pool'`` (a sequential run: :func:`~acceptlab.model.readings.read_pools`,
-    kept under ``name``), ``'loaded'``, ``'cores'``, ``'open'`` or ``'cpu'`` (its CPU time only); ``herd`` names
-    the herd family to read as well (``'poll'``, ``'epoll'``, ``'shared'``).
+    kept under ``name``), ``'herd'`` (a sequential run read for its herd table only),
+    ``'loaded'``, ``'cores'``, ``'open'`` or ``'cpu'`` (its CPU time only); ``herd`` names
+    the herd family to read as well (``'poll'``, ``'epoll'``, ``'shared'``, ``'exact'``).
     """
 
     name: str
@@ -104,6 +105,9 @@ _THREAD_CORES = CalibrationRun("thread_cores", "cores",
                                     concurrency=2 * WORKERS, connections=24))
 _OPEN = CalibrationRun("accept-process-open", "open",
                        dict(strategy="blocking", rate=OPEN_RATE, connections=80))
+_EXACT = CalibrationRun("exact-process-busy", "herd",
+                        dict(strategy="exact", kind="process", gap=0.0, workers=HERD_WORKERS),
+                        herd="exact")
 
 _ROUND: tuple[CalibrationRun, ...] = (
     _sequential("accept", "blocking", "busy"),
@@ -123,6 +127,7 @@ _ROUND: tuple[CalibrationRun, ...] = (
     _sequential("dealer", "handoff", "idle"),
     _sequential("shared", "shared-epoll", "busy", kind="thread", herd="shared"),
     _OPEN,
+    _EXACT,
 )
 
 _SMALL = CalibrationRun("cpu", "cpu", dict(strategy="blocking", gap=0.0, connections=20))
@@ -194,6 +199,10 @@ class _Readings:
             self.pools.setdefault(spec.name, []).extend(pools)
             if spec.herd:
                 self.herds.setdefault(f"{spec.herd}-{regime}", []).extend(herds)
+        elif spec.reads == "herd":  # a race of its own only (its times are poll's)
+            regime = spec.name.split("-")[-1]
+            herds = readings.read_herds(run, family=spec.herd, regime=regime, parts=2)
+            self.herds.setdefault(f"{spec.herd}-{regime}", []).extend(herds)
         elif spec.reads == "loaded":
             pool = readings.read_loaded(run)
             self.pools.setdefault(spec.name, []).append(pool)

@@ -498,7 +498,7 @@ class Simulation:
     def herd_table(self, family: str) -> "_Herd":
         tables = {regime: self._pick(self.calibration.herd_for(family, regime))
                   for regime in ("busy", "idle")}
-        if family == "shared":
+        if family in ("shared", "exact"):  # their own race: not pooled with the plain herds'
             return _Herd(tables, self)
         eagain = {regime: self._pick(self.calibration.herds_of(regime) or (tables[regime],)
                                      ).p_eagain for regime in ("busy", "idle")}

@@ -109,7 +109,9 @@ class HerdTable:
     EAGAIN returns per connection handed on.  ``p_switch``: the share of a
     herd's loser wakeups that cost the loser a switch of its own (on a busy
     machine a loser may not even have run before the next wake-up, which
-    then costs it nothing).  ``woken``: sleepers woken per connection.
+    then costs it nothing); for ``exact`` (a herd decided under a lock), the
+    switches per race lost, above 1 when losers slept on the lock too, and
+    ``p_eagain`` per race lost.  ``woken``: sleepers woken per connection.
     """
 
     family: str

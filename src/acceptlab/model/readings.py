@@ -172,8 +172,10 @@ def read_herds(run: Any, *, family: str, regime: str, parts: int = 2) -> list[He
 
     Args:
         run: the live run.
-        family: ``'poll'``, ``'epoll'`` (a herd: every idle waiter is woken)
-            or ``'shared'`` (one epoll shared by threads).  A winner's place
+        family: ``'poll'``, ``'epoll'`` (a herd: every idle waiter is woken),
+            ``'exact'`` (a poll herd decided under a lock: ``p_eagain`` and
+            ``p_switch`` per race lost, the latter above 1 when losers also
+            slept on the lock) or ``'shared'`` (one epoll shared by threads).  A winner's place
             is by when it began to wait: 0 = the longest waiter, 1 = the most
             recent (``norm_rank``).
         regime: ``'busy'`` or ``'idle'`` (see :class:`Pool`).
@@ -212,6 +214,13 @@ def _herd(family: str, regime: str, events: pd.DataFrame, won: pd.DataFrame,
     if family == "shared":  # EAGAIN per connection handed on to another waiter
         p_eagain = eagain / max(1, int(raced.sum()))
         p_switch = 1.0
+    elif family == "exact":  # per race lost: a return to Python, and the switches (the lock's too)
+        losers, chances = _loser_switches(events, handed_out)
+        p_eagain = eagain / chances if chances > 0 else 0.0
+        p_switch = losers / chances if chances > 0 else 1.0
+        return HerdTable(family=family, regime=regime, ranks=_kept(ranks["norm_rank"][raced]),
+                         p_eagain=round(min(1.0, p_eagain), 4), p_switch=round(min(2.0, p_switch), 4),
+                         woken=round(float(waiting[slept].mean()) if slept.any() else 1.0, 3))
     else:
         losers, chances = _loser_switches(events, handed_out)
         # the share of the woken losers that came back to Python with EAGAIN

@@ -168,7 +168,7 @@ class Herd(Rule):
         self.sim.herd_woke(len(losers) + 1, self.table.woken)
         back = self.sim.eagain_losers(losers, self.table.p_eagain)
         for loser in back:  # it ran: a switch, and (unless C retries) a return to Python
-            self.sim.count_wakeup(loser)
+            self.lost_race(loser)
             if self.returns_eagain:
                 self._remove(loser)
                 self.sim.eagain(loser)
@@ -179,7 +179,11 @@ class Herd(Rule):
             if rest > 0 else 1.0
         for loser in losers:
             if loser not in back and self.sim.coin(p_switch):
-                self.sim.count_wakeup(loser)
+                self.lost_race(loser)
+
+    def lost_race(self, loser: int) -> None:
+        """The switches a loser makes for one race it lost: one, the wakeup."""
+        self.sim.count_wakeup(loser)
 
     def _remove(self, worker: int) -> None:
         for index, (_, who) in enumerate(self.sleepers):
@@ -199,12 +203,12 @@ class Herd(Rule):
 
 
 class PollHerd(Herd):
-    """``poll``, ``busy-sleep``, ``exact`` (``timeout``: :class:`PollHerdInC`).
+    """``poll``, ``busy-sleep`` (``timeout``: :class:`PollHerdInC`; ``exact``: :class:`LockedHerd`).
 
-    With process workers of one thread each, ``busy-sleep`` and ``exact``
-    are this herd: a waiting process holds no open connection, so Puma's
-    pause and Envoy's least-busy test never fire (they are for processes of
-    several threads, ``kind='hybrid'``, which the model does not cover).
+    With process workers of one thread each, ``busy-sleep`` is this herd: a
+    waiting process holds no open connection, so Puma's pause never fires (it
+    is for processes of several threads, ``kind='hybrid'``, which the model
+    does not cover).
     """
 
     mechanism = "poll-herd"
@@ -221,6 +225,29 @@ class PollHerdInC(PollHerd):
 
     mechanism = "poll-herd-in-c"
     returns_eagain = False
+
+
+class LockedHerd(PollHerd):
+    """``exact``: the herd of ``poll``, whose race is decided under a lock.
+
+    Every woken worker takes a lock shared by the processes before it may
+    ``accept()``: the one that gets it first wins.  Two things differ from a
+    plain herd, and both are measured by a calibration run of ``exact`` itself
+    (family ``exact``): the winner's way from ``poll()`` to ``accept()`` is
+    longer (the lock, the shared counts), so more losers find the connection
+    still there and come back to Python with EAGAIN (``p_eagain``); and a loser
+    that reaches the lock while another holds it sleeps on it too, one more
+    switch (``p_switch`` above 1: the switches per lost race).  The declining
+    of a busy process never fires here, as with :class:`PollHerd`.
+    """
+
+    mechanism = "locked-herd"
+    family = "exact"
+
+    def lost_race(self, loser: int) -> None:
+        self.sim.count_wakeup(loser)
+        if self.sim.coin(min(1.0, max(0.0, self.table.p_switch - 1.0))):
+            self.sim.count_wakeup(loser)  # it slept on the lock as well
 
 
 class EpollHerd(Herd):
@@ -522,7 +549,7 @@ class LeastBusyDealer(Dealer):
 
 
 MECHANISMS: dict[str, type[Rule]] = {rule.mechanism: rule for rule in (
-    ExclusiveFifo, PollHerd, PollHerdInC, EpollHerd, FirstRegistered, ReRegistering, SharedLifo, Hashed,
+    ExclusiveFifo, PollHerd, PollHerdInC, LockedHerd, EpollHerd, FirstRegistered, ReRegistering, SharedLifo, Hashed,
     LockFifo, Dealer, LeastBusyDealer)}
 """Every rule of the model, by its mechanism's name."""
 
