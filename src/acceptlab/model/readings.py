@@ -211,23 +211,21 @@ def _herd(family: str, regime: str, events: pd.DataFrame, won: pd.DataFrame,
     waiting = ranks["n_waiting"].to_numpy()
     raced = slept & (waiting >= 2)
     eagain = float((events["outcome"] == "eagain").sum())
+    most_switches = 1.0  # a plain herd's loser switches at most once per race it loses
     if family == "shared":  # EAGAIN per connection handed on to another waiter
         p_eagain = eagain / max(1, int(raced.sum()))
         p_switch = 1.0
-    elif family == "exact":  # per race lost: a return to Python, and the switches (the lock's too)
-        losers, chances = _loser_switches(events, handed_out)
-        p_eagain = eagain / chances if chances > 0 else 0.0
-        p_switch = losers / chances if chances > 0 else 1.0
-        return HerdTable(family=family, regime=regime, ranks=_kept(ranks["norm_rank"][raced]),
-                         p_eagain=round(min(1.0, p_eagain), 4), p_switch=round(min(2.0, p_switch), 4),
-                         woken=round(float(waiting[slept].mean()) if slept.any() else 1.0, 3))
     else:
         losers, chances = _loser_switches(events, handed_out)
-        # the share of the woken losers that came back to Python with EAGAIN
-        p_eagain = eagain / losers if losers > 0 else 0.0
         p_switch = losers / chances if chances > 0 else 1.0
+        if family == "exact":  # per race lost: a return to Python; switches, the lock's too
+            p_eagain = eagain / chances if chances > 0 else 0.0
+            most_switches = 2.0
+        else:  # the share of the woken losers that came back to Python with EAGAIN
+            p_eagain = eagain / losers if losers > 0 else 0.0
     return HerdTable(family=family, regime=regime, ranks=_kept(ranks["norm_rank"][raced]),
-                     p_eagain=round(min(1.0, p_eagain), 4), p_switch=round(min(1.0, p_switch), 4),
+                     p_eagain=round(min(1.0, p_eagain), 4),
+                     p_switch=round(min(most_switches, p_switch), 4),
                      woken=round(float(waiting[slept].mean()) if slept.any() else 1.0, 3))
 
 
