@@ -720,7 +720,7 @@ def test_the_machines_speed_comes_from_any_calibration_run():
 @pytest.mark.serial
 def test_the_models_bands_hold_live_runs_of_this_machine():
     """A quick calibration, then live runs held against its bands: paced turns (an exact
-    prediction, with its honest tail) and EPOLLEXCLUSIVE's one wakeup per connection, never in turns.  Scheduling
+    prediction, with its honest tail) and EPOLLEXCLUSIVE never taking turns.  Scheduling
     decides a run, so each case gets three tries (the best of them counts)."""
     from acceptlab import run_experiment
     from acceptlab.linux.support import Unavailable, check_strategy
@@ -729,10 +729,15 @@ def test_the_models_bands_hold_live_runs_of_this_machine():
     cases = [("blocking", {"gap": 0.001}, ("rr_score", "busiest_share", "wakeups_per_accept"))]
     try:
         check_strategy("epoll-exclusive", "process")
-        # Not its busiest share: whether worker 0 is back before the next connection is a race
-        # a quick calibration's few dozen pairs cannot pin down (bands from 0.72-0.87 to exactly
-        # 1.0 were seen on one quiet machine); bench_model measures that share over rounds.
-        cases.append(("epoll-exclusive", {"gap": 0.0}, ("rr_score", "wakeups_per_accept")))
+        # Not its busiest share, nor its wakeups: whether worker 0 is back before the next
+        # connection is a race a quick calibration's few dozen pairs cannot pin down (busiest
+        # share bands from 0.72-0.87 to exactly 1.0 were seen on one quiet machine).  The same
+        # race moves the wakeups: worker 0 late takes a connection without sleeping, and the
+        # worker woken in its place finds nothing (live runs at 0.985-1.005 per connection,
+        # 2026-12-07, where a quick calibration that saw no late return predicts exactly 1.0;
+        # this check then failed 2 times in 8 on a quiet machine).  bench_model measures both
+        # over rounds.
+        cases.append(("epoll-exclusive", {"gap": 0.0}, ("rr_score",)))
     except Unavailable:
         pass
     for strategy, load, metrics in cases:
