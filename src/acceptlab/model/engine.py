@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from .cpu import Cores, Gil
-from .pools import Calibration, HerdTable
+from .pools import PLAIN_HERDS, Calibration, HerdTable
 from .rules import Rule, rule_for
 from .scenario import QUESTIONS, Scenario
 from .times import Times
@@ -498,7 +498,7 @@ class Simulation:
     def herd_table(self, family: str) -> "_Herd":
         tables = {regime: self._pick(self.calibration.herd_for(family, regime))
                   for regime in ("busy", "idle")}
-        if family in ("shared", "exact"):  # their own race: not pooled with the plain herds'
+        if family not in PLAIN_HERDS:  # a race of its own: its own EAGAIN share
             return _Herd(tables, self)
         eagain = {regime: self._pick(self.calibration.herds_of(regime) or (tables[regime],)
                                      ).p_eagain for regime in ("busy", "idle")}
@@ -560,9 +560,8 @@ class Simulation:
 class _Herd:
     """A herd's table for the arrival being handled: the busy or the idle run's.
 
-    Its EAGAIN share comes from any herd run of the regime, ``poll``'s or
-    ``epoll``'s: whether a loser runs while the connection is still queued is
-    the scheduler's timing, not the system call's.
+    A plain herd's EAGAIN share comes from any plain herd run of the regime
+    (:data:`~acceptlab.model.pools.PLAIN_HERDS`); the other families' from their own.
     """
 
     def __init__(self, tables: dict[str, HerdTable], sim: Simulation,

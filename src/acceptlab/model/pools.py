@@ -94,6 +94,13 @@ class Pool:
         return latency[self.stalled] - np.median(finite) if len(finite) else np.zeros(0)
 
 
+PLAIN_HERDS = ("poll", "epoll")
+"""The herd families whose EAGAIN share is one fact of the machine, pooled over their runs
+(whether a loser runs while the connection is still queued is the scheduler's timing, not the
+system call's).  ``shared`` (one epoll for threads) and ``exact`` (a herd decided under a
+lock) race otherwise and keep their own."""
+
+
 @dataclass(frozen=True)
 class HerdTable:
     """Who wins a race of woken waiters, from one live run.
@@ -293,8 +300,8 @@ class Calibration:
         return tuple(self.speeds.values()) or (1.0,)
 
     def herds_of(self, regime: str) -> tuple[HerdTable, ...]:
-        """Every herd table (``poll`` and ``epoll``) of ``regime``."""
-        return tuple(t for family in ("poll", "epoll")
+        """Every table of the plain herds (:data:`PLAIN_HERDS`) of ``regime``."""
+        return tuple(t for family in PLAIN_HERDS
                      for t in self.herds.get(f"{family}-{regime}", ()))
 
     def herd_for(self, family: str, regime: str) -> tuple[HerdTable, ...]:

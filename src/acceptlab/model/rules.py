@@ -236,9 +236,10 @@ class LockedHerd(PollHerd):
     (family ``exact``): the winner's way from ``poll()`` to ``accept()`` is
     longer (the lock, the shared counts), so more losers find the connection
     still there and come back to Python with EAGAIN (``p_eagain``); and a loser
-    that reaches the lock while another holds it sleeps on it too, one more
-    switch (``p_switch`` above 1: the switches per lost race).  The declining
-    of a busy process never fires here, as with :class:`PollHerd`.
+    that reaches the lock while another holds it sleeps on it too.  The table
+    counts those extra switches per race lost (``p_switch`` above 1), not who
+    made them, so each lost race gets one more switch as often as that.  The
+    declining of a busy process never fires here, as with :class:`PollHerd`.
     """
 
     mechanism = "locked-herd"
@@ -549,8 +550,8 @@ class LeastBusyDealer(Dealer):
 
 
 MECHANISMS: dict[str, type[Rule]] = {rule.mechanism: rule for rule in (
-    ExclusiveFifo, PollHerd, PollHerdInC, LockedHerd, EpollHerd, FirstRegistered, ReRegistering, SharedLifo, Hashed,
-    LockFifo, Dealer, LeastBusyDealer)}
+    ExclusiveFifo, PollHerd, PollHerdInC, LockedHerd, EpollHerd, FirstRegistered, ReRegistering,
+    SharedLifo, Hashed, LockFifo, Dealer, LeastBusyDealer)}
 """Every rule of the model, by its mechanism's name."""
 
 RULES: Mapping[str, str | None] = MappingProxyType(
