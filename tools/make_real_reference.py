@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -77,25 +76,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def without_machine_paths(meta):
-    """``meta`` with every absolute path in a command line cut to what a reader needs: the
-    program's name (``/usr/sbin/nginx`` -> ``nginx``, a virtual environment's python ->
-    ``python``), and the kit's own files and temporary folders from their ``acceptlab`` name
-    on.  Where this machine keeps its files is no part of the reference data."""
+    """``meta`` with every command line in it (the server's, and each process's of the
+    inspection) as :func:`acceptlab.real.servers.recorded_command` records one."""
     if isinstance(meta, dict):
-        return {key: (_short_command(value) if key in ("cmd", "command") and isinstance(value, str)
-                      else without_machine_paths(value)) for key, value in meta.items()}
+        return {key: (real.recorded_command(value) if key in ("cmd", "command")
+                      and isinstance(value, str) else without_machine_paths(value))
+                for key, value in meta.items()}
     if isinstance(meta, list):
         return [without_machine_paths(value) for value in meta]
     return meta
-
-
-def _short_command(command: str) -> str:
-    def short(part: str) -> str:
-        if not part.startswith("/"):
-            return part
-        kit = re.search(r"/(acceptlab[-/].*)$", part)
-        return kit.group(1) if kit else part.rsplit("/", 1)[-1]
-    return " ".join(short(part) for part in command.split(" "))
 
 
 def scrub(data: Path) -> list[Path]:

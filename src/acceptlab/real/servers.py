@@ -50,7 +50,7 @@ from ..basics import show_address
 from ..linux.support import Unavailable
 
 __all__ = ["SERVERS", "PYTHON_PACKAGES", "ServerSpec", "RealServer", "ServerMissing", "PortTaken",
-           "real_server", "missing_reason", "reference_run_path"]
+           "real_server", "missing_reason", "reference_run_path", "recorded_command"]
 
 
 class ServerMissing(Unavailable):
@@ -499,7 +499,7 @@ def _start(spec: ServerSpec, host: str, port: int, workers: int, slow_ms: float,
         shutil.rmtree(directory, ignore_errors=True)
         raise
     server = RealServer(spec.name, (host, port), workers, process, directory, version,
-                        {**config, "slow_ms": slow_ms, "command": _printable(command)},
+                        {**config, "slow_ms": slow_ms, "command": recorded_command(" ".join(command))},
                         None, log)
     try:
         server._guard = _start_guard(process.pid, directory)
@@ -514,7 +514,14 @@ def _start(spec: ServerSpec, host: str, port: int, workers: int, slow_ms: float,
     return server
 
 
-def _printable(command: list[str]) -> str:
-    """The command line as recorded: the kit's own paths shortened to their names."""
-    return " ".join(re.sub(r".*/(acceptlab-[^/]+|servers)/", r"\1/", part) if "/" in part
-                    else part for part in command)
+def recorded_command(command: str) -> str:
+    """A command line as a run's meta records it: where this machine keeps its files is no
+    part of it.  Each absolute path is cut to the program's name (``/usr/sbin/nginx`` ->
+    ``nginx``, a virtual environment's python -> ``python``), or, for the kit's own files
+    and temporary folders, to the path from their ``acceptlab`` name on."""
+    def short(part: str) -> str:
+        if not part.startswith("/"):
+            return part
+        kit = re.search(r"/(acceptlab[-/].*)$", part)
+        return kit.group(1) if kit else part.rsplit("/", 1)[-1]
+    return " ".join(short(part) for part in command.split(" "))
