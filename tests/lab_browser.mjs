@@ -136,7 +136,7 @@ async function runAllOnce(page, lesson, record) {
     const queued = prompts.filter(prompt => prompt.textContent.includes('[*]')).length;
     return ran === 0 && queued === 0 && Date.now() - clicked > nothingRanMs;
   }, [`${NOTEBOOK} .jp-Notebook-ExecutionIndicator`, `${NOTEBOOK} .jp-CodeCell .jp-InputArea-prompt`,
-      Date.now(), NOTHING_RAN_MS], { polling: 100, timeout: plan.lessonTimeoutMs });
+      started, NOTHING_RAN_MS], { polling: 100, timeout: plan.lessonTimeoutMs });
   record.runAllSeconds = (Date.now() - started) / 1000;
   record.dialogAfterRun = await openDialog(page);
   await page.keyboard.press('Control+S');
