@@ -223,6 +223,69 @@ def test_a_herd_won_by_the_longest_waiter_takes_turns_and_by_the_latest_does_not
     assert m_latest["mean_rank"] == 1.0 and m_latest["busiest_share"] == 1.0
 
 
+def test_a_herd_that_favours_one_worker_gives_it_every_race_it_is_woken_for():
+    """favoured 1: the run's favourite wins whenever it sleeps among the woken.  With a gap
+    every worker is back asleep before the next connection, so it wins all of them; the
+    ranks (the longest waiter, which alone takes turns) decide nothing any more."""
+    favouring = steady()
+    favouring = dataclasses.replace(favouring, herds={
+        name: tuple(dataclasses.replace(t, favoured=1.0) for t in tables)
+        for name, tables in favouring.herds.items()})
+    for strategy in ("poll", "epoll", "busy-sleep"):
+        events, _, m = run(strategy, calibration=favouring, gap=0.001, connections=100)
+        assert m["busiest_share"] == 1.0 and len(set(order(events))) == 1
+        _, _, fair = run(strategy, gap=0.001, connections=100)  # favoured 0: the ranks decide
+        assert fair["busiest_share"] == 0.25 and fair["rr_score"] == 1.0
+
+
+def _herd_run(winners: list[int], workers: int = 3):
+    """A live-looking herd run: every worker waits from the start; connection k, 100 µs
+    apart, is won by ``winners[k]`` (its wait ends and a new one begins at once)."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    rows, since = [], [0] * workers
+    for k, who in enumerate(winners):
+        t = (k + 1) * 100_000
+        rows.append((who, since[who], t, "accepted", 1))
+        since[who] = t + 2_000
+    rows += [(w, since[w], pd.NA, "waiting", pd.NA) for w in range(workers)]
+    events = pd.DataFrame(rows, columns=["worker", "t_wait_ns", "t_wake_ns", "outcome", "nvcsw"])
+    events["t_wake_ns"] = events["t_wake_ns"].astype("Int64")
+    events["nvcsw"] = events["nvcsw"].astype("Int64")
+    events["t_accept_ns"] = events["t_wake_ns"] + 1_000
+    events["t_done_ns"] = events["t_wake_ns"] + 1_500
+    events["peer_port"] = pd.array([40_000 + i for i in range(len(events))], dtype="Int64")
+    return SimpleNamespace(events=events, meta={})
+
+
+def test_a_herd_table_reads_how_strongly_a_run_favoured_one_worker():
+    """Judged on other races than the favourite was picked from: a worker that wins them all
+    is favoured 1; strict turns (each worker a third, as a fair draw among three would
+    give on average) are favoured 0, though their busiest worker has a third, not less."""
+    from acceptlab.model.readings import read_herds
+
+    always = read_herds(_herd_run([1] * 40), family="poll", regime="busy")
+    assert [t.favoured for t in always] == [1.0, 1.0]  # one value per run, in each part
+    turns = read_herds(_herd_run([0, 1, 2] * 14), family="poll", regime="busy")
+    assert [t.favoured for t in turns] == [0.0, 0.0]
+    few = read_herds(_herd_run([1] * 12), family="poll", regime="busy")
+    assert [t.favoured for t in few] == [0.0, 0.0]  # too few races to judge
+
+
+def test_a_thread_pool_adds_the_switches_its_calibration_counted_beyond_one():
+    """Threads wait for the GIL after accept() returns: the busy thread pool's stray
+    switches (0.5 a connection here) are added to a thread run, not to a process run."""
+    calib = steady()
+    calib = dataclasses.replace(calib, pools={
+        **calib.pools, "accept-thread-busy": (pool("thread", "busy", stray=0.5),)})
+    _, _, threads = run("blocking", calibration=calib, kind="thread", gap=0.001, connections=400)
+    _, _, processes = run("blocking", calibration=calib, gap=0.001, connections=400)
+    assert processes["wakeups_per_accept"] == 1.0
+    assert 1.4 <= threads["wakeups_per_accept"] <= 1.6  # 1.5, binomial over 400 (margin 4 sd)
+
+
 def test_a_rank_measured_among_three_keeps_its_mean_among_more():
     sim = Simulation(Scenario("poll", 2, 1), steady(), np.random.default_rng(1))
     places = [sim.place(0.5, 4) for _ in range(4000)]  # 0.5 among 4 sleepers: index 1 or 2

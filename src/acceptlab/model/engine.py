@@ -89,6 +89,7 @@ class Simulation:
         self.overshoot = self.times["idle"].sleep_overshoot(calibration.timer_slack_us)
         self.plain = Times.of(calibration, "accept", scenario.kind, "busy", rng)  # a plain wake
         self.regime = "busy"
+        self.favourite = int(rng.integers(self.workers))  # a herd's, if its table favours one
         # Rows of the events table (one per wait) and each worker's current row.
         self.r_worker: list[int] = []
         self.r_wait: list[float] = []
@@ -530,8 +531,10 @@ class Simulation:
         waiting = outcome == "waiting"
         nvcsw[waiting] = np.nan  # a wait that never ended never logged its switches (as live)
         accepted = np.flatnonzero(outcome == "accepted")
-        stray = self.times["idle"].stray
-        if stray > 0 and len(accepted):  # switches the rules do not explain, as the gap runs saw
+        # Switches the rules do not explain: the machine's, as the gap runs saw them, and a
+        # thread pool's waits for the GIL, as its back-to-back runs did (0 for processes).
+        stray = self.times["idle"].stray + self.times["busy"].stray
+        if stray > 0 and len(accepted):
             extra = self.rng.binomial(len(accepted), min(1.0, stray))
             np.add.at(nvcsw, self.rng.choice(accepted, extra), 1)
 
@@ -588,3 +591,7 @@ class _Herd:
     @property
     def woken(self) -> float:
         return self.tables[self._regime()].woken
+
+    @property
+    def favoured(self) -> float:
+        return self.tables[self._regime()].favoured

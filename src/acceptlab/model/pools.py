@@ -65,7 +65,9 @@ class Pool:
     p_late_lose: float = 0.0  # late, and a woken sleeper took it
     off_win: SAMPLES = ()  # late-win: the worker's t_wait - the next connection's t_connected
     off_lose: SAMPLES = ()  # late-lose: the same
-    stray: float = 0.0  # wakeups per accept beyond what the rule explains (idle accept runs)
+    # wakeups per accept beyond one, in runs of accept() where the rule explains one: the
+    # machine's own (idle runs) and, in thread pools, the waits for the GIL (busy thread runs)
+    stray: float = 0.0
     path: str = "accept"
     pairs: int = 0
 
@@ -119,6 +121,9 @@ class HerdTable:
     then costs it nothing); for ``exact`` (a herd decided under a lock), the
     switches per race lost, above 1 when losers slept on the lock too, and
     ``p_eagain`` per race lost.  ``woken``: sleepers woken per connection.
+    ``favoured``: how strongly the run favoured one worker of its own (0: a
+    fair draw by rank; 1: it won every race it was woken for; the same for
+    each part of one run; :func:`acceptlab.model.readings.read_herds`).
     """
 
     family: str
@@ -127,6 +132,7 @@ class HerdTable:
     p_eagain: float
     p_switch: float = 1.0
     woken: float = 1.0
+    favoured: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -142,7 +142,8 @@ def read_pools(run: Any, *, regime: str, path: str = "accept", parts: int = 2) -
     accepted = int((run.events["outcome"] == "accepted").sum())
     switches = pd.to_numeric(run.events["nvcsw"]).dropna()
     stray = (max(0.0, float(switches[switches >= 0].sum()) / accepted - 1)
-             if regime == "idle" and path == "accept" else 0.0)
+             if path == "accept" and (regime == "idle" or run.meta.get("kind") == "thread")
+             else 0.0)
     pools = []
     for part in np.array_split(np.arange(len(joined)), parts):
         pairs = part[:-1] if part[-1] == len(joined) - 1 else part  # the last has no next
@@ -192,11 +193,15 @@ def read_herds(run: Any, *, family: str, regime: str, parts: int = 2) -> list[He
     edges[-1] = np.inf
     row_when = us(events["t_wake_ns"])
     row_when = np.where(np.isnan(row_when), us(events["t_wait_ns"]), row_when)
+    slept = pd.to_numeric(won["nvcsw"]).fillna(0).to_numpy() >= 1
+    favoured = 0.0 if family == "shared" else _favoured(
+        events, ranks, slept & (ranks["n_waiting"].to_numpy() >= 2))
     tables = []
     for low, high in zip(edges[:-1], edges[1:]):
         mine = (when >= low) & (when < high)
         rows = (row_when >= low) & (row_when < high)
-        tables.append(_herd(family, regime, events[rows], won[mine], ranks[mine], handed_out))
+        tables.append(_herd(family, regime, events[rows], won[mine], ranks[mine], handed_out,
+                            favoured))
     return tables
 
 
@@ -206,7 +211,7 @@ def read_herd(run: Any, *, family: str, regime: str) -> HerdTable:
 
 
 def _herd(family: str, regime: str, events: pd.DataFrame, won: pd.DataFrame,
-          ranks: pd.DataFrame, handed_out: np.ndarray) -> HerdTable:
+          ranks: pd.DataFrame, handed_out: np.ndarray, favoured: float = 0.0) -> HerdTable:
     slept = pd.to_numeric(won["nvcsw"]).fillna(0).to_numpy() >= 1
     waiting = ranks["n_waiting"].to_numpy()
     raced = slept & (waiting >= 2)
@@ -226,7 +231,54 @@ def _herd(family: str, regime: str, events: pd.DataFrame, won: pd.DataFrame,
     return HerdTable(family=family, regime=regime, ranks=_kept(ranks["norm_rank"][raced]),
                      p_eagain=round(min(1.0, p_eagain), 4),
                      p_switch=round(min(most_switches, p_switch), 4),
-                     woken=round(float(waiting[slept].mean()) if slept.any() else 1.0, 3))
+                     woken=round(float(waiting[slept].mean()) if slept.any() else 1.0, 3),
+                     favoured=favoured)
+
+
+def _favoured(events: pd.DataFrame, ranks: pd.DataFrame, raced: np.ndarray) -> float:
+    """How strongly a run's races favoured one worker: 0 not at all, 1 it won every race it
+    was woken for.
+
+    On a machine with few cores, one worker of a herd often wins far more than
+    its share for a whole run (the one whose CPU is free when the connection
+    arrives, run after run), and which one differs from run to run.  The
+    favourite is picked from every other race (the most frequent winner), and
+    judged on the races in between where it was among the woken: the share it
+    won there, beyond the share a fair draw gives it (one over the woken), as a
+    part of what was left: ``(won - fair) / (1 - fair)``; then the same with the
+    halves swapped, and the mean.  Picking and judging on different races keeps
+    the luck of a fair run (its busiest worker is always above its share) out.
+    """
+    races = np.flatnonzero(raced)
+    if len(races) < 2 * ENOUGH_RACES:
+        return 0.0
+    winner = ranks["worker"].to_numpy(dtype="int64")
+    when = us(ranks["t_wake_ns"])
+    woken = ranks["n_waiting"].to_numpy()
+    shares = []
+    for chosen, judged in ((races[0::2], races[1::2]), (races[1::2], races[0::2])):
+        favourite = int(np.bincount(winner[chosen]).argmax())
+        present = (winner[judged] == favourite) | _waiting_at(events, favourite, when[judged])
+        judged = judged[present]
+        if len(judged):
+            won = float(np.mean(winner[judged] == favourite))
+            fair = float(np.mean(1.0 / woken[judged]))
+            shares.append((won - fair) / (1.0 - fair))
+    return round(float(np.clip(np.mean(shares), 0.0, 1.0)), 4) if shares else 0.0
+
+
+ENOUGH_RACES = 10
+"""Races (a sleeper won among two or more) a run needs before its favourite is judged."""
+
+
+def _waiting_at(events: pd.DataFrame, worker: int, when: np.ndarray) -> np.ndarray:
+    """For each moment of ``when`` (µs): was ``worker`` in a wait (begun, not yet returned)?"""
+    rows = events[pd.to_numeric(events["worker"]) == worker].sort_values("t_wait_ns",
+                                                                         kind="stable")
+    begun, ended = us(rows["t_wait_ns"]), us(rows["t_wake_ns"])
+    ended = np.where(np.isnan(ended), np.inf, ended)  # a wait still going on
+    last = np.searchsorted(begun, when, side="right") - 1
+    return (last >= 0) & (when < ended[np.maximum(last, 0)])
 
 
 def _loser_switches(events: pd.DataFrame, handed_out: np.ndarray) -> tuple[float, float]:

@@ -147,6 +147,11 @@ class Herd(Rule):
     kernel, where only the wakeup count sees it (``p_switch`` of the time: a
     loser that has not run by the next wake-up is woken for both at once).
     Waking each extra sleeper costs the connecting side ``herd_wake_us``.
+
+    On a machine with few cores one worker is often the favourite for a whole
+    run (its CPU is the free one when a connection comes): the simulated run
+    picks one (``sim.favourite``), and when it is among the woken it wins as
+    often as the table's ``favoured`` says, before any rank is drawn.
     """
 
     mechanism = "herd"
@@ -161,7 +166,9 @@ class Herd(Rule):
     def arrived(self, queue: int) -> None:
         if not self.sleepers:
             return
-        place = self.sim.place(self.sim.draw_rank(self.table), len(self.sleepers))
+        place = self._favourite_place()
+        if place is None:
+            place = self.sim.place(self.sim.draw_rank(self.table), len(self.sleepers))
         winner = self.sleepers.pop(place)[1]
         losers = [worker for _, worker in self.sleepers]
         self.sim.wake(winner)
@@ -180,6 +187,16 @@ class Herd(Rule):
         for loser in losers:
             if loser not in back and self.sim.coin(p_switch):
                 self.lost_race(loser)
+
+    def _favourite_place(self) -> int | None:
+        """The favourite's place among the sleepers, when it is there and wins this race."""
+        favoured = self.table.favoured
+        if favoured <= 0 or not self.sim.coin(favoured):
+            return None
+        for index, (_, who) in enumerate(self.sleepers):
+            if who == self.sim.favourite:
+                return index
+        return None
 
     def lost_race(self, loser: int) -> None:
         """The switches a loser makes for one race it lost: one, the wakeup."""
