@@ -286,6 +286,33 @@ def test_a_thread_pool_adds_the_switches_its_calibration_counted_beyond_one():
     assert 1.4 <= threads["wakeups_per_accept"] <= 1.6  # 1.5, binomial over 400 (margin 4 sd)
 
 
+def test_a_wait_returns_as_long_after_its_take_as_the_calibrations_waits_that_never_slept():
+    """accept() makes the socket before it returns: the log's t_wake of a wait that found its
+    connection queued is that long after the wait began (live: 13-20 us); without it, such a
+    winner always looks like the most recent waiter."""
+    for enter, low, high in (((), 0.0, 0.5), ((15.0,), 14.5, 15.0)):
+        events, _, _ = run("blocking", calibration=steady(enter=enter, p_late_win=1.0),
+                           connections=60)
+        won = analysis.accepted(events)
+        unslept = won[won["nvcsw"] == 0]
+        waited = (unslept["t_wake_ns"] - unslept["t_wait_ns"]) / 1e3
+        assert len(unslept) > 30 and low <= waited.min() and waited.max() <= high
+        assert ((won["t_accept_ns"] - won["t_wake_ns"]) / 1e3 <= 0.5).all()
+
+
+def test_a_closed_loop_takes_its_connect_as_an_uncontended_connection_had_it():
+    """The loaded runs' connect holds the waits for the client's GIL of their own shape (and
+    the connection is queued long before connect() returns): the model adds its own waits to
+    the busy runs' connect instead, so the loaded pool's connect of 500 us is not used."""
+    calib = steady()
+    calib = dataclasses.replace(calib, pools={
+        **calib.pools,
+        "accept-process-loaded": (pool("process", "loaded", connect=(500.0,), lead=400.0),)})
+    _, client, _ = run("blocking", calibration=calib, concurrency=2, connections=40)
+    connect = (client["t_connected_ns"] - client["t_start_ns"]) / 1e3
+    assert (connect == 50.0).all()  # the busy pool's, and no GIL to wait for (gil_us 0)
+
+
 def test_a_rank_measured_among_three_keeps_its_mean_among_more():
     sim = Simulation(Scenario("poll", 2, 1), steady(), np.random.default_rng(1))
     places = [sim.place(0.5, 4) for _ in range(4000)]  # 0.5 among 4 sleepers: index 1 or 2

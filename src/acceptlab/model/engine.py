@@ -169,13 +169,11 @@ class Simulation:
         else:
             profile = self.times[regime].profile()
         times = self.times[regime]
-        connect = times.connect(profile)
-        self.c_talk[conn], self.c_woke[conn] = times.talk(profile), times.woke(profile)
-        if regime == "loaded":  # the talk and the wake as measured uncontended; waits added
-            other = self.times["busy"].profile()
-            self.c_talk[conn] = self.times["busy"].talk(other)
-            if not np.isfinite(self.c_woke[conn]):
-                self.c_woke[conn] = self.times["busy"].woke(other)
+        alone = self._alone(regime)
+        if alone is not times:
+            profile = alone.profile()
+        connect = alone.connect(profile)
+        self.c_talk[conn], self.c_woke[conn] = alone.talk(profile), alone.woke(profile)
         self.c_talk[conn] += times.stall()
         if self.client_gil:  # the client's part of connecting needs its GIL
             asked = self.clients[client].connect_wait if client >= 0 else None
@@ -184,7 +182,16 @@ class Simulation:
                 self.clients[client].connect_wait = None
         self.c_client[conn], self.c_start[conn], self.c_regime[conn] = client, self.now, regime
         self.c_connected[conn] = self.now + connect
-        self.later(max(self.now, self.now + connect - times.lead), self.arrive, conn)
+        self.later(max(self.now, self.now + connect - alone.lead), self.arrive, conn)
+
+    def _alone(self, regime: str) -> Times:
+        """Where a connection's connect, talk and wake-up come from: one live connection of
+        the regime, or for a closed loop one that had the machine to itself (the busy runs'),
+        to which the model adds the waits for the client's GIL and the cores itself (the
+        loaded runs' connect and talk hold the waits of their own shape, 3 clients on 3
+        workers, and a connection there is queued long before its client sees it connected:
+        taking them would count those waits twice)."""
+        return self.times["busy"] if regime == "loaded" else self.times[regime]
 
     def arrive(self, conn: int) -> None:
         """The connection is in an accept queue: the rule decides whom the kernel wakes."""
@@ -315,8 +322,11 @@ class Simulation:
             # accept() returned at once, but another thread wanted the GIL meanwhile: as often
             # as the calibration's thread pool under a GIL always wanted, it waited for it
             self.count_wakeup(worker)
-        self.r_wake[row] = self.now - 0.5  # its wait returned, and accept() took it at once
-        self.r_accept[row] = self.now
+        # Its wait returns once the wait call has done its own work (accept() makes the
+        # socket), as long after the take as the calibration's waits that never slept took.
+        enter = self.times[self.c_regime[conn]].enter()
+        self.r_wake[row] = max(self.r_wait[row], self.now + enter - 0.5)
+        self.r_accept[row] = self.now + enter
         self.r_outcome[row] = "accepted"
         self.r_conn[row] = conn
         self.state[worker] = BUSY
@@ -455,7 +465,7 @@ class Simulation:
         """A wake-up latency (µs from the waker's action to the woken running): as the
         connection's live model woke, or (``after_arrival`` False: a lock's unlock) a plain
         wake-up on a busy machine, as ``accept()``'s back to back."""
-        times = self.times[self.regime] if after_arrival else self.plain
+        times = self._alone(self.regime) if after_arrival else self.plain
         if after_arrival and self.arrival_conn >= 0:
             woke = self.c_woke[self.arrival_conn]
             self.arrival_conn = -1

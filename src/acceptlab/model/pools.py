@@ -68,6 +68,9 @@ class Pool:
     # wakeups per accept beyond one, in runs of accept() where the rule explains one: the
     # machine's own (idle runs) and, in thread pools, the waits for the GIL (busy thread runs)
     stray: float = 0.0
+    # a wait that found its connection queued (no switch): its t_wake - t_wait, the wait
+    # call's own cost (accept() makes the socket before it returns), which the log shows
+    enter: SAMPLES = ()
     path: str = "accept"
     pairs: int = 0
 

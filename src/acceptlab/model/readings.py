@@ -144,6 +144,7 @@ def read_pools(run: Any, *, regime: str, path: str = "accept", parts: int = 2) -
     stray = (max(0.0, float(switches[switches >= 0].sum()) / accepted - 1)
              if path == "accept" and (regime == "idle" or run.meta.get("kind") == "thread")
              else 0.0)
+    enter = _enter(run.events)
     pools = []
     for part in np.array_split(np.arange(len(joined)), parts):
         pairs = part[:-1] if part[-1] == len(joined) - 1 else part  # the last has no next
@@ -158,8 +159,17 @@ def read_pools(run: Any, *, regime: str, path: str = "accept", parts: int = 2) -
             p_late_lose=round(float(late_lose[pairs].mean()), 4),
             off_win=_kept(offset[pairs][late_win[pairs]]),
             off_lose=_kept(offset[pairs][late_lose[pairs]]),
-            stray=round(stray, 4), pairs=len(pairs)))
+            stray=round(stray, 4), enter=enter, pairs=len(pairs)))
     return pools
+
+
+def _enter(events: pd.DataFrame) -> SAMPLES:
+    """How long the waits that found a connection queued took (no switch: they never slept),
+    from the log's t_wait to its t_wake, µs: the wait call's own cost, a connection's
+    ``accept()`` included (the whole run's, in every part)."""
+    won = events[events["outcome"] == "accepted"]
+    unslept = pd.to_numeric(won["nvcsw"]).fillna(-1).to_numpy() == 0
+    return _kept((us(won["t_wake_ns"]) - us(won["t_wait_ns"]))[unslept])
 
 
 def read_pool(run: Any, *, regime: str, path: str = "accept") -> Pool:
@@ -367,6 +377,7 @@ def read_loaded(run: Any, *, path: str = "accept") -> Pool:
                 woke=_aligned(woke), lead=round(_lead(woke), 1),
                 lag_prompt=_kept(worker_done - client_done), lag_late=(),
                 ret=_kept(back - worker_done), pause=_kept(_reconnects(run.client)),
+                enter=_enter(run.events),
                 pairs=len(joined))
 
 

@@ -73,6 +73,7 @@ class Times:
         self.wake = _Draw(self.wokes, rng)
         self.lag_prompt = _Draw(pool.lag_prompt, rng, pool.lag_late or (0.0,))
         self.ret = _Draw(pool.ret, rng)
+        self.enter = _Draw(pool.enter, rng, (0.0,))
         self.pause = _Draw(pool.pause, rng)
         if stall is None:
             stall = (pool.p_late_win, pool.p_late_lose, pool.off_win, pool.off_lose,
