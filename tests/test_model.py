@@ -238,19 +238,13 @@ def test_a_herd_that_favours_one_worker_gives_it_every_race_it_is_woken_for():
         assert fair["busiest_share"] == 0.25 and fair["rr_score"] == 1.0
 
 
-def _herd_run(winners: list[int], workers: int = 3):
-    """A live-looking herd run: every worker waits from the start; connection k, 100 µs
-    apart, is won by ``winners[k]`` (its wait ends and a new one begins at once)."""
+def _log(rows: list[tuple]):
+    """A live-looking run from its waits: (worker, t_wait, t_wake, outcome, nvcsw) each, in ns;
+    accept() 1 µs after the wake, the conversation over 0.5 µs later."""
     from types import SimpleNamespace
 
     import pandas as pd
 
-    rows, since = [], [0] * workers
-    for k, who in enumerate(winners):
-        t = (k + 1) * 100_000
-        rows.append((who, since[who], t, "accepted", 1))
-        since[who] = t + 2_000
-    rows += [(w, since[w], pd.NA, "waiting", pd.NA) for w in range(workers)]
     events = pd.DataFrame(rows, columns=["worker", "t_wait_ns", "t_wake_ns", "outcome", "nvcsw"])
     events["t_wake_ns"] = events["t_wake_ns"].astype("Int64")
     events["nvcsw"] = events["nvcsw"].astype("Int64")
@@ -258,6 +252,19 @@ def _herd_run(winners: list[int], workers: int = 3):
     events["t_done_ns"] = events["t_wake_ns"] + 1_500
     events["peer_port"] = pd.array([40_000 + i for i in range(len(events))], dtype="Int64")
     return SimpleNamespace(events=events, meta={})
+
+
+def _herd_run(winners: list[int], workers: int = 3):
+    """A herd run: every worker waits from the start; connection k, 100 µs apart, is won by
+    ``winners[k]`` (its wait ends and a new one begins at once)."""
+    import pandas as pd
+
+    rows, since = [], [0] * workers
+    for k, who in enumerate(winners):
+        t = (k + 1) * 100_000
+        rows.append((who, since[who], t, "accepted", 1))
+        since[who] = t + 2_000
+    return _log(rows + [(w, since[w], pd.NA, "waiting", pd.NA) for w in range(workers)])
 
 
 def test_a_herd_table_reads_how_strongly_a_run_favoured_one_worker():
@@ -846,8 +853,6 @@ def test_a_herd_table_counts_the_losses_of_the_waits_that_ended_only():
     """Three workers, four connections; each loser switches once per connection it lost.
     The last waits are still going on (no switch count yet): they must not count as losses
     that cost nothing (which read p_switch as 5/8 here)."""
-    from types import SimpleNamespace
-
     import pandas as pd
 
     from acceptlab.model.readings import read_herd
@@ -858,12 +863,6 @@ def test_a_herd_table_counts_the_losses_of_the_waits_that_ended_only():
         (1, 0, 20_000, "accepted", 2), (1, 22_000, na, "waiting", na),
         (2, 0, 30_000, "accepted", 3), (2, 32_000, na, "waiting", na),
     ]
-    events = pd.DataFrame(rows, columns=["worker", "t_wait_ns", "t_wake_ns", "outcome", "nvcsw"])
-    events["t_wake_ns"] = events["t_wake_ns"].astype("Int64")
-    events["nvcsw"] = events["nvcsw"].astype("Int64")
-    events["t_accept_ns"] = events["t_wake_ns"] + 1_000
-    events["t_done_ns"] = events["t_wake_ns"] + 1_500
-    events["peer_port"] = pd.array([40_000 + i for i in range(len(events))], dtype="Int64")
-    table = read_herd(SimpleNamespace(events=events), family="poll", regime="idle")
+    table = read_herd(_log(rows), family="poll", regime="idle")
     assert table.p_switch == 1.0
     assert table.p_eagain == 0.0
