@@ -170,8 +170,7 @@ class Simulation:
             profile = self.times[regime].profile()
         times = self.times[regime]
         alone = self._alone(regime)
-        if alone is not times:
-            profile = alone.profile()
+        profile = profile if alone is times else alone.profile()
         connect = alone.connect(profile)
         self.c_talk[conn], self.c_woke[conn] = alone.talk(profile), alone.woke(profile)
         self.c_talk[conn] += times.stall()
@@ -185,12 +184,8 @@ class Simulation:
         self.later(max(self.now, self.now + connect - alone.lead), self.arrive, conn)
 
     def _alone(self, regime: str) -> Times:
-        """Where a connection's connect, talk and wake-up come from: one live connection of
-        the regime, or for a closed loop one that had the machine to itself (the busy runs'),
-        to which the model adds the waits for the client's GIL and the cores itself (the
-        loaded runs' connect and talk hold the waits of their own shape, 3 clients on 3
-        workers, and a connection there is queued long before its client sees it connected:
-        taking them would count those waits twice)."""
+        """Whose connect, talk and wake-up a connection takes: its regime's, but a closed loop's
+        the busy runs' (the model adds the GIL waits; the loaded runs' hold their shape's)."""
         return self.times["busy"] if regime == "loaded" else self.times[regime]
 
     def arrive(self, conn: int) -> None:
@@ -322,8 +317,7 @@ class Simulation:
             # accept() returned at once, but another thread wanted the GIL meanwhile: as often
             # as the calibration's thread pool under a GIL always wanted, it waited for it
             self.count_wakeup(worker)
-        # Its wait returns once the wait call has done its own work (accept() makes the
-        # socket), as long after the take as the calibration's waits that never slept took.
+        # The wait returns once the call has done its own work (accept() makes the socket)
         enter = self.times[self.c_regime[conn]].enter()
         self.r_wake[row] = max(self.r_wait[row], self.now + enter - 0.5)
         self.r_accept[row] = self.now + enter
@@ -541,8 +535,7 @@ class Simulation:
         waiting = outcome == "waiting"
         nvcsw[waiting] = np.nan  # a wait that never ended never logged its switches (as live)
         accepted = np.flatnonzero(outcome == "accepted")
-        # Switches the rules do not explain: the machine's, as the gap runs saw them, and a
-        # thread pool's waits for the GIL, as its back-to-back runs did (0 for processes).
+        # Switches no rule explains: the machine's (gap runs), a thread pool's GIL waits (busy)
         stray = self.times["idle"].stray + self.times["busy"].stray
         if stray > 0 and len(accepted):
             extra = self.rng.binomial(len(accepted), min(1.0, stray))
