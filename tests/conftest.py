@@ -28,9 +28,12 @@ each run and tests/test_book_browser.py builds the book from the same runs; both
 from __future__ import annotations
 
 import multiprocessing.process
+import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 # Imported now, before any test: on a fresh machine it builds matplotlib's font cache by
@@ -44,6 +47,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 
 import notebook_runner as runner  # noqa: E402
+
+# The suite calibrates the model and saves it (lesson 00 does, and so do the live checks):
+# into a cache of its own, inherited by every kernel and process it starts, so that
+# `make test` never replaces the calibration a learner made (acceptlab.model.cache_path).
+SUITE_CACHE = tempfile.mkdtemp(prefix="acceptlab-test-cache-")
+os.environ["ACCEPTLAB_CACHE"] = SUITE_CACHE
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(SUITE_CACHE, ignore_errors=True)
+
 
 SYSTEM_HINT = ("a test that is not marked `system` {what}: mark it "
                "`@pytest.mark.system` (or the module: `pytestmark = pytest.mark.system`), "

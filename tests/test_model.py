@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -683,8 +684,24 @@ def test_a_pool_missing_from_a_calibration_falls_back_to_the_nearest_measured_on
 # --------------------------------------------------------------------------- keeping a calibration
 
 
-def test_a_calibration_survives_a_round_trip_through_the_cache(monkeypatch, tmp_path):
+def as_a_learner(monkeypatch, tmp_path) -> None:
+    """A learner's cache in ``tmp_path`` (the suite keeps its own, ACCEPTLAB_CACHE: conftest)."""
+    monkeypatch.delenv("ACCEPTLAB_CACHE", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+
+
+def test_the_suite_keeps_its_calibrations_out_of_the_learners_cache(monkeypatch, tmp_path):
+    """`make test` calibrates (lesson 00, the live checks): never over the learner's own."""
+    import os
+
+    assert os.environ.get("ACCEPTLAB_CACHE")  # set by conftest for every test and kernel
+    assert not calibration.cache_path().is_relative_to(Path.home() / ".cache")
+    monkeypatch.setenv("ACCEPTLAB_CACHE", str(tmp_path / "suite"))
+    assert calibration.save(steady()) == tmp_path / "suite" / "calibration.json"
+
+
+def test_a_calibration_survives_a_round_trip_through_the_cache(monkeypatch, tmp_path):
+    as_a_learner(monkeypatch, tmp_path)
     assert calibration.load() is None
     assert calibration.current().source == "default"
     made = steady(p_late_win=0.125, woke=(20.0, math.nan, 35.5))
@@ -698,7 +715,7 @@ def test_a_calibration_survives_a_round_trip_through_the_cache(monkeypatch, tmp_
 
 
 def test_an_older_kits_calibration_is_passed_over_for_the_default(monkeypatch, tmp_path):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    as_a_learner(monkeypatch, tmp_path)
     path = calibration.save(steady())
     data = json.loads(path.read_text())
     data.pop("version")
@@ -729,7 +746,7 @@ def test_the_default_calibration_loads_and_predicts():
 def test_predict_prints_one_json_line_of_bands(capsys, monkeypatch, tmp_path):
     from acceptlab.cli import main
 
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    as_a_learner(monkeypatch, tmp_path)
     calibration.save(steady())
     assert main(["predict", "--strategy", "blocking", "--workers", "4", "--connections", "40",
                  "--gap", "0.001", "--runs", "3", "--json"]) == 0
@@ -748,7 +765,7 @@ def test_predict_says_not_modelled_instead_of_guessing(capsys):
 def test_calibrate_show_measures_nothing(capsys, monkeypatch, tmp_path):
     from acceptlab.cli import main
 
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    as_a_learner(monkeypatch, tmp_path)
     assert main(["calibrate", "--show", "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["source"] == "default" and shown["path"] is None
@@ -779,7 +796,7 @@ def test_a_quick_calibration_of_this_machine_measures_what_decides_the_race():
 
 
 def test_a_calibration_keeps_the_runs_of_the_last_ones_of_this_machine(monkeypatch, tmp_path):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    as_a_learner(monkeypatch, tmp_path)
     first = steady(gil_us=100.0)
     assert calibration.kept_with(first) is first  # nothing saved yet
     calibration.save(first)

@@ -364,10 +364,14 @@ def _fit_open(calibration: Calibration, pool: Pool, live_p50_us: float, options:
 
 
 def cache_path() -> Path:
-    """Where the calibration is kept: ``$XDG_CACHE_HOME/acceptlab/calibration.json``
-    (``~/.cache/acceptlab/calibration.json`` when XDG_CACHE_HOME is unset)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "acceptlab" / "calibration.json"
+    """Where the calibration is kept: ``$ACCEPTLAB_CACHE/calibration.json`` when that is set
+    (the test suite sets it, so that its calibrations never replace the learner's), else
+    ``$XDG_CACHE_HOME/acceptlab/calibration.json`` (``~/.cache/acceptlab/...`` without it)."""
+    folder = os.environ.get("ACCEPTLAB_CACHE")
+    if not folder:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        folder = os.path.join(base, "acceptlab")
+    return Path(folder) / "calibration.json"
 
 
 def save(calibration: Calibration, path: str | os.PathLike | None = None) -> Path:
