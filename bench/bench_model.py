@@ -113,12 +113,14 @@ def why(strategy: str, cell: str, metric: str) -> str:
         return ("the re-queue race (who of the threads takes the handed-on event, and how "
                 "often it comes back with EAGAIN) measured with 5 threads; 4 race differently")
     if strategy in ("poll", "epoll", "timeout", "busy-sleep", "exact"):
-        return ("who of a woken herd runs first is the scheduler's placement, drawn from the "
-                "calibration's 5-worker runs; with 4 workers on 2 cores the pattern differs "
-                "(one loser can be starved for a while), which a table of ranks does not carry")
+        return ("who of a woken herd runs first is the scheduler's placement: each race's rank "
+                "and how strongly one worker is favoured come from the calibration's 5-worker "
+                "runs, where a favourite came in some runs (up to 0.95) and not in others; a "
+                "band holds a live run only if the calibration saw one like it")
     if loaded:
-        return ("concurrent loads: whether a returning worker is back before a client "
-                "reconnects comes from the calibration's closed loop; the machine's state moves")
+        return ("concurrent loads: the model serves the client's turns on its GIL first come, "
+                "first served, which keeps the conversations in step (live turns blur more, "
+                "and their tail is longer); the closed loop was calibrated with 3 clients")
     return ("the returning worker's race (is it back before the next connection?) comes from "
             "the calibration's runs of its way to a connection; it drifts with the machine")
 
