@@ -121,7 +121,7 @@ def test_the_model_is_asked_about_the_run_s_own_pool_and_load():
     found = model_prediction(run, runs=3)
     assert found["runs"] == 3 and "blocking" in found["model"]
     low, high = found["busiest_share"]
-    assert 1 / 3 <= low <= high <= 1
+    assert round(1 / 3, 6) <= low <= high <= 1  # 4 of 12 at the least; bands keep 6 decimals
     hybrid = SimpleNamespace(pool_spec=PoolSpec(workers=2, kind="hybrid", threads=2),
                              load_spec=LoadSpec(connections=12))
     assert model_prediction(hybrid, runs=3) is None  # the model has no rule for hybrid workers
