@@ -59,11 +59,11 @@ from .queues import queue_owners
 from .reconcile import Reconciliation, join_client_events, reconcile
 from .shares import accepted, jain_fairness, per_worker, round_robin_score
 from .summary import SLOW_WORKER, single_value, summarize_runs, summary, unpack_run
-from .wakeups import cost_per_accept, wake_order_ranks
+from .wakeups import cost_per_accept, wake_order_ranks, waiting_at
 
 __all__ = [
     "accepted", "per_worker", "jain_fairness", "round_robin_score",
-    "wake_order_ranks", "cost_per_accept",
+    "wake_order_ranks", "waiting_at", "cost_per_accept",
     "latency_ms", "latency",
     "join_client_events", "reconcile", "Reconciliation",
     "expected_share", "Prediction", "TAKE_TURNS", "ONE_WORKER", "RECENT_WAITERS", "HERD",

@@ -8,7 +8,7 @@ import pandas as pd
 from .columns import ns
 from .shares import accepted, has_switch_counts
 
-__all__ = ["wake_order_ranks", "cost_per_accept"]
+__all__ = ["wake_order_ranks", "waiting_at", "cost_per_accept"]
 
 
 def wake_order_ranks(events: pd.DataFrame) -> pd.DataFrame:
@@ -56,13 +56,7 @@ def wake_order_ranks(events: pd.DataFrame) -> pd.DataFrame:
     waiting = np.zeros((len(wins), len(slots)), dtype=bool)
     since = np.zeros((len(wins), len(slots)), dtype="int64")
     for j, slot in enumerate(slots):
-        rows = events[events["worker"] == slot].sort_values("t_wait_ns", kind="stable")
-        t_wait, t_wake = ns(rows["t_wait_ns"]), ns(rows["t_wake_ns"])
-        last = np.searchsorted(t_wait, when, side="right") - 1  # last row with t_wait <= T
-        found = last >= 0
-        last = np.where(found, last, 0)
-        waiting[:, j] = found & (when < t_wake[last])
-        since[:, j] = t_wait[last]
+        waiting[:, j], since[:, j] = waiting_at(events, slot, when)
 
     # The winner was waiting in the row it won (T == its own t_wake, so the test above says no).
     me = np.arange(len(wins))
@@ -77,6 +71,22 @@ def wake_order_ranks(events: pd.DataFrame) -> pd.DataFrame:
         norm_rank = np.where(n_waiting > 1, rank / np.maximum(n_waiting - 1, 1), np.nan)
     return pd.DataFrame({"t_wake_ns": when, "worker": winner, "rank": rank,
                          "n_waiting": n_waiting, "norm_rank": norm_rank})
+
+
+def waiting_at(events: pd.DataFrame, worker: int, when: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each moment of ``when`` (ns): was ``worker`` in a wait (begun at or before it, not
+    yet returned; a wait still going on counts), and since when (its ``t_wait_ns``).
+
+    One worker waits for one thing at a time, so its rows sorted by ``t_wait_ns``
+    do not overlap: a binary search (``np.searchsorted``) finds, for every moment
+    at once, the last row that began at or before it, and checks it had not ended.
+    """
+    rows = events[events["worker"] == worker].sort_values("t_wait_ns", kind="stable")
+    t_wait, t_wake = ns(rows["t_wait_ns"]), ns(rows["t_wake_ns"])
+    last = np.searchsorted(t_wait, when, side="right") - 1  # last row with t_wait <= T
+    found = last >= 0
+    last = np.where(found, last, 0)
+    return found & (when < t_wake[last]), t_wait[last]
 
 
 def cost_per_accept(events: pd.DataFrame) -> dict[str, float]:

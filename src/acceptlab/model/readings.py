@@ -259,16 +259,19 @@ def _favoured(events: pd.DataFrame, ranks: pd.DataFrame, raced: np.ndarray) -> f
     halves swapped, and the mean.  Picking and judging on different races keeps
     the luck of a fair run (its busiest worker is always above its share) out.
     """
+    from .. import analysis
+
     races = np.flatnonzero(raced)
     if len(races) < 2 * ENOUGH_RACES:
         return 0.0
     winner = ranks["worker"].to_numpy(dtype="int64")
-    when = us(ranks["t_wake_ns"])
+    when = ranks["t_wake_ns"].to_numpy(dtype="int64")
     woken = ranks["n_waiting"].to_numpy()
     shares = []
     for chosen, judged in ((races[0::2], races[1::2]), (races[1::2], races[0::2])):
         favourite = int(np.bincount(winner[chosen]).argmax())
-        present = (winner[judged] == favourite) | _waiting_at(events, favourite, when[judged])
+        present = ((winner[judged] == favourite)
+                   | analysis.waiting_at(events, favourite, when[judged])[0])
         judged = judged[present]
         if len(judged):
             won = float(np.mean(winner[judged] == favourite))
@@ -279,16 +282,6 @@ def _favoured(events: pd.DataFrame, ranks: pd.DataFrame, raced: np.ndarray) -> f
 
 ENOUGH_RACES = 10
 """Races (a sleeper won among two or more) a run needs before its favourite is judged."""
-
-
-def _waiting_at(events: pd.DataFrame, worker: int, when: np.ndarray) -> np.ndarray:
-    """For each moment of ``when`` (µs): was ``worker`` in a wait (begun, not yet returned)?"""
-    rows = events[pd.to_numeric(events["worker"]) == worker].sort_values("t_wait_ns",
-                                                                         kind="stable")
-    begun, ended = us(rows["t_wait_ns"]), us(rows["t_wake_ns"])
-    ended = np.where(np.isnan(ended), np.inf, ended)  # a wait still going on
-    last = np.searchsorted(begun, when, side="right") - 1
-    return (last >= 0) & (when < ended[np.maximum(last, 0)])
 
 
 def _loser_switches(events: pd.DataFrame, handed_out: np.ndarray) -> tuple[float, float]:
