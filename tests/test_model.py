@@ -321,6 +321,26 @@ def test_a_closed_loop_takes_its_connect_as_an_uncontended_connection_had_it():
     assert (connect == 50.0).all()  # the busy pool's, and no GIL to wait for (gil_us 0)
 
 
+def test_a_closed_loops_conversations_are_as_uneven_as_the_calibrations_closed_loop_had_them():
+    """The loaded runs' talks of 50, 100 and 150 us are half, once and one and a half times
+    their median: a closed loop without work draws its conversations (100 us uncontended,
+    no GIL to wait for here) out by as much; a closed loop of sleeping workers, which the
+    calibration never ran, keeps them as they are."""
+    calib = steady()
+    calib = dataclasses.replace(calib, pools={
+        **calib.pools,
+        "accept-process-loaded": (pool("process", "loaded", talk=(50.0, 100.0, 150.0)),)})
+    events, client, _ = run("blocking", calibration=calib, concurrency=2, connections=300)
+    won = analysis.accepted(events).set_index("peer_port")["t_accept_ns"]
+    talk = (client.set_index("local_port")["t_done_ns"] - won) / 1e3
+    assert set(np.round(talk, 6)) == {50.0, 100.0, 150.0}
+    events, client, _ = run("blocking", calibration=calib, concurrency=2, connections=40,
+                            work="sleep:1")
+    won = analysis.accepted(events).set_index("peer_port")["t_accept_ns"]
+    talk = (client.set_index("local_port")["t_done_ns"] - won) / 1e3
+    assert set(np.round(talk - 3 * (1000 + 50 + 30), 6)) == {100.0}  # 3 sleeps, each overshooting
+
+
 def test_a_rank_measured_among_three_keeps_its_mean_among_more():
     sim = Simulation(Scenario("poll", 2, 1), steady(), np.random.default_rng(1))
     places = [sim.place(0.5, 4) for _ in range(4000)]  # 0.5 among 4 sleepers: index 1 or 2

@@ -41,10 +41,10 @@ import numpy as np
 import pandas as pd
 
 from .cpu import Cores, Gil
-from .pools import PLAIN_HERDS, Calibration, HerdTable
+from .pools import PLAIN_HERDS, Calibration
 from .rules import Rule, rule_for
 from .scenario import QUESTIONS, Scenario
-from .times import Times
+from .times import HerdDraw, Times
 
 __all__ = ["Scenario", "Simulation", "IDLE_AFTER_US", "QUESTIONS"]
 
@@ -110,6 +110,7 @@ class Simulation:
         self.c_done = [np.nan] * n
         self.c_regime = ["busy"] * n
         self.c_talk = [0.0] * n  # its talk, as the calibration measured it uncontended
+        self.c_stretch = [1.0] * n  # and how much a closed loop draws it out
         self.c_woke = [np.nan] * n  # the wake-up latency of the sleeper woken for it
         self.started = 0
         self.queues: list[list[int]] = [[] for _ in range(self.workers + 1)]
@@ -120,6 +121,7 @@ class Simulation:
         self.arriving = -1  # the connection being handed out now
         self.clients: list[_Client] = []
         self.work = [scenario.work_of(slot) for slot in range(self.workers)]
+        self.no_work = all(work.kind == "none" for work in self.work)
         self._share_the_cpu(calibration)
         self.rule: Rule = rule(self)
 
@@ -173,6 +175,8 @@ class Simulation:
         profile = profile if alone is times else alone.profile()
         connect = alone.connect(profile)
         self.c_talk[conn], self.c_woke[conn] = alone.talk(profile), alone.woke(profile)
+        if regime == "loaded" and self.no_work:  # as uneven as the calibration's closed loop's
+            self.c_stretch[conn] = times.stretch()
         self.c_talk[conn] += times.stall()
         if self.client_gil:  # the client's part of connecting needs its GIL
             asked = self.clients[client].connect_wait if client >= 0 else None
@@ -376,13 +380,15 @@ class Simulation:
         A question is a round trip: the worker answers (a thread worker needs
         the GIL for it), then the client reads the answer and asks the next
         (its GIL).  Under a concurrent load each waits its turn, so the talk
-        stretches with the load.
+        stretches with the load; a closed loop's, without work, as unevenly as the
+        calibration's closed loop's did (``c_stretch``: who of eight processes gets
+        one of two cores next is not first come, first served).
         """
         questions = self.scenario_questions()
         waits = self.gil.hold(self.now, self.gil_question) if self.client_gil else 0.0
         if self._worker_gil:
             waits += self.gil.hold(self.now, self.cpu_worker_talk / questions)
-        moment = self.now + self.c_talk[conn] / questions + waits
+        moment = self.now + (self.c_talk[conn] / questions + waits) * self.c_stretch[conn]
         if step + 1 < questions:
             self.later(moment, lambda: self._talk_contended(conn, step + 1))
         else:
@@ -500,21 +506,21 @@ class Simulation:
         lucky = self.rng.random(len(losers)) < p_eagain
         return [worker for worker, yes in zip(losers, lucky) if yes]
 
-    def herd_table(self, family: str) -> "_Herd":
+    def herd_table(self, family: str) -> "HerdDraw":
         tables = {regime: self._pick(self.calibration.herd_for(family, regime))
                   for regime in ("busy", "idle")}
         if family not in PLAIN_HERDS:  # a race of its own: its own EAGAIN share
-            return _Herd(tables, self)
+            return HerdDraw(tables, lambda: self.regime)
         eagain = {regime: self._pick(self.calibration.herds_of(regime) or (tables[regime],)
                                      ).p_eagain for regime in ("busy", "idle")}
-        return _Herd(tables, self, eagain)
+        return HerdDraw(tables, lambda: self.regime, eagain)
 
     def place(self, rank: float, n: int) -> int:
         """The index (0 to ``n - 1``) of a normalised rank, rounded at random so that its mean
         survives a change of pool size (a rank of 0.5 among 4 is index 1 or 2, evenly)."""
         return min(n - 1, int(rank * (n - 1) + self.rng.random()))
 
-    def draw_rank(self, table: "_Herd") -> float:
+    def draw_rank(self, table: "HerdDraw") -> float:
         ranks = table.ranks
         return float(ranks[self.rng.integers(len(ranks))]) if len(ranks) else self.rng.random()
 
@@ -561,40 +567,3 @@ class Simulation:
                                "t_done_ns": ns(self.c_done),
                                "ok": np.isfinite(np.asarray(self.c_done, dtype=float))})
         return events, client
-
-
-class _Herd:
-    """A herd's table for the arrival being handled: the busy or the idle run's.
-
-    A plain herd's EAGAIN share comes from any plain herd run of the regime
-    (:data:`~acceptlab.model.pools.PLAIN_HERDS`); the other families' from their own.
-    """
-
-    def __init__(self, tables: dict[str, HerdTable], sim: Simulation,
-                 eagain: dict[str, float] | None = None) -> None:
-        self.tables, self.sim = tables, sim
-        self.arrays = {regime: np.asarray(t.ranks, dtype=float) for regime, t in tables.items()}
-        self.eagain = eagain or {regime: t.p_eagain for regime, t in tables.items()}
-
-    def _regime(self) -> str:
-        return "idle" if self.sim.regime in ("idle", "open") else "busy"
-
-    @property
-    def ranks(self) -> np.ndarray:
-        return self.arrays[self._regime()]
-
-    @property
-    def p_eagain(self) -> float:
-        return self.eagain[self._regime()]
-
-    @property
-    def p_switch(self) -> float:
-        return self.tables[self._regime()].p_switch
-
-    @property
-    def woken(self) -> float:
-        return self.tables[self._regime()].woken
-
-    @property
-    def favoured(self) -> float:
-        return self.tables[self._regime()].favoured

@@ -22,6 +22,10 @@ regime instead, because one run rarely sees them:
 * the **race**'s probabilities (the returning worker late, then winning or losing): a
   calibration counts them in a few dozen pairs of connections per run, so each simulated
   run draws them from what that count can tell (:func:`_uncertain`);
+* a closed loop's **unevenness**: its conversations are drawn out (or in) as much as one
+  of the pool's talks was against their median (``stretch``): eight processes on two cores
+  take turns in an order the model does not simulate, and the calibration's closed loop
+  measured what it does to a conversation;
 * a sleep's **overshoot**: the kernel's timer slack (``prctl(2)``: a timer may
   fire that much late, so that wake-ups can be batched; 50 µs by default)
   plus the wake-up latency of a sleeper on an idle CPU.
@@ -33,9 +37,9 @@ from typing import Callable
 
 import numpy as np
 
-from .pools import Calibration, Pool
+from .pools import Calibration, HerdTable, Pool
 
-__all__ = ["Times"]
+__all__ = ["Times", "HerdDraw"]
 
 
 class _Draw:
@@ -71,6 +75,9 @@ class Times:
         self.talks = np.asarray(pool.talk, dtype=float)
         self.wokes = np.asarray(pool.woke, dtype=float)
         self.wake = _Draw(self.wokes, rng)
+        # A conversation's length over the pool's median: how uneven the load made them
+        median_talk = np.nanmedian(self.talks) if np.isfinite(self.talks).any() else 0.0
+        self.stretch = _Draw(self.talks / median_talk if median_talk > 0 else (1.0,), rng, (1.0,))
         self.lag_prompt = _Draw(pool.lag_prompt, rng, pool.lag_late or (0.0,))
         self.ret = _Draw(pool.ret, rng)
         self.enter = _Draw(pool.enter, rng, (0.0,))
@@ -156,3 +163,41 @@ def _uncertain(p_win: float, p_lose: float, pairs: int,
     wins, losses = p_win * pairs, p_lose * pairs
     draw = rng.dirichlet((wins + 0.5, losses + 0.5, max(0.0, pairs - wins - losses) + 0.5))
     return float(draw[0]), float(draw[1])
+
+
+class HerdDraw:
+    """A herd's table for the arrival being handled: the busy or the idle run's (``regime()``
+    says the arrival's regime: an idle or open loop's arrival finds idle CPUs).
+
+    A plain herd's EAGAIN share comes from any plain herd run of the regime
+    (:data:`~acceptlab.model.pools.PLAIN_HERDS`); the other families' from their own.
+    """
+
+    def __init__(self, tables: dict[str, HerdTable], regime: Callable[[], str],
+                 eagain: dict[str, float] | None = None) -> None:
+        self.tables, self.regime = tables, regime
+        self.arrays = {name: np.asarray(t.ranks, dtype=float) for name, t in tables.items()}
+        self.eagain = eagain or {name: t.p_eagain for name, t in tables.items()}
+
+    def _table(self) -> str:
+        return "idle" if self.regime() in ("idle", "open") else "busy"
+
+    @property
+    def ranks(self) -> np.ndarray:
+        return self.arrays[self._table()]
+
+    @property
+    def p_eagain(self) -> float:
+        return self.eagain[self._table()]
+
+    @property
+    def p_switch(self) -> float:
+        return self.tables[self._table()].p_switch
+
+    @property
+    def woken(self) -> float:
+        return self.tables[self._table()].woken
+
+    @property
+    def favoured(self) -> float:
+        return self.tables[self._table()].favoured
