@@ -118,10 +118,10 @@ def why(strategy: str, cell: str, metric: str) -> str:
                 "runs, where a favourite came in some runs (up to 0.95) and not in others; a "
                 "band holds a live run only if the calibration saw one like it")
     if loaded:
-        return ("concurrent loads: the model books the cores for spin work only, so a "
-                "worker's or a client's short bursts never wait for one, as 8 processes on 2 "
-                "cores do (live turns blur more and tail longer, with client threads or client "
-                "processes alike); the closed loop was calibrated with 3 clients")
+        return ("concurrent loads: which waiting worker runs first when 8 processes share 2 "
+                "cores is the scheduler's order, which the model does not simulate; it draws "
+                "each conversation out as unevenly as the calibration's closed loop (3 clients, "
+                "3 workers) did, and 4 on 4 contend more")
     return ("the returning worker's race (is it back before the next connection?) comes from "
             "the calibration's runs of its way to a connection; it drifts with the machine")
 

@@ -38,6 +38,14 @@ def _span(values) -> list[float] | None:
     return [round(min(values), 3), round(max(values), 3)] if values else None
 
 
+def _spread(pools) -> list[float] | None:
+    """A closed loop's conversations: their 10th and 90th percentiles over their median."""
+    talks = np.asarray([t for pool in pools for t in pool.talk if math.isfinite(t)], dtype=float)
+    if not len(talks) or np.median(talks) <= 0:
+        return None
+    return [round(float(x), 2) for x in np.percentile(talks, [10, 90]) / np.median(talks)]
+
+
 def calibration_summary(found) -> dict[str, Any]:
     """The numbers that decide the race on this machine, as one flat dict (medians over runs)."""
     busy = found.pools.get("accept-process-busy", ())
@@ -63,6 +71,7 @@ def calibration_summary(found) -> dict[str, Any]:
                                           ("epoll", "process"), ("lock", "process"),
                                           ("dealer", "process"), ("shared", "thread"))},
         "client_us_closed_loop": _span(found.gil_us),
+        "closed_loop_talk_spread": _spread(found.pools.get("accept-process-loaded", ())),
         "client_us_open_loop": _span(found.open_gil_us),
         "cores": _span(found.cores),
         "client_cpu_us": found.client_cpu_us, "worker_cpu_us": found.worker_cpu_us,
@@ -107,6 +116,11 @@ def calibration_lines(found) -> list[str]:
         lines.append(f"  a closed loop's client process needs {low:.0f}-{high:.0f} µs per "
                      f"connection (its threads take turns on one GIL): at most "
                      f"{1e6 / high:.0f}-{1e6 / low:.0f} connections/s however many clients")
+    if s["closed_loop_talk_spread"]:
+        fast, slow = s["closed_loop_talk_spread"]
+        lines.append(f"  and its conversations are uneven: a tenth took under {fast:.2f} times "
+                     f"the median, a tenth over {slow:.2f} times (its processes take turns on "
+                     f"the cores; the model draws each conversation out as much)")
     if s["client_us_open_loop"]:
         low, high = s["client_us_open_loop"]
         lines.append(f"  an open loop's client (a thread per connection) needs {low:.0f}-"
