@@ -33,6 +33,7 @@ long predicting 64 workers x 10,000 connections takes (the issue's promise: < 20
 
     python -m bench.run_all --only model            # (--quick: one round)
     python -m bench.bench_model --repeats 2          # the step alone
+    python -m bench.bench_model --replay bench/results   # a changed model, the kept live values
 
 Files: model.csv (every live value beside its band), model-done-when.csv, model-summary.md
 (the tables), model-calibration-ROUND.json.  The load average is printed and kept beside
@@ -48,6 +49,7 @@ import json
 import os
 import time
 from collections import defaultdict
+from pathlib import Path
 
 from . import RESULTS
 from .rows import Figure, banner, markdown_table, write_csv
@@ -332,10 +334,81 @@ def _misses(rows: list[dict]) -> list[dict]:
     return found
 
 
+def replay(folder: Path) -> dict:
+    """The current model's bands for the live values a validation kept in ``folder``.
+
+    Reads ``model.csv``, ``model-done-when.csv`` and each round's
+    ``model-calibration-ROUND.json``, predicts every cell again with that round's
+    calibration (the same seeds: an unchanged model gives back the kept bands) and
+    judges the same live values.  Two versions of the model are so compared on one set
+    of live runs, free of the run-to-run drift between two validations.  A change
+    chosen by looking at these live values is judged on them in sample: only a new
+    validation tests it.  No live run, nothing written.
+
+    Returns ``{"kept": rows, "now": rows, "done_kept": rows, "done_now": rows}``,
+    rows as ``model.csv``'s (``inside`` a bool, or "" where a metric has no value).
+    """
+    import csv
+
+    from acceptlab.model import inside, load
+
+    cells = {_label(strategy, kind, load_): (strategy, kind, load_)
+             for strategy, kind, load_ in GRID}
+    calibrations: dict[int, object] = {}
+    bands: dict[tuple[int, str], dict] = {}
+
+    def judged_again(name: str) -> tuple[list[dict], list[dict]]:
+        kept, now = [], []
+        with open(folder / name, newline="") as handle:
+            for row in csv.DictReader(handle):
+                round_number = int(row["round"])
+                if round_number not in calibrations:
+                    calibrations[round_number] = load(
+                        folder / f"model-calibration-{round_number + 1}.json")
+                strategy, kind, load_ = cells[row["cell"]]
+                key = (round_number, row["cell"])
+                if key not in bands:
+                    bands[key] = _predict(strategy, kind, load_, calibrations[round_number])
+                row["live"] = float(row["live"])
+                row["inside"] = "" if row["inside"] == "" else row["inside"] == "True"
+                kept.append(row)
+                verdict = inside(row["live"], bands[key][row["metric"]])
+                now.append(dict(row, inside="" if verdict is None else bool(verdict)))
+        return kept, now
+
+    kept, now = judged_again("model.csv")
+    done_kept, done_now = judged_again("model-done-when.csv")
+    return {"kept": kept, "now": now, "done_kept": done_kept, "done_now": done_now}
+
+
+def _replay_lines(result: dict) -> list[str]:
+    """The replay as a table: per strategy and overall, the kept share beside today's."""
+    table = []
+    for strategy in sorted({row["strategy"] for row in result["kept"]}):
+        table.append({"strategy": strategy, **{
+            label: f"{_share([r for r in result[key] if r['strategy'] == strategy]):.0%}"
+            for label, key in (("kept bands", "kept"), ("this model's", "now"))}})
+    table.append({"strategy": "all", **{
+        label: f"{_share(result[key]):.0%}" for label, key in (("kept bands", "kept"),
+                                                                ("this model's", "now"))}})
+    done = {key: [sum(bool(r["inside"]) for r in result[key] if r["repeat"] == repeat)
+                  for repeat in sorted({r["repeat"] for r in result[key]})]
+            for key in ("done_kept", "done_now")}
+    return [markdown_table(table), "",
+            f"Done when (of 15): kept {', '.join(map(str, done['done_kept']))}; "
+            f"this model's {', '.join(map(str, done['done_now']))}."]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3, help="rounds of the grid")
+    parser.add_argument("--replay", type=Path, metavar="FOLDER",
+                        help="no live runs: judge the live values a validation kept in FOLDER "
+                             "(e.g. bench/results) with this model's bands")
     args = parser.parse_args()
+    if args.replay is not None:
+        print("\n".join(_replay_lines(replay(args.replay))))
+        return 0
     RESULTS.mkdir(parents=True, exist_ok=True)
     figures = run(repeats=args.repeats)
     print(json.dumps([f.row() for f in figures], indent=1))

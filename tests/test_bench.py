@@ -331,3 +331,27 @@ def test_verdict_lines_lists_the_answers_a_lesson_printed_in_order():
     ])
     assert answers(notebook) == ["The answer: round-robin 0.97, inside",
                                  "The answer: busiest share 0.8, outside"]
+
+
+def test_a_replay_judges_the_kept_live_values_with_this_models_bands(tmp_path):
+    """The kept verdicts come back as kept; the new ones are this model's, from the kept
+    calibration (here the documented default): a value the kept band missed is inside
+    today's band, and one far outside is judged outside."""
+    from acceptlab.model import default, save
+    from bench import bench_model
+
+    save(default(), tmp_path / "model-calibration-1.json")
+    band = bench_model._predict("blocking", "process", {"gap": 0.001}, default())["rr_score"]
+    header = "round,cell,strategy,metric,live,low,high,inside,calibrated_shape,load1"
+    cell = "0,blocking/process/gap=0.001,blocking"
+    rows = [f"{cell},rr_score,{band[0]},{band[1]},{band[1]},False,True,0.5",
+            f"{cell},p50_ms,1000.0,0.0,2000.0,True,True,0.5"]
+    (tmp_path / "model.csv").write_text("\n".join([header, *rows]) + "\n")
+    (tmp_path / "model-done-when.csv").write_text(
+        "\n".join([header + ",repeat", *(row + ",0" for row in rows)]) + "\n")
+
+    result = bench_model.replay(tmp_path)
+    assert [row["inside"] for row in result["kept"]] == [False, True]
+    assert [row["inside"] for row in result["now"]] == [True, False]
+    lines = "\n".join(bench_model._replay_lines(result))
+    assert "| all | 50% | 50% |" in lines and "kept 1; this model's 1" in lines
