@@ -33,7 +33,7 @@ long predicting 64 workers x 10,000 connections takes (the issue's promise: < 20
 
     python -m bench.run_all --only model            # (--quick: one round)
     python -m bench.bench_model --repeats 2          # the step alone
-    python -m bench.bench_model --replay bench/results   # a changed model, the kept live values
+    python -m bench.bench_model --rejudge bench/results  # a changed model, the kept live values
 
 Files: model.csv (every live value beside its band), model-done-when.csv, model-summary.md
 (the tables), model-calibration-ROUND.json.  The load average is printed and kept beside
@@ -334,13 +334,14 @@ def _misses(rows: list[dict]) -> list[dict]:
     return found
 
 
-def replay(folder: Path) -> dict:
+def rejudge(folder: Path) -> dict:
     """The current model's bands for the live values a validation kept in ``folder``.
 
     Reads ``model.csv``, ``model-done-when.csv`` and each round's
     ``model-calibration-ROUND.json``, predicts every cell again with that round's
     calibration (the same seeds: an unchanged model gives back the kept bands) and
-    judges the same live values.  Two versions of the model are so compared on one set
+    judges the same live values (kept to 4 decimals: one at a band's very edge may
+    come out the other way).  Two versions of the model are so compared on one set
     of live runs, free of the run-to-run drift between two validations.  A change
     chosen by looking at these live values is judged on them in sample: only a new
     validation tests it.  No live run, nothing written.
@@ -381,8 +382,8 @@ def replay(folder: Path) -> dict:
     return {"kept": kept, "now": now, "done_kept": done_kept, "done_now": done_now}
 
 
-def _replay_lines(result: dict) -> list[str]:
-    """The replay as a table: per strategy and overall, the kept share beside today's."""
+def _rejudge_lines(result: dict) -> list[str]:
+    """The kept live values judged again, as a table: per strategy and overall, the kept share beside today's."""
     table = []
     for strategy in sorted({row["strategy"] for row in result["kept"]}):
         table.append({"strategy": strategy, **{
@@ -402,12 +403,12 @@ def _replay_lines(result: dict) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3, help="rounds of the grid")
-    parser.add_argument("--replay", type=Path, metavar="FOLDER",
+    parser.add_argument("--rejudge", type=Path, metavar="FOLDER",
                         help="no live runs: judge the live values a validation kept in FOLDER "
                              "(e.g. bench/results) with this model's bands")
     args = parser.parse_args()
-    if args.replay is not None:
-        print("\n".join(_replay_lines(replay(args.replay))))
+    if args.rejudge is not None:
+        print("\n".join(_rejudge_lines(rejudge(args.rejudge))))
         return 0
     RESULTS.mkdir(parents=True, exist_ok=True)
     figures = run(repeats=args.repeats)

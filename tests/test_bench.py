@@ -333,7 +333,7 @@ def test_verdict_lines_lists_the_answers_a_lesson_printed_in_order():
                                  "The answer: busiest share 0.8, outside"]
 
 
-def test_a_replay_judges_the_kept_live_values_with_this_models_bands(tmp_path):
+def test_rejudging_a_validation_judges_its_kept_live_values_with_this_models_bands(tmp_path):
     """The kept verdicts come back as kept; the new ones are this model's, from the kept
     calibration (here the documented default): a value the kept band missed is inside
     today's band, and one far outside is judged outside."""
@@ -350,8 +350,8 @@ def test_a_replay_judges_the_kept_live_values_with_this_models_bands(tmp_path):
     (tmp_path / "model-done-when.csv").write_text(
         "\n".join([header + ",repeat", *(row + ",0" for row in rows)]) + "\n")
 
-    result = bench_model.replay(tmp_path)
+    result = bench_model.rejudge(tmp_path)
     assert [row["inside"] for row in result["kept"]] == [False, True]
     assert [row["inside"] for row in result["now"]] == [True, False]
-    lines = "\n".join(bench_model._replay_lines(result))
+    lines = "\n".join(bench_model._rejudge_lines(result))
     assert "| all | 50% | 50% |" in lines and "kept 1; this model's 1" in lines
