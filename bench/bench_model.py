@@ -86,8 +86,10 @@ DONE_METRICS = ("rr_score", "busiest_share", "wakeups_per_accept")
 
 CALIBRATED_SHAPES = {("blocking", "process"), ("poll", "process"), ("epoll", "process"),
                      ("epoll-exclusive", "process"), ("locked", "process"),
-                     ("handoff", "process"), ("blocking", "thread"), ("shared-epoll", "thread")}
-"""Strategies the calibration runs itself with a sequential client (3 workers, not 4)."""
+                     ("handoff", "process"), ("blocking", "thread"), ("shared-epoll", "thread"),
+                     ("exact", "process"), ("busy-sleep", "process")}
+"""Strategies the calibration runs itself with a sequential client (3 workers, 5 for the
+herds of their own: not 4)."""
 
 
 def why(strategy: str, cell: str, metric: str) -> str:

@@ -216,6 +216,19 @@ def test_exact_is_the_poll_herd_whose_losers_may_sleep_on_the_lock_as_well():
     assert poll["wakeups_per_accept"] == 4.0 and poll["eagain_per_accept"] == 3.0
 
 
+def test_busy_sleep_is_the_poll_herd_raced_as_its_own_calibration_run_raced():
+    """Its own table (family busy-sleep): the latest waiter wins and every loser comes back
+    with EAGAIN, where poll's table has the longest waiter win and no loser return; a
+    calibration without it falls back to poll's."""
+    own = steady()
+    own = dataclasses.replace(own, herds={
+        **own.herds, "busy-sleep-busy": (HerdTable("busy-sleep", "busy", (1.0,), 1.0),)})
+    _, _, m = run("busy-sleep", calibration=own, gap=0.001, connections=200)
+    assert m["mean_rank"] == 1.0 and m["eagain_per_accept"] == 3.0
+    _, _, poll = run("busy-sleep", calibration=steady(), gap=0.001, connections=200)
+    assert poll["mean_rank"] == 0.0 and poll["eagain_per_accept"] == 0.0
+
+
 @pytest.mark.parametrize("strategy", ["poll", "epoll"])
 def test_a_herd_won_by_the_longest_waiter_takes_turns_and_by_the_latest_does_not(strategy):
     _, _, m_longest = run(strategy, gap=0.001)

@@ -398,7 +398,7 @@ _RECORDS = (
         prediction=Herd(), wakeups=_HERD,
         lesson="a busy process pauses before it accepts, so an idle one wins (kind='hybrid')",
         requires=_POLL, options=_options(pause=0.005),
-        model_rule="poll-herd"),
+        model_rule="counted-herd"),
     StrategyRecord(
         "exact", "Exact", "fix",
         waits="every waiter polls; only a process holding the fewest open connections accepts",

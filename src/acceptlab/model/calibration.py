@@ -109,6 +109,10 @@ _EXACT = CalibrationRun("exact-process-busy", "herd",
                         dict(strategy="exact", kind="process", gap=0.0, workers=HERD_WORKERS),
                         herd="exact")
 
+_BUSY_SLEEP = CalibrationRun("busy-sleep-process-busy", "herd",
+                             dict(strategy="busy-sleep", kind="process", gap=0.0,
+                                  workers=HERD_WORKERS), herd="busy-sleep")
+
 _ROUND: tuple[CalibrationRun, ...] = (
     _sequential("accept", "blocking", "busy"),
     _sequential("accept", "blocking", "idle"),
@@ -128,6 +132,7 @@ _ROUND: tuple[CalibrationRun, ...] = (
     _sequential("shared", "shared-epoll", "busy", kind="thread", herd="shared"),
     _OPEN,
     _EXACT,
+    _BUSY_SLEEP,
 )
 
 _SMALL = CalibrationRun("cpu", "cpu", dict(strategy="blocking", gap=0.0, connections=20))

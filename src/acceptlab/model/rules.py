@@ -14,13 +14,12 @@ Each rule answers four questions for the simulation (:mod:`acceptlab.model.engin
 * ``accepted(sim, worker)``: anything that follows an accept (a lock
   released, a level-triggered event handed on, a re-registration).
 
-The kernel sources each rule follows (net/ipv4/inet_connection_sock.c,
-fs/select.c, fs/eventpoll.c, fs/locks.c, net/core/sock_reuseport.c) are
-named in each class; what the kernel leaves to the scheduler (who of a woken
-herd runs first, how often a returning worker is late) comes from the
-calibration's runs of the rule's ``path``, or is a documented assumption.  Which rule simulates which
-strategy is written once, in each strategy's record (:mod:`acceptlab.registry`,
-``model_rule``); :data:`RULES` reads it from there.
+Each class names the kernel source it follows (net/ipv4/inet_connection_sock.c,
+fs/select.c, fs/eventpoll.c, fs/locks.c, net/core/sock_reuseport.c); what the
+kernel leaves to the scheduler (who of a woken herd runs first, how often a returning
+worker is late) comes from the calibration's runs of the rule's ``path``, or is a
+documented assumption.  Which rule simulates which strategy is written once, in each
+strategy's record (``model_rule``, :mod:`acceptlab.registry`); :data:`RULES` reads it.
 """
 
 from __future__ import annotations
@@ -35,9 +34,9 @@ from ..registry import STRATEGY_RECORDS
 if TYPE_CHECKING:
     from .engine import Simulation
 
-__all__ = ["Rule", "ExclusiveFifo", "Herd", "PollHerd", "EpollHerd", "FirstRegistered",
-           "ReRegistering", "SharedLifo", "Hashed", "LockFifo", "Dealer", "LeastBusyDealer",
-           "RULES", "MECHANISMS", "NotModelled", "rule_for", "NOT_MODELLED"]
+__all__ = ["Rule", "ExclusiveFifo", "Herd", "PollHerd", "CountedHerd", "EpollHerd",
+           "FirstRegistered", "ReRegistering", "SharedLifo", "Hashed", "LockFifo", "Dealer",
+           "LeastBusyDealer", "RULES", "MECHANISMS", "NotModelled", "rule_for", "NOT_MODELLED"]
 
 
 class NotModelled(ValueError):
@@ -220,13 +219,8 @@ class Herd(Rule):
 
 
 class PollHerd(Herd):
-    """``poll``, ``busy-sleep`` (``timeout``: :class:`PollHerdInC`; ``exact``: :class:`LockedHerd`).
-
-    With process workers of one thread each, ``busy-sleep`` is this herd: a
-    waiting process holds no open connection, so Puma's pause never fires (it
-    is for processes of several threads, ``kind='hybrid'``, which the model
-    does not cover).
-    """
+    """``poll`` (``timeout``: :class:`PollHerdInC`; ``busy-sleep``: :class:`CountedHerd`;
+    ``exact``: :class:`LockedHerd`)."""
 
     mechanism = "poll-herd"
     path = family = "poll"
@@ -242,6 +236,20 @@ class PollHerdInC(PollHerd):
 
     mechanism = "poll-herd-in-c"
     returns_eagain = False
+
+
+class CountedHerd(PollHerd):
+    """``busy-sleep``: the herd of ``poll``, whose winner counts its connection under a lock.
+
+    A waiting process of one thread holds no open connection, so Puma's pause
+    never fires (``kind='hybrid'`` is not modelled); the count around each
+    conversation changes the race's timing only.  Who wins, how strongly one
+    worker is favoured, how many losers see EAGAIN: a calibration run of
+    ``busy-sleep`` itself measures them (family ``busy-sleep``).
+    """
+
+    mechanism = "counted-herd"
+    family = "busy-sleep"
 
 
 class LockedHerd(PollHerd):
@@ -283,19 +291,14 @@ class EpollHerd(Herd):
 class FirstRegistered(Rule):
     """``epoll-exclusive``: the kernel wakes the first idle epoll in registration order.
 
-    ``ep_poll_callback`` walks the listener's wait queue (epolls in the order
-    they registered, each worker once at start-up).  An EPOLLEXCLUSIVE entry
-    whose epoll has no sleeper (its worker is busy) gets the event on its
-    ready list and the walk goes on; the first one with a sleeper is woken
-    and the walk stops.  A busy worker passed over sees the event when it
-    calls ``epoll_wait`` again (level-triggered): if the connection is still
-    queued it takes it without sleeping.  A worker NOT passed over does not
-    see a connection queued for another, and sleeps.
-
-    How late the first worker is, and how often it is still first to the
-    connection (late-win), comes from the calibration's ``epoll-exclusive``
-    runs (path ``exclusive``), not from ``accept()``'s: its way back, from
-    ``epoll_wait`` to Python and then to ``accept()``, is longer.
+    ``ep_poll_callback`` walks the listener's wait queue (epolls in the order they
+    registered, each worker once at start-up).  An EPOLLEXCLUSIVE entry whose epoll
+    has no sleeper (a busy worker) gets the event on its ready list and the walk goes
+    on; the first one with a sleeper is woken and the walk stops.  A busy worker passed
+    over sees the event in its next ``epoll_wait`` (level-triggered) and takes the
+    connection if it is still queued; one NOT passed over sleeps.  How late the first
+    worker is, and how often it is still first (late-win), comes from the calibration's
+    ``epoll-exclusive`` runs (path ``exclusive``): its way back is longer than accept()'s.
     """
 
     mechanism = "first-registered"
@@ -567,8 +570,8 @@ class LeastBusyDealer(Dealer):
 
 
 MECHANISMS: dict[str, type[Rule]] = {rule.mechanism: rule for rule in (
-    ExclusiveFifo, PollHerd, PollHerdInC, LockedHerd, EpollHerd, FirstRegistered, ReRegistering,
-    SharedLifo, Hashed, LockFifo, Dealer, LeastBusyDealer)}
+    ExclusiveFifo, PollHerd, PollHerdInC, CountedHerd, LockedHerd, EpollHerd, FirstRegistered,
+    ReRegistering, SharedLifo, Hashed, LockFifo, Dealer, LeastBusyDealer)}
 """Every rule of the model, by its mechanism's name."""
 
 RULES: Mapping[str, str | None] = MappingProxyType(
