@@ -437,7 +437,7 @@ def _body_rows(table: str) -> list[str]:
 def test_a_printout_is_cut_by_the_lines_it_shows() -> None:
     """Wrapped lines count: 24 printed lines of ~800 characters, a 7,700-character line and a
     45-frame traceback each become several parts that fit a slide, and no character is lost."""
-    budget = slide_fit.STYLE.budget
+    budget = slide_fit.STYLE.budget  # pixels of a slide's height: a layout fact, not a time
     for cell in _printouts_and_tables().cells[1:4]:
         (original,) = cell.outputs
         pieces = slide_fit._code_pieces(cell, slide_fit.STYLE)

@@ -12,7 +12,11 @@ three).  Each run is read by :mod:`acceptlab.model.readings`:
   woken sleeper runs, how late the returning worker is, and (``poll``,
   ``epoll``, ``shared-epoll``) who of the woken wins;
 * a closed loop of as many clients as workers: the times when every core is
-  wanted, and the client's time per connection (``gil_us``);
+  wanted, how uneven its conversations are, and the client's time per
+  connection (``gil_us``);
+* ``exact`` and ``busy-sleep`` back to back: herds whose winner takes a lock
+  after ``poll()``, so their races (who wins, how many losers see EAGAIN)
+  are their own, not ``poll``'s;
 * ``spin`` work, with twice as many clients as workers, processes and then
   threads: the cores the kit's CPU-bound workers get (``cores``,
   ``thread_cores``), how unevenly (``spin_spread``), and how often a thread
@@ -31,7 +35,7 @@ moment of a shared machine, and each run is kept as its own pool (two:
 its halves).  :func:`calibrate` measures; :func:`kept_with` adds the runs of
 the last calibrations of this machine (a shared machine's states move faster
 than one calibration follows); :func:`save` and :func:`load` keep the result
-in the user's cache (``$XDG_CACHE_HOME/acceptlab/calibration.json``);
+in the user's cache (:func:`cache_path`);
 :func:`current` is what :func:`acceptlab.model.predict` uses: the saved
 calibration, or :func:`default` (measured on the kit's reference machine, a
 2-core VM; :mod:`acceptlab.model.defaults`) when there is none.

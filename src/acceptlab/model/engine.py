@@ -169,10 +169,8 @@ class Simulation:
             regime, profile = ahead
             self.clients[client].ahead = None
         else:
-            profile = self.times[regime].profile()
-        times = self.times[regime]
-        alone = self._alone(regime)
-        profile = profile if alone is times else alone.profile()
+            profile = self._alone(regime).profile()
+        times, alone = self.times[regime], self._alone(regime)
         connect = alone.connect(profile)
         self.c_talk[conn], self.c_woke[conn] = alone.talk(profile), alone.woke(profile)
         if regime == "loaded" and self.no_work:  # as uneven as the calibration's closed loop's
