@@ -6,12 +6,15 @@ All over real processes, threads and loopback sockets.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
+import signal
 import socket
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -19,6 +22,7 @@ import pytest
 
 from acceptlab.server.conversation import recv_until
 from acceptlab.linux.kernel import listen_queues
+from acceptlab.linux.procfs import parent_of
 from acceptlab.server.pool import PortInUse, WorkerPool
 from acceptlab.server.protocol import ZEN
 from helpers import port_is_free, process_gone, wait_until, zen_round_trip
@@ -247,13 +251,41 @@ def test_a_killing_restart_of_a_thread_crashes_it_at_its_next_connection(start_p
     # waits until the kernel has the old thread asleep in accept(), ahead of the new one.
     assert wait_until(lambda: asleep_in_accept(old), timeout=10) is not None
     pool.restart(0, graceful=False)
-    assert pool.status()[0].state == "serving" and pool.idents[0] != old
-    # The old thread still sleeps in accept() ahead of the new one (the kernel's FIFO), so
-    # it takes the next connection and crashes with it; the one after is the new thread's.
+    new = pool.idents[0]
+    assert pool.status()[0].state == "serving" and new != old
+    # Again ready is "about to wait": a new thread on its way to accept() would take the
+    # connection from the queue itself, before the woken old one runs (lesson 02's race).
+    assert wait_until(lambda: asleep_in_accept(new), timeout=10) is not None
+    # The old thread sleeps in accept() ahead of the new one (the kernel's FIFO), so it
+    # takes the next connection and crashes with it; the one after is the new thread's.
     with pytest.raises(ConnectionError):
         zen_round_trip(pool.address)
     assert zen_round_trip(pool.address) == [b"Ugly.", b"Implicit.", b"Complex."]
     assert pool.replacements[0].exit == "restarted: killed"
+
+
+@pytest.mark.system
+@pytest.mark.skipif("forkserver" not in multiprocessing.get_all_start_methods(),
+                    reason="this platform has no fork server")
+def test_a_dead_fork_server_is_not_a_dead_worker(start_pool):
+    """Under forkserver, multiprocessing hears how a worker ended from the fork server.
+
+    If the fork server dies (a kernel restart SIGTERMs it with the workers), every
+    worker looks ended (exit code 255) while it still serves: the supervisor must not
+    start a second worker per slot, and stop() must still end the first.
+    """
+    pool = start_pool(workers=2, kind="process", start_method="forkserver", interval=0.05)
+    workers = pool.pids
+    server = parent_of(workers[0])
+    assert parent_of(workers[1]) == server and parent_of(server) == os.getpid()  # ours
+    os.kill(server, signal.SIGKILL)
+    assert wait_until(lambda: process_gone(server), timeout=LEAVE_DEADLINE) is not None
+    time.sleep(0.5)  # ten looks of the supervisor
+    assert pool.replacements == [] and pool.pids == workers and pool.alive() == [True, True]
+    assert zen_round_trip(pool.address) == [b"Ugly.", b"Implicit.", b"Complex."]
+    pool.stop()
+    assert wait_until(lambda: all(process_gone(p) for p in workers),
+                      timeout=LEAVE_DEADLINE) is not None, "stop() left the workers running"
 
 
 # -- readiness is a signal from the worker, not a file ---------------------------------------------

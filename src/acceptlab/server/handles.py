@@ -24,11 +24,13 @@ import os
 import signal
 import socket
 import threading
+import time
 import typing
 from multiprocessing.connection import wait as wait_for_any
 from typing import Iterator
 
-from .process import RETIRE_SIGNAL, hybrid_main, process_main, stderr_path, stop_mark
+from .process import (RETIRE_SIGNAL, hybrid_main, process_alive, process_main, start_time,
+                      stderr_path, stop_mark)
 from .worker import Control, InjectedCrash, WorkerSpec, serve
 
 __all__ = ["WorkerHandle", "ThreadHandle", "ProcessHandle", "shut"]
@@ -189,6 +191,10 @@ class ProcessHandle:
             self.process.start()
         writer.close()  # the child holds the write end now
         self.pid = self.process.pid or 0
+        # A forkserver's worker is the fork server's child, not ours: see _orphaned().
+        self._started = (start_time(self.pid) if context.get_start_method() == "forkserver"
+                         else None)
+        self._lost = False  # its fork server died, and with it the news of how it ended
 
     @contextlib.contextmanager
     def _stderr_for_spawn(self, method: str) -> Iterator[None]:
@@ -237,11 +243,11 @@ class ProcessHandle:
 
     def ask_to_stop(self) -> None:
         if self.is_alive():
-            self.process.terminate()  # SIGTERM: the worker unwinds and closes its log
+            os.kill(self.pid, signal.SIGTERM)  # the worker unwinds and closes its log
 
     def force(self) -> None:
         if self.is_alive():
-            self.process.kill()  # SIGKILL: stuck in a spin, say
+            os.kill(self.pid, signal.SIGKILL)  # stuck in a spin, say
 
     def retire(self) -> None:
         if self.is_alive():
@@ -251,12 +257,34 @@ class ProcessHandle:
         self.force()  # as a bug or the OOM killer would
 
     def join(self, timeout: float) -> None:
+        deadline = time.monotonic() + max(0.0, timeout)
         self.process.join(max(0.0, timeout))
+        while self._orphaned() and time.monotonic() < deadline:
+            time.sleep(0.005)  # not our child: no sentinel says when it ends
 
     def is_alive(self) -> bool:
-        return self.process.is_alive()
+        return self.process.is_alive() or self._orphaned()
+
+    def _orphaned(self) -> bool:
+        """Is it running though ``multiprocessing`` says it ended (its fork server died)?
+
+        Under forkserver, the fork server forks each worker and tells this
+        process, through a socket, how it ended.  If the fork server dies (a
+        kernel restart SIGTERMs it along with the workers; a person may kill
+        it), every socket closes and ``multiprocessing`` reports each worker
+        ended with exit code 255, though they still serve.  Believing it, the
+        supervisor would start a second worker per slot and leave the first
+        running, unstoppable.  So the kernel is asked instead.
+        """
+        if self._started is None or self.process.exitcode is None:
+            return False
+        running = process_alive(self.pid, self._started)
+        self._lost = self._lost or running
+        return running
 
     def exit_description(self) -> str:
+        if self._lost:
+            return "exit code unknown (its fork server had died)"
         code = self.process.exitcode
         if code is not None and code < 0:
             return f"exit code {code} ({signal.Signals(-code).name})"

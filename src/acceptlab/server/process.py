@@ -30,7 +30,7 @@ from pathlib import Path
 from .eventlog import log_path
 from .worker import Control, Flag, WorkerSpec, serve
 
-__all__ = ["process_main", "hybrid_main", "stop_mark", "stderr_path", "process_alive",
+__all__ = ["process_main", "hybrid_main", "stop_mark", "stderr_path", "process_alive", "start_time",
            "RETIRE_SIGNAL"]
 
 _ORPHAN_CHECK = 0.2  # seconds between checks that the parent is still alive
@@ -237,8 +237,12 @@ def _watch_pool(pool_pid: int) -> None:
     threading.Thread(target=watch, name="orphan-watchdog", daemon=True).start()
 
 
-def process_alive(pid: int) -> bool:
-    """Is process ``pid`` running?  (A zombie, dead but not yet reaped, is not.)"""
+def process_alive(pid: int, started: int | None = None) -> bool:
+    """Is process ``pid`` running?  (A zombie, dead but not yet reaped, is not.)
+
+    With ``started`` (its :func:`start_time`), a later process that was given
+    the same pid is not it either.
+    """
     try:
         os.kill(pid, 0)  # signal 0: only asks whether the process exists
     except ProcessLookupError:
@@ -247,6 +251,16 @@ def process_alive(pid: int) -> bool:
         return True
     try:
         with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+            fields = stat.read().rsplit(")", 1)[1].split()
     except OSError:  # no /proc (macOS): existence is the best we can tell
         return True
+    return fields[0] not in ("Z", "X") and (started is None or int(fields[19]) == started)
+
+
+def start_time(pid: int) -> int | None:
+    """When process ``pid`` started, in clock ticks after boot (``None`` if gone, or no /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return int(stat.read().rsplit(")", 1)[1].split()[19])  # field 22 of proc(5)
+    except (OSError, IndexError, ValueError):
+        return None
