@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import os
+import signal
 import socket
 import sys
 import time
@@ -12,6 +15,7 @@ import pandas as pd
 import pytest
 
 from acceptlab import kernel
+from helpers import wait_until
 from acceptlab.linux.kernel import (
     QueueSampler,
     Unsupported,
@@ -254,3 +258,88 @@ def test_voluntary_switches_count_sleeps() -> None:
 def test_voluntary_switches_is_none_without_rusage_thread(monkeypatch) -> None:
     monkeypatch.delattr(kernel.resource, "RUSAGE_THREAD")  # as on macOS
     assert voluntary_switches() is None
+
+
+# -- the flock facts the model's lock-fifo rule rests on (docs/sources.md, "flock-tree") -----
+
+def _sleeps(pid: int) -> int:
+    """How many times process ``pid`` has gone to sleep (its voluntary context switches)."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("voluntary_ctxt_switches"):
+                return int(line.split()[1])
+    raise AssertionError(f"no voluntary_ctxt_switches in /proc/{pid}/status")
+
+
+@pytest.mark.skipif(not LINUX, reason="reads /proc/PID/status; the lock tree is Linux's (5.0+)")
+def test_a_lock_taken_out_of_turn_wakes_every_waiter_and_keeps_their_order(tmp_path) -> None:
+    """Three processes wait for an ``flock`` in line; the holder unlocks and locks again before
+    the first can run (it runs SCHED_FIFO on their one CPU), five times.  Each time, the first
+    waiter wakes, finds the lock taken and blocks again, which wakes the others: every waiter
+    sleeps once more per barge.  Then they get the lock in the order they came."""
+    if not hasattr(os, "sched_setscheduler"):
+        pytest.skip("needs sched_setscheduler")
+    barges, path = 5, tmp_path / "lock"
+    path.write_bytes(b"")
+    order = tmp_path / "order"
+    holder = os.open(path, os.O_RDWR)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    cpu = {sorted(os.sched_getaffinity(0))[0]}
+    waiters: list[int] = []
+    try:
+        for index in range(3):
+            pid = os.fork()
+            if pid == 0:  # a waiter: wait for the lock, write its number, let go
+                try:
+                    os.sched_setaffinity(0, cpu)
+                    mine = os.open(path, os.O_RDWR)
+                    fcntl.flock(mine, fcntl.LOCK_EX)
+                    with open(order, "a") as file:
+                        file.write(str(index))
+                    fcntl.flock(mine, fcntl.LOCK_UN)
+                finally:
+                    os._exit(0)
+            waiters.append(pid)
+            assert wait_until(lambda: _in_flock(pid), timeout=5) is not None  # in line, in order
+        original = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, cpu)
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+        except PermissionError:
+            os.sched_setaffinity(0, original)
+            pytest.skip("SCHED_FIFO needs CAP_SYS_NICE: the barge cannot be forced")
+        try:
+            for _ in range(barges):
+                before = [_sleeps(pid) for pid in waiters]
+                fcntl.flock(holder, fcntl.LOCK_UN)  # wakes the first waiter, which cannot run yet
+                fcntl.flock(holder, fcntl.LOCK_EX)  # ... so the holder takes it again
+                slept_again = wait_until(
+                    lambda: all(_sleeps(p) > b and _state(p) == "S" for p, b in zip(waiters, before)),
+                    timeout=5, step=0.005)  # sleeping lets them run
+                assert slept_again is not None, (
+                    f"not every waiter slept again after a barge: "
+                    f"{[_sleeps(p) - b for p, b in zip(waiters, before)]} more sleeps")
+        finally:
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+            os.sched_setaffinity(0, original)
+        fcntl.flock(holder, fcntl.LOCK_UN)
+        for pid in waiters:
+            os.waitpid(pid, 0)
+        waiters.clear()
+        assert order.read_text() == "012"
+    finally:
+        os.close(holder)
+        for pid in waiters:  # only on a failure: end our own children
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+
+
+def _in_flock(pid: int) -> bool:
+    with open(f"/proc/{pid}/wchan") as wchan:
+        where = wchan.read()  # locks_lock_inode_wait on 6.x; "0" where the kernel hides it
+    return ("lock" in where or where in ("", "0")) and _state(pid) == "S"
+
+
+def _state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0]

@@ -394,6 +394,17 @@ def test_a_worker_back_before_the_woken_waiter_runs_barges_in_and_takes_the_lock
     assert m["returns_per_accept"] == 1.0  # the losers block again inside flock
 
 
+def test_a_barge_wakes_every_waiter_of_the_lock_and_keeps_their_order():
+    """As the kernel does (tests/test_kernel.py measures it): the barged waiter blocks again
+    first in line, and re-queuing it wakes the two behind it.  Each of the 40 unlocks wakes
+    worker 1 and each barge wakes workers 2 and 3: 40 sleeps each, in waits that never end."""
+    sim = Simulation(Scenario(strategy="locked", workers=4, connections=40, gap=0.0),
+                     steady(woke=(500.0,)), np.random.default_rng(0))
+    sim.run()
+    assert [sim.r_nvcsw[sim.row[w]] for w in (1, 2, 3)] == [40, 40, 40]
+    assert list(sim.rule.waiting) == [1, 2, 3]
+
+
 @pytest.mark.parametrize("strategy", ["handoff", "handoff-least-busy"])
 def test_a_dealer_deals_strict_turns_whatever_the_race(strategy):
     events, _, m = run(strategy, calibration=steady(p_late_win=1.0), gap=0.0)

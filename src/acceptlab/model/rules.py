@@ -441,7 +441,10 @@ class LockFifo(Rule):
     ``accept()``, and the next waiter woken by the unlock.  The unlock does
     not hand the lock over, though: the woken waiter must take it when it
     runs, and a worker that calls ``flock`` in between takes it first (it
-    barges); the woken one then blocks again at the tail (a wakeup, no return).
+    barges).  The woken one then blocks again, still first in line, and, as
+    the kernel's ``__locks_insert_block`` does, wakes the waiters queued
+    behind it, who block again behind it in the same order: a barge costs a
+    wakeup of every waiter, and no return.
     """
 
     mechanism = "lock-fifo"
@@ -477,9 +480,11 @@ class LockFifo(Rule):
         if worker != self.holder:  # woken by the unlock: the lock is its if still free
             if self.holder is None:
                 self._hold(worker)
-            else:  # someone barged in: block again, at the tail
+            else:  # someone barged in: block again, first in line; those behind wake too
                 self.sim.asleep(worker)
-                self.waiting.append(worker)
+                for behind in self.waiting:
+                    self.sim.count_wakeup(behind)
+                self.waiting.appendleft(worker)
         elif self.sim.queued(0):
             self.sim.take(worker, 0)
         else:
