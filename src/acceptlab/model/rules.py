@@ -434,17 +434,13 @@ class Hashed(Rule):
 class LockFifo(Rule):
     """``locked``: ``flock`` around ``accept()``; only the holder waits in the accept queue.
 
-    Since Linux 5.0 ("fs/locks: create a tree of dependent requests") an
-    unlock wakes the next waiter in order, so the lock's queue is FIFO and a
-    worker coming back waits its turn behind the others: turns hold even
-    without a gap.  Each connection costs two wakeups: the holder woken in
-    ``accept()``, and the next waiter woken by the unlock.  The unlock does
-    not hand the lock over, though: the woken waiter must take it when it
-    runs, and a worker that calls ``flock`` in between takes it first (it
-    barges).  The woken one then blocks again, still first in line, and, as
-    the kernel's ``__locks_insert_block`` does, wakes the waiters queued
-    behind it, who block again behind it in the same order: a barge costs a
-    wakeup of every waiter, and no return.
+    Since Linux 5.0 an unlock wakes the next waiter in order (a FIFO: turns
+    hold even without a gap), at two wakeups per connection: the holder in
+    ``accept()``, the next waiter by the unlock.  The woken waiter must take
+    the lock when it runs; a worker calling ``flock`` first takes it (barges).
+    The woken one blocks again, still first, and wakes those behind it, who
+    block again in order (``__locks_insert_block``): a barge costs every
+    waiter a wakeup, and no return.  docs/sources.md, "flock-tree".
     """
 
     mechanism = "lock-fifo"
