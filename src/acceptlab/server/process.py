@@ -233,8 +233,8 @@ def _watch_pool(pool_pid: int) -> None:
     Why a pidfd, and not a look every 0.2 s?  A thread that wakes needs the
     GIL: a worker coming back from ``accept()`` at that moment waits for it,
     and the event log counts that wait as one or two more sleeps in the wait
-    (one connection in a few hundred, live, at 4 workers).  A pidfd sleeps
-    until the pool's process ends.
+    (5 more in 4,000 connections: 4 workers, gap 1 ms, beside a test run).  A
+    pidfd sleeps until the pool's process ends.
     """
     def watch() -> None:
         try:
