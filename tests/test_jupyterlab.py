@@ -85,7 +85,10 @@ NO_BROWSER_TOOLS = (
     "It drives Chromium with Playwright from npm (`sudo apt-get install chromium npm`; "
     "CI does this in .ci/run); playwright-core is installed into build/.npm-lab on first use.")
 
-pytestmark = pytest.mark.timeout(2400)
+# One pytest-xdist worker holds the module: its lab and its browser session are module-wide,
+# and two workers would each start a lab, and each run npm into build/.npm-lab at once (a CI
+# beside a busy job got a playwright-core without its files, and skipped every browser test).
+pytestmark = [pytest.mark.timeout(2400), pytest.mark.xdist_group("jupyterlab")]
 system = pytest.mark.system  # the tests that need `make lab` running (and a browser, for some)
 
 
