@@ -114,15 +114,31 @@ def hybrid_main(listener: socket.socket, spec: WorkerSpec, ready: Connection,
     all_ready = _Countdown(threads, _PipeFlag(ready))
     controls = [Control(ready=all_ready) for _ in range(threads)]
     retiring = threading.Event()
-    signal.signal(RETIRE_SIGNAL, lambda signum, frame: _retire_all(controls, retiring))
-    workers = [threading.Thread(target=serve, daemon=True, name=f"acceptlab-worker-{spec.slot}.{t}",
-                                args=(listener, replace(spec, slot=spec.slot * threads + t),
-                                      control))
+    news, tell = os.pipe()  # a byte when a thread ends, or when the retire signal comes
+    ended: list[int] = []
+
+    def retire(signum, frame) -> None:
+        _retire_all(controls, retiring)
+        os.write(tell, b"r")
+
+    def serve_then_tell(spec: WorkerSpec, control: Control) -> None:
+        try:
+            serve(listener, spec, control)
+        finally:
+            ended.append(spec.slot)
+            os.write(tell, b"t")
+
+    signal.signal(RETIRE_SIGNAL, retire)
+    workers = [threading.Thread(target=serve_then_tell, daemon=True,
+                                name=f"acceptlab-worker-{spec.slot}.{t}",
+                                args=(replace(spec, slot=spec.slot * threads + t), control))
                for t, control in enumerate(controls)]
     for worker in workers:
         worker.start()
-    while not retiring.wait(_ORPHAN_CHECK) and any(worker.is_alive() for worker in workers):
-        pass  # the main thread only waits: signals are delivered to it
+    # The main thread only waits (signals are delivered to it), asleep until there is news:
+    # a thread that woke now and then would take the GIL from the serving threads.
+    while not retiring.is_set() and len(ended) < threads:
+        os.read(news, 64)
     # Retiring: threads asleep in the wait hold nothing; those mid-conversation finish it.
     for worker, control in zip(workers, controls):
         while worker.is_alive() and not control.waiting:
