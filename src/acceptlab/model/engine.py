@@ -168,9 +168,9 @@ class Simulation:
         if ahead is not None:  # drawn when the previous connection's worker raced this one
             regime, profile = ahead
             self.clients[client].ahead = None
-        else:
-            profile = self._alone(regime).profile()
         times, alone = self.times[regime], self._alone(regime)
+        if ahead is None:
+            profile = alone.profile()
         connect = alone.connect(profile)
         self.c_talk[conn], self.c_woke[conn] = alone.talk(profile), alone.woke(profile)
         if regime == "loaded" and self.no_work:  # as uneven as the calibration's closed loop's

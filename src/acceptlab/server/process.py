@@ -113,36 +113,59 @@ def hybrid_main(listener: socket.socket, spec: WorkerSpec, ready: Connection,
     _prepare_process(listener, spec)
     all_ready = _Countdown(threads, _PipeFlag(ready))
     controls = [Control(ready=all_ready) for _ in range(threads)]
-    retiring = threading.Event()
-    news, tell = os.pipe()  # a byte when a thread ends, or when the retire signal comes
-    ended: list[int] = []
-
-    def retire(signum, frame) -> None:
-        _retire_all(controls, retiring)
-        os.write(tell, b"r")
-
-    def serve_then_tell(spec: WorkerSpec, control: Control) -> None:
-        try:
-            serve(listener, spec, control)
-        finally:
-            ended.append(spec.slot)
-            os.write(tell, b"t")
-
-    signal.signal(RETIRE_SIGNAL, retire)
-    workers = [threading.Thread(target=serve_then_tell, daemon=True,
+    news = _News(threads)
+    signal.signal(RETIRE_SIGNAL, lambda signum, frame: _retire_all(controls, news))
+    workers = [threading.Thread(target=_serve_then_tell, daemon=True,
                                 name=f"acceptlab-worker-{spec.slot}.{t}",
-                                args=(replace(spec, slot=spec.slot * threads + t), control))
+                                args=(listener, replace(spec, slot=spec.slot * threads + t),
+                                      control, news))
                for t, control in enumerate(controls)]
     for worker in workers:
         worker.start()
-    # The main thread only waits (signals are delivered to it), asleep until there is news:
-    # a thread that woke now and then would take the GIL from the serving threads.
-    while not retiring.is_set() and len(ended) < threads:
-        os.read(news, 64)
+    news.wait()  # the main thread only waits: signals are delivered to it
     # Retiring: threads asleep in the wait hold nothing; those mid-conversation finish it.
     for worker, control in zip(workers, controls):
         while worker.is_alive() and not control.waiting:
             worker.join(0.01)
+
+
+class _News:
+    """What a hybrid process's main thread sleeps on until it has something to do.
+
+    A pipe: each serving thread writes a byte when it ends, and so does the
+    retire signal's handler.  The main thread sleeps in ``read()`` and does
+    not wake otherwise: a thread that woke every so often to look would take
+    the GIL from the serving threads (see :func:`_watch_pool`).
+    """
+
+    def __init__(self, threads: int) -> None:
+        self._read, self._write = os.pipe()
+        self.threads = threads
+        self.retiring = False
+        self._ended: list[None] = []  # list.append is atomic: threads may end at once
+
+    def thread_ended(self) -> None:
+        self._ended.append(None)
+        os.write(self._write, b"t")
+
+    def retire(self) -> None:
+        """From the retire signal's handler: no lock taken, so it cannot deadlock the waiter."""
+        self.retiring = True
+        os.write(self._write, b"r")
+
+    def wait(self) -> None:
+        """Sleep until the process is asked to retire, or every serving thread has ended."""
+        while not self.retiring and len(self._ended) < self.threads:
+            os.read(self._read, 64)
+
+
+def _serve_then_tell(listener: socket.socket, spec: WorkerSpec, control: Control,
+                     news: _News) -> None:
+    """One serving thread of a hybrid process (the book's loop); its end is news."""
+    try:
+        serve(listener, spec, control)
+    finally:
+        news.thread_ended()
 
 
 class _Countdown:
@@ -158,11 +181,11 @@ class _Countdown:
                 self.flag.set()
 
 
-def _retire_all(controls: list[Control], retiring: threading.Event) -> None:
+def _retire_all(controls: list[Control], news: _News) -> None:
     """A hybrid process's retire signal: every thread takes no new connection."""
     for control in controls:
         control.retiring.set()
-    retiring.set()
+    news.retire()
 
 
 def _retire(control: Control) -> None:
@@ -281,8 +304,7 @@ def process_alive(pid: int, started: int | None = None) -> bool:
     except PermissionError:
         return True
     try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
+        fields = _stat(pid)
     except OSError:  # no /proc (macOS): existence is the best we can tell
         return True
     return fields[0] not in ("Z", "X") and (started is None or int(fields[19]) == started)
@@ -291,7 +313,12 @@ def process_alive(pid: int, started: int | None = None) -> bool:
 def start_time(pid: int) -> int | None:
     """When process ``pid`` started, in clock ticks after boot (``None`` if gone, or no /proc)."""
     try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return int(stat.read().rsplit(")", 1)[1].split()[19])  # field 22 of proc(5)
+        return int(_stat(pid)[19])  # field 22 of proc(5)
     except (OSError, IndexError, ValueError):
         return None
+
+
+def _stat(pid: int) -> list[str]:
+    """The fields of ``/proc/PID/stat`` after the command name: [0] is field 3, the state."""
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()
