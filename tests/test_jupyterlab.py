@@ -42,6 +42,7 @@ Run All took is printed.  Screenshots a person can look at are written to ``buil
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import posixpath
@@ -284,12 +285,19 @@ def _playwright() -> Path:
     if npm is None:
         pytest.skip(NO_BROWSER_TOOLS.format(what="NPM"))
     # npm's own cache inside this clone's build/: two clones installing at once on one machine
-    # (two CI runs side by side) shared ~/.npm and one got a package without its files.
-    done = subprocess.run([npm, "install", "--no-audit", "--no-fund", "--no-save",
-                           "--no-package-lock", "--prefix", str(NPM_CACHE),
-                           "--cache", str(NPM_CACHE / ".npm-cache"),
-                           f"{PLAYWRIGHT}@{PLAYWRIGHT_VERSION}"],
-                          capture_output=True, text=True, timeout=300)
+    # (two CI runs side by side) shared ~/.npm and one got a package without its files.  And
+    # one install at a time into the folder, should the module's xdist_group fail to keep it on
+    # one worker (it did with pytest 9.2 and pytest-xdist 3.8: pyproject.toml pins pytest < 9.2).
+    NPM_CACHE.mkdir(parents=True, exist_ok=True)
+    with open(NPM_CACHE / ".install.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (NPM_CACHE / "node_modules" / PLAYWRIGHT / "package.json").exists():
+            return NPM_CACHE  # the other worker installed it
+        done = subprocess.run([npm, "install", "--no-audit", "--no-fund", "--no-save",
+                               "--no-package-lock", "--prefix", str(NPM_CACHE),
+                               "--cache", str(NPM_CACHE / ".npm-cache"),
+                               f"{PLAYWRIGHT}@{PLAYWRIGHT_VERSION}"],
+                              capture_output=True, text=True, timeout=300)
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
         pytest.skip(NO_BROWSER_TOOLS.format(what=f"{PLAYWRIGHT.upper()} ({last})"))

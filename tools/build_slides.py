@@ -38,6 +38,7 @@ on Debian) and without ``--reveal`` the build stops with one line saying so.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import html
 import json
 import shutil
@@ -99,10 +100,14 @@ def npm_reveal(cache: Path | None = None) -> Path:
                           "`apt-get install npm` (Debian), or pass --reveal DIR with an unpacked "
                           f"{REVEAL_PACKAGE}@{REVEAL_VERSION}")
     cache.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(
-        [npm, "install", "--no-audit", "--no-fund", "--no-save", "--no-package-lock",
-         "--loglevel=error", "--prefix", str(cache), f"{REVEAL_PACKAGE}@{REVEAL_VERSION}"],
-        capture_output=True, text=True, timeout=300)
+    with open(cache / ".install.lock", "w") as lock:  # one install at a time into one folder:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two at once left a package without its files
+        if _package_version(package) == REVEAL_VERSION:  # the other one installed it
+            return package
+        done = subprocess.run(
+            [npm, "install", "--no-audit", "--no-fund", "--no-save", "--no-package-lock",
+             "--loglevel=error", "--prefix", str(cache), f"{REVEAL_PACKAGE}@{REVEAL_VERSION}"],
+            capture_output=True, text=True, timeout=300)
     if done.returncode != 0 or _package_version(package) != REVEAL_VERSION:
         last = (done.stderr.strip() or done.stdout.strip() or "no output").splitlines()[-1]
         raise SlidesError(f"npm could not install {REVEAL_PACKAGE}@{REVEAL_VERSION}: {last}")
