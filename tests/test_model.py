@@ -16,6 +16,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from acceptlab import analysis
@@ -174,6 +175,22 @@ def test_epoll_exclusive_races_with_the_times_of_its_own_path():
     assert order(events) == [0, 1, 2, 3, 0, 1]
 
 
+@pytest.mark.parametrize("share, herd_share, expected", [
+    (1.0, 0.0, 1.0), (0.0, 1.0, 0.0), (None, 1.0, 1.0), (None, 0.0, 0.0)])
+def test_epoll_exclusive_losers_see_eagain_as_often_as_its_own_path_measured(
+        share, herd_share, expected):
+    # Always late and still first (late-win): the sleeper woken for each connection after
+    # the first runs once the returning worker has taken it.  It sees EAGAIN as often as the
+    # exclusive path's calibration runs saw per late-win; where they said nothing
+    # (None), as often as an epoll herd's losers.
+    late = steady(p_eagain=herd_share)
+    exclusive = pool(path="exclusive", p_late_win=1.0, eagain_per_win=share)
+    late = dataclasses.replace(late, pools={**late.pools, "exclusive-process-busy": (exclusive,)})
+    events, _, m = run("epoll-exclusive", calibration=late, gap=0.0, connections=40)
+    assert order(events) == [0] * 40
+    assert m["eagain_per_accept"] == expected * 39 / 40
+
+
 def test_reorder_hands_over_in_blocks_of_16():
     events, _, _ = run("reorder", gap=0.001, connections=80)
     assert order(events) == [0] * 16 + [1] * 16 + [2] * 16 + [3] * 16 + [0] * 16
@@ -255,10 +272,6 @@ def test_a_herd_that_favours_one_worker_gives_it_every_race_it_is_woken_for():
 def _log(rows: list[tuple]):
     """A live-looking run from its waits: (worker, t_wait, t_wake, outcome, nvcsw) each, in ns;
     accept() 1 µs after the wake, the conversation over 0.5 µs later."""
-    from types import SimpleNamespace
-
-    import pandas as pd
-
     events = pd.DataFrame(rows, columns=["worker", "t_wait_ns", "t_wake_ns", "outcome", "nvcsw"])
     events["t_wake_ns"] = events["t_wake_ns"].astype("Int64")
     events["nvcsw"] = events["nvcsw"].astype("Int64")
@@ -271,7 +284,6 @@ def _log(rows: list[tuple]):
 def _herd_run(winners: list[int], workers: int = 3):
     """A herd run: every worker waits from the start; connection k, 100 µs apart, is won by
     ``winners[k]`` (its wait ends and a new one begins at once)."""
-    import pandas as pd
 
     rows, since = [], [0] * workers
     for k, who in enumerate(winners):
@@ -429,6 +441,22 @@ def test_shared_epoll_wakes_the_last_sleeper_and_hands_the_event_on():
     # Now it comes back with EAGAIN each time: its wakeup is logged with its return.
     assert m["eagain_per_accept"] == 1.0 and m["returns_per_accept"] == 2.0
     assert m["wakeups_per_accept"] == 2.0
+
+
+def test_switches_no_rule_explains_are_added_whole_and_in_part():
+    # stray 1.0 in the idle pool and 1.0 in the busy one: two more switches per accept
+    _, _, m = run("shared-epoll", kind="thread", gap=0.001, calibration=steady(stray=1.0))
+    assert m["wakeups_per_accept"] == 3.0 and m["returns_per_accept"] == 1.0
+
+
+def test_a_shared_epolls_stray_switches_are_those_beyond_its_hand_ons_and_eagains():
+    # 4 accepts with 3 switches each, 2 EAGAIN returns with 1: 3.5 switches per accept.
+    events = pd.DataFrame({"outcome": ["accepted"] * 4 + ["eagain"] * 2 + ["waiting"],
+                           "nvcsw": [3, 3, 3, 3, 1, 1, None]})
+    live = SimpleNamespace(events=events, meta={"kind": "thread"})
+    assert readings._stray(live, "shared", "busy") == 3.5 - 2 - 0.5
+    assert readings._stray(live, "accept", "busy") == 3.5 - 1  # threads: the GIL's waits
+    assert readings._stray(live, "exclusive", "busy") == 0.0  # its rule explains them
 
 
 def test_shared_epolls_re_queue_race_can_hand_a_connection_to_the_oldest_sleeper():
@@ -626,7 +654,7 @@ def known_machine(monkeypatch):
 
 
 def test_calibrating_the_model_on_its_own_runs_gives_back_its_times(known_machine):
-    truth = steady(p_late_win=0.25, ranks=(0.0, 1.0), gil_us=200.0)
+    truth = steady(p_late_win=0.25, ranks=(0.0, 1.0), gil_us=200.0, eagain_per_win=0.5)
     log: list = []
     found = calibration.calibrate(run_experiment=_fake_experiment(truth, log))
     assert len(log) == len(calibration.FULL_RUNS) and found.mode == "full"
@@ -636,6 +664,9 @@ def test_calibrating_the_model_on_its_own_runs_gives_back_its_times(known_machin
     busy = found.pools["accept-process-busy"]
     assert {p.connect[0] for p in busy} == {50.0} and {p.talk[0] for p in busy} == {100.0}
     assert all(0.1 < p.p_late_win < 0.4 for p in busy)  # 0.25, as sampled in 100 connections
+    # the woken sleeper's EAGAIN per late-win of epoll-exclusive: half, as the truth says
+    shares = [p.eagain_per_win for p in found.pools["exclusive-process-busy"]]
+    assert None not in shares and 0.3 < float(np.mean(shares)) < 0.7
     woke = {v for p in found.pools["accept-process-idle"] for v in p.woke if math.isfinite(v)}
     assert woke == {20.0}  # where a sleeper took the connection
     assert all(set(t.ranks) <= {0.0, 0.5, 1.0} for t in found.herds["poll-busy"])
@@ -914,7 +945,6 @@ def test_a_herd_table_counts_the_losses_of_the_waits_that_ended_only():
     """Three workers, four connections; each loser switches once per connection it lost.
     The last waits are still going on (no switch count yet): they must not count as losses
     that cost nothing (which read p_switch as 5/8 here)."""
-    import pandas as pd
 
     from acceptlab.model.readings import read_herd
 

@@ -542,7 +542,8 @@ class Simulation:
         # Switches no rule explains: the machine's (gap runs), a thread pool's GIL waits (busy)
         stray = self.times["idle"].stray + self.times["busy"].stray
         if stray > 0 and len(accepted):
-            extra = self.rng.binomial(len(accepted), min(1.0, stray))
+            whole = int(stray)  # a shared epoll's threads may wait for the GIL more than once
+            extra = whole * len(accepted) + self.rng.binomial(len(accepted), stray - whole)
             np.add.at(nvcsw, self.rng.choice(accepted, extra), 1)
 
         def ns(values: list[float]) -> np.ndarray:

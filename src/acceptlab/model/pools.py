@@ -65,7 +65,7 @@ class Pool:
     p_late_lose: float = 0.0  # late, and a woken sleeper took it
     off_win: SAMPLES = ()  # late-win: the worker's t_wait - the next connection's t_connected
     off_lose: SAMPLES = ()  # late-lose: the same
-    # wakeups per accept beyond one, in runs of accept() where the rule explains one: the
+    # wakeups per accept beyond those the path's rule explains (readings._stray): the
     # machine's own (idle runs) and, in thread pools, the waits for the GIL (busy thread runs)
     stray: float = 0.0
     # a wait that found its connection queued (no switch): its t_wake - t_wait, the wait
@@ -73,6 +73,9 @@ class Pool:
     enter: SAMPLES = ()
     path: str = "accept"
     pairs: int = 0
+    # EAGAIN returns per late-win (None: not read): a woken sleeper that ran once the
+    # returning worker had taken the connection, and saw it queued first (path exclusive)
+    eagain_per_win: float | None = None
 
     @property
     def p_late(self) -> float:

@@ -139,15 +139,13 @@ def read_pools(run: Any, *, regime: str, path: str = "accept", parts: int = 2) -
     offset = np.append(back[:-1] - connected[1:], np.nan)
     pause = np.append(start[1:] - client_done[:-1] - gap_us, np.nan)
 
-    accepted = int((run.events["outcome"] == "accepted").sum())
-    switches = pd.to_numeric(run.events["nvcsw"]).dropna()
-    stray = (max(0.0, float(switches[switches >= 0].sum()) / accepted - 1)
-             if path == "accept" and (regime == "idle" or run.meta.get("kind") == "thread")
-             else 0.0)
+    stray = _stray(run, path, regime)
     enter = _enter(run.events)
+    eagains = _eagains_per_part(run.events, connected, parts)
     pools = []
-    for part in np.array_split(np.arange(len(joined)), parts):
+    for index, part in enumerate(np.array_split(np.arange(len(joined)), parts)):
         pairs = part[:-1] if part[-1] == len(joined) - 1 else part  # the last has no next
+        wins = int(late_win[pairs].sum())
         pools.append(Pool(
             path=path, kind=str(run.meta.get("kind", "process")), regime=regime,
             connect=_aligned((connected - start)[part]), talk=_aligned((client_done - accept)[part]),
@@ -159,8 +157,35 @@ def read_pools(run: Any, *, regime: str, path: str = "accept", parts: int = 2) -
             p_late_lose=round(float(late_lose[pairs].mean()), 4),
             off_win=_kept(offset[pairs][late_win[pairs]]),
             off_lose=_kept(offset[pairs][late_lose[pairs]]),
-            stray=round(stray, 4), enter=enter, pairs=len(pairs)))
+            stray=round(stray, 4), enter=enter, pairs=len(pairs),
+            eagain_per_win=round(min(1.0, eagains[index] / wins), 4) if wins else None))
     return pools
+
+
+def _stray(run: Any, path: str, regime: str) -> float:
+    """Switches per accepted connection beyond those the path's rule explains: one for
+    ``accept()`` (counted in its idle runs, and in thread pools: the waits for the GIL); for
+    the threads' ``shared`` epoll, two (the taker's and the hand-on's) and one per EAGAIN (its
+    return hands the event on again), where the rest are the threads' waits for the GIL."""
+    events = run.events
+    accepted = int((events["outcome"] == "accepted").sum())
+    switches = pd.to_numeric(events["nvcsw"]).dropna()
+    switched = float(switches[switches >= 0].sum()) / accepted
+    if path == "accept" and (regime == "idle" or run.meta.get("kind") == "thread"):
+        return max(0.0, switched - 1)
+    if path == "shared":
+        return max(0.0, switched - 2 - float((events["outcome"] == "eagain").sum()) / accepted)
+    return 0.0
+
+
+def _eagains_per_part(events: pd.DataFrame, connected: np.ndarray, parts: int) -> list[int]:
+    """How many waits came back with EAGAIN in each ``parts``-th of a sequential run: a
+    part runs from its first connection's ``t_connected`` to the next part's."""
+    starts = [connected[part[0]] for part in np.array_split(np.arange(len(connected)), parts)]
+    eagain = events[events["outcome"] == "eagain"]
+    moments = us(eagain["t_wake_ns"].fillna(eagain["t_wait_ns"]))
+    where = np.searchsorted(np.asarray(starts[1:], dtype=float), moments, side="right")
+    return [int((where == index).sum()) for index in range(parts)]
 
 
 def _enter(events: pd.DataFrame) -> SAMPLES:

@@ -291,14 +291,13 @@ class EpollHerd(Herd):
 class FirstRegistered(Rule):
     """``epoll-exclusive``: the kernel wakes the first idle epoll in registration order.
 
-    ``ep_poll_callback`` walks the listener's wait queue (epolls in the order they
-    registered, each worker once at start-up).  An EPOLLEXCLUSIVE entry whose epoll
-    has no sleeper (a busy worker) gets the event on its ready list and the walk goes
-    on; the first one with a sleeper is woken and the walk stops.  A busy worker passed
-    over sees the event in its next ``epoll_wait`` (level-triggered) and takes the
-    connection if it is still queued; one NOT passed over sleeps.  How late the first
-    worker is, and how often it is still first (late-win), comes from the calibration's
-    ``epoll-exclusive`` runs (path ``exclusive``): its way back is longer than accept()'s.
+    ``ep_poll_callback`` walks the listener's wait queue (epolls in registration order, each
+    worker's once at start-up).  An EPOLLEXCLUSIVE entry whose epoll has no sleeper (a busy
+    worker) gets the event on its ready list and the walk goes on; the first with a sleeper
+    is woken and the walk stops.  A busy worker passed over sees the event in its next
+    ``epoll_wait`` (level-triggered) and takes the connection if it is still queued.  How
+    late (and how often still first) the returning worker is, and how often the sleeper woken
+    then sees EAGAIN, come from the calibration's ``epoll-exclusive`` runs (path ``exclusive``).
     """
 
     mechanism = "first-registered"
@@ -329,20 +328,21 @@ class FirstRegistered(Rule):
         self.sim.asleep(worker)
 
     def found_nothing(self, worker: int) -> None:
-        """Woken, but the returning worker took it: EAGAIN as often as an epoll herd's losers."""
-        if self.sim.coin(self.table.p_eagain):
-            self.sim.eagain(worker, now=True)
-        else:
-            self.sleep(worker)
+        """Woken, but the returning worker took it: EAGAIN as often per late-win as the
+        calibration's runs saw (where they did not say, as often as an epoll herd's losers)."""
+        pool = self.sim.times[self.sim.regime].pool
+        share = pool.eagain_per_win if pool.path == self.path else None
+        if self.sim.coin(self.table.p_eagain if share is None else share):
+            return self.sim.eagain(worker, now=True)
+        self.sleep(worker)
 
 
 class ReRegistering(FirstRegistered):
     """``reorder`` (nginx 1.21.x): EPOLLEXCLUSIVE, but every 16 accepts the worker re-registers.
 
-    Deleting and adding the listener again puts the worker's entry at the
-    TAIL of the wait queue, so the next worker in line takes over.  The new
-    registration polls the socket once: a connection queued then is on its
-    ready list.
+    Deleting and adding the listener again puts the worker's entry at the TAIL of the wait
+    queue, so the next worker in line takes over.  The new registration polls the socket
+    once: a connection queued then is on its ready list.
     """
 
     mechanism = "re-registering"
