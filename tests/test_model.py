@@ -431,6 +431,44 @@ def test_the_least_busy_dealer_skips_a_busy_worker():
     assert taken[0] == 0 and 0 not in taken[1:4]  # worker 0 holds its connection for 150 ms
 
 
+def test_a_counting_dealer_hears_of_a_closed_connection_when_its_worker_is_done(monkeypatch):
+    # The live worker counts down just before it logs t_done, which comes after the client's
+    # last reply (here 300 µs after): a dealer that deals in between still counts it open.
+    from acceptlab.model.rules import LeastBusyDealer
+
+    heard: list[tuple[int, float]] = []
+    counts_down = LeastBusyDealer.finished
+
+    def finished(self, worker: int) -> None:
+        heard.append((worker, self.sim.now))
+        counts_down(self, worker)
+
+    monkeypatch.setattr(LeastBusyDealer, "finished", finished)
+    events, client, _ = run("handoff-least-busy", calibration=steady(lag_prompt=(300.0,)),
+                            gap=0.0, connections=8)
+    won = analysis.accepted(events)
+    worker_done = ((won["t_done_ns"] - 1e9) / 1e3).round(1).tolist()
+    assert [(w, round(t, 1)) for w, t in heard] == list(zip(won["worker"].tolist(), worker_done))
+    client_done = ((client["t_done_ns"] - 1e9) / 1e3).to_numpy()
+    assert np.allclose(np.asarray(worker_done) - client_done, 300.5)
+
+
+def test_a_load_the_path_was_not_measured_in_keeps_the_paths_own_wait_cost():
+    # No closed loop of epoll-exclusive: it borrows accept()'s, whose accept() makes the socket
+    # inside the measured wait (40 µs here); epoll-exclusive's own wait costs 8.
+    made = steady()
+    pools = {name: tuple(dataclasses.replace(p, enter=(8.0 if name.startswith("exclusive")
+                                                       else 40.0,)) for p in runs)
+             for name, runs in made.pools.items() if name != "exclusive-process-loaded"}
+    made = dataclasses.replace(made, pools=pools)
+    scenario = Scenario(strategy="epoll-exclusive", workers=4, connections=10, concurrency=4)
+    sim = Simulation(scenario, made, np.random.default_rng(0))
+    assert sim.times["loaded"].pool.path == "accept" and sim.times["loaded"].enter() == 8.0
+    blocking = Simulation(dataclasses.replace(scenario, strategy="blocking"), made,
+                          np.random.default_rng(0))
+    assert blocking.times["loaded"].enter() == 40.0
+
+
 def test_shared_epoll_wakes_the_last_sleeper_and_hands_the_event_on():
     events, _, m = run("shared-epoll", kind="thread", gap=0.001)
     assert m["busiest_share"] == 1.0 and m["mean_rank"] == 1.0  # LIFO: the returner wins

@@ -86,6 +86,10 @@ class Simulation:
         # One live run's state of the machine per simulated run: the spread between runs.
         self.times = {regime: Times.of(calibration, rule.path, scenario.kind, regime, rng)
                       for regime in ("busy", "idle", "loaded", "open")}
+        own = self.times["busy"]
+        for times in self.times.values():  # a loop the path was not measured in borrows
+            if times.pool.path != rule.path == own.pool.path:  # accept()'s times, but the
+                times.enter = own.enter  # wait call's own cost stays the path's
         self.overshoot = self.times["idle"].sleep_overshoot(calibration.timer_slack_us)
         self.plain = Times.of(calibration, "accept", scenario.kind, "busy", rng)  # a plain wake
         self.regime = "busy"
@@ -250,7 +254,9 @@ class Simulation:
                 back += self.gil.hold(self.now, self.cpu_return)
         back = max(self.now + 0.5, back)
         self.r_done[self.row[worker]] = back - 0.5
-        self.rule.finished(worker)
+        # The worker counts its connection closed when it is done with it (a dealer that counts
+        # them may look before): as the live worker does, just before it logs t_done.
+        self.later(back - 0.5, self.rule.finished, worker)
         self.later(back, self.back, worker)
 
     def _worker_of(self, conn: int) -> int:
