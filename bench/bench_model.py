@@ -113,6 +113,10 @@ def why(strategy: str, cell: str, metric: str) -> str:
                     "load moves faster than the calibration follows it")
         return ("the machine's speed drifts between the calibration and the run (other "
                 "programs come and go); the band spans only the states its runs saw")
+    if strategy == "shared-epoll" and metric == "wakeups_per_accept":
+        return ("besides the hand-ons its rule explains, a shared epoll's threads wait for the "
+                "GIL as often as one of the calibration's runs saw (3 per calibration), and "
+                "that varies more from run to run than a few runs show")
     if strategy == "shared-epoll":
         return ("the re-queue race (who of the threads takes the handed-on event, and how "
                 "often it comes back with EAGAIN) measured with 5 threads; 4 race differently")
