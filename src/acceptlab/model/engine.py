@@ -86,10 +86,12 @@ class Simulation:
         # One live run's state of the machine per simulated run: the spread between runs.
         self.times = {regime: Times.of(calibration, rule.path, scenario.kind, regime, rng)
                       for regime in ("busy", "idle", "loaded", "open")}
+        # A loop the path was not measured in (closed, open) borrows accept()'s times; the
+        # wait call's own cost stays the path's (accept() makes a socket inside its wait).
         own = self.times["busy"]
-        for times in self.times.values():  # a loop the path was not measured in borrows
-            if times.pool.path != rule.path == own.pool.path:  # accept()'s times, but the
-                times.enter = own.enter  # wait call's own cost stays the path's
+        for times in self.times.values():
+            if times.pool.path != rule.path and own.pool.path == rule.path:
+                times.enter = own.enter
         self.overshoot = self.times["idle"].sleep_overshoot(calibration.timer_slack_us)
         self.plain = Times.of(calibration, "accept", scenario.kind, "busy", rng)  # a plain wake
         self.regime = "busy"
