@@ -222,7 +222,7 @@ def _judged(round_number: int, cell: str, strategy: str, kind: str, live: dict, 
     for metric in METRICS:
         verdict = inside(live[metric], bands[metric])
         rows.append({"round": round_number, "cell": cell, "strategy": strategy,
-                     "metric": metric, "live": round(live[metric], 4),
+                     "metric": metric, "live": round(live[metric], 6),
                      "low": bands[metric][0] if bands[metric] else "",
                      "high": bands[metric][1] if bands[metric] else "",
                      "inside": "" if verdict is None else bool(verdict),

@@ -845,6 +845,19 @@ def test_an_unreadable_calibration_is_one_clear_error(tmp_path):
         calibration.load(broken)
 
 
+def test_a_bands_edges_are_rounded_outward_so_a_value_on_the_edge_stays_inside():
+    from acceptlab.model.bands import _plain
+
+    # One turn in 200 connections of 4 workers: a rr_score of 1/197.  Rounded to the
+    # nearest, the band [0, 1/197] became [0, 0.005076] and no longer held 1/197.
+    assert _plain(1 / 197) == 0.005076 < 1 / 197
+    band = [_plain(0.0, math.floor), _plain(1 / 197, math.ceil)]
+    assert band == [0.0, 0.005077] and inside(1 / 197, band)
+    assert _plain(2 / 3, math.floor) == 0.666666 and _plain(0.3, math.ceil) == 0.3
+    result = predict("blocking", 4, 50, gap=0.001, runs=3, calibration=steady())
+    assert result["rr_score"] == [1.0, 1.0]  # exact values are not widened
+
+
 def test_the_default_calibration_loads_and_predicts():
     found = calibration.default()
     assert found.source == "default" and found.pools["accept-process-busy"]

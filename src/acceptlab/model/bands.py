@@ -96,7 +96,7 @@ def predict(strategy: str, workers: int, connections: int, *, gap: float = 0.0,
         array = array[np.isfinite(array)]
         if len(array):
             low, high = np.percentile(array, [tail, 100 - tail])
-            result[name] = [_plain(low), _plain(high)]
+            result[name] = [_plain(low, math.floor), _plain(high, math.ceil)]
             medians[name] = _plain(np.median(array))
         else:
             result[name], medians[name] = None, None
@@ -126,5 +126,8 @@ def _rule_name(strategy: str, kind: str) -> str:
     return rule_for(strategy, kind).mechanism
 
 
-def _plain(x: float) -> float:
-    return round(float(x), 6)
+def _plain(x: float, rounding=round) -> float:
+    """``x`` to 6 decimals: to the nearest, or (a band's edge) outward with ``math.floor`` or
+    ``math.ceil``, so that a live value equal to the edge (1/197, a rr_score of one turn in 200
+    connections) is still inside the band that held it."""
+    return float(rounding(round(float(x) * 1e6, 3))) / 1e6
